@@ -1,0 +1,1 @@
+"""The engine of qtradeoff: loading, compression, measurement and exploration. No Qt imports here."""
