@@ -1,0 +1,348 @@
+"""Incremental evaluation: reuse the activations a configuration shares with ones already evaluated.
+
+The simulated model is traced with torch.fx, keeping the compressible layers (or the compression wrappers that
+stand in their place) as leaves. The values live just before each compressible layer — a *cut* — are cached,
+keyed by the resolved settings of every layer before the cut and by the data, so that a configuration whose
+first changed layer is the k-th one re-runs only the graph from cut k on. Memory is bounded by an LRU over bytes.
+Models that cannot be traced are evaluated in full, and :attr:`IncrementalEvaluator.note` says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from qtradeoff.core import data as data_mod
+from qtradeoff.core.config import CompressionConfig
+
+DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
+
+# In-place operators: a value cached at a cut must never be modified by the part of the graph that runs after it.
+_INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
+                      operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.setitem}
+
+
+class IncrementalError(RuntimeError):
+    """The incremental engine was used inconsistently (e.g. a layer name the model does not have)."""
+
+
+@dataclass
+class IncrementalStats:
+    """Counters that show how much work the cache saved; ``nodes_run / nodes_total`` is the fraction recomputed."""
+
+    calls: int = 0
+    full_runs: int = 0  # runs that started at the graph's beginning (cache miss, or untraceable model)
+    cut_hits: int = 0
+    nodes_run: int = 0
+    nodes_total: int = 0  # nodes a full evaluation of every call would have run
+    traces: int = 0
+    evictions: int = 0
+
+
+class ActivationCache:
+    """An LRU of cut values bounded by the bytes of the tensors it holds."""
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
+        if max_bytes < 0:
+            raise ValueError(f"cache size {max_bytes} is negative; give a size in bytes (0 disables the cache)")
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self._entries: OrderedDict[Any, tuple[dict, int]] = OrderedDict()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key) -> bool:
+        return key in self._entries
+
+    def get(self, key):
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        self._entries.move_to_end(key)
+        return found[0]
+
+    def put(self, key, values: dict) -> None:
+        size = sum(_nbytes(value) for value in values.values())
+        if size > self.max_bytes:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1]
+        self._entries[key] = (values, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self.bytes -= dropped
+            self.evictions += 1
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, list | tuple):
+        return sum(_nbytes(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_nbytes(item) for item in value.values())
+    return 64
+
+
+class _LayerTracer(fx.Tracer):
+    """Keeps the named layers as leaves whatever their class (wrappers included)."""
+
+    def __init__(self, leaf_names: Iterable[str]):
+        super().__init__()
+        self._leaf_names = frozenset(leaf_names)
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return qualified_name in self._leaf_names or super().is_leaf_module(module, qualified_name)
+
+
+@dataclass
+class _Plan:
+    """A traced graph in execution order with, for each cut, the values live across it."""
+
+    nodes: list[fx.Node]
+    cut_positions: list[int]  # node index of each compressible-layer call, then of the output node
+    cut_layers: list[str]  # layer called at each cut (the last cut, the output, has none)
+    live: list[tuple[fx.Node, ...]]  # values produced before the cut and used at or after it
+    last_use: dict[fx.Node, int]
+    signature: str  # identifies the graph; part of every cache key
+
+
+def _structure_signature(module: nn.Module) -> str:
+    """Names and classes of every submodule: configs that give the same signature share one traced graph."""
+    digest = hashlib.sha256()
+    for name, sub in module.named_modules():
+        digest.update(f"{name}:{type(sub).__module__}.{type(sub).__qualname__};".encode())
+    return digest.hexdigest()
+
+
+def _build_plan(graph: fx.Graph, layer_names: frozenset[str], signature: str) -> _Plan:
+    nodes = list(graph.nodes)  # fx keeps nodes in a valid topological order
+    index = {node: i for i, node in enumerate(nodes)}
+    last_use = {node: max((index[user] for user in node.users), default=index[node]) for node in nodes}
+    cut_positions, cut_layers = [], []
+    for i, node in enumerate(nodes):
+        if node.op == "call_module" and node.target in layer_names:
+            cut_positions.append(i)
+            cut_layers.append(node.target)
+    output = next(i for i, node in enumerate(nodes) if node.op == "output")
+    cut_positions.append(output)
+    live = []
+    for position in cut_positions:
+        # get_attr nodes are re-read from the current module rather than cached: they may differ per config
+        live.append(tuple(node for node in nodes[:position]
+                          if node.op != "get_attr" and last_use[node] >= position))
+    return _Plan(nodes, cut_positions, cut_layers, live, last_use, signature)
+
+
+def _fetch_attr(root: nn.Module, target: str):
+    value = root
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _mutates_inputs(node: fx.Node, root: nn.Module) -> bool:
+    if node.op == "call_module":
+        return bool(getattr(root.get_submodule(node.target), "inplace", False))
+    if node.op == "call_function":
+        name = getattr(node.target, "__name__", "")
+        return (node.target in _INPLACE_FUNCTIONS or bool(node.kwargs.get("inplace", False))
+                or (name.endswith("_") and not name.startswith("_")))
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.startswith("_")
+    return False
+
+
+class IncrementalEvaluator:
+    """Runs simulated models built by ``build(config)``, recomputing only what differs from cached runs.
+
+    ``layer_names`` are the compressible layers (the module names ``build`` compresses). Results are bit-identical
+    to ``build(config)(inputs)``: the same operations run on the same values, only fewer of them.
+    """
+
+    def __init__(self, build: Callable[[CompressionConfig], nn.Module], layer_names: Sequence[str], *,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+        self._build = build
+        self.layer_names = tuple(layer_names)
+        self._leaf_names = frozenset(self.layer_names)
+        self.cache = ActivationCache(cache_bytes)
+        self.stats = IncrementalStats()
+        self._plans: dict[str, _Plan | None] = {}
+        self.traceable: bool | None = None  # unknown until the first model is seen
+        self.note = ""
+
+    # -- public ----------------------------------------------------------------------------------------------
+    def forward(self, config: CompressionConfig, inputs: torch.Tensor, *, fingerprint: str | None = None,
+                module: nn.Module | None = None) -> torch.Tensor:
+        """The simulated model's output for ``inputs`` under ``config`` (identical to a full evaluation).
+
+        ``fingerprint`` identifies ``inputs`` in the cache (computed from the tensor when omitted); ``module`` is
+        the simulated model when the caller already built it.
+        """
+        self.stats.calls += 1
+        if module is None:
+            module = self._build(config)
+        plan = self._plan_for(module)
+        if plan is None:
+            self.stats.full_runs += 1
+            with torch.no_grad():
+                return module(inputs)
+        if fingerprint is None:
+            fingerprint = data_mod.fingerprint(inputs)
+        with torch.no_grad():
+            return self._run(plan, module, config, inputs, fingerprint)
+
+    def module_for(self, config: CompressionConfig, *, module: nn.Module | None = None) -> nn.Module:
+        """An ``nn.Module`` whose forward is :meth:`forward` under ``config``, for code that expects a model."""
+        return _IncrementalModule(self, config, module if module is not None else self._build(config))
+
+    def clear(self) -> None:
+        """Forget every cached activation (the traced graphs are kept)."""
+        self.cache.clear()
+
+    @property
+    def fraction_recomputed(self) -> float:
+        """Nodes run over nodes a full evaluation of every call would have run (1.0 when nothing was saved)."""
+        return self.stats.nodes_run / self.stats.nodes_total if self.stats.nodes_total else 1.0
+
+    # -- internals -------------------------------------------------------------------------------------------
+    def _plan_for(self, module: nn.Module) -> _Plan | None:
+        signature = _structure_signature(module)
+        if signature in self._plans:
+            return self._plans[signature]
+        missing = [name for name in self.layer_names if not _has_submodule(module, name)]
+        if missing:
+            raise IncrementalError(f"the simulated model has no layer {missing[0]!r}; pass the layer names of "
+                                   "the model being compressed")
+        try:
+            graph = _LayerTracer(self._leaf_names).trace(module)
+        except Exception as error:  # noqa: BLE001 - any tracing failure means "evaluate in full"
+            self._plans[signature] = None
+            self.traceable = False
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            self.note = (f"the model is not FX-traceable ({reason[:160]}); every configuration is evaluated in "
+                         "full (no incremental re-use)")
+            return None
+        self.stats.traces += 1
+        plan = _build_plan(graph, self._leaf_names, signature)
+        self._plans[signature] = plan
+        if self.traceable is None:
+            self.traceable = True
+            self.note = f"incremental evaluation over {len(plan.cut_layers)} layer boundaries (torch.fx)"
+        return plan
+
+    def _keys(self, plan: _Plan, config: CompressionConfig, fingerprint: str) -> list[tuple]:
+        """The cache key of every cut: (graph, cut, settings of every layer called before it, data)."""
+        keys, prefix = [], []
+        resolved: dict[str, Any] = {}
+        for cut, _ in enumerate(plan.cut_positions):
+            keys.append((plan.signature, cut, tuple(prefix), fingerprint))
+            if cut < len(plan.cut_layers):
+                name = plan.cut_layers[cut]
+                if name not in resolved:
+                    resolved[name] = config.resolve(name)
+                prefix.append((name, resolved[name]))
+        return keys
+
+    def _run(self, plan: _Plan, root: nn.Module, config: CompressionConfig, inputs: torch.Tensor,
+             fingerprint: str) -> Any:
+        keys = self._keys(plan, config, fingerprint)
+        total = len(plan.nodes)
+        self.stats.nodes_total += total
+        start_cut, env = -1, None
+        for cut in range(len(keys) - 1, -1, -1):
+            found = self.cache.get(keys[cut])
+            if found is not None:
+                start_cut, env = cut, dict(found)
+                break
+        if env is None:
+            self.stats.full_runs += 1
+            start, env = 0, {}
+        else:
+            self.stats.cut_hits += 1
+            start = plan.cut_positions[start_cut]
+        shared = {id(value) for value in env.values()}  # values the cache also holds: never mutate them
+        for node in plan.nodes[:start]:
+            if node.op == "get_attr" and plan.last_use[node] >= start:
+                env[node] = _fetch_attr(root, node.target)
+        cut_at = {position: cut for cut, position in enumerate(plan.cut_positions) if cut > start_cut}
+        placeholders = iter((inputs,))
+        result = None
+        for position in range(start, total):
+            cut = cut_at.get(position)
+            if cut is not None and self.cache.max_bytes:
+                values = {node: env[node] for node in plan.live[cut]}
+                self.cache.put(keys[cut], values)
+                shared.update(id(value) for value in values.values())
+            node = plan.nodes[position]
+            self.stats.nodes_run += 1
+            if node.op == "output":
+                result = fx.node.map_arg(node.args[0], lambda n: env[n])
+                break
+            if node.op == "placeholder":
+                try:
+                    env[node] = next(placeholders)
+                except StopIteration:
+                    raise IncrementalError("the model takes more than one input; incremental evaluation feeds "
+                                           "one tensor") from None
+                continue
+            args = fx.node.map_arg(node.args, lambda n: env[n])
+            kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+            if shared and _mutates_inputs(node, root):
+                args = tuple(a.clone() if isinstance(a, torch.Tensor) and id(a) in shared else a for a in args)
+            env[node] = _execute(node, root, args, kwargs)
+            # free what nothing downstream needs (the cache keeps its own references)
+            for used in node.all_input_nodes:
+                if plan.last_use[used] <= position and used in env:
+                    del env[used]
+        self.stats.evictions = self.cache.evictions
+        return result
+
+
+def _has_submodule(module: nn.Module, name: str) -> bool:
+    try:
+        module.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _execute(node: fx.Node, root: nn.Module, args, kwargs):
+    if node.op == "call_module":
+        return root.get_submodule(node.target)(*args, **kwargs)
+    if node.op == "call_function":
+        return node.target(*args, **kwargs)
+    if node.op == "call_method":
+        obj, *rest = args
+        return getattr(obj, node.target)(*rest, **kwargs)
+    if node.op == "get_attr":
+        return _fetch_attr(root, node.target)
+    raise IncrementalError(f"unsupported graph node {node.op!r}")
+
+
+class _IncrementalModule(nn.Module):
+    """A model-shaped view of one configuration evaluated through an :class:`IncrementalEvaluator`."""
+
+    def __init__(self, evaluator: IncrementalEvaluator, config: CompressionConfig, module: nn.Module):
+        super().__init__()
+        self._evaluator = evaluator
+        self._config = config
+        self.simulated = module
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self._evaluator.forward(self._config, inputs, module=self.simulated)
