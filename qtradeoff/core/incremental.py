@@ -346,3 +346,90 @@ class _IncrementalModule(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self._evaluator.forward(self._config, inputs, module=self.simulated)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A model + data pair ready for many quick evaluations (sensitivity, search).
+
+
+@dataclass(frozen=True)
+class QuickScore:
+    """Top-1 accuracy (None without labels) and top-1 agreement with the fp32 model, on the evaluation split."""
+
+    accuracy: float | None
+    agreement: float
+
+    @property
+    def metric(self) -> float:
+        """The number constraints are checked on: accuracy when labelled, else agreement with fp32."""
+        return self.accuracy if self.accuracy is not None else self.agreement
+
+
+class IncrementalSession:
+    """One model and one dataset bound to a compressor and an :class:`IncrementalEvaluator`.
+
+    ``compressor`` defaults to ``Compressor(loaded.module, data.calib_inputs)``; ``layer_names`` to the
+    compressible layers of the inventory. :meth:`score` is the fast path (logits through the cut cache only);
+    :meth:`evaluate` returns a full :class:`~qtradeoff.core.measure.Result` whose accuracy comes from the cache.
+    """
+
+    def __init__(self, loaded, data, *, compressor=None, layer_names: Sequence[str] | None = None,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+        self.loaded = loaded
+        self.data = data
+        if compressor is None:
+            from qtradeoff.core.compress import Compressor
+
+            compressor = Compressor(loaded.module, data.calib_inputs)
+        self.compressor = compressor
+        if layer_names is None:
+            from qtradeoff.core.inventory import compressible_names, inventory
+
+            self.layers = inventory(loaded.module, data.input_shape)
+            layer_names = compressible_names(self.layers)
+        else:
+            self.layers = None
+        self.layer_names = tuple(layer_names)
+        self.evaluator = IncrementalEvaluator(compressor.apply, self.layer_names, cache_bytes=cache_bytes)
+        self._eval_fingerprint = data_mod.fingerprint(data.eval_inputs)
+        self._reference: torch.Tensor | None = None
+        self._baseline: QuickScore | None = None
+
+    @property
+    def note(self) -> str:
+        return self.evaluator.note
+
+    def logits(self, config: CompressionConfig) -> torch.Tensor:
+        """The simulated model's outputs on the whole evaluation split under ``config``."""
+        return self.evaluator.forward(config, self.data.eval_inputs, fingerprint=self._eval_fingerprint)
+
+    def reference_logits(self) -> torch.Tensor:
+        """Outputs of the untouched base model on the evaluation split (what fidelity is measured against)."""
+        if self._reference is None:
+            with torch.no_grad():
+                self._reference = self.loaded.module(self.data.eval_inputs)
+        return self._reference
+
+    def score_logits(self, logits: torch.Tensor) -> QuickScore:
+        predicted = logits.argmax(dim=-1)
+        count = max(int(predicted.numel()), 1)
+        agreement = int((predicted == self.reference_logits().argmax(dim=-1)).sum()) / count
+        accuracy = None
+        if self.data.eval_labels is not None:
+            accuracy = int((predicted == self.data.eval_labels).sum()) / count
+        return QuickScore(accuracy, agreement)
+
+    def score(self, config: CompressionConfig) -> QuickScore:
+        """Accuracy/agreement of ``config`` through the incremental path (no memory or latency accounting)."""
+        return self.score_logits(self.logits(config))
+
+    @property
+    def baseline(self) -> QuickScore:
+        """The score of the fp32 configuration (the base model as the simulator runs it)."""
+        if self._baseline is None:
+            self._baseline = self.score(CompressionConfig())
+        return self._baseline
+
+    def drop_points(self, score: QuickScore) -> float:
+        """How many percentage points ``score`` loses against fp32 (negative when it gains)."""
+        return 100.0 * (self.baseline.metric - score.metric)
