@@ -238,9 +238,13 @@ def match_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, int | No
 
 def _candidate_architectures():
     """Bundled architectures first (no torchvision import needed), then every torchvision classifier."""
-    bundled = sorted(architectures._BUILTIN)
-    yield from bundled
-    yield from (name for name in architectures.known_architectures() if name not in bundled)
+    from qtradeoff.core import tvcompat
+
+    yield from sorted(architectures._BUILTIN)
+    # Classification builders only: detection/segmentation builders download backbone weights by default,
+    # and the quantized variants share key names with their float originals.
+    models = tvcompat.models()
+    yield from (f"torchvision.{name}" for name in models.list_models(module=models))
 
 
 def _head_classes(shapes: Mapping[str, tuple[int, ...]], default: Mapping[str, tuple[int, ...]]) -> int | None:
@@ -475,7 +479,8 @@ def load_in_process(path: Path, *, trust: bool, architecture: str | None, budget
         loaded = _load_code_archive(path, kind, trust)
     else:
         loaded = _load_pickle(path, kind, trust, architecture)
-    loaded.module.eval()
+    with contextlib.suppress(NotImplementedError):  # torch.export modules refuse eval(); they are traced in eval
+        loaded.module.eval()
     return loaded, size
 
 
