@@ -1,0 +1,76 @@
+"""Latency measurement protocol: median and IQR of a module's forward time per batch size, fixed threads, warm-up.
+
+Timing uses ``torch.utils.benchmark.Timer.blocked_autorange`` (it picks the number of calls per block so that timer
+overhead is negligible) after explicit warm-up calls, with the thread count pinned for the measurement.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch.utils.benchmark import Timer
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How to time: batch sizes, threads (None: torch's current setting), warm-up calls, seconds per batch size."""
+
+    batch_sizes: tuple[int, ...] = (1, 32)
+    threads: int | None = None
+    warmup: int = 3
+    min_run_time: float = 0.3
+
+    def resolved_threads(self) -> int:
+        return int(self.threads or torch.get_num_threads())
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Forward latency at one batch size. ``repeats`` is the number of timed blocks (0 for estimates)."""
+
+    batch: int
+    median_ms: float
+    iqr_ms: float
+    repeats: int
+
+    def to_dict(self) -> dict:
+        return {"batch": self.batch, "median_ms": self.median_ms, "iqr_ms": self.iqr_ms, "repeats": self.repeats}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LatencyStats:
+        return cls(int(d["batch"]), float(d["median_ms"]), float(d["iqr_ms"]), int(d["repeats"]))
+
+
+def batch_of(samples: torch.Tensor, batch: int) -> torch.Tensor:
+    """A contiguous batch of ``batch`` real samples (cycled when there are fewer)."""
+    if len(samples) == 0:
+        raise ValueError("latency needs at least one input sample")
+    reps = math.ceil(batch / len(samples))
+    return (samples.repeat(reps, *([1] * (samples.dim() - 1))) if reps > 1 else samples)[:batch].contiguous()
+
+
+def time_forward(module: Callable, samples: torch.Tensor, settings: LatencySettings = LatencySettings(),
+                 should_stop: Callable[[], bool] = lambda: False) -> Iterable[LatencyStats]:
+    """Yield one :class:`LatencyStats` per batch size of ``settings``; stops early when ``should_stop()``."""
+    threads = settings.resolved_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for batch in settings.batch_sizes:
+            if should_stop():
+                return
+            x = batch_of(samples, batch)
+            with torch.inference_mode():
+                for _ in range(settings.warmup):
+                    module(x)
+                timer = Timer("module(x)", globals={"module": module, "x": x}, num_threads=threads)
+                measurement = timer.blocked_autorange(min_run_time=settings.min_run_time)
+            times = torch.tensor(measurement.times, dtype=torch.float64)
+            q1, median, q3 = (float(v) for v in torch.quantile(times, torch.tensor([0.25, 0.5, 0.75],
+                                                                                     dtype=torch.float64)))
+            yield LatencyStats(batch, median * 1e3, (q3 - q1) * 1e3, len(measurement.times))
+    finally:
+        torch.set_num_threads(previous)
