@@ -1,0 +1,224 @@
+"""The GUI's only door into the core: loads models and data, evaluates configurations, summarises a model as plain
+data. Runs in the worker thread; the GUI thread only ever sees the plain :class:`ModelSummary` and core ``Result``s.
+
+Tests can substitute a fake with the same methods (dependency injection into :class:`~qtradeoff.gui.worker.Worker`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Relative pruning thresholds (in units of each layer's weight std) the threshold slider can take.
+THRESHOLD_STEP = 0.05
+THRESHOLD_STEPS = 60
+THRESHOLDS: tuple[float, ...] = tuple(round(i * THRESHOLD_STEP, 4) for i in range(THRESHOLD_STEPS + 1))
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What the GUI needs to show and edit a model, without the model itself."""
+
+    name: str
+    path: str
+    format: str
+    trusted: bool
+    sha256: str
+    file_bytes: int
+    params: int
+    fp32_weight_bytes: int
+    layers: tuple[Any, ...]  # core LayerInfo, in execution order
+    thresholds: tuple[float, ...] = THRESHOLDS
+    sparsity_curve: tuple[float, ...] = ()  # overall sparsity (params-weighted) at each threshold
+    layer_sparsity_curve: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    data_name: str = ""
+    eval_samples_total: int = 0
+    calib_samples: int = 0
+    labelled: bool = True
+    num_classes: int | None = None
+    load_seconds: float = 0.0
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers if getattr(layer, "compressible", True)]
+
+
+class Backend(Protocol):
+    NeedsTrust: type[Exception]
+    Cancelled: type[Exception]
+    expected_errors: tuple[type[Exception], ...]
+
+    def load_sample(self, name: str) -> ModelSummary: ...
+    def load_model(self, path: str, *, trust: bool = False) -> ModelSummary: ...
+    def load_data(self, path: str) -> dict: ...
+    def baseline_config(self) -> Any: ...
+    def evaluate_iter(self, config: Any, *, eval_size: int | None, latency: str,
+                      should_stop: Callable[[], bool]) -> Iterator[Any]: ...
+    def is_result(self, item: Any) -> bool: ...
+
+
+class CoreBackend:
+    """The real backend: qtradeoff.core. Holds the loaded model, its data and a Compressor cache (worker thread)."""
+
+    def __init__(self) -> None:
+        from qtradeoff.core import config, data, measure, model_io
+
+        self._config = config
+        self._data_mod = data
+        self._measure = measure
+        self._model_io = model_io
+        self.NeedsTrust = model_io.NeedsTrust
+        self.Cancelled = measure.Cancelled
+        errors: list[type[Exception]] = [model_io.ModelLoadError, config.ConfigError]
+        if hasattr(data, "DataLoadError"):
+            errors.append(data.DataLoadError)
+        self.expected_errors = tuple(errors)
+        self.loaded = None
+        self.data = None
+        self._subsets: dict[int | None, Any] = {}
+        self._compressor = None
+
+    # -- loading -------------------------------------------------------------------------------------------------
+    def load_sample(self, name: str) -> ModelSummary:
+        loaded = self._model_io.load_sample_model(name)
+        data = self._model_io.sample_data_for(loaded)
+        return self._install(loaded, data)
+
+    def load_model(self, path: str, *, trust: bool = False) -> ModelSummary:
+        loaded = self._model_io.load_model(path, trust=trust)
+        if loaded.preprocessing is None:
+            # A bundled sample opened as a file: its manifest entry says how to feed it the digits data.
+            entry_for = getattr(self._model_io, "_manifest_entry_for", None)
+            entry = entry_for(loaded.sha256) if entry_for is not None else None
+            if entry and entry.get("preprocessing"):
+                loaded.preprocessing = dict(entry["preprocessing"])
+        data = self.data
+        if data is not None and not self._compatible(loaded, data):
+            data = None
+        if data is None or loaded.preprocessing:
+            try:
+                data = self._model_io.sample_data_for(loaded)
+            except Exception:  # noqa: BLE001 - no bundled data fits this model: the user drops a dataset
+                data = data if data is not None and self._compatible(loaded, data) else None
+        return self._install(loaded, data)
+
+    def load_data(self, path: str) -> dict:
+        if self.loaded is None:
+            raise self._model_io.ModelLoadError("Load a model before dropping a dataset on the window.")
+        kwargs = {}
+        if self.loaded.input_shape and len(self.loaded.input_shape) == 3:
+            kwargs["image_size"] = self.loaded.input_shape[-1]
+        try:
+            data = self._data_mod.load_data(path, **kwargs)
+        except TypeError:
+            data = self._data_mod.load_data(path)
+        if not self._compatible(self.loaded, data, raise_errors=True):
+            raise self._data_mod.DataLoadError(f"{path} does not fit the loaded model's input shape.")
+        self._set_data(data)
+        return self._data_info()
+
+    def _compatible(self, loaded: Any, data: Any, *, raise_errors: bool = False) -> bool:
+        check = getattr(self._data_mod, "check_compatible", None)
+        if check is None:
+            return loaded.input_shape is None or tuple(loaded.input_shape) == tuple(data.input_shape)
+        try:
+            check(loaded, data)
+            return True
+        except Exception:
+            if raise_errors:
+                raise
+            return False
+
+    def _install(self, loaded: Any, data: Any) -> ModelSummary:
+        from qtradeoff.core import inventory
+
+        shape = loaded.input_shape or (data.input_shape if data is not None else None)
+        layers = tuple(inventory.inventory(loaded.module, shape))
+        self.loaded = loaded
+        self._compressor = None
+        self._set_data(data)
+        curve, per_layer = self._sparsity_curves(loaded.module, layers)
+        params = sum(p.numel() for p in loaded.module.parameters())
+        params = params or sum(layer.params for layer in layers)
+        fp32_bytes = params * 4
+        info = self._data_info()
+        return ModelSummary(
+            name=loaded.name, path=str(loaded.path), format=loaded.format, trusted=bool(loaded.trusted),
+            sha256=loaded.sha256, file_bytes=int(loaded.file_bytes), params=int(params),
+            fp32_weight_bytes=int(fp32_bytes), layers=layers, sparsity_curve=curve, layer_sparsity_curve=per_layer,
+            data_name=info.get("name", ""), eval_samples_total=info.get("eval_samples", 0),
+            calib_samples=info.get("calib_samples", 0), labelled=info.get("labelled", True),
+            num_classes=loaded.num_classes, load_seconds=float(getattr(loaded, "load_seconds", 0.0)),
+        )
+
+    def _set_data(self, data: Any) -> None:
+        self.data = data
+        self._subsets = {}
+        self._compressor = None
+
+    def _data_info(self) -> dict:
+        if self.data is None:
+            return {}
+        return {"name": self.data.name, "eval_samples": int(self.data.eval_inputs.shape[0]),
+                "calib_samples": int(self.data.calib_inputs.shape[0]), "labelled": bool(self.data.labelled)}
+
+    def _sparsity_curves(self, module: Any, layers: tuple[Any, ...]) -> tuple[tuple[float, ...], dict]:
+        """Overall and per-layer sparsity that each slider threshold produces (the core does the tensor math)."""
+        from qtradeoff.core import prune
+
+        modules = dict(module.named_modules())
+        per_layer: dict[str, tuple[float, ...]] = {}
+        weights: dict[str, int] = {}
+        for layer in layers:
+            if not getattr(layer, "compressible", True):
+                continue
+            names = getattr(layer, "weight_names", ("weight",)) or ("weight",)
+            weight = getattr(modules.get(layer.name), names[0], None)
+            if weight is None:
+                continue
+            per_layer[layer.name] = tuple(
+                float(prune.sparsity_for_threshold(weight.detach(), t, True)) for t in THRESHOLDS)
+            weights[layer.name] = int(weight.numel())
+        total = sum(weights.values()) or 1
+        curve = tuple(sum(per_layer[n][i] * weights[n] for n in per_layer) / total for i in range(len(THRESHOLDS)))
+        return curve, per_layer
+
+    # -- evaluation ----------------------------------------------------------------------------------------------
+    def baseline_config(self) -> Any:
+        return self._config.CompressionConfig()
+
+    def _subset(self, eval_size: int | None) -> Any:
+        data = self.data
+        if eval_size is None or eval_size >= data.eval_inputs.shape[0]:
+            return data
+        if eval_size not in self._subsets:
+            inputs = data.eval_inputs[:eval_size]
+            labels = data.eval_labels[:eval_size] if data.eval_labels is not None else None
+            self._subsets[eval_size] = dataclasses.replace(
+                data, eval_inputs=inputs, eval_labels=labels,
+                fingerprint=self._data_mod.fingerprint(data.calib_inputs, inputs, labels))
+        return self._subsets[eval_size]
+
+    def evaluate_iter(self, config: Any, *, eval_size: int | None, latency: str,
+                      should_stop: Callable[[], bool]) -> Iterator[Any]:
+        if self.loaded is None:
+            raise self._model_io.ModelLoadError("No model is loaded: open or drop a model file first.")
+        if self.data is None:
+            raise self._model_io.ModelLoadError(
+                "No evaluation data fits this model: drop a dataset folder or tensor file on the window.")
+        if self._compressor is None:
+            try:
+                from qtradeoff.core.compress import Compressor
+
+                self._compressor = Compressor(self.loaded.module, self.data.calib_inputs)
+            except Exception:  # noqa: BLE001 - the evaluation builds its own when no shared cache can be made
+                self._compressor = None
+        kwargs: dict[str, Any] = {"should_stop": should_stop, "latency": latency}
+        if self._compressor is not None:
+            kwargs["compressor"] = self._compressor
+        yield from self._measure.evaluate_iter(self.loaded, self._subset(eval_size), config, **kwargs)
+
+    def is_result(self, item: Any) -> bool:
+        return isinstance(item, self._measure.Result)

@@ -1,0 +1,226 @@
+"""The global controls: labelled sliders and boxes for the configuration defaults, the pruning threshold (with the
+sparsity it produces), the evaluation-subset size (with the confidence interval it buys) and the latency switch.
+
+The widget only reports edits (``edited(field, value, merge_key)``) and shows a configuration it is given; it never
+builds configurations itself.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from qtradeoff.gui.backend import THRESHOLD_STEP, THRESHOLD_STEPS
+from qtradeoff.gui.layer_table import PRECISION_ORDER
+
+EVAL_SIZE_STEP = 25
+
+
+def wilson_half_width(p: float, n: int, z: float = 1.96) -> float:
+    """Half-width of the 95% Wilson score interval for accuracy ``p`` measured on ``n`` samples."""
+    if n <= 0:
+        return float("nan")
+    denom = 1 + z * z / n
+    return z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+
+
+class LabelledSlider(QWidget):
+    """A horizontal slider over discrete steps with a text label describing the current step."""
+
+    valueChanged = Signal(int)  # noqa: N815 - Qt naming
+
+    def __init__(self, maximum: int, tooltip: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.slider = QSlider(Qt.Horizontal)
+        self.slider.setRange(0, maximum)
+        self.slider.setPageStep(1)
+        self.slider.setTickPosition(QSlider.TicksBelow)
+        self.slider.setToolTip(tooltip)
+        self.label = QLabel()
+        self.label.setMinimumWidth(150)
+        self.label.setToolTip(tooltip)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.slider, 1)
+        layout.addWidget(self.label)
+        self.slider.valueChanged.connect(self.valueChanged)
+
+    def value(self) -> int:
+        return self.slider.value()
+
+    def setValue(self, value: int) -> None:  # noqa: N802
+        self.slider.setValue(value)
+
+    def setText(self, text: str) -> None:  # noqa: N802
+        self.label.setText(text)
+
+
+class GlobalControls(QGroupBox):
+    """Defaults of the configuration, edited with labelled sliders and boxes."""
+
+    edited = Signal(str, object, str)  # field, value, merge key ("" when edits should not merge)
+    measure_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Defaults for every layer", parent)
+        self._syncing = False
+        self._sparsity_curve: tuple[float, ...] = ()
+        self._eval_total = 0
+        self._baseline_accuracy: float | None = None
+
+        self.weight_precision = LabelledSlider(
+            len(PRECISION_ORDER) - 1,
+            "Precision the weights are stored in, from fp32 (left) down to 2-bit integers (right).")
+        self.activation_precision = LabelledSlider(
+            len(PRECISION_ORDER) - 1,
+            "Precision of every layer's input activations, from fp32 (left) down to 2-bit integers (right).")
+        self.granularity = QComboBox()
+        self.granularity.addItems(["per_channel", "per_tensor"])
+        self.granularity.setToolTip("Whether integer weights get one scale per output channel or one per tensor.")
+        self.weight_symmetric = QCheckBox("Symmetric weights")
+        self.weight_symmetric.setToolTip("Symmetric integer weights use a zero point of 0 (cheaper kernels).")
+        self.activation_symmetric = QCheckBox("Symmetric activations")
+        self.activation_symmetric.setToolTip(
+            "Symmetric activation grids are centred on 0; asymmetric ones fit post-ReLU ranges better.")
+        self.calibration = QComboBox()
+        self.calibration.addItems(["minmax", "percentile", "mse"])
+        self.calibration.setToolTip(
+            "How activation ranges are set from the calibration split: min-max, a percentile, or MSE-optimal.")
+        self.threshold = LabelledSlider(
+            THRESHOLD_STEPS,
+            "Prune weights whose magnitude is below this many standard deviations of their layer's weights.")
+        self.eval_size = LabelledSlider(
+            1, "Number of evaluation samples: more samples give a narrower confidence interval but take longer.")
+        self.measure_latency = QCheckBox("Measure latency on real kernels")
+        self.measure_latency.setToolTip(
+            "Time every edit on real CPU kernels (slower); otherwise latency is estimated from MACs and bytes.")
+        self.measure_now = QPushButton("Measure this configuration")
+        self.measure_now.setToolTip("Time the current configuration on real kernels once, without changing it.")
+
+        symmetry = QHBoxLayout()
+        symmetry.addWidget(self.weight_symmetric)
+        symmetry.addWidget(self.activation_symmetric)
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.addRow("Weight precision", self.weight_precision)
+        form.addRow("Activation precision", self.activation_precision)
+        form.addRow("Granularity", self.granularity)
+        form.addRow("Symmetry", symmetry)
+        form.addRow("Calibration", self.calibration)
+        form.addRow("Pruning threshold", self.threshold)
+        form.addRow("Evaluation subset", self.eval_size)
+        latency = QHBoxLayout()
+        latency.addWidget(self.measure_latency)
+        latency.addWidget(self.measure_now)
+        latency.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(latency)
+
+        self.weight_precision.valueChanged.connect(
+            lambda i: self._emit("weight_precision", PRECISION_ORDER[i], "weight_precision"))
+        self.activation_precision.valueChanged.connect(
+            lambda i: self._emit("activation_precision", PRECISION_ORDER[i], "activation_precision"))
+        self.granularity.currentTextChanged.connect(lambda t: self._emit("granularity", t, ""))
+        self.weight_symmetric.toggled.connect(lambda b: self._emit("weight_symmetric", b, ""))
+        self.activation_symmetric.toggled.connect(lambda b: self._emit("activation_symmetric", b, ""))
+        self.calibration.currentTextChanged.connect(lambda t: self._emit("calibration", t, ""))
+        self.threshold.valueChanged.connect(lambda i: self._emit("threshold", round(i * THRESHOLD_STEP, 4),
+                                                                 "threshold"))
+        self.eval_size.valueChanged.connect(self._eval_size_moved)
+        self.measure_now.clicked.connect(self.measure_requested)
+        self._update_labels()
+
+    # -- model facts ---------------------------------------------------------------------------------------------
+    def set_model_facts(self, sparsity_curve: tuple[float, ...], eval_total: int) -> None:
+        self._sparsity_curve = tuple(sparsity_curve)
+        self._eval_total = int(eval_total)
+        self._syncing = True
+        try:
+            steps = max(1, math.ceil(self._eval_total / EVAL_SIZE_STEP))
+            self.eval_size.slider.setRange(1, steps)
+        finally:
+            self._syncing = False
+        self._update_labels()
+
+    def set_baseline_accuracy(self, accuracy: float | None) -> None:
+        self._baseline_accuracy = accuracy
+        self._update_labels()
+
+    def eval_size_value(self) -> int:
+        """Current evaluation subset size in samples (the last step is the whole split)."""
+        return min(self._eval_total, self.eval_size.value() * EVAL_SIZE_STEP) if self._eval_total else 0
+
+    def set_eval_size(self, samples: int) -> None:
+        self._syncing = True
+        try:
+            self.eval_size.setValue(max(1, math.ceil(samples / EVAL_SIZE_STEP)))
+        finally:
+            self._syncing = False
+        self._update_labels()
+
+    def threshold_index(self) -> int:
+        return self.threshold.value()
+
+    # -- showing a configuration ---------------------------------------------------------------------------------
+    def show_config(self, config: Any) -> None:
+        """Reflect a configuration's defaults in the widgets without emitting edits."""
+        self._syncing = True
+        try:
+            self.weight_precision.setValue(PRECISION_ORDER.index(config.weight.precision))
+            self.activation_precision.setValue(PRECISION_ORDER.index(config.activation.precision))
+            self.granularity.setCurrentText(config.weight.granularity)
+            self.weight_symmetric.setChecked(config.weight.symmetric)
+            self.activation_symmetric.setChecked(config.activation.symmetric)
+            self.calibration.setCurrentText(config.activation.calibration)
+            prune = config.prune
+            step = round(prune.threshold / THRESHOLD_STEP) if prune.method == "magnitude" and prune.relative else 0
+            self.threshold.setValue(min(THRESHOLD_STEPS, max(0, step)))
+        finally:
+            self._syncing = False
+        self._update_labels()
+
+    def _emit(self, field: str, value: Any, merge_key: str) -> None:
+        self._update_labels()
+        if not self._syncing:
+            self.edited.emit(field, value, merge_key)
+
+    def _eval_size_moved(self, _value: int) -> None:
+        self._update_labels()
+        if not self._syncing:
+            self.edited.emit("eval_size", self.eval_size_value(), "eval_size")
+
+    def _update_labels(self) -> None:
+        self.weight_precision.setText(PRECISION_ORDER[self.weight_precision.value()])
+        self.activation_precision.setText(PRECISION_ORDER[self.activation_precision.value()])
+        index = self.threshold.value()
+        threshold = index * THRESHOLD_STEP
+        if index == 0:
+            self.threshold.setText("off (0 % sparse)")
+        elif self._sparsity_curve:
+            sparsity = self._sparsity_curve[min(index, len(self._sparsity_curve) - 1)]
+            self.threshold.setText(f"{threshold:.2f} σ → {sparsity:.1%} sparse")
+        else:
+            self.threshold.setText(f"{threshold:.2f} σ")
+        samples = self.eval_size_value()
+        if samples and self._baseline_accuracy is not None:
+            half = wilson_half_width(self._baseline_accuracy, samples)
+            self.eval_size.setText(f"{samples} samples → ±{half * 100:.1f} pts")
+        elif samples:
+            self.eval_size.setText(f"{samples} samples")
+        else:
+            self.eval_size.setText("no data")

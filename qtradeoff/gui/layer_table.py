@@ -1,0 +1,250 @@
+"""The per-layer table: a QAbstractTableModel over the model's layers and the edited configuration, plus the
+combobox/spinbox delegates. Edits never mutate anything here; they are handed to ``edit_handler`` which pushes an
+undoable configuration change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QStyledItemDelegate, QWidget
+
+from qtradeoff.core.config import PRECISIONS
+
+# Slider and combobox order: floats from widest to narrowest, then integers from widest to narrowest.
+PRECISION_ORDER: tuple[str, ...] = ("fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2") + tuple(
+    f"int{bits}" for bits in range(16, 1, -1) if f"int{bits}" in PRECISIONS)
+
+COLUMNS = ("Layer", "Type", "Params", "MACs", "Size share", "Weights", "Activations", "Sparsity", "Sensitivity")
+COL_NAME, COL_TYPE, COL_PARAMS, COL_MACS, COL_SHARE, COL_WEIGHT, COL_ACT, COL_SPARSITY, COL_SENS = range(9)
+EDITABLE = {COL_WEIGHT: "weight_precision", COL_ACT: "activation_precision", COL_SPARSITY: "sparsity"}
+HEADER_TIPS = {
+    COL_NAME: "The layer's fully-qualified name in the model.",
+    COL_TYPE: "The layer's module type.",
+    COL_PARAMS: "Number of weight parameters in the layer.",
+    COL_MACS: "Multiply-accumulates per sample in one forward pass.",
+    COL_SHARE: "The layer's share of the fp32 model's weight storage.",
+    COL_WEIGHT: "Precision the layer's weights are stored in; double-click to override the default.",
+    COL_ACT: "Precision of the layer's input activations; double-click to override the default.",
+    COL_SPARSITY: "Fraction of the layer's weights pruned to zero; double-click to set a target sparsity.",
+    COL_SENS: "Accuracy lost when only this layer is compressed (filled in by the sensitivity analysis).",
+}
+OVERRIDE_TINT = QColor(255, 236, 179)  # amber: a cell that differs from the global default
+
+
+def human_count(value: int | float) -> str:
+    value = float(value)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.0f}"
+
+
+class LayerTableModel(QAbstractTableModel):
+    """Rows are the model's compressible layers; the weight/activation/sparsity columns show the resolved config."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self._layers: list[Any] = []
+        self._config: Any = None
+        self._total_params = 1
+        self._threshold_index = 0
+        self._layer_curve: dict[str, tuple[float, ...]] = {}
+        self._sensitivity: dict[str, float] = {}
+        # Called with (layer names, field, value) when a cell is edited; the window turns it into an undo command.
+        self.edit_handler: Callable[[list[str], str, Any], None] | None = None
+
+    # -- feeding -------------------------------------------------------------------------------------------------
+    def set_model(self, summary: Any) -> None:
+        self.beginResetModel()
+        self._layers = [layer for layer in summary.layers if getattr(layer, "compressible", True)]
+        self._total_params = max(1, sum(int(layer.params) for layer in self._layers))
+        self._layer_curve = dict(summary.layer_sparsity_curve)
+        self._sensitivity = {}
+        self.endResetModel()
+
+    def set_config(self, config: Any, threshold_index: int = 0) -> None:
+        self._config = config
+        self._threshold_index = threshold_index
+        if self._layers:
+            self.dataChanged.emit(self.index(0, COL_WEIGHT), self.index(len(self._layers) - 1, COL_SPARSITY))
+
+    def set_sensitivity(self, sensitivity: dict[str, float]) -> None:
+        """Fill the sensitivity column: accuracy drop (fraction, e.g. 0.012) per layer name; missing = empty."""
+        self._sensitivity = dict(sensitivity)
+        if self._layers:
+            self.dataChanged.emit(self.index(0, COL_SENS), self.index(len(self._layers) - 1, COL_SENS))
+
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self._layers]
+
+    def layer_at(self, row: int) -> str:
+        return self._layers[row].name
+
+    # -- values --------------------------------------------------------------------------------------------------
+    def _override(self, name: str) -> Any:
+        if self._config is None:
+            return None
+        return self._config.overrides().get(name)
+
+    def is_overridden(self, row: int, column: int) -> bool:
+        override = self._override(self._layers[row].name)
+        if override is None:
+            return False
+        if column == COL_WEIGHT:
+            return "precision" in override.weight
+        if column == COL_ACT:
+            return "precision" in override.activation
+        if column == COL_SPARSITY:
+            return bool(override.prune)
+        return False
+
+    def sparsity_of(self, name: str) -> float:
+        """Sparsity the resolved prune settings produce for one layer (target, or the threshold's curve)."""
+        if self._config is None:
+            return 0.0
+        prune = self._config.resolve(name).prune
+        if prune.method == "none":
+            return 0.0
+        if prune.sparsity is not None:
+            return float(prune.sparsity)
+        if prune.method == "nm":
+            return 1.0 - prune.n / prune.m
+        curve = self._layer_curve.get(name)
+        if curve and prune.relative:
+            return curve[min(self._threshold_index, len(curve) - 1)]
+        return 0.0
+
+    def _default_text(self, column: int) -> str:
+        if self._config is None:
+            return ""
+        if column == COL_WEIGHT:
+            return self._config.weight.precision
+        if column == COL_ACT:
+            return self._config.activation.precision
+        prune = self._config.prune
+        if prune.method == "none":
+            return "no pruning"
+        if prune.sparsity is not None:
+            return f"{prune.sparsity:.0%} sparsity"
+        return f"threshold {prune.threshold:g}{' σ' if prune.relative else ''}"
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+        return 0 if parent.isValid() else len(self._layers)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.DisplayRole) -> Any:  # noqa: N802
+        if orientation != Qt.Horizontal:
+            return None
+        if role == Qt.DisplayRole:
+            return COLUMNS[section]
+        if role == Qt.ToolTipRole:
+            return HEADER_TIPS.get(section)
+        return None
+
+    def flags(self, index: QModelIndex) -> Qt.ItemFlag:
+        base = Qt.ItemIsEnabled | Qt.ItemIsSelectable
+        if index.column() in EDITABLE and self._config is not None:
+            return base | Qt.ItemIsEditable
+        return base
+
+    def data(self, index: QModelIndex, role: int = Qt.DisplayRole) -> Any:
+        if not index.isValid() or self._config is None and index.column() in EDITABLE:
+            return None
+        row, column = index.row(), index.column()
+        layer = self._layers[row]
+        if role in (Qt.DisplayRole, Qt.EditRole):
+            return self._value(layer, column, role)
+        if role == Qt.TextAlignmentRole and column in (COL_PARAMS, COL_MACS, COL_SHARE, COL_SPARSITY, COL_SENS):
+            return int(Qt.AlignRight | Qt.AlignVCenter)
+        if column in EDITABLE and self.is_overridden(row, column):
+            if role == Qt.FontRole:
+                font = QFont()
+                font.setBold(True)
+                return font
+            if role == Qt.BackgroundRole:
+                return QBrush(OVERRIDE_TINT)
+            if role == Qt.ToolTipRole:
+                return f"Overrides default {self._default_text(column)}; edit or reset to change it."
+        if role == Qt.ToolTipRole:
+            if column in EDITABLE:
+                return f"Follows the default ({self._default_text(column)}); double-click to override it."
+            if column == COL_NAME:
+                return f"{layer.name} ({layer.kind}), output shape {tuple(getattr(layer, 'output_shape', ()))}"
+            return HEADER_TIPS.get(column)
+        return None
+
+    def _value(self, layer: Any, column: int, role: int) -> Any:
+        if column == COL_NAME:
+            return layer.name
+        if column == COL_TYPE:
+            kind = layer.kind
+            groups = getattr(layer, "groups", 1)
+            return f"{kind} (g={groups})" if groups and groups > 1 else kind
+        if column == COL_PARAMS:
+            return human_count(layer.params)
+        if column == COL_MACS:
+            return human_count(layer.macs)
+        if column == COL_SHARE:
+            return f"{layer.params / self._total_params:.1%}"
+        settings = self._config.resolve(layer.name)
+        if column == COL_WEIGHT:
+            return "fp32 (skip)" if settings.skip and role == Qt.DisplayRole else settings.weight.precision
+        if column == COL_ACT:
+            return settings.activation.precision
+        if column == COL_SPARSITY:
+            sparsity = self.sparsity_of(layer.name)
+            return sparsity if role == Qt.EditRole else f"{sparsity:.1%}"
+        if column == COL_SENS:
+            value = self._sensitivity.get(layer.name)
+            return "" if value is None else f"{value * 100:+.2f} pts"
+        return None
+
+    def setData(self, index: QModelIndex, value: Any, role: int = Qt.EditRole) -> bool:  # noqa: N802
+        if role != Qt.EditRole or index.column() not in EDITABLE or self.edit_handler is None:
+            return False
+        self.edit_handler([self._layers[index.row()].name], EDITABLE[index.column()], value)
+        return True
+
+
+class PrecisionDelegate(QStyledItemDelegate):
+    """Edits a precision cell with a combobox of every precision, widest first."""
+
+    def createEditor(self, parent: QWidget, option: Any, index: QModelIndex) -> QWidget:  # noqa: N802
+        editor = QComboBox(parent)
+        editor.addItems(PRECISION_ORDER)
+        editor.setToolTip("Precision for this layer; it overrides the global default.")
+        return editor
+
+    def setEditorData(self, editor: QComboBox, index: QModelIndex) -> None:  # noqa: N802
+        value = index.data(Qt.EditRole)
+        if value in PRECISION_ORDER:
+            editor.setCurrentIndex(PRECISION_ORDER.index(value))
+
+    def setModelData(self, editor: QComboBox, model: Any, index: QModelIndex) -> None:  # noqa: N802
+        model.setData(index, editor.currentText(), Qt.EditRole)
+
+
+class SparsityDelegate(QStyledItemDelegate):
+    """Edits a target sparsity in percent with a spin box."""
+
+    def createEditor(self, parent: QWidget, option: Any, index: QModelIndex) -> QWidget:  # noqa: N802
+        editor = QDoubleSpinBox(parent)
+        editor.setRange(0.0, 99.0)
+        editor.setDecimals(1)
+        editor.setSingleStep(5.0)
+        editor.setSuffix(" %")
+        editor.setToolTip("Target fraction of this layer's weights pruned by magnitude.")
+        return editor
+
+    def setEditorData(self, editor: QDoubleSpinBox, index: QModelIndex) -> None:  # noqa: N802
+        editor.setValue(float(index.data(Qt.EditRole) or 0.0) * 100.0)
+
+    def setModelData(self, editor: QDoubleSpinBox, model: Any, index: QModelIndex) -> None:  # noqa: N802
+        editor.interpretText()
+        model.setData(index, round(editor.value() / 100.0, 4), Qt.EditRole)

@@ -1,0 +1,261 @@
+"""The background worker: one QObject living in a QThread for the window's lifetime, running model loads and
+evaluations from the core, with coalesced requests and cooperative cancellation.
+
+The GUI thread talks to it only through :class:`EvaluationService`: requests go into a locked mailbox (the newest
+evaluation request replaces an older pending one), cancellation sets a ``threading.Event`` directly, and everything
+comes back as queued signals carrying plain data.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from qtradeoff.gui.backend import Backend, CoreBackend, ModelSummary
+
+# Every QThread this module starts, so tests can prove none is left running.
+_LIVE_THREADS: weakref.WeakSet[QThread] = weakref.WeakSet()
+
+
+def running_threads() -> list[QThread]:
+    """QThreads started by an EvaluationService that are still running (for leak checks in tests)."""
+    alive = []
+    for thread in list(_LIVE_THREADS):
+        try:
+            if thread.isRunning():
+                alive.append(thread)
+        except RuntimeError:  # C++ object already deleted: not running
+            pass
+    return alive
+
+
+@dataclass
+class Job:
+    """One unit of work for the worker. ``cancel`` is set from the GUI thread and polled by the core."""
+
+    kind: str  # "load" | "sample" | "data" | "eval"
+    payload: dict[str, Any]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    description: str = ""
+
+
+class _Mailbox:
+    """Pending jobs shared by both threads. One slot per kind: a newer request of the same kind replaces the older."""
+
+    ORDER = ("sample", "load", "data", "eval")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, Job] = {}
+        self._current: Job | None = None
+        self._closed = False
+
+    def put(self, job: Job) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if job.kind in ("load", "sample"):
+                # A new model makes every queued evaluation and the running one pointless.
+                self._pending.pop("eval", None)
+                self._pending.pop("data", None)
+                self._pending.pop("load", None)
+                self._pending.pop("sample", None)
+                if self._current is not None:
+                    self._current.cancel.set()
+            self._pending[job.kind] = job
+
+    def take(self) -> Job | None:
+        with self._lock:
+            if self._closed:
+                return None
+            for kind in self.ORDER:
+                job = self._pending.pop(kind, None)
+                if job is not None:
+                    self._current = job
+                    return job
+            return None
+
+    def done(self, job: Job) -> None:
+        with self._lock:
+            if self._current is job:
+                self._current = None
+
+    def cancel_all(self) -> bool:
+        """Drop pending jobs and flag the running one; True if anything was cancelled."""
+        with self._lock:
+            cancelled = bool(self._pending) or self._current is not None
+            self._pending.clear()
+            if self._current is not None:
+                self._current.cancel.set()
+            return cancelled
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self.cancel_all()
+
+    def has_pending(self) -> bool:
+        with self._lock:
+            return bool(self._pending)
+
+
+class Worker(QObject):
+    """Runs jobs from the mailbox in its own thread. Never touches a widget; emits plain data only."""
+
+    job_started = Signal(str, str)  # kind, description
+    job_finished = Signal(str, bool)  # kind, completed (False when cancelled or failed)
+    progress = Signal(int, int, str)  # done, total, stage
+    model_loaded = Signal(object)  # ModelSummary
+    data_loaded = Signal(object)  # dict: name, eval_samples, calib_samples, labelled
+    result_ready = Signal(object, object)  # core Result, dict meta (eval_size, latency mode, tag)
+    failed = Signal(str, str)  # kind, one-sentence message
+    needs_trust = Signal(str, object, str)  # path, list of globals, format
+
+    def __init__(self, mailbox: _Mailbox, backend: Backend) -> None:
+        super().__init__()
+        self._mailbox = mailbox
+        self._backend = backend
+
+    @Slot()
+    def process_pending(self) -> None:
+        while True:
+            job = self._mailbox.take()
+            if job is None:
+                return
+            self.job_started.emit(job.kind, job.description)
+            completed = False
+            try:
+                completed = self._run(job)
+            except Exception as exc:  # a bug or an unexpected core error: report it, never crash the thread
+                traceback.print_exc()
+                self.failed.emit(job.kind, f"Unexpected error while {job.description or job.kind}: {exc}")
+            finally:
+                self._mailbox.done(job)
+                self.job_finished.emit(job.kind, completed)
+
+    def _run(self, job: Job) -> bool:
+        backend = self._backend
+        if job.kind in ("sample", "load"):
+            try:
+                if job.kind == "sample":
+                    summary = backend.load_sample(job.payload.get("name", "digits_cnn"))
+                else:
+                    summary = backend.load_model(job.payload["path"], trust=job.payload.get("trust", False))
+            except backend.NeedsTrust as exc:
+                self.needs_trust.emit(str(job.payload.get("path", "")), list(exc.globals), str(exc.format))
+                return False
+            except backend.expected_errors as exc:
+                self.failed.emit(job.kind, str(exc))
+                return False
+            self.model_loaded.emit(summary)
+            return self._evaluate(job, backend.baseline_config(), tag="baseline")
+        if job.kind == "data":
+            try:
+                info = backend.load_data(job.payload["path"])
+            except backend.expected_errors as exc:
+                self.failed.emit("data", str(exc))
+                return False
+            self.data_loaded.emit(info)
+            return self._evaluate(job, backend.baseline_config(), tag="baseline")
+        if job.kind == "eval":
+            return self._evaluate(job, job.payload["config"], tag=job.payload.get("tag", "edit"))
+        raise ValueError(f"unknown job kind {job.kind!r}")
+
+    def _evaluate(self, job: Job, config: Any, *, tag: str) -> bool:
+        backend = self._backend
+        eval_size = job.payload.get("eval_size")
+        latency = job.payload.get("latency", "measured" if tag == "baseline" else "estimated")
+        last_emit = 0.0
+        try:
+            for item in backend.evaluate_iter(config, eval_size=eval_size, latency=latency,
+                                              should_stop=job.cancel.is_set):
+                if job.cancel.is_set():
+                    return False
+                if backend.is_result(item):
+                    self.result_ready.emit(item, {"eval_size": eval_size, "latency": latency, "tag": tag})
+                    return True
+                # Progress is throttled: the GUI only needs a few updates a second.
+                now = time.monotonic()
+                if now - last_emit > 0.05 or item.done == item.total:
+                    last_emit = now
+                    self.progress.emit(int(item.done), int(item.total), str(item.stage))
+        except backend.Cancelled:
+            return False
+        except backend.expected_errors as exc:
+            self.failed.emit("eval", str(exc))
+            return False
+        return False
+
+
+class EvaluationService(QObject):
+    """GUI-thread facade over the worker thread: submit, cancel, shut down. Re-emits the worker's signals."""
+
+    job_started = Signal(str, str)
+    job_finished = Signal(str, bool)
+    progress = Signal(int, int, str)
+    model_loaded = Signal(object)
+    data_loaded = Signal(object)
+    result_ready = Signal(object, object)
+    failed = Signal(str, str)
+    needs_trust = Signal(str, object, str)
+    _wake = Signal()
+
+    def __init__(self, backend: Backend | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._mailbox = _Mailbox()
+        self._thread = QThread()
+        self._thread.setObjectName("qtradeoff-worker")
+        self.backend = backend if backend is not None else CoreBackend()
+        self._worker = Worker(self._mailbox, self.backend)
+        self._worker.moveToThread(self._thread)
+        self._wake.connect(self._worker.process_pending)
+        for name in ("job_started", "job_finished", "progress", "model_loaded", "data_loaded", "result_ready",
+                     "failed", "needs_trust"):
+            getattr(self._worker, name).connect(getattr(self, name))
+        _LIVE_THREADS.add(self._thread)
+        self._thread.start()
+        self._shut = False
+
+    # -- requests (GUI thread) -------------------------------------------------------------------------------
+    def load_sample(self, name: str = "digits_cnn", *, eval_size: int | None = None) -> None:
+        self._submit(Job("sample", {"name": name, "eval_size": eval_size}, description=f"loading sample {name}"))
+
+    def load_model(self, path: str, *, trust: bool = False, eval_size: int | None = None) -> None:
+        self._submit(Job("load", {"path": path, "trust": trust, "eval_size": eval_size},
+                         description=f"loading {path}"))
+
+    def load_data(self, path: str, *, eval_size: int | None = None) -> None:
+        self._submit(Job("data", {"path": path, "eval_size": eval_size}, description=f"loading data {path}"))
+
+    def evaluate(self, config: Any, *, eval_size: int | None, latency: str = "estimated", tag: str = "edit") -> None:
+        """Queue an evaluation; a still-pending older evaluation is replaced (the newest request wins)."""
+        self._submit(Job("eval", {"config": config, "eval_size": eval_size, "latency": latency, "tag": tag},
+                         description="evaluating"))
+
+    def cancel(self) -> bool:
+        """Drop pending work and ask the running job to stop at its next check. Returns True if anything was."""
+        return self._mailbox.cancel_all()
+
+    def has_pending(self) -> bool:
+        return self._mailbox.has_pending()
+
+    def shutdown(self) -> None:
+        """Cancel everything, stop the thread and wait for it: call from the window's closeEvent."""
+        if self._shut:
+            return
+        self._shut = True
+        self._mailbox.close()
+        self._thread.quit()
+        self._thread.wait()
+
+    def _submit(self, job: Job) -> None:
+        if self._shut:
+            return
+        self._mailbox.put(job)
+        self._wake.emit()
