@@ -406,9 +406,7 @@ def _registry_name_of(module: nn.Module) -> str | None:
     for name, builder in architectures._BUILTIN.items():
         if cls is builder:
             return name
-    if cls.__module__.startswith("torchvision.models"):
-        return f"torchvision.{cls.__name__}"  # the class, not the builder: informative only
-    return None
+    return None  # a torchvision class (MobileNetV3) does not name one builder (small or large)
 
 
 def _out_features(module: nn.Module) -> int | None:

@@ -1,0 +1,149 @@
+"""``qtradeoff inspect FILE``: what a model file is, whether loading it needs trust, and its layers.
+
+Exit codes: 0 inspected; 1 bad file (one line on stderr); 3 the file needs ``--trust`` (the verdict and the
+globals it wants are still printed on stdout, the refusal on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_BAD_FILE = 1
+EXIT_NEEDS_TRUST = 3
+
+
+def configure_inspect(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Show a model file's format, trust verdict, parameter count and layer inventory."
+    parser.add_argument("file", help="model file (safetensors, torch.save, TorchScript, torch.export .pt2)")
+    parser.add_argument("--trust", action="store_true", help="allow loading that can run code from the file")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--architecture", help="registry name (torchvision.resnet18) or package.module:callable")
+    parser.add_argument("--input-shape", help="one sample's shape for the layer inventory, e.g. 3,224,224")
+
+
+def _parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    return tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+
+
+def _guess_input_shape(module) -> tuple[int, ...] | None:
+    """A plausible sample shape from the first layer, for the inventory only (marked as guessed)."""
+    from torch import nn
+
+    for sub in module.modules():
+        if isinstance(sub, nn.Conv2d):
+            return (sub.in_channels, 224, 224)
+        if isinstance(sub, nn.Conv1d):
+            return (sub.in_channels, 128)
+        if isinstance(sub, nn.Linear):
+            return (sub.in_features,)
+    return None
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    from qtradeoff.core.model_io import ModelLoadError, NeedsTrust, load_model
+
+    try:
+        input_shape = _parse_shape(getattr(args, "input_shape", None))
+    except ValueError:
+        print(f"--input-shape {args.input_shape!r} is not a shape; write it like 3,224,224.", file=sys.stderr)
+        return EXIT_BAD_FILE
+    report: dict = {"file": args.file}
+    try:
+        loaded = load_model(args.file, trust=args.trust, architecture=getattr(args, "architecture", None),
+                            input_shape=input_shape)
+    except NeedsTrust as error:
+        report.update(format=error.format, trust={"required": True, "trusted": False, "globals": error.globals})
+        _emit(report, args.json)
+        print(str(error), file=sys.stderr)
+        return EXIT_NEEDS_TRUST
+    except ModelLoadError as error:
+        print(str(error), file=sys.stderr)
+        return EXIT_BAD_FILE
+    required = args.trust and loaded.format in ("torchscript", "export")  # pickles may also have needed it
+    report.update(
+        format=loaded.format,
+        sha256=loaded.sha256,
+        file_bytes=loaded.file_bytes,
+        trust={"required": required, "trusted": loaded.trusted, "globals": []},
+        parameters=loaded.parameter_count,
+        architecture=loaded.architecture,
+        num_classes=loaded.num_classes,
+        input_shape=list(loaded.input_shape) if loaded.input_shape else None,
+        load_seconds=round(loaded.load_seconds, 3),
+    )
+    shape, guessed = loaded.input_shape, False
+    if shape is None:
+        shape, guessed = _guess_input_shape(loaded.module), True
+    report["inventory_input_shape"] = list(shape) if shape else None
+    report["inventory_input_shape_guessed"] = guessed
+    report["layers"], report["inventory_note"] = _layers(loaded.module, shape)
+    _emit(report, args.json)
+    return 0
+
+
+def _layers(module, shape) -> tuple[list[dict] | None, str]:
+    if shape is None:
+        return None, "no input shape known; pass --input-shape"
+    try:
+        from qtradeoff.core.inventory import inventory
+    except ImportError:  # pragma: no cover - inventory is part of the package
+        return None, "layer inventory unavailable"
+    try:
+        infos = inventory(module, shape)
+    except Exception as error:  # noqa: BLE001 - a forward failure is a finding, not a crash
+        return None, f"forward with input shape {tuple(shape)} failed ({str(error).splitlines()[0][:120]})"
+    return [
+        {"name": info.name, "kind": info.kind, "params": info.params, "weight_shape": list(info.weight_shape),
+         "macs": info.macs, "output_shape": list(info.output_shape), "compressible": info.compressible,
+         "reason": info.reason}
+        for info in infos
+    ], ""
+
+
+def _emit(report: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    trust = report.get("trust", {})
+    if trust.get("required") and not trust.get("trusted"):
+        verdict = "needs --trust" + (f" (wants: {', '.join(trust['globals'])})" if trust.get("globals") else "")
+    elif trust.get("trusted"):
+        verdict = "trusted by --trust"
+    else:
+        verdict = "safe (no code from the file runs)"
+    lines = [f"file:         {report['file']}", f"format:       {report.get('format') or 'unknown'}",
+             f"trust:        {verdict}"]
+    if "parameters" in report:
+        shape = report.get("input_shape")
+        lines += [
+            f"sha256:       {report['sha256']}",
+            f"size:         {report['file_bytes']} bytes",
+            f"parameters:   {report['parameters']:,}",
+            f"architecture: {report.get('architecture') or 'unknown'}",
+            f"classes:      {report.get('num_classes') if report.get('num_classes') is not None else 'unknown'}",
+            f"input shape:  {tuple(shape) if shape else 'unknown (pass --input-shape)'}",
+        ]
+        layers = report.get("layers")
+        if layers is None:
+            lines.append(f"layers:       {report.get('inventory_note')}")
+        else:
+            guessed = " (input shape guessed)" if report.get("inventory_input_shape_guessed") else ""
+            lines.append(f"layers:       {len(layers)}{guessed}")
+            width = max((len(layer["name"]) for layer in layers), default=4)
+            lines.append(f"  {'name':<{width}}  {'kind':<18} {'params':>10} {'MACs':>12}  weight shape")
+            for layer in layers:
+                mark = "" if layer["compressible"] else f"  [kept: {layer['reason']}]"
+                lines.append(f"  {layer['name']:<{width}}  {layer['kind']:<18} {layer['params']:>10,} "
+                             f"{layer['macs']:>12,}  {tuple(layer['weight_shape'])}{mark}")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (the lead wires ``qtradeoff inspect`` through qtradeoff.cli)."""
+    parser = argparse.ArgumentParser(prog="qtradeoff inspect")
+    configure_inspect(parser)
+    return inspect_command(parser.parse_args(argv))
