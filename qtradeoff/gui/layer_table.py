@@ -170,7 +170,7 @@ class LayerTableModel(QAbstractTableModel):
             if role == Qt.BackgroundRole:
                 return QBrush(OVERRIDE_TINT)
             if role == Qt.ToolTipRole:
-                return f"Overrides default {self._default_text(column)}; edit or reset to change it."
+                return f"This layer overrides default {self._default_text(column)}; edit it or clear its overrides."
         if role == Qt.ToolTipRole:
             if column in EDITABLE:
                 return f"Follows the default ({self._default_text(column)}); double-click to override it."

@@ -1,0 +1,147 @@
+"""Window behaviour that does not depend on the numbers: routing, undo, dialogs, settings (fake backend, fast)."""
+
+from __future__ import annotations
+
+import json
+
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from qtradeoff.core.config import CompressionConfig
+from qtradeoff.gui.layer_table import COL_WEIGHT, PRECISION_ORDER
+from qtradeoff.gui.main_window import classify_path
+
+
+def drop(window, *paths):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    event = QDropEvent(QPointF(QPoint(50, 50)), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    window.dropEvent(event)
+    return event
+
+
+def test_weight_slider_merges_into_one_undo_step(make_window, fake_backend, qtbot):
+    window = make_window(fake_backend)
+    slider = window.controls.weight_precision.slider
+    for precision in ("fp16", "bf16", "fp8_e4m3", "int8"):
+        slider.setValue(PRECISION_ORDER.index(precision))
+    assert window.state.config.weight.precision == "int8"
+    assert window.undo_stack.count() == 1  # consecutive moves of one slider merge
+    qtbot.waitUntil(lambda: window.plot.store.find(window.state.config.key()) is not None, timeout=10000)
+    window.undo_action.trigger()
+    assert window.state.config.weight.precision == "fp32"
+    assert slider.value() == 0
+    window.redo_action.trigger()
+    assert window.state.config.weight.precision == "int8"
+
+
+def test_set_for_selection_is_one_undo_step(make_window, fake_backend, qtbot):
+    window = make_window(fake_backend)
+    window.table.selectAll()
+    window.selection_field.setCurrentIndex(0)
+    window.selection_value.setCurrentText("int4")
+    window.set_selection_button.click()
+    overrides = window.state.config.overrides()
+    assert set(overrides) == {"conv1", "conv2", "fc"}
+    assert window.table_model.is_overridden(0, COL_WEIGHT)
+    assert "overrides default fp32" in window.table_model.index(0, COL_WEIGHT).data(Qt.ToolTipRole)
+    assert window.undo_stack.count() == 1
+    window.reset_button.click()
+    assert window.state.config.overrides() == {}
+    window.undo_stack.undo()
+    assert set(window.state.config.overrides()) == {"conv1", "conv2", "fc"}
+
+
+def test_bad_drop_keeps_model_and_shows_message(make_window, fake_backend, qtbot, tmp_path):
+    window = make_window(fake_backend)
+    name = window.summary.name
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    with qtbot.waitSignal(window.service.failed, timeout=10000):
+        drop(window, bad)
+    assert window.summary.name == name
+    assert "bad.pt" in window.messages.text() and "still loaded" in window.messages.text()
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    drop(window, other)
+    assert "nothing was changed" in window.messages.text()
+
+
+def test_invalid_config_drop_applies_nothing(make_window, fake_backend, qtbot, tmp_path):
+    window = make_window(fake_backend)
+    before = window.state.config
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps({"schema": "qtradeoff.config/1", "defaults": {"weight": {"precision": "int99"}}}))
+    drop(window, path)
+    assert "defaults.weight.precision" in window.messages.text()
+    assert window.state.config == before and window.undo_stack.count() == 0
+
+
+def test_trust_dialog_defaults_to_cancel(make_window, fake_backend, qtbot, tmp_path):
+    window = make_window(fake_backend)
+    path = tmp_path / "model_pickle.pt"
+    path.write_bytes(b"x")
+    with qtbot.waitSignal(window.service.needs_trust, timeout=10000):
+        drop(window, path)
+    qtbot.waitUntil(lambda: window._pending_trust is not None)
+    box = window._pending_trust
+    assert box.defaultButton() is box.button(QMessageBox.Cancel)
+    assert "evil.module.Thing" in box.informativeText()
+    box.button(QMessageBox.Cancel).click()
+    assert window.summary.name != "model_pickle.pt"
+    # Accepting reloads with trust=True.
+    with qtbot.waitSignal(window.service.needs_trust, timeout=10000):
+        drop(window, path)
+    qtbot.waitUntil(lambda: window._pending_trust is not None)
+    with qtbot.waitSignal(window.service.model_loaded, timeout=10000):
+        window._pending_trust.property("trust_button").click()
+    assert window.summary.name == "model_pickle.pt"
+    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)
+
+
+def test_recent_files_and_geometry_persist(make_window, fake_backend, qtbot, tmp_path, settings):
+    window = make_window(fake_backend)
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"x")
+    with qtbot.waitSignal(window.service.model_loaded, timeout=10000):
+        window.open_path(model)
+    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)
+    window.resize(window.minimumSizeHint().width() + 10, 560)  # fits the small offscreen screen
+    saved = window.size()
+    window.close()
+    assert str(model.resolve()) in window.recent_files()
+    assert settings.value("geometry") is not None
+    from qtradeoff.gui.main_window import MainWindow
+    from qtradeoff.gui.worker import EvaluationService
+
+    again = MainWindow(service=EvaluationService(backend=fake_backend), settings=settings)
+    qtbot.addWidget(again)
+    assert again.size().height() == saved.height()  # the width is clamped to the 800-px offscreen screen
+    assert again.recent_menu.actions()[0].toolTip() == str(model.resolve())
+    again.close()
+
+
+def test_classify_path(tmp_path):
+    assert classify_path(tmp_path) == "data"
+    assert classify_path(tmp_path / "m.safetensors") == "model"
+    assert classify_path(tmp_path / "c.json") == "config"
+    assert classify_path(tmp_path / "r.jsonl") == "results"
+    assert classify_path(tmp_path / "x.txt") == "unsupported"
+
+
+def test_escape_cancels(make_window, fake_backend, qtbot):
+    import threading
+
+    window = make_window(fake_backend)
+    fake_backend.gate = threading.Event()
+    fake_backend.started.clear()
+    window.controls.weight_precision.slider.setValue(PRECISION_ORDER.index("int8"))
+    assert fake_backend.started.wait(10)
+    with qtbot.waitSignal(window.service.job_finished, timeout=10000) as blocker:
+        window.cancel_action.trigger()
+    assert blocker.args == ["eval", False]
+    qtbot.waitUntil(lambda: not window.progress.isVisible())
+    assert window.state.config.weight.precision == "int8"  # cancelling keeps the edit, drops the evaluation
+    QApplication.processEvents()
+    assert CompressionConfig().key() != window.state.config.key()
