@@ -188,11 +188,12 @@ class IncrementalEvaluator:
 
     # -- public ----------------------------------------------------------------------------------------------
     def forward(self, config: CompressionConfig, inputs: torch.Tensor, *, fingerprint: str | None = None,
-                module: nn.Module | None = None) -> torch.Tensor:
+                module: nn.Module | None = None, store: bool = True) -> torch.Tensor:
         """The simulated model's output for ``inputs`` under ``config`` (identical to a full evaluation).
 
         ``fingerprint`` identifies ``inputs`` in the cache (computed from the tensor when omitted); ``module`` is
-        the simulated model when the caller already built it.
+        the simulated model when the caller already built it. ``store=False`` reads the cache but adds nothing:
+        for one-off configurations (a sensitivity trial) whose downstream values no later run will share.
         """
         self.stats.calls += 1
         if module is None:
@@ -205,11 +206,11 @@ class IncrementalEvaluator:
         if fingerprint is None:
             fingerprint = data_mod.fingerprint(inputs)
         with torch.no_grad():
-            return self._run(plan, module, config, inputs, fingerprint)
+            return self._run(plan, module, config, inputs, fingerprint, store)
 
-    def module_for(self, config: CompressionConfig, *, module: nn.Module | None = None) -> nn.Module:
+    def module_for(self, config: CompressionConfig) -> nn.Module:
         """An ``nn.Module`` whose forward is :meth:`forward` under ``config``, for code that expects a model."""
-        return _IncrementalModule(self, config, module if module is not None else self._build(config))
+        return _IncrementalModule(self, config)
 
     def clear(self) -> None:
         """Forget every cached activation (the traced graphs are kept)."""
@@ -260,7 +261,7 @@ class IncrementalEvaluator:
         return keys
 
     def _run(self, plan: _Plan, root: nn.Module, config: CompressionConfig, inputs: torch.Tensor,
-             fingerprint: str) -> Any:
+             fingerprint: str, store: bool = True) -> Any:
         keys = self._keys(plan, config, fingerprint)
         total = len(plan.nodes)
         self.stats.nodes_total += total
@@ -285,7 +286,7 @@ class IncrementalEvaluator:
         result = None
         for position in range(start, total):
             cut = cut_at.get(position)
-            if cut is not None and self.cache.max_bytes:
+            if cut is not None and store and self.cache.max_bytes:
                 values = {node: env[node] for node in plan.live[cut]}
                 self.cache.put(keys[cut], values)
                 shared.update(id(value) for value in values.values())
@@ -338,14 +339,14 @@ def _execute(node: fx.Node, root: nn.Module, args, kwargs):
 class _IncrementalModule(nn.Module):
     """A model-shaped view of one configuration evaluated through an :class:`IncrementalEvaluator`."""
 
-    def __init__(self, evaluator: IncrementalEvaluator, config: CompressionConfig, module: nn.Module):
+    def __init__(self, evaluator: IncrementalEvaluator, config: CompressionConfig):
         super().__init__()
         self._evaluator = evaluator
         self._config = config
-        self.simulated = module
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self._evaluator.forward(self._config, inputs, module=self.simulated)
+        # re-applied per call: a Compressor reconfigures one shared module, so another config may have run since
+        return self._evaluator.forward(self._config, inputs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -382,13 +383,10 @@ class IncrementalSession:
 
             compressor = Compressor(loaded.module, data.calib_inputs)
         self.compressor = compressor
+        # LayerInfo of the compressible layers (params, MACs): what search strategies weigh savings by
+        self.layers = list(getattr(compressor, "layers", None) or [])
         if layer_names is None:
-            from qtradeoff.core.inventory import compressible_names, inventory
-
-            self.layers = inventory(loaded.module, data.input_shape)
-            layer_names = compressible_names(self.layers)
-        else:
-            self.layers = None
+            layer_names = compressor.layer_names
         self.layer_names = tuple(layer_names)
         self.evaluator = IncrementalEvaluator(compressor.apply, self.layer_names, cache_bytes=cache_bytes)
         self._eval_fingerprint = data_mod.fingerprint(data.eval_inputs)
@@ -399,9 +397,10 @@ class IncrementalSession:
     def note(self) -> str:
         return self.evaluator.note
 
-    def logits(self, config: CompressionConfig) -> torch.Tensor:
+    def logits(self, config: CompressionConfig, *, store: bool = True) -> torch.Tensor:
         """The simulated model's outputs on the whole evaluation split under ``config``."""
-        return self.evaluator.forward(config, self.data.eval_inputs, fingerprint=self._eval_fingerprint)
+        return self.evaluator.forward(config, self.data.eval_inputs, fingerprint=self._eval_fingerprint,
+                                      store=store)
 
     def reference_logits(self) -> torch.Tensor:
         """Outputs of the untouched base model on the evaluation split (what fidelity is measured against)."""
@@ -419,9 +418,9 @@ class IncrementalSession:
             accuracy = int((predicted == self.data.eval_labels).sum()) / count
         return QuickScore(accuracy, agreement)
 
-    def score(self, config: CompressionConfig) -> QuickScore:
+    def score(self, config: CompressionConfig, *, store: bool = True) -> QuickScore:
         """Accuracy/agreement of ``config`` through the incremental path (no memory or latency accounting)."""
-        return self.score_logits(self.logits(config))
+        return self.score_logits(self.logits(config, store=store))
 
     @property
     def baseline(self) -> QuickScore:
