@@ -293,6 +293,8 @@ def _build_from_state(path: Path, state: dict[str, torch.Tensor], fmt: str, arch
                 f"{path} needs the architecture {architecture!r}, which imports code; pass --trust to allow it.",
                 globals=[architecture], format=fmt,
             )
+        if num_classes is None:
+            num_classes = _last_linear_rows(state)
         module = _build_callable(path, architecture, num_classes)
     else:
         raise ModelLoadError(
@@ -302,10 +304,17 @@ def _build_from_state(path: Path, state: dict[str, torch.Tensor], fmt: str, arch
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:
+        detail = " ".join(line.strip() for line in str(error).splitlines()[1:3])[:200] or _short(error)
         raise ModelLoadError(
-            f"{path} does not fit the architecture {architecture} ({_short(error)}); choose the matching architecture."
+            f"{path} does not fit the architecture {architecture} ({detail}); choose the matching architecture."
         ) from None
     return _Loaded(module, fmt, architecture, num_classes)
+
+
+def _last_linear_rows(state: Mapping[str, torch.Tensor]) -> int | None:
+    """Output size of the last 2-D weight in the state dict: the classifier head, for typical models."""
+    rows = [v.shape[0] for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    return int(rows[-1]) if rows else None
 
 
 def _build_registry(path: Path, name: str, num_classes: int | None) -> nn.Module:
@@ -323,9 +332,10 @@ def _build_callable(path: Path, spec: str, num_classes: int | None) -> nn.Module
         target: Any = importlib.import_module(module_name)
         for part in attr.split("."):
             target = getattr(target, part)
-        built = target(num_classes=num_classes) if num_classes is not None else target()
-    except TypeError:
-        built = target()
+        try:
+            built = target(num_classes=num_classes) if num_classes is not None else target()
+        except TypeError:  # the callable takes no num_classes
+            built = target()
     except Exception as error:  # noqa: BLE001
         raise ModelLoadError(f"{path}: cannot build {spec} ({_short(error)}); check the architecture name.") from None
     if not isinstance(built, nn.Module):
