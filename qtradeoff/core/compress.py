@@ -100,11 +100,15 @@ class Compressor:
         self.calib_inputs = calib_inputs
         self.notes: list[str] = []
         self.stats = CompressorStats()
-        if example_input_shape is None:
-            if calib_inputs is None:
+        if layers is None:
+            if calib_inputs is not None and len(calib_inputs) > 0:
+                # a real sample also covers models whose input is not a float tensor (token ids)
+                layers = inventory(base_module, example_input=calib_inputs[:1])
+            elif example_input_shape is not None:
+                layers = inventory(base_module, example_input_shape)
+            else:
                 raise ValueError("Compressor needs calib_inputs or example_input_shape to find the model's layers")
-            example_input_shape = tuple(calib_inputs.shape[1:])
-        self.inventory = layers if layers is not None else inventory(base_module, example_input_shape)
+        self.inventory = layers
         self.layers: list[LayerInfo] = [info for info in self.inventory if info.compressible]
         self._by_name = {info.name: info for info in self.layers}
 
@@ -140,9 +144,10 @@ class Compressor:
                 else:
                     self._folded[info.name] = self._original[info.name]
                     self._folded_bias[info.name] = self._original_bias[info.name]
-        for module in self._modules.values():
-            for param in module.parameters(recurse=False):
-                param.requires_grad_(False)
+        if not self._scripted:  # the simulated model is for inference; TorchScript params refuse the flag
+            for module in self._modules.values():
+                for param in module.parameters(recurse=False):
+                    param.requires_grad_(False)
 
         self._weight_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._current: dict[str, tuple] = {}  # layer -> the weight key now installed in the simulated model
