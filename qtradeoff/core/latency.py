@@ -1,12 +1,16 @@
 """Latency measurement protocol: median and IQR of a module's forward time per batch size, fixed threads, warm-up.
 
-Timing uses ``torch.utils.benchmark.Timer.blocked_autorange`` (it picks the number of calls per block so that timer
-overhead is negligible) after explicit warm-up calls, with the thread count pinned for the measurement.
+After ``warmup`` calls, one more call sizes the blocks: each block runs ``number`` calls (enough that a block
+lasts about ``min_run_time / min_repeats``, so timer overhead is negligible for fast models) through
+``torch.utils.benchmark.Timer.timeit``. Blocks repeat until both ``min_run_time`` seconds and ``min_repeats``
+blocks are reached (at most ``max_repeats``). The median and IQR are over the per-call times of the blocks; the
+thread count is pinned for the measurement and recorded.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -22,6 +26,8 @@ class LatencySettings:
     threads: int | None = None
     warmup: int = 3
     min_run_time: float = 0.3
+    min_repeats: int = 7
+    max_repeats: int = 200
 
     def resolved_threads(self) -> int:
         return int(self.threads or torch.get_num_threads())
@@ -67,10 +73,18 @@ def time_forward(module: Callable, samples: torch.Tensor, settings: LatencySetti
                 for _ in range(settings.warmup):
                     module(x)
                 timer = Timer("module(x)", globals={"module": module, "x": x}, num_threads=threads)
-                measurement = timer.blocked_autorange(min_run_time=settings.min_run_time)
-            times = torch.tensor(measurement.times, dtype=torch.float64)
-            q1, median, q3 = (float(v) for v in torch.quantile(times, torch.tensor([0.25, 0.5, 0.75],
-                                                                                     dtype=torch.float64)))
-            yield LatencyStats(batch, median * 1e3, (q3 - q1) * 1e3, len(measurement.times))
+                single = max(timer.timeit(1).times[0], 1e-7)
+                number = max(1, min(100_000, int(settings.min_run_time / settings.min_repeats / single)))
+                times: list[float] = []
+                started = time.perf_counter()
+                while len(times) < settings.max_repeats and (
+                        len(times) < settings.min_repeats or time.perf_counter() - started < settings.min_run_time):
+                    if should_stop():
+                        return
+                    times.append(timer.timeit(number).times[0])
+            values = torch.tensor(times, dtype=torch.float64)
+            q1, median, q3 = (float(v) for v in torch.quantile(values, torch.tensor([0.25, 0.5, 0.75],
+                                                                                      dtype=torch.float64)))
+            yield LatencyStats(batch, median * 1e3, (q3 - q1) * 1e3, len(times))
     finally:
         torch.set_num_threads(previous)

@@ -303,13 +303,19 @@ def activation_profile(module: nn.Module, example: torch.Tensor, config: Compres
         finally:
             for handle in handles:
                 handle.remove()
+    return ActivationProfile(sizes, peak_activation_bytes(sizes, config))
+
+
+def peak_activation_bytes(sizes: Mapping[str, tuple[int, int]], config: CompressionConfig) -> int:
+    """Peak live activation bytes at batch 1 from per-layer (input, output) sizes in execution order
+    (see :func:`activation_profile` for the definition). Cheap: sizes do not depend on the config."""
     order = list(sizes)
     precisions = [_activation_precision(config.resolve(name)) for name in order] + ["fp32"]
     peak = 0
     for i, name in enumerate(order):
         numel_in, numel_out = sizes[name]
         peak = max(peak, _act_bytes(numel_in, precisions[i]) + _act_bytes(numel_out, precisions[i + 1]))
-    return ActivationProfile(sizes, peak)
+    return peak
 
 
 def _activation_precision(settings: LayerSettings) -> str:

@@ -120,7 +120,8 @@ def planned_precision(settings: LayerSettings, kind: str) -> tuple[str, str]:
     if is_integer(weight) and bits_of(weight) <= 8:
         if is_integer(act) and bits_of(act) <= 8:
             if bits_of(weight) < 8 or bits_of(act) < 8:
-                return "int8", f"{weight}/{act} runs on int8 kernels (values kept on the {weight}/{act} grid)"
+                return "int8", (f"{weight} weights with {act} activations run on int8 kernels (values kept on "
+                                f"their {weight}/{act} grids)")
             return "int8", ""
         if kind == "Linear":
             return "int8-dynamic", f"weight-only {weight} Linear runs dynamic int8 (activations quantized per batch)"
@@ -150,16 +151,24 @@ def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def _apply_pruning(module: nn.Module, settings: Mapping[str, LayerSettings]) -> None:
-    """Zero the pruned weights in place (on a copy): the kernels stay dense, the values match the config."""
+def _apply_pruning(module: nn.Module, settings: Mapping[str, LayerSettings],
+                   masks: Mapping[str, torch.Tensor | None] | None) -> None:
+    """Zero the pruned weights in place (on a copy): the kernels stay dense, the values match the config.
+
+    ``masks`` ("<layer>.weight" -> keep-mask) come from the weights the simulation prunes (BatchNorm folded);
+    folding scales whole channels, so the same positions are zero in the unfolded weight.
+    """
     from qtradeoff.core.prune import prune_mask
 
     for name, layer_settings in settings.items():
         if layer_settings.skip or layer_settings.prune.method == "none":
             continue
         layer = module.get_submodule(name)
+        mask = (masks or {}).get(f"{name}.weight")
+        if mask is None:
+            mask = prune_mask(layer.weight.detach(), layer_settings.prune)
         with torch.no_grad():
-            layer.weight.mul_(prune_mask(layer.weight, layer_settings.prune).to(layer.weight.dtype))
+            layer.weight.mul_(mask.to(layer.weight.dtype))
 
 
 def _executed(module: nn.Module, name: str) -> str:
@@ -168,6 +177,12 @@ def _executed(module: nn.Module, name: str) -> str:
         layer = module.get_submodule(name)
     except AttributeError:
         return "fp32"
+    if not isinstance(layer, _CastLayer):
+        # FX traces through _CastLayer, keeping only its inner layer: read the dtype the weights really have
+        inner = getattr(layer, "layer", None)
+        dtype = getattr(getattr(inner, "weight", None), "dtype", None)
+        if dtype in (torch.bfloat16, torch.float16):
+            return {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     origin = type(layer).__module__
     if "quantized.dynamic" in origin:
         return "int8-dynamic"
@@ -179,11 +194,12 @@ def _executed(module: nn.Module, name: str) -> str:
 
 
 def build_real_model(base: nn.Module, config: CompressionConfig, layers: Mapping[str, str],
-                     calib_inputs: torch.Tensor, *, calib_batch: int = 256) -> RealModel:
+                     calib_inputs: torch.Tensor, *, calib_batch: int = 256,
+                     masks: Mapping[str, torch.Tensor | None] | None = None) -> RealModel:
     """Convert ``base`` (never mutated) to real kernels as ``config`` asks.
 
     ``layers`` maps each compressible layer name to its module kind (``"Conv2d"``, ``"Linear"``...).
-    Activation observers are calibrated on ``calib_inputs``.
+    Activation observers are calibrated on ``calib_inputs``. ``masks`` are the simulation's pruning masks.
     """
     settings = {name: config.resolve(name) for name in layers}
     plan = {name: planned_precision(settings[name], kind) for name, kind in layers.items()}
@@ -195,7 +211,7 @@ def build_real_model(base: nn.Module, config: CompressionConfig, layers: Mapping
             ["TorchScript model: layers cannot be swapped for real kernels, measured fp32 as loaded"]), False)
 
     model = copy.deepcopy(base).eval()
-    _apply_pruning(model, settings)
+    _apply_pruning(model, settings, masks)
     for name, (precision, _) in plan.items():
         if precision in _FLOAT_DTYPES:
             _set_submodule(model, name, _CastLayer(model.get_submodule(name), _FLOAT_DTYPES[precision]))
@@ -210,7 +226,7 @@ def build_real_model(base: nn.Module, config: CompressionConfig, layers: Mapping
             reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
             converted = False
             model = copy.deepcopy(base).eval()
-            _apply_pruning(model, settings)
+            _apply_pruning(model, settings, masks)
             notes = [f"int8 conversion failed ({type(error).__name__}: {reason}); measured the nearest real "
                      "execution: fp32 eager" + (" with dynamic int8 Linear layers" if dynamic or static else "")]
             model = _eager_dynamic(model, [n for n in static + dynamic if layers[n] == "Linear"], settings)
