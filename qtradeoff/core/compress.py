@@ -324,13 +324,14 @@ class Compressor:
 
     def _calibrate(self) -> None:
         """One pass of the calibration inputs through the fp32 simulated model, observing every layer's input."""
-        self._observers = {info.name: RangeObserver() for info in self.layers}
-        self._output_observers = {self._last_layer: RangeObserver()} if self._last_layer else {}
         if self._scripted:
+            self._observers, self._output_observers = {}, {}
             self.notes.append("activation quantization is not simulated for TorchScript models (no module hooks)")
             return
         if self.calib_inputs is None or len(self.calib_inputs) == 0:
             raise ValueError("integer activations need calibration inputs; pass calib_inputs to the Compressor")
+        self._observers = {info.name: RangeObserver() for info in self.layers}
+        self._output_observers = {self._last_layer: RangeObserver()} if self._last_layer else {}
         fp32 = LayerSettings(WeightSpec(), _fp32_activation(), PruneSpec(), False)
         for info in self.layers:
             self._install_weights(info, fp32)

@@ -243,6 +243,9 @@ class Partial(Mapping):
     def __setattr__(self, name, value):
         raise AttributeError("Partial is immutable")
 
+    def __reduce__(self):  # pickling/deepcopy must not go through the refused __setattr__
+        return (Partial, (self._items,))
+
     def __repr__(self) -> str:
         return f"Partial({dict(self._items)!r})"
 

@@ -225,8 +225,11 @@ def inventory(module: nn.Module, example_input_shape: Sequence[int] | None = Non
             first = out[0] if isinstance(out, tuple | list) else out
             if isinstance(first, torch.Tensor):
                 outputs[mod_name] = _per_sample(first.shape)
-            if isinstance(out, tuple | list) and module_kind(modules[mod_name]) in _RNN:
-                macs[mod_name] = _rnn_macs(modules[mod_name], module_kind(modules[mod_name]), first)
+            rnn = modules[mod_name]
+            if isinstance(out, tuple | list) and module_kind(rnn) in _RNN and isinstance(first, torch.Tensor):
+                macs[mod_name] = _rnn_macs(rnn, module_kind(rnn), first)
+                width = getattr(rnn, "hidden_size", 1) * (2 if getattr(rnn, "bidirectional", False) else 1)
+                outputs[mod_name] = (first.numel() // max(width, 1), width)  # (steps, features) per sample
     _attention_macs(modules, order, macs, outputs)
 
     with_params = [name for name, _ in owners.values()]

@@ -51,6 +51,16 @@ def test_resolve_merges_layer_over_defaults_and_edits_are_pure():
     assert edited.with_layer("classifier.2", skip=True).resolve("classifier.2").skip
 
 
+def test_configs_pickle_and_deepcopy():
+    import copy
+    import pickle
+
+    config = CompressionConfig().with_layer("a", weight={"precision": "int4"}, skip=True)
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert copy.deepcopy(config) == config
+    assert {config: 1}[copy.deepcopy(config)] == 1
+
+
 def test_key_ignores_model_and_is_order_independent():
     a = CompressionConfig().with_layer("b", weight={"precision": "int4"}).with_layer("a", skip=True)
     b = CompressionConfig().with_layer("a", skip=True).with_layer("b", weight={"precision": "int4"})

@@ -99,7 +99,7 @@ def test_other_layer_types():
     assert infos["attn.out_proj"].kind == "Linear" and infos["attn.out_proj"].macs == 5 * 8 * 8
     lstm = infos["lstm"]
     assert lstm.compressible and set(lstm.weight_names) == {"weight_ih_l0", "weight_hh_l0"}
-    assert lstm.macs == 5 * 4 * 6 * (8 + 6)
+    assert lstm.macs == 5 * 4 * 6 * (8 + 6) and lstm.output_shape == (5, 6)
     up = infos["up"]
     assert up.kind == "ConvTranspose1d" and up.out_axis == 1 and up.output_shape == (4, 11)
     assert up.macs == 5 * 6 * 4 * 3  # in_elems * out_ch/groups * k
