@@ -392,6 +392,7 @@ class IncrementalSession:
         self._eval_fingerprint = data_mod.fingerprint(data.eval_inputs)
         self._reference: torch.Tensor | None = None
         self._baseline: QuickScore | None = None
+        self._proxy: _IncrementalCompressor | None = None
 
     @property
     def note(self) -> str:
@@ -432,3 +433,62 @@ class IncrementalSession:
     def drop_points(self, score: QuickScore) -> float:
         """How many percentage points ``score`` loses against fp32 (negative when it gains)."""
         return 100.0 * (self.baseline.metric - score.metric)
+
+    # -- full Results through measure, with the simulated forward served by the cut cache ----------------------
+    def evaluate(self, config: CompressionConfig, *, should_stop: Callable[[], bool] = lambda: False,
+                 latency: str = "estimated", **kwargs):
+        """A :class:`~qtradeoff.core.measure.Result` for ``config`` whose outputs come from the incremental path.
+
+        Identical numbers to ``measure.evaluate`` (the same operations run on the same values); the Result's
+        ``provenance["incremental"]`` says whether the cut cache was used. ``latency`` defaults to the fast
+        roofline estimate (marked estimated in the Result).
+        """
+        import dataclasses
+
+        from qtradeoff.core.measure import evaluate
+
+        if self._proxy is None:
+            self._proxy = _IncrementalCompressor(self)
+        result = evaluate(self.loaded, self.data, config, should_stop=should_stop, latency=latency,
+                          compressor=self._proxy, **kwargs)
+        provenance = dict(result.provenance)
+        provenance["incremental"] = {"used": bool(self.evaluator.traceable), "note": self.evaluator.note}
+        return dataclasses.replace(result, provenance=provenance)
+
+    def evaluate_full(self, config: CompressionConfig, *, should_stop: Callable[[], bool] = lambda: False,
+                      latency: str = "estimated", **kwargs):
+        """``measure.evaluate`` with the plain Compressor (no cut cache): the reference the fast path must match."""
+        from qtradeoff.core.measure import evaluate
+
+        return evaluate(self.loaded, self.data, config, should_stop=should_stop, latency=latency,
+                        compressor=self.compressor, **kwargs)
+
+
+class _IncrementalCompressor:
+    """Looks like the session's Compressor to ``measure``, but its simulated models run through the cut cache."""
+
+    def __init__(self, session: IncrementalSession):
+        self._session = session
+
+    def __getattr__(self, name: str):
+        return getattr(self._session.compressor, name)  # layers, weight(), notes, stats, sparsity() ...
+
+    def apply(self, config: CompressionConfig) -> nn.Module:
+        return _SessionModule(self._session, config)
+
+
+class _SessionModule(nn.Module):
+    """One configuration's forward through the session's evaluator; recognises the evaluation split by storage
+    (measure slices it into views) so its fingerprint need not be recomputed per call."""
+
+    def __init__(self, session: IncrementalSession, config: CompressionConfig):
+        super().__init__()
+        self._session = session
+        self._config = config
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        reference = self._session.data.eval_inputs
+        same = (inputs.data_ptr() == reference.data_ptr() and inputs.shape == reference.shape
+                and inputs.stride() == reference.stride() and inputs.dtype == reference.dtype)
+        fingerprint = self._session._eval_fingerprint if same else None
+        return self._session.evaluator.forward(self._config, inputs, fingerprint=fingerprint)
