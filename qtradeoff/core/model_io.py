@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import importlib
 import json
+import os
 import re
 import sys
 import time
@@ -220,7 +222,7 @@ def match_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, int | No
     """
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     keys = set(shapes)
-    for name in _candidate_architectures():
+    for name in _candidate_architectures(_keys_digest(keys)):
         default = _signature(name, None)
         if default is None or set(default) != keys:
             continue
@@ -236,15 +238,53 @@ def match_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, int | No
     return None
 
 
-def _candidate_architectures():
-    """Bundled architectures first (no torchvision import needed), then every torchvision classifier."""
+def _keys_digest(keys) -> str:
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+
+
+_KEY_INDEX: dict[str, str | None] = {}
+
+
+def _torchvision_key_index() -> dict[str, str | None]:
+    """Digest of each torchvision classifier's state-dict key names, cached on disk per torchvision version.
+
+    Building all ~80 classifiers on the meta device takes ~2.5 s; the loader runs in a fresh child process
+    each time, so an in-process cache alone would pay that on every load.
+    """
     from qtradeoff.core import tvcompat
 
-    yield from sorted(architectures._BUILTIN)
+    if _KEY_INDEX:
+        return _KEY_INDEX
+    tv = tvcompat.torchvision()
+    models = tvcompat.models()
     # Classification builders only: detection/segmentation builders download backbone weights by default,
     # and the quantized variants share key names with their float originals.
-    models = tvcompat.models()
-    yield from (f"torchvision.{name}" for name in models.list_models(module=models))
+    names = [f"torchvision.{name}" for name in models.list_models(module=models)]
+    cache_file = _cache_dir() / f"architecture-keys-torchvision-{tv.__version__}.json"
+    with contextlib.suppress(OSError, ValueError):
+        cached = json.loads(cache_file.read_text())
+        if isinstance(cached, dict) and set(names) <= set(cached):
+            _KEY_INDEX.update({name: cached[name] for name in names})
+            return _KEY_INDEX
+    for name in names:
+        signature = _signature(name, None)
+        _KEY_INDEX[name] = None if signature is None else _keys_digest(signature)
+    with contextlib.suppress(OSError):
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        scratch = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        scratch.write_text(json.dumps(_KEY_INDEX, indent=0, sort_keys=True))
+        os.replace(scratch, cache_file)  # atomic: concurrent loaders never read half a file
+    return _KEY_INDEX
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("QTRADEOFF_CACHE_DIR") or Path.home() / ".cache" / "qtradeoff")
+
+
+def _candidate_architectures(keys_digest: str):
+    """Bundled architectures first (no torchvision import needed), then torchvision classifiers with these keys."""
+    yield from sorted(architectures._BUILTIN)
+    yield from (name for name, digest in _torchvision_key_index().items() if digest == keys_digest)
 
 
 def _head_classes(shapes: Mapping[str, tuple[int, ...]], default: Mapping[str, tuple[int, ...]]) -> int | None:
@@ -379,6 +419,8 @@ def _load_pickle(path: Path, kind: str, trust: bool, architecture: str | None) -
         raise ModelLoadError(f"{path} needs more memory than is available to load; use a smaller file.") from None
     except Exception as error:  # noqa: BLE001 - unpickling failures of every kind
         message = str(error)
+        if "can't allocate memory" in message:
+            raise ModelLoadError(f"{path} needs more memory than the loader may use; use a smaller file.") from None
         if "Weights only load failed" in message or "Unsupported global" in message:
             names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", message))) or ["(unknown)"]
             raise NeedsTrust(
