@@ -50,6 +50,7 @@ class Backend(Protocol):
     Cancelled: type[Exception]
     expected_errors: tuple[type[Exception], ...]
 
+    def has_model(self) -> bool: ...
     def load_sample(self, name: str) -> ModelSummary: ...
     def load_model(self, path: str, *, trust: bool = False) -> ModelSummary: ...
     def load_data(self, path: str) -> dict: ...
@@ -81,6 +82,9 @@ class CoreBackend:
         self._compressor = None
 
     # -- loading -------------------------------------------------------------------------------------------------
+    def has_model(self) -> bool:
+        return self.loaded is not None
+
     def load_sample(self, name: str) -> ModelSummary:
         loaded = self._model_io.load_sample_model(name)
         data = self._model_io.sample_data_for(loaded)

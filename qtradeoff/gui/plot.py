@@ -149,7 +149,8 @@ class ParetoPlot(QWidget):
         super().__init__(parent)
         self.store = PointStore()
         self.current_key: str | None = None
-        self.prefer_measured = True
+        # Estimates by default: every point has one, so the frontier compares like with like.
+        self.prefer_measured = False
         self._dirty = False
         self._memory_unit = (1024.0, "KiB")
         self.redraw_count = 0
@@ -166,8 +167,8 @@ class ParetoPlot(QWidget):
         for name, view in (("latency", self.latency_view), ("memory", self.memory_view)):
             view.showGrid(x=True, y=True, alpha=0.25)
             view.setLabel("left", "Accuracy (%)")
-            errors = pg.ErrorBarItem(x=np.empty(0), y=np.empty(0), height=np.empty(0),
-                                     pen=pg.mkPen((150, 150, 150, 120)))
+            errors = pg.ErrorBarItem(x=np.empty(0), y=np.empty(0), height=np.empty(0), beam=0.0,
+                                     pen=pg.mkPen((120, 120, 120, 70), width=1))
             frontier = pg.PlotDataItem(pen=pg.mkPen((220, 60, 40), width=2))
             points = pg.ScatterPlotItem(size=11, pen=pg.mkPen((40, 40, 40, 160)), hoverable=True,
                                         hoverPen=pg.mkPen((0, 0, 0), width=2), tip=self._tip)
@@ -181,9 +182,13 @@ class ParetoPlot(QWidget):
                                  "current": current}
         self.latency_view.setLabel("bottom", "Latency, batch 1 (ms)")
         self.memory_view.setLabel("bottom", "Weight memory (KiB)")
-        self.latency_view.setTitle("Accuracy vs latency — colour: weight memory", size="10pt")
-        self.memory_view.setTitle("Accuracy vs memory — colour: latency", size="10pt")
-        legend = self.latency_view.addLegend(offset=(-10, -10), labelTextSize="8pt")
+        self.latency_view.setTitle("Accuracy vs latency — colour: weight memory (dark small, yellow large)",
+                                   size="9pt", color=(60, 60, 60))
+        self.memory_view.setTitle("Accuracy vs memory — colour: latency (dark fast, yellow slow)",
+                                  size="9pt", color=(60, 60, 60))
+        # The legend sits in its own row under both views so it never hides a point.
+        legend = pg.LegendItem(colCount=5, labelTextSize="8pt", labelTextColor=(60, 60, 60))
+        self.graphics.addItem(legend, row=1, col=0, colspan=2)
         legend.addItem(pg.ScatterPlotItem(symbol="o", brush=self._brushes[8], pen=pg.mkPen("k")), "measured latency")
         legend.addItem(pg.ScatterPlotItem(symbol="t", brush=self._brushes[8], pen=pg.mkPen("k")),
                        "estimated latency")
@@ -192,9 +197,10 @@ class ParetoPlot(QWidget):
         legend.addItem(pg.PlotDataItem(pen=pg.mkPen((220, 60, 40), width=2)), "Pareto frontier")
         legend.addItem(pg.ScatterPlotItem(symbol="o", brush=QBrush(), pen=pg.mkPen((220, 0, 120), width=3)),
                        "current configuration")
+        self.graphics.ci.layout.setRowStretchFactor(0, 10)
 
         self.latency_switch = QComboBox()
-        self.latency_switch.addItems(["Measured latency where available", "Estimated latency for every point"])
+        self.latency_switch.addItems(["Estimated latency for every point", "Measured latency where available"])
         self.latency_switch.setToolTip(
             "Plot measured latency where a point was timed on real kernels, or the roofline estimate for all points.")
         self.latency_switch.currentIndexChanged.connect(self._switch_latency)
@@ -227,7 +233,7 @@ class ParetoPlot(QWidget):
         self._schedule()
 
     def _switch_latency(self, index: int) -> None:
-        self.prefer_measured = index == 0
+        self.prefer_measured = index == 1
         self._schedule()
 
     def _schedule(self) -> None:
@@ -292,9 +298,11 @@ class ParetoPlot(QWidget):
         finite = np.isfinite(values)
         if not finite.any():
             return [self._brushes[0]] * len(values)
-        lo, hi = float(values[finite].min()), float(values[finite].max())
+        # Log scale: sizes and latencies span orders of magnitude between fp32 and 2-bit configurations.
+        logs = np.log10(np.clip(np.nan_to_num(values, nan=float(values[finite].min())), 1e-9, None))
+        lo, hi = float(logs.min()), float(logs.max())
         span = hi - lo if hi > lo else 1.0
-        steps = np.clip(((np.nan_to_num(values, nan=lo) - lo) / span * (N_COLOURS - 1)).round(), 0, N_COLOURS - 1)
+        steps = np.clip(((logs - lo) / span * (N_COLOURS - 1)).round(), 0, N_COLOURS - 1)
         return [self._brushes[int(s)] for s in steps]
 
     def _tip(self, x: float, y: float, data: Any) -> str:

@@ -151,6 +151,8 @@ class Worker(QObject):
                 self.needs_trust.emit(str(job.payload.get("path", "")), list(exc.globals), str(exc.format))
                 return False
             except backend.expected_errors as exc:
+                if job.kind == "load" and backend.has_model() and self._try_as_data(job):
+                    return True
                 self.failed.emit(job.kind, str(exc))
                 return False
             self.model_loaded.emit(summary)
@@ -167,10 +169,21 @@ class Worker(QObject):
             return self._evaluate(job, job.payload["config"], tag=job.payload.get("tag", "edit"))
         raise ValueError(f"unknown job kind {job.kind!r}")
 
+    def _try_as_data(self, job: Job) -> bool:
+        """A dropped ``.pt`` that is not a model may be a tensor file of inputs and labels."""
+        try:
+            info = self._backend.load_data(job.payload["path"])
+        except Exception:  # noqa: BLE001 - not data either: the model error is the one to report
+            return False
+        self.data_loaded.emit(info)
+        return self._evaluate(job, self._backend.baseline_config(), tag="baseline")
+
     def _evaluate(self, job: Job, config: Any, *, tag: str) -> bool:
         backend = self._backend
         eval_size = job.payload.get("eval_size")
-        latency = job.payload.get("latency", "measured" if tag == "baseline" else "estimated")
+        # The baseline is timed on real kernels and also estimated, so both latency views can show it.
+        latency = job.payload.get("baseline_latency" if tag == "baseline" else "latency") or (
+            "both" if tag == "baseline" else "estimated")
         last_emit = 0.0
         try:
             for item in backend.evaluate_iter(config, eval_size=eval_size, latency=latency,
@@ -223,15 +236,20 @@ class EvaluationService(QObject):
         self._shut = False
 
     # -- requests (GUI thread) -------------------------------------------------------------------------------
-    def load_sample(self, name: str = "digits_cnn", *, eval_size: int | None = None) -> None:
-        self._submit(Job("sample", {"name": name, "eval_size": eval_size}, description=f"loading sample {name}"))
+    # ``baseline_latency``: how the fp32 baseline evaluated after a load is timed ("both" = measured + estimated).
+    def load_sample(self, name: str = "digits_cnn", *, eval_size: int | None = None,
+                    baseline_latency: str = "both") -> None:
+        self._submit(Job("sample", {"name": name, "eval_size": eval_size, "baseline_latency": baseline_latency},
+                         description=f"loading sample {name}"))
 
-    def load_model(self, path: str, *, trust: bool = False, eval_size: int | None = None) -> None:
-        self._submit(Job("load", {"path": path, "trust": trust, "eval_size": eval_size},
-                         description=f"loading {path}"))
+    def load_model(self, path: str, *, trust: bool = False, eval_size: int | None = None,
+                   baseline_latency: str = "both") -> None:
+        self._submit(Job("load", {"path": path, "trust": trust, "eval_size": eval_size,
+                                  "baseline_latency": baseline_latency}, description=f"loading {path}"))
 
-    def load_data(self, path: str, *, eval_size: int | None = None) -> None:
-        self._submit(Job("data", {"path": path, "eval_size": eval_size}, description=f"loading data {path}"))
+    def load_data(self, path: str, *, eval_size: int | None = None, baseline_latency: str = "both") -> None:
+        self._submit(Job("data", {"path": path, "eval_size": eval_size, "baseline_latency": baseline_latency},
+                         description=f"loading data {path}"))
 
     def evaluate(self, config: Any, *, eval_size: int | None, latency: str = "estimated", tag: str = "edit") -> None:
         """Queue an evaluation; a still-pending older evaluation is replaced (the newest request wins)."""

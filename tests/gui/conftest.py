@@ -146,6 +146,9 @@ class FakeBackend:
                             data_name="fake digits", eval_samples_total=359, calib_samples=179, labelled=True,
                             num_classes=10)
 
+    def has_model(self):
+        return True
+
     def load_sample(self, name):
         return self._summary(name)
 
@@ -157,6 +160,8 @@ class FakeBackend:
         return self._summary(path.rsplit("/", 1)[-1])
 
     def load_data(self, path):
+        if "bad" in path:
+            raise ValueError(f"{path} holds no tensors named inputs/labels.")
         return {"name": path, "eval_samples": 200, "calib_samples": 50, "labelled": True}
 
     def baseline_config(self):
@@ -198,9 +203,10 @@ def make_window(qtbot, settings):
 
     windows = []
 
-    def make(backend=None, *, load=True, wait=True, eval_size=None):
+    def make(backend=None, *, load=True, wait=True, eval_size=None, baseline_latency="estimated"):
         service = EvaluationService(backend=backend)
         window = MainWindow(service=service, settings=settings)
+        window.baseline_latency = baseline_latency  # timing on real kernels only where a test needs it
         if eval_size is not None:
             window.eval_size = eval_size
         qtbot.addWidget(window)
