@@ -16,6 +16,13 @@ def _register_builtin_commands() -> None:
     from qtradeoff.cli_inspect import configure_inspect, inspect_command  # light: imports torch only when run
 
     SUBCOMMANDS.setdefault("inspect", (configure_inspect, inspect_command))
+    from qtradeoff.cli_evaluate import configure as configure_evaluate  # light: imports torch only when run
+    from qtradeoff.cli_evaluate import run as evaluate_command
+
+    SUBCOMMANDS.setdefault("evaluate", (configure_evaluate, evaluate_command))
+    from qtradeoff import cli_sweep  # light: imports torch only when run
+
+    SUBCOMMANDS.setdefault("sweep", (cli_sweep.configure, cli_sweep.run))
 
 
 _register_builtin_commands()

@@ -1,0 +1,142 @@
+"""``qtradeoff sweep MODEL``: run a search strategy headless and write one JSON line per configuration.
+
+Exit codes: 0 done; 1 bad model, data or results file (one line on stderr); 3 the model needs ``--trust``;
+130 interrupted (everything measured so far is in the file; rerun with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_ERROR = 1
+EXIT_NEEDS_TRUST = 3
+EXIT_INTERRUPTED = 130
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``qtradeoff sweep`` (for the ``SUBCOMMANDS`` registry of :mod:`qtradeoff.cli`)."""
+    from qtradeoff.core.explore import STRATEGIES
+
+    parser.description = ("Search configurations of MODEL with a strategy and write one JSON line per evaluated "
+                          "configuration (config + result) to --out; --resume continues an interrupted file.")
+    parser.add_argument("model", help="model file, or the name of a bundled sample (digits_cnn, digits_mlp, ...)")
+    parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory or a tensor file "
+                                       "(default: the sample's own data for a bundled sample)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="greedy")
+    parser.add_argument("--budget", type=int, default=None, help="at most N configurations evaluated")
+    parser.add_argument("--out", required=True, help="results file (JSON lines)")
+    parser.add_argument("--resume", action="store_true", help="continue an existing results file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing results file")
+    parser.add_argument("--max-drop", type=float, default=1.0,
+                        help="greedy/smallest: largest accuracy drop vs fp32, in percentage points (default 1.0)")
+    parser.add_argument("--max-bytes", type=int, help="budget strategy: weight bytes the answer must fit in")
+    parser.add_argument("--max-ms", type=float, help="budget strategy: estimated batch-1 latency limit (ms)")
+    parser.add_argument("--lock", action="append", default=[], metavar="LAYER",
+                        help="a layer the search never changes (repeatable)")
+    parser.add_argument("--seed", type=int, default=0, help="random/evolutionary seed (default 0)")
+    parser.add_argument("--eval-size", type=int, help="use only the first N evaluation samples")
+    parser.add_argument("--calib-size", type=int, help="use only the first N calibration samples")
+    parser.add_argument("--trust", action="store_true", help="allow loading that can run code from the file")
+    parser.add_argument("--architecture", help="registry name (torchvision.resnet18) for weight-only files")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``sweep`` to an ``argparse`` subparsers object."""
+    parser = subparsers.add_parser("sweep", help="headless search writing JSON lines")
+    configure(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _load(args):
+    from qtradeoff.core import model_io
+    from qtradeoff.core.data import load_data
+
+    sizes = {k: v for k, v in (("calib_size", args.calib_size), ("eval_size", args.eval_size)) if v is not None}
+    if not Path(args.model).exists() and args.model in model_io.sample_names():
+        loaded = model_io.load_sample_model(args.model)
+        data = load_data(args.data, **sizes) if args.data and args.data != "digits" else \
+            model_io.sample_data_for(loaded, **sizes)
+        return loaded, data
+    loaded = model_io.load_model(args.model, trust=args.trust, architecture=args.architecture)
+    if not args.data:
+        if loaded.preprocessing is None:
+            raise model_io.ModelLoadError(f"{args.model} is not a bundled sample; pass --data (an ImageFolder "
+                                          "directory, a tensor file or 'digits').")
+        return loaded, model_io.sample_data_for(loaded, **sizes)
+    data = load_data(args.data, preprocessing=loaded.preprocessing, **sizes)
+    from qtradeoff.core.data import check_compatible
+
+    check_compatible(loaded, data)
+    return loaded, data
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sweep described by ``args``; returns the exit code."""
+    from qtradeoff.core.data import DataLoadError
+    from qtradeoff.core.explore import SearchError, planned_evaluations
+    from qtradeoff.core.model_io import ModelLoadError, NeedsTrust
+    from qtradeoff.core.sweep import SweepError, sweep_iter
+
+    if args.budget is not None and args.budget < 1:
+        print("--budget must be at least 1 configuration.", file=sys.stderr)
+        return EXIT_ERROR
+    if args.strategy == "budget" and args.max_bytes is None and args.max_ms is None:
+        print("--strategy budget needs --max-bytes and/or --max-ms.", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        loaded, data = _load(args)
+        from qtradeoff.core.incremental import IncrementalSession
+
+        session = IncrementalSession(loaded, data)
+        total = planned_evaluations(args.strategy, session, budget=args.budget, locked=args.lock)
+        points = sweep_iter(session, args.strategy, args.out, resume=args.resume, overwrite=args.overwrite,
+                            budget=args.budget, seed=args.seed, max_drop=args.max_drop, max_bytes=args.max_bytes,
+                            max_ms=args.max_ms, locked=tuple(args.lock))
+        final = _drive(points, total, args.quiet)
+    except NeedsTrust as error:
+        print(str(error), file=sys.stderr)
+        return EXIT_NEEDS_TRUST
+    except (ModelLoadError, DataLoadError, SweepError, SearchError) as error:
+        print(str(error), file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"interrupted; {args.out} keeps every finished configuration — rerun with --resume to continue.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if session.note and not session.evaluator.traceable:
+        print(f"note: {session.note}", file=sys.stderr)
+    if final is not None:
+        print(_describe(final), file=sys.stderr)
+    return 0
+
+
+def _drive(points, total: int, quiet: bool):
+    """Consume the sweep with a tqdm bar on stderr; returns the solver's final point, if any."""
+    from tqdm import tqdm
+
+    final = None
+    with tqdm(total=total, unit="config", file=sys.stderr, disable=quiet, dynamic_ncols=True) as bar:
+        for point in points:
+            bar.set_postfix(measured=point.evaluated, resumed=max(point.done - point.evaluated, 0), refresh=False)
+            bar.update(1)
+            if point.role == "final":
+                final = point
+        if bar.n < bar.total:
+            bar.total = bar.n  # the strategy finished early (converged or ran out of candidates)
+            bar.refresh()
+    return final
+
+
+def _describe(point) -> str:
+    result = point.result
+    search = result.provenance.get("search", {})
+    accuracy = result.accuracy if result.accuracy is not None else result.agreement
+    label = "accuracy" if result.accuracy is not None else "agreement"
+    feasible = search.get("feasible", True)
+    return (f"final: {label} {accuracy:.4f} (drop {search.get('drop', 0.0):.2f} points), weight bytes "
+            f"{result.weight_bytes} ({result.compression_ratio:.1f}x smaller than fp32)"
+            + ("" if feasible else " — the constraint could not be met; this is the closest found"))
