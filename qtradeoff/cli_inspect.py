@@ -63,12 +63,15 @@ def inspect_command(args: argparse.Namespace) -> int:
     except ModelLoadError as error:
         print(str(error), file=sys.stderr)
         return EXIT_BAD_FILE
-    required = args.trust and loaded.format in ("torchscript", "export")  # pickles may also have needed it
+    wanted: list[str] = []
+    if loaded.format in ("pickle", "state_dict") and args.trust:
+        wanted = _unsafe_globals(loaded.path)
+    required = bool(wanted) or loaded.format in ("torchscript", "export")
     report.update(
         format=loaded.format,
         sha256=loaded.sha256,
         file_bytes=loaded.file_bytes,
-        trust={"required": required, "trusted": loaded.trusted, "globals": []},
+        trust={"required": required, "trusted": loaded.trusted, "globals": wanted},
         parameters=loaded.parameter_count,
         architecture=loaded.architecture,
         num_classes=loaded.num_classes,
@@ -83,6 +86,18 @@ def inspect_command(args: argparse.Namespace) -> int:
     report["layers"], report["inventory_note"] = _layers(loaded.module, shape)
     _emit(report, args.json)
     return 0
+
+
+def _unsafe_globals(path) -> list[str]:
+    """Globals outside the allow-list that a trusted pickle used (reported so the user sees what they allowed)."""
+    import zipfile
+
+    from qtradeoff.core.model_io import ModelLoadError, unsafe_globals
+
+    try:
+        return unsafe_globals(path, "torch_zip" if zipfile.is_zipfile(path) else "pickle")
+    except ModelLoadError:
+        return []
 
 
 def _layers(module, shape) -> tuple[list[dict] | None, str]:
@@ -112,7 +127,7 @@ def _emit(report: dict, as_json: bool) -> None:
     if trust.get("required") and not trust.get("trusted"):
         verdict = "needs --trust" + (f" (wants: {', '.join(trust['globals'])})" if trust.get("globals") else "")
     elif trust.get("trusted"):
-        verdict = "trusted by --trust"
+        verdict = "loaded with --trust" + (f" (it used: {', '.join(trust['globals'])})" if trust.get("globals") else "")
     else:
         verdict = "safe (no code from the file runs)"
     lines = [f"file:         {report['file']}", f"format:       {report.get('format') or 'unknown'}",

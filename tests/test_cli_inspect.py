@@ -37,3 +37,12 @@ def test_inspect_bad_file(capsys, tmp_path):
     assert main(["inspect", str(path)]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1 and str(path) in captured.err
+
+
+def test_inspect_lists_the_globals_a_pickle_wants(capsys, tmp_path):
+    import torch
+
+    path = tmp_path / "odd.pt"
+    torch.save({"weights": {"w": torch.zeros(2)}, "when": __import__("datetime").date(2020, 1, 1)}, path)
+    assert main(["inspect", str(path), "--json"]) == 3
+    assert json.loads(capsys.readouterr().out)["trust"]["globals"] == ["datetime.date"]

@@ -208,7 +208,7 @@ def _signature(name: str, num_classes: int | None) -> dict[str, tuple[int, ...]]
             with warnings.catch_warnings(), _ParamsOnMeta():
                 warnings.simplefilter("ignore")
                 model = architectures.build(name, **kwargs)
-            _SIGNATURES[key] = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+            _SIGNATURES[key] = _comparable({k: tuple(v.shape) for k, v in model.state_dict().items()})
         except Exception:  # noqa: BLE001 - a builder that cannot be built this way is simply not a candidate
             _SIGNATURES[key] = None
     return _SIGNATURES[key]
@@ -220,7 +220,7 @@ def match_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, int | No
     Candidates are first filtered by the set of key names (independent of num_classes), then shapes are
     compared; when only the classifier head differs, num_classes is read off its output dimension.
     """
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    shapes = _comparable({k: tuple(v.shape) for k, v in state.items()})
     keys = set(shapes)
     for name in _candidate_architectures(_keys_digest(keys)):
         default = _signature(name, None)
@@ -236,6 +236,11 @@ def match_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, int | No
         if _signature(name, num_classes) == shapes:
             return name, num_classes
     return None
+
+
+def _comparable(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Drop BatchNorm's step counters: checkpoints from older PyTorch versions lack them."""
+    return {k: v for k, v in shapes.items() if not k.endswith("num_batches_tracked")}
 
 
 def _keys_digest(keys) -> str:
@@ -260,7 +265,7 @@ def _torchvision_key_index() -> dict[str, str | None]:
     # Classification builders only: detection/segmentation builders download backbone weights by default,
     # and the quantized variants share key names with their float originals.
     names = [f"torchvision.{name}" for name in models.list_models(module=models)]
-    cache_file = _cache_dir() / f"architecture-keys-torchvision-{tv.__version__}.json"
+    cache_file = _cache_dir() / f"architecture-keys-v2-torchvision-{tv.__version__}.json"
     with contextlib.suppress(OSError, ValueError):
         cached = json.loads(cache_file.read_text())
         if isinstance(cached, dict) and set(names) <= set(cached):
@@ -342,7 +347,13 @@ def _build_from_state(path: Path, state: dict[str, torch.Tensor], fmt: str, arch
             "(e.g. torchvision.resnet18) or package.module:callable with --trust."
         )
     try:
-        module.load_state_dict(state, strict=True)
+        result = module.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(
+                f"Error(s) in loading state_dict:\n missing {', '.join(missing[:3]) or 'none'}; "
+                f"unexpected {', '.join(result.unexpected_keys[:3]) or 'none'}"
+            )
     except RuntimeError as error:
         detail = " ".join(line.strip() for line in str(error).splitlines()[1:3])[:200] or _short(error)
         raise ModelLoadError(
@@ -597,6 +608,8 @@ def load_model(path: str | Path, *, trust: bool = False, architecture: str | Non
     sample = _manifest_entry_for(digest)
     if input_shape is None and sample is not None:
         input_shape = tuple(sample["input_shape"])
+    if input_shape is None:
+        input_shape = _shape_from_metadata(loaded.metadata)
     num_classes = loaded.num_classes if loaded.num_classes is not None else (sample or {}).get("num_classes")
     return LoadedModel(
         module=loaded.module,
@@ -612,6 +625,18 @@ def load_model(path: str | Path, *, trust: bool = False, architecture: str | Non
         load_seconds=time.perf_counter() - started,
         preprocessing=dict(sample["preprocessing"]) if sample else None,
     )
+
+
+def _shape_from_metadata(metadata: dict | None) -> tuple[int, ...] | None:
+    """``input_shape`` stored in safetensors metadata as JSON (``"[3, 224, 224]"``) or ``"3,224,224"``."""
+    text = (metadata or {}).get("input_shape")
+    if not text:
+        return None
+    try:
+        values = json.loads(text) if text.strip().startswith("[") else [int(p) for p in text.split(",")]
+        return tuple(int(v) for v in values) or None
+    except (ValueError, TypeError):
+        return None
 
 
 def check_forward(loaded: LoadedModel | nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:

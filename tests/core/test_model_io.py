@@ -335,3 +335,17 @@ def test_child_timeout():
     with pytest.raises(ModelLoadError) as caught:
         _load_child.run_isolated({"path": "slow.pt"}, timeout=0.05, memory_bytes=256 * MIB, label="slow.pt")
     assert "slow.pt: the loader took longer than 0.05 s" in str(caught.value)
+
+
+def test_checkpoint_without_batchnorm_counters_and_safetensors_metadata(tmp_path):
+    from safetensors.torch import save_file
+
+    state = architectures.build("qtradeoff.digits_cnn").state_dict()
+    old = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}  # as older PyTorch saved
+    path = tmp_path / "old.pth"
+    torch.save(old, path)
+    assert load_model(path, isolate=False).architecture == "qtradeoff.digits_cnn"
+    path = tmp_path / "plain.safetensors"
+    save_file(old, str(path), metadata={"input_shape": "[1, 32, 32]"})
+    loaded = load_model(path, isolate=False)
+    assert (loaded.architecture, loaded.input_shape) == ("qtradeoff.digits_cnn", (1, 32, 32))
