@@ -151,21 +151,21 @@ class Compressor:
 
         self._weight_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._current: dict[str, tuple] = {}  # layer -> the weight key now installed in the simulated model
-        self._input_q: dict[str, Callable | None] = {}
-        self._output_q: dict[str, Callable | None] = {}
+        # per-layer hook state lives in objects the hooks are bound to, so a deepcopy of the simulated model
+        # carries its own frozen copy instead of following this Compressor's next apply()
+        self._act = {info.name: _ActivationHooks() for info in self.layers}
         self._observers: dict[str, RangeObserver] | None = None
         self._output_observers: dict[str, RangeObserver] | None = None
-        self._observing = False
         self._range_cache: dict[tuple, tuple[float, float]] = {}
         self._last_layer = self.layers[-1].name if self.layers else None
         self._hooks = []
         if not self._scripted:
             for info in self.layers:
                 module = self._modules[info.name]
-                self._hooks.append(module.register_forward_pre_hook(self._make_input_hook(info)))
+                self._hooks.append(module.register_forward_pre_hook(self._act[info.name].before))
             if self._last_layer is not None:
                 module = self._modules[self._last_layer]
-                self._hooks.append(module.register_forward_hook(self._make_output_hook(self._last_layer)))
+                self._hooks.append(module.register_forward_hook(self._act[self._last_layer].after))
         self.model.eval()
 
     # -- public ----------------------------------------------------------------------------------------------
@@ -262,16 +262,15 @@ class Compressor:
     def _install_activation(self, info: LayerInfo, settings: LayerSettings) -> None:
         spec = settings.activation
         if settings.skip or spec.precision == "fp32" or info.kind == "Embedding":
-            self._input_q[info.name] = None
-            self._output_q[info.name] = None
+            self._act[info.name].input_cast = self._act[info.name].output_cast = None
             return
         if not is_integer(spec.precision):
             cast = _float_caster(spec.precision)
-            self._input_q[info.name] = cast
-            self._output_q[info.name] = cast
+            self._act[info.name].input_cast = self._act[info.name].output_cast = cast
             return
-        self._input_q[info.name] = self._int_caster(info.name, self._observers, spec, "input")
-        self._output_q[info.name] = self._int_caster(info.name, self._output_observers, spec, "output")
+        self._act[info.name].input_cast = self._int_caster(info.name, self._observers, spec, "input")
+        self._act[info.name].output_cast = (self._int_caster(info.name, self._output_observers, spec, "output")
+                                            if info.name == self._last_layer else None)
 
     def _int_caster(self, layer: str, observers, spec, where: str) -> Callable | None:
         observer = (observers or {}).get(layer)
@@ -293,35 +292,6 @@ class Compressor:
 
         return cast
 
-    def _make_input_hook(self, info: LayerInfo):
-        name = info.name
-
-        def hook(module, args):
-            if self._observing:
-                first = args[0] if args else None
-                if isinstance(first, torch.Tensor) and first.is_floating_point():
-                    self._observers[name].observe(first)
-                return None
-            cast = self._input_q.get(name)
-            if cast is None:
-                return None
-            return tuple(cast(a) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
-
-        return hook
-
-    def _make_output_hook(self, name: str):
-        def hook(module, args, output):
-            if self._observing:
-                if isinstance(output, torch.Tensor):
-                    self._output_observers[name].observe(output)
-                return None
-            cast = self._output_q.get(name)
-            if cast is None or not isinstance(output, torch.Tensor):
-                return None
-            return cast(output)
-
-        return hook
-
     def _calibrate(self) -> None:
         """One pass of the calibration inputs through the fp32 simulated model, observing every layer's input."""
         if self._scripted:
@@ -335,19 +305,52 @@ class Compressor:
         fp32 = LayerSettings(WeightSpec(), _fp32_activation(), PruneSpec(), False)
         for info in self.layers:
             self._install_weights(info, fp32)
-        self._observing = True
+        for name, hooks in self._act.items():
+            hooks.input_observer = self._observers[name]
+            hooks.output_observer = self._output_observers.get(name)
         try:
             with torch.no_grad():
                 for start in range(0, len(self.calib_inputs), _CALIB_BATCH):
                     self.model(self.calib_inputs[start:start + _CALIB_BATCH])
         finally:
-            self._observing = False
+            for hooks in self._act.values():
+                hooks.input_observer = hooks.output_observer = None
         self.stats.calibration_passes += 1
         silent = [name for name, obs in self._observers.items() if obs.hi < obs.lo and
                   self._by_name[name].kind != "Embedding"]
         if silent:
             self.notes.append("activation quantization is not simulated for layers not called as modules: "
                               + ", ".join(silent))
+
+
+class _ActivationHooks:
+    """Forward hooks of one layer: observe (during calibration) or fake-quantize its input and output."""
+
+    def __init__(self):
+        self.input_cast: Callable | None = None
+        self.output_cast: Callable | None = None
+        self.input_observer: RangeObserver | None = None
+        self.output_observer: RangeObserver | None = None
+
+    def before(self, module, args):
+        if self.input_observer is not None:
+            first = args[0] if args else None
+            if isinstance(first, torch.Tensor) and first.is_floating_point():
+                self.input_observer.observe(first)
+            return None
+        cast = self.input_cast
+        if cast is None:
+            return None
+        return tuple(cast(a) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+    def after(self, module, args, output):
+        if self.output_observer is not None:
+            if isinstance(output, torch.Tensor):
+                self.output_observer.observe(output)
+            return None
+        if self.output_cast is None or not isinstance(output, torch.Tensor):
+            return None
+        return self.output_cast(output)
 
 
 def _fp32_activation():

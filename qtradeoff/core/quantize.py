@@ -21,6 +21,7 @@ _EPS = torch.finfo(torch.float32).eps
 # Calibration keeps at most this many values per layer for percentile and MSE search (exact min/max are kept apart).
 CALIB_SAMPLE = 1 << 20
 MSE_RATIOS = torch.linspace(0.25, 1.0, 61)
+MSE_SAMPLE = 1 << 16
 
 
 def int_range(bits: int, symmetric: bool) -> tuple[int, int]:
@@ -188,7 +189,8 @@ def calibrate_range(values: torch.Tensor, method: str, *, percentile: float = 99
     - ``percentile``: symmetric grids clip at the ``percentile`` of ``|x|``; asymmetric at the
       ``100 - percentile`` and ``percentile`` tails.
     - ``mse``: the min-max range shrunk by the ratio (0.25..1, 61 steps) that minimizes the mean squared error
-      of quantizing ``values`` to ``bits`` (ties go to the widest range).
+      of quantizing ``values`` (at most :data:`MSE_SAMPLE` of them, strided) to ``bits``; ties go to the widest
+      range.
     """
     values = values.detach().to(torch.float32).reshape(-1)
     lo = float(values.min()) if lo is None else lo
@@ -202,13 +204,16 @@ def calibrate_range(values: torch.Tensor, method: str, *, percentile: float = 99
             return -bound, bound
         return _quantile(values, 1.0 - q), _quantile(values, q)
     if method == "mse":
-        best, best_err = (lo, hi), float("inf")
-        for ratio in MSE_RATIOS.flip(0).tolist():
-            scale, zero_point = qparams_from_range(torch.tensor(lo * ratio), torch.tensor(hi * ratio), bits,
-                                                   symmetric)
-            err = float((quantize_int(values, bits, symmetric=symmetric, scale=scale, zero_point=zero_point)
-                         - values).square().mean())
-            if err < best_err:
-                best, best_err = (lo * ratio, hi * ratio), err
-        return best
+        if values.numel() > MSE_SAMPLE:  # a strided subset: the error curve over ratios barely moves
+            values = values[:: -(-values.numel() // MSE_SAMPLE)]
+        ratios = MSE_RATIOS.unsqueeze(1)
+        qmin, qmax = int_range(bits, symmetric)
+        scale, zero_point = qparams_from_range(lo * MSE_RATIOS, hi * MSE_RATIOS, bits, symmetric)
+        scale, zero_point = scale.unsqueeze(1), zero_point.unsqueeze(1).to(torch.float32)
+        # all candidate ranges at once, same arithmetic as fake_quantize_per_tensor_affine
+        grid = torch.clamp(torch.round(values.unsqueeze(0) * (1.0 / scale) + zero_point), qmin, qmax)
+        errors = ((grid - zero_point) * scale - values.unsqueeze(0)).square().mean(dim=1)
+        best = int(torch.argmin(errors.flip(0)))  # flipped: among equal errors prefer the widest range
+        ratio = float(ratios.flip(0)[best])
+        return lo * ratio, hi * ratio
     raise ValueError(f"unknown calibration method {method!r} (minmax, percentile, mse)")

@@ -206,6 +206,14 @@ def test_other_layer_types_compress():
     assert int((up == 0).all(dim=(0, 2)).sum()) == 2  # ConvTranspose output channels live on axis 1
 
 
+def test_a_deepcopy_of_the_simulated_model_keeps_its_config(compressor, digits):
+    with torch.no_grad():
+        kept = copy.deepcopy(compressor.apply(W8A8))
+        expected = kept(digits.eval_inputs[:32])
+        compressor.apply(CompressionConfig())
+        assert torch.equal(kept(digits.eval_inputs[:32]), expected)
+
+
 def test_compress_convenience_returns_an_independent_copy(digits_cnn, digits):
     model = compress(digits_cnn, W3, digits.calib_inputs)
     again = copy.deepcopy(model)
