@@ -1,0 +1,208 @@
+"""The desktop app on the real core: the digits_cnn sample, 100-sample evaluations, estimated latency for edits."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
+from PySide6.QtGui import QDropEvent
+
+from qtradeoff.core.config import CompressionConfig, from_json
+from qtradeoff.core.data import SAMPLE_DIR
+from qtradeoff.gui.layer_table import COL_WEIGHT, PRECISION_ORDER
+
+SCHEMA = Path(__file__).resolve().parents[2] / "resources" / "config.schema.json"
+
+
+def drop(window, *paths):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    window.dropEvent(QDropEvent(QPointF(QPoint(40, 40)), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier))
+
+
+def wait_idle(qtbot, window, timeout=60000):
+    qtbot.waitUntil(lambda: not window.progress.isVisible() and not window.service.has_pending(), timeout=timeout)
+
+
+def wait_point(qtbot, window, config, timeout=60000):
+    qtbot.waitUntil(lambda: window.plot.store.find(config.key()) is not None, timeout=timeout)
+
+
+def test_launch_loads_sample_and_measures_baseline(make_window, qtbot):
+    window = make_window(baseline_latency="both")
+    fields = window.model_fields
+    assert fields["name"].text() == "digits_cnn" and fields["format"].text() == "safetensors"
+    assert fields["params"].text() != "—" and "KiB" in fields["size"].text()
+    assert "%" in fields["accuracy"].text() and "measured" in fields["latency"].text()
+    baseline = window.baseline
+    assert baseline.accuracy > 0.9 and baseline.eval_samples == 100
+    assert baseline.latency_ms(1, measured=True) is not None
+    assert window.table_model.rowCount() == 7
+    assert "±" in window.controls.eval_size.label.text()
+    window.plot.redraw()
+    assert len(window.plot._items["latency"]["baseline"].data) == 1
+
+
+def test_slider_move_adds_point_and_updates_frontier(make_window, qtbot):
+    window = make_window()
+    redraws = window.plot.redraw_count
+    window.controls.weight_precision.slider.setValue(PRECISION_ORDER.index("int4"))
+    config = window.state.config
+    assert config.weight.precision == "int4"
+    wait_point(qtbot, window, config)
+    qtbot.waitUntil(lambda: window.plot.redraw_count > redraws and not window.plot._timer.isActive())
+    assert len(window.plot.store) == 2
+    frontier = window.plot._items["memory"]["frontier"]
+    front = window.plot.frontier_indices("memory")
+    assert 1 in front  # int4 is the smallest configuration so far: always on the accuracy–memory frontier
+    assert len(frontier.xData) == len(front)
+    assert window.plot.store.results[1].weight_bytes < window.plot.store.results[0].weight_bytes
+    wait_idle(qtbot, window)
+
+
+def test_table_edit_changes_config_and_undo_restores(make_window, qtbot):
+    window = make_window()
+    before = window.state.config
+    model = window.table_model
+    row = model.layer_names().index("features.5.conv")
+    assert model.setData(model.index(row, COL_WEIGHT), "int4", Qt.EditRole)
+    config = window.state.config
+    assert config.resolve("features.5.conv").weight.precision == "int4"
+    assert config.resolve("features.1.conv").weight.precision == "fp32"
+    assert model.is_overridden(row, COL_WEIGHT)
+    wait_point(qtbot, window, config)
+    wait_idle(qtbot, window)
+    points = len(window.plot.store)
+    window.undo_action.trigger()
+    assert window.state.config == before
+    assert not model.is_overridden(row, COL_WEIGHT)
+    wait_idle(qtbot, window)
+    assert len(window.plot.store) == points  # the fp32 point already exists: undo costs no evaluation
+    assert window.plot.current_key == before.key()
+
+
+def test_drop_sample_model_file_loads_it_and_bad_file_keeps_it(make_window, qtbot, tmp_path):
+    window = make_window()
+    with qtbot.waitSignal(window.service.model_loaded, timeout=60000):
+        drop(window, SAMPLE_DIR / "digits_mlp.pth")  # a plain state dict: loads without trust
+    assert window.summary.format == "state_dict" and window.summary.name.startswith("digits_mlp")
+    qtbot.waitUntil(lambda: window.baseline is not None, timeout=60000)
+    assert window.baseline.accuracy > 0.8  # the manifest's preprocessing fed it the right (flattened) digits
+    wait_idle(qtbot, window)
+    # TorchScript runs code from the file: the trust dialog comes first (default Cancel), then the load.
+    with qtbot.waitSignal(window.service.needs_trust, timeout=60000):
+        drop(window, SAMPLE_DIR / "digits_cnn.torchscript.pt")
+    qtbot.waitUntil(lambda: window._pending_trust is not None)
+    with qtbot.waitSignal(window.service.model_loaded, timeout=60000):
+        window._pending_trust.property("trust_button").click()
+    assert window.summary.format == "torchscript" and window.summary.trusted
+    qtbot.waitUntil(lambda: window.baseline is not None, timeout=60000)
+    wait_idle(qtbot, window)
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    with qtbot.waitSignal(window.service.failed, timeout=60000):
+        drop(window, bad)
+    wait_idle(qtbot, window)
+    assert "broken.safetensors" in window.messages.text()
+    assert "Traceback" not in window.messages.text()
+    assert window.summary.format == "torchscript" and window.baseline is not None
+    assert window.table.isEnabled()
+
+
+def test_exported_json_validates_and_reimports(make_window, qtbot, tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    window = make_window()
+    window.controls.weight_precision.slider.setValue(PRECISION_ORDER.index("int8"))
+    window.table_model.setData(window.table_model.index(0, COL_WEIGHT), "int4", Qt.EditRole)
+    config = window.state.config
+    wait_point(qtbot, window, config)
+    path = tmp_path / "config.json"
+    assert window.export_configuration(path)
+    doc = json.loads(path.read_text())
+    jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    assert doc["metrics"]["accuracy"] == window.plot.store.results[-1].accuracy
+    assert doc["model"]["sha256"] == window.summary.sha256
+    assert from_json(path.read_text()) == config
+    window.reset_all()
+    assert window.state.config != config
+    assert window.import_configuration(path)
+    assert window.state.config == config
+    wait_idle(qtbot, window)
+
+
+def test_clicking_a_point_restores_its_config(make_window, qtbot):
+    window = make_window()
+    window.controls.weight_precision.slider.setValue(PRECISION_ORDER.index("int4"))
+    int4 = window.state.config
+    wait_point(qtbot, window, int4)
+    window.controls.weight_precision.slider.setValue(PRECISION_ORDER.index("int8"))
+    wait_point(qtbot, window, window.state.config)
+    wait_idle(qtbot, window)
+    plot = window.plot
+    plot.redraw()
+    index = plot.store.find(int4.key())
+    view = plot.memory_view
+    x = plot.store.memory[index] / plot._memory_unit[0]
+    scene_pos = view.vb.mapViewToScene(QPointF(x, plot.store.accuracy[index]))
+    pos = plot.graphics.mapFromScene(scene_pos)
+    with qtbot.waitSignal(plot.point_clicked, timeout=5000) as blocker:
+        qtbot.mouseClick(plot.graphics.viewport(), Qt.LeftButton, pos=pos)
+    assert blocker.args == [index]
+    assert window.state.config == int4
+    assert window.controls.weight_precision.slider.value() == PRECISION_ORDER.index("int4")
+    window.undo_action.trigger()  # the click went through the undo stack
+    assert window.state.config.weight.precision == "int8"
+    wait_idle(qtbot, window)
+
+
+def test_event_loop_stays_responsive_during_20_evaluations(make_window, qtbot, capsys):
+    window = make_window()
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    probe = QTimer()
+    probe.setInterval(10)
+    probe.timeout.connect(tick)
+    configs = []
+    base = CompressionConfig(model=window.state.config.model)
+    for weight in ("int8", "int6", "int4", "int3", "fp16"):
+        for activation in ("fp32", "int8", "bf16", "int6"):
+            configs.append(base.with_defaults(weight={"precision": weight}, activation={"precision": activation}))
+    assert len(configs) == 20
+    probe.start()
+    started = time.perf_counter()
+    try:
+        for config in configs:
+            window.apply_config(config, "probe")
+            # Wait for each point so every configuration really is evaluated (no coalescing away).
+            wait_point(qtbot, window, config, timeout=120000)
+    finally:
+        probe.stop()
+    elapsed = time.perf_counter() - started
+    wait_idle(qtbot, window)
+    longest = max(gaps) * 1000
+    with capsys.disabled():
+        print(f"\n[event-loop probe] 20 evaluations in {elapsed:.1f} s; longest stall {longest:.0f} ms "
+              f"over {len(gaps)} ticks")
+    assert len(window.plot.store) >= 21
+    assert longest <= 500
+
+
+def test_close_during_evaluation_exits_cleanly(make_window, qtbot, capfd):
+    window = make_window()
+    window.controls.measure_latency.setChecked(True)  # a long job: timing on real kernels
+    window.controls.weight_precision.slider.setValue(PRECISION_ORDER.index("int8"))
+    qtbot.waitUntil(lambda: window.progress.isVisible(), timeout=10000)
+    started = time.perf_counter()
+    window.close()
+    assert time.perf_counter() - started < 30
+    assert not window.service._thread.isRunning()
+    assert "QThread: Destroyed" not in capfd.readouterr().err
