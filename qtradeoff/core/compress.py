@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import types
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,7 +113,10 @@ class Compressor:
         self.layers: list[LayerInfo] = [info for info in self.inventory if info.compressible]
         self._by_name = {info.name: info for info in self.layers}
 
-        self.model = copy.deepcopy(base_module)
+        with warnings.catch_warnings():
+            # torch's own pickling of export-program modules warns about its internal pytree API
+            warnings.simplefilter("ignore", FutureWarning)
+            self.model = copy.deepcopy(base_module)
         self._modules = {info.name: _get(self.model, info.name) for info in self.layers}
         self._scripted = isinstance(self.model, torch.jit.ScriptModule)
 
@@ -120,6 +124,11 @@ class Compressor:
             {}, "BatchNorm not folded: TorchScript models cannot be re-traced; weights are quantized unfolded")
         if note:
             self.notes.append(note)
+        unfolded = [info.name for info in self.inventory
+                    if info.kind.startswith("BatchNorm") and info.name not in self._pairs.values()]
+        if unfolded and not note:
+            self.notes.append("BatchNorm not folded (not the sole consumer of a convolution called as a module): "
+                              + ", ".join(unfolded))
         self._bns: dict[str, nn.Module] = {}
         for conv_name, bn_name in self._pairs.items():
             bn = _get(self.model, bn_name)
@@ -292,6 +301,10 @@ class Compressor:
 
         return cast
 
+    def _run_calibration(self, batch: int) -> None:
+        for start in range(0, len(self.calib_inputs), batch):
+            self.model(self.calib_inputs[start:start + batch])
+
     def _calibrate(self) -> None:
         """One pass of the calibration inputs through the fp32 simulated model, observing every layer's input."""
         if self._scripted:
@@ -310,8 +323,12 @@ class Compressor:
             hooks.output_observer = self._output_observers.get(name)
         try:
             with torch.no_grad():
-                for start in range(0, len(self.calib_inputs), _CALIB_BATCH):
-                    self.model(self.calib_inputs[start:start + _CALIB_BATCH])
+                try:
+                    self._run_calibration(_CALIB_BATCH)
+                except Exception:  # noqa: BLE001 - e.g. an export program specialised to batch size 1
+                    for observer in (*self._observers.values(), *self._output_observers.values()):
+                        observer.__init__()
+                    self._run_calibration(1)
         finally:
             for hooks in self._act.values():
                 hooks.input_observer = hooks.output_observer = None

@@ -167,7 +167,7 @@ def _example(module: nn.Module, shape: Sequence[int]) -> torch.Tensor:
     return torch.randn((1, *shape), generator=generator)
 
 
-def inventory(module: nn.Module, example_input_shape: Sequence[int] | None = None, *,
+def inventory(module: nn.Module | torch.export.ExportedProgram, example_input_shape: Sequence[int] | None = None, *,
               example_input: torch.Tensor | None = None) -> list[LayerInfo]:
     """Layers of ``module`` that hold parameters, in execution order, from one forward at batch size 1.
 
@@ -175,6 +175,8 @@ def inventory(module: nn.Module, example_input_shape: Sequence[int] | None = Non
     (with its batch dimension) for models that need integer tokens. Layers with parameters that the forward
     never touched are listed last with a reason.
     """
+    if isinstance(module, torch.export.ExportedProgram):
+        module = module.module()
     if example_input is None:
         if example_input_shape is None:
             raise ValueError("inventory needs example_input_shape (per sample) or example_input")

@@ -174,6 +174,19 @@ def test_torchscript_weights_are_compressed(digits):
     assert weight.unique().numel() > 2**3 * 32  # base untouched
 
 
+def test_export_program_weights_are_compressed_with_notes(digits_cnn, digits):
+    program = torch.export.export(digits_cnn, (digits.calib_inputs[:1],))  # static batch size 1
+    comp = Compressor(program.module(), digits.calib_inputs[:4])
+    assert comp.layer_names == [f"features.{i}.conv" for i in range(6)] + ["classifier.2"]
+    model = comp.apply(W8A8.with_defaults(weight={"precision": "int3"}))
+    assert any("BatchNorm not folded" in note for note in comp.notes)
+    assert any("not called as modules" in note for note in comp.notes)
+    with torch.no_grad():
+        x = digits.eval_inputs[:1]
+        assert not torch.equal(model(x), digits_cnn(x))
+        assert torch.equal(comp.apply(CompressionConfig())(x), program.module()(x))
+
+
 class _Mixed(nn.Module):
     def __init__(self):
         super().__init__()
