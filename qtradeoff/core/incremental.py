@@ -302,10 +302,10 @@ class IncrementalEvaluator:
                     raise IncrementalError("the model takes more than one input; incremental evaluation feeds "
                                            "one tensor") from None
                 continue
+            if shared and _mutates_inputs(node, root):
+                _unshare(node, env, shared)
             args = fx.node.map_arg(node.args, lambda n: env[n])
             kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
-            if shared and _mutates_inputs(node, root):
-                args = tuple(a.clone() if isinstance(a, torch.Tensor) and id(a) in shared else a for a in args)
             env[node] = _execute(node, root, args, kwargs)
             # free what nothing downstream needs (the cache keeps its own references)
             for used in node.all_input_nodes:
@@ -313,6 +313,18 @@ class IncrementalEvaluator:
                     del env[used]
         self.stats.evictions = self.cache.evictions
         return result
+
+
+def _unshare(node: fx.Node, env: dict, shared: set[int]) -> None:
+    """Before an in-place op, give every input the cache also holds a private copy (and every alias of it, so
+    later uses see the mutation as they would in eager mode) — the cached original stays as it was."""
+    for used in node.all_input_nodes:
+        value = env.get(used)
+        if isinstance(value, torch.Tensor) and id(value) in shared:
+            copy = value.clone()
+            for other, held in list(env.items()):
+                if held is value:
+                    env[other] = copy
 
 
 def _has_submodule(module: nn.Module, name: str) -> bool:
