@@ -1,77 +1,216 @@
 """Run a file-inspecting function in a child process with a memory limit and a timeout.
 
 A native loader that segfaults, aborts or exhausts memory on a hostile file
-then kills the child, not the application.  The parent side is
-:func:`run_isolated`; the child side is this module's ``__main__``, which
-exchanges plain JSON with the parent through two temporary files.
+then kills the child, not the application.  To keep each check cheap, a small
+loader server (``python -m qtradeoff.core._load_child``, a fresh interpreter:
+no Qt, no threads of the application) imports torch and torchvision once and
+forks one child per request; a fork costs ~0.05 s where a new interpreter with
+torch costs 1–2 s.  Requests and verdicts are JSON lines on the server's
+stdin/stdout; children write their verdict to a pipe of their own, and their
+stdout/stderr go to /dev/null so that code in a trusted file cannot corrupt
+the protocol.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
-import tempfile
+import threading
+import time
 from pathlib import Path
 
 DEFAULT_TARGET = "qtradeoff.core.model_io:inspect_file"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the qtradeoff package
-_HEADROOM = 1 << 30  # address space beyond twice the budget: interpreter, allocator arenas, temporary copies
+_HEADROOM = 1 << 30  # address space beyond twice the budget: allocator arenas, temporary copies
+_SERVER_GRACE = 60.0  # extra seconds the parent waits for the server beyond the child's own timeout
+
+_lock = threading.Lock()
+_server: subprocess.Popen | None = None
 
 
-class IsolationError(Exception):
-    """The child could not report a verdict (crash, timeout, memory); the message names the file."""
+# ---------------------------------------------------------------------------------------------------- parent side
 
 
 def run_isolated(kwargs: dict, *, timeout: float, memory_bytes: int, label: str,
                  target: str = DEFAULT_TARGET) -> dict:
-    """Call ``target(**kwargs)`` in a fresh interpreter and return the plain-data verdict it returns.
+    """Call ``target(**kwargs)`` (``"package.module:function"``) in a child and return its plain-data verdict.
 
-    Raises :class:`qtradeoff.core.model_io.ModelLoadError` when the child dies by a signal, exceeds ``timeout``
-    seconds, runs out of memory or exits without a verdict.
+    Raises :class:`qtradeoff.core.model_io.ModelLoadError` naming ``label`` when the child dies by a signal,
+    exceeds ``timeout`` seconds or exits without a verdict.
     """
     from qtradeoff.core.model_io import ModelLoadError
 
-    with tempfile.TemporaryDirectory(prefix="qtradeoff-load-") as scratch:
-        request_file, verdict_file = Path(scratch, "request.json"), Path(scratch, "verdict.json")
-        request_file.write_text(json.dumps({"target": target, "kwargs": kwargs, "memory_bytes": memory_bytes}))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
-        env.setdefault("OMP_NUM_THREADS", "1")
+    request = {"target": target, "kwargs": kwargs, "memory_bytes": memory_bytes, "timeout": timeout}
+    with _lock:
+        reply = _ask_server(request, timeout + _SERVER_GRACE)
+    if reply is None:
+        raise ModelLoadError(f"{label}: the loader process stopped unexpectedly; try loading the file again.")
+    if reply.get("timed_out"):
+        raise ModelLoadError(
+            f"{label}: the loader took longer than {timeout:g} s and was stopped; "
+            "the file may be damaged or hostile, or raise the timeout for very large models."
+        )
+    if reply.get("verdict") is not None:
+        return reply["verdict"]
+    number = reply.get("signal")
+    if number:
         try:
-            completed = subprocess.run(
-                [sys.executable, "-m", "qtradeoff.core._load_child", str(request_file), str(verdict_file)],
-                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                timeout=timeout, check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise ModelLoadError(
-                f"{label}: the loader took longer than {timeout:g} s and was stopped; "
-                "the file may be damaged or hostile, or raise the timeout for very large models."
-            ) from None
-        verdict = None
-        if verdict_file.exists():
-            try:
-                verdict = json.loads(verdict_file.read_text())
-            except ValueError:
-                verdict = None
-        code = completed.returncode
-        if code < 0:
-            number = -code
-            try:
-                signame = signal.Signals(number).name
-            except ValueError:
-                signame = "unknown signal"
-            hint = ("it was probably out of memory" if number == signal.SIGKILL
-                    else "the file is probably damaged or hostile")
-            raise ModelLoadError(f"{label}: the loader crashed (signal {number}, {signame}); {hint}.")
-        if verdict is None:
-            last = completed.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise ModelLoadError(f"{label}: the loader failed (exit code {code}: {last[0][:160]}).")
-        return verdict
+            signame = signal.Signals(number).name
+        except ValueError:
+            signame = "unknown signal"
+        hint = ("it was probably out of memory" if number == signal.SIGKILL
+                else "the file is probably damaged or hostile")
+        raise ModelLoadError(f"{label}: the loader crashed (signal {number}, {signame}); {hint}.")
+    raise ModelLoadError(
+        f"{label}: the loader exited without an answer (exit code {reply.get('exit')}); try loading it again."
+    )
+
+
+def _ask_server(request: dict, wait: float) -> dict | None:
+    """Send one request to the server (starting it if needed) and read its reply; None if the server failed.
+
+    A server found dead (e.g. killed from outside) is restarted once; one that does not answer within ``wait``
+    is stopped and not retried.
+    """
+    for _attempt in range(2):
+        server = _ensure_server()
+        answered = False
+        try:
+            server.stdin.write(json.dumps(request) + "\n")
+            server.stdin.flush()
+            answered = bool(select.select([server.stdout], [], [], wait)[0])
+            line = server.stdout.readline() if answered else ""
+        except (OSError, ValueError):
+            line = ""
+        if line:
+            return json.loads(line)
+        _stop_server()  # dead or wedged: the next request starts a fresh one
+        if not answered:
+            return None
+    return None
+
+
+def _ensure_server() -> subprocess.Popen:
+    global _server
+    if _server is not None and _server.poll() is None:
+        return _server
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    env["OMP_NUM_THREADS"] = "1"
+    _server = subprocess.Popen(
+        [sys.executable, "-m", "qtradeoff.core._load_child"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env=env, text=True, bufsize=1, start_new_session=True,
+    )
+    return _server
+
+
+def _stop_server() -> None:
+    global _server
+    server, _server = _server, None
+    if server is None:
+        return
+    for stream in (server.stdin, server.stdout):
+        try:
+            stream.close()
+        except OSError:
+            pass
+    if server.poll() is None:
+        server.kill()
+    server.wait()
+
+
+atexit.register(_stop_server)
+
+
+# ---------------------------------------------------------------------------------------------------- server side
+
+
+def _serve() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # before any fork: children inherit no thread pool, and every thread costs address space
+    import qtradeoff.core._load_preload  # noqa: F401 - torchvision, once for all children
+    import qtradeoff.core.model_io  # noqa: F401
+
+    replies = sys.stdout
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        replies.write(json.dumps(_fork_one(request)) + "\n")
+        replies.flush()
+
+
+def _fork_one(request: dict) -> dict:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_fd)
+        _child(write_fd, request)
+    os.close(write_fd)
+    deadline = time.monotonic() + float(request["timeout"])
+    chunks, timed_out = [], False
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            timed_out = True
+            break
+        ready, _, _ = select.select([read_fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(read_fd, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(read_fd)
+    if timed_out:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    reply: dict = {"timed_out": timed_out, "verdict": None, "signal": None, "exit": None}
+    if os.WIFSIGNALED(status):
+        reply["signal"] = os.WTERMSIG(status)
+    else:
+        reply["exit"] = os.WEXITSTATUS(status)
+    if chunks and not timed_out:
+        try:
+            reply["verdict"] = json.loads(b"".join(chunks))
+        except ValueError:
+            pass
+    return reply
+
+
+def _child(write_fd: int, request: dict) -> None:
+    code = 1
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        label = request["kwargs"].get("path", "the file")
+        memory_bytes = int(request["memory_bytes"])
+        try:
+            function = _resolve(request["target"])
+            _limit_memory(memory_bytes)
+            verdict = function(**request["kwargs"])
+        except Exception as error:  # noqa: BLE001 - reported to the parent as data
+            if _is_out_of_memory(error):
+                message = (f"{label}: the loader ran out of memory (limit: twice the memory budget of "
+                           f"{memory_bytes >> 20} MiB); raise the budget or use a smaller file.")
+            else:
+                message = f"{label}: the loader failed ({type(error).__name__}: {str(error)[:160]})."
+            verdict = {"ok": False, "error": "ModelLoadError", "message": message}
+        data = json.dumps(verdict).encode()
+        while data:
+            data = data[os.write(write_fd, data):]
+        code = 0
+    finally:
+        os._exit(code)  # skip atexit handlers and buffers inherited from the server
 
 
 def _limit_memory(memory_bytes: int) -> None:
@@ -92,6 +231,14 @@ def _resolve(target: str):
     return getattr(importlib.import_module(module_name), attr)
 
 
+def _is_out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text
+
+
+# ---------------------------------------------------------------------------------------------------- test hooks
+
+
 def _abort_for_tests(**_kwargs) -> dict:
     """Test hook: behave like a native loader that crashes."""
     os.abort()
@@ -106,32 +253,11 @@ def _exhaust_memory_for_tests(**_kwargs) -> dict:
         hoard.append(torch.empty(256 << 20, dtype=torch.uint8))
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    text = str(error).lower()
-    return isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text
-
-
-def main(argv: list[str]) -> int:
-    request_file, verdict_file = Path(argv[0]), Path(argv[1])
-    request = json.loads(request_file.read_text())
-    import torch
-
-    torch.set_num_threads(1)  # every extra thread reserves address space under the limit
-    target = _resolve(request["target"])
-    _limit_memory(int(request["memory_bytes"]))
-    label = request["kwargs"].get("path", "the file")
-    try:
-        verdict = target(**request["kwargs"])
-    except Exception as error:  # noqa: BLE001 - reported to the parent as data
-        if _is_out_of_memory(error):
-            message = (f"{label}: the loader ran out of memory (limit: twice the memory budget of "
-                       f"{request['memory_bytes'] >> 20} MiB); raise the budget or use a smaller file.")
-        else:
-            message = f"{label}: the loader failed ({type(error).__name__}: {str(error)[:160]})."
-        verdict = {"ok": False, "error": "ModelLoadError", "message": message}
-    verdict_file.write_text(json.dumps(verdict))
-    return 0
+def _hang_for_tests(**_kwargs) -> dict:
+    """Test hook: behave like a loader stuck in a loop."""
+    while True:
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    _serve()

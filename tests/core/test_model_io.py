@@ -333,8 +333,9 @@ def test_child_memory_limit(sample_cnn):
 
 def test_child_timeout():
     with pytest.raises(ModelLoadError) as caught:
-        _load_child.run_isolated({"path": "slow.pt"}, timeout=0.05, memory_bytes=256 * MIB, label="slow.pt")
-    assert "slow.pt: the loader took longer than 0.05 s" in str(caught.value)
+        _load_child.run_isolated({"path": "slow.pt"}, timeout=0.5, memory_bytes=256 * MIB, label="slow.pt",
+                                 target="qtradeoff.core._load_child:_hang_for_tests")
+    assert "slow.pt: the loader took longer than 0.5 s" in str(caught.value)
 
 
 def test_checkpoint_without_batchnorm_counters_and_safetensors_metadata(tmp_path):
@@ -349,3 +350,12 @@ def test_checkpoint_without_batchnorm_counters_and_safetensors_metadata(tmp_path
     save_file(old, str(path), metadata={"input_shape": "[1, 32, 32]"})
     loaded = load_model(path, isolate=False)
     assert (loaded.architecture, loaded.input_shape) == ("qtradeoff.digits_cnn", (1, 32, 32))
+
+
+def test_loader_server_killed_from_outside_is_restarted():
+    load_model(SAMPLE_DIR / "digits_cnn.safetensors")  # make sure the server runs
+    server = _load_child._server
+    server.kill()
+    server.wait()
+    loaded = load_model(SAMPLE_DIR / "digits_cnn.safetensors")
+    assert loaded.format == "safetensors" and _load_child._server is not server
