@@ -100,6 +100,7 @@ def _ensure_server() -> subprocess.Popen:
     global _server
     if _server is not None and _server.poll() is None:
         return _server
+    _stop_server()  # a dead server's pipes still need closing
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
     env["OMP_NUM_THREADS"] = "1"
