@@ -96,6 +96,8 @@ def parameter_count(module: nn.Module) -> int:
 @functools.cache
 def safe_module_classes() -> tuple[type, ...]:
     """Classes a pickled nn.Module may reference without trust: torch.nn, torchvision models and ops, our samples."""
+    import torch.fx
+
     from qtradeoff.core import tvcompat
 
     tvcompat.models()
@@ -105,7 +107,9 @@ def safe_module_classes() -> tuple[type, ...]:
         if module is None or not module_name.startswith(prefixes):
             continue
         for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, nn.Module) and value.__module__ == module_name:
+            if (isinstance(value, type) and issubclass(value, nn.Module) and value.__module__ == module_name
+                    # GraphModule subclasses compile Python source from their graph: that is running code.
+                    and not issubclass(value, torch.fx.GraphModule)):
                 classes.add(value)
     return tuple(sorted(classes, key=_global_name))
 
