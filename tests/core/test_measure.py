@@ -142,3 +142,23 @@ def test_simulation_agrees_with_real_int8(name, calibration):
     with torch.inference_mode():
         real_accuracy = float((real.module(data.eval_inputs).argmax(1) == data.eval_labels).float().mean())
     assert abs(simulated.accuracy - real_accuracy) * 100 <= 0.5
+
+
+def test_cli_evaluate_json_and_errors(capsys, tmp_path):
+    from qtradeoff.cli import main
+
+    config = tmp_path / "w8a8.json"
+    config.write_text(json.dumps({"schema": "qtradeoff.config/1",
+                                  "defaults": {"weight": {"precision": "int8"}, "activation": {"precision": "int8"}}}))
+    assert main(["evaluate", "digits_mlp", "--config", str(config), "--latency", "none", "--eval-size", "60",
+                 "--json"]) == 0
+    result = Result.from_dict(json.loads(capsys.readouterr().out))
+    assert result.eval_samples == 60 and result.config.resolve("layers.0").weight.precision == "int8"
+    assert main(["evaluate", "digits_mlp", "--latency", "none", "--eval-size", "60"]) == 0
+    assert "accuracy (top-1)" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "missing.pt")]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.pt" in err
+    config.write_text("{not json")
+    assert main(["evaluate", "digits_mlp", "--config", str(config)]) != 0
+    assert capsys.readouterr().err.count("\n") == 1

@@ -1,0 +1,166 @@
+"""``qtradeoff evaluate MODEL``: measure one configuration headless and print the Result (table or JSON).
+
+Exit code 0 on success; expected failures (bad model, data or config file) print one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+EXIT_ERROR = 2
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``evaluate`` (used by qtradeoff.cli's subcommand registry)."""
+    parser.description = "Evaluate one compression configuration: accuracy, memory and latency."
+    parser.add_argument("model", help="model file, or the name of a bundled sample (e.g. digits_cnn)")
+    parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory or a tensor file "
+                                       "(default: the bundled sample data, for sample models)")
+    parser.add_argument("--config", help="configuration JSON (default: fp32, i.e. the unmodified model)")
+    parser.add_argument("--batch", type=int, default=32, help="second latency batch size besides 1 (default 32)")
+    parser.add_argument("--latency", choices=("both", "measured", "estimated", "none"), default="both",
+                        help="which latency figures to produce (default both)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for timing (default: torch's)")
+    parser.add_argument("--eval-size", type=int, default=None, help="use only the first N evaluation samples")
+    parser.add_argument("--trust", action="store_true", help="allow loading a pickled model that imports code")
+    parser.add_argument("--json", action="store_true", help="print the Result as JSON instead of a table")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``evaluate`` to an argparse ``subparsers`` object."""
+    parser = subparsers.add_parser("evaluate", help="measure one configuration")
+    configure(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _load(args):
+    from qtradeoff.core import model_io
+
+    if not Path(args.model).exists() and args.model in model_io.sample_names():
+        return model_io.load_sample_model(args.model)
+    if not Path(args.model).exists():
+        raise FileNotFoundError(f"model file {args.model} not found; give a path or a sample name "
+                                f"({', '.join(model_io.sample_names())})")
+    return model_io.load_model(args.model, trust=args.trust)
+
+
+def _data(args, loaded):
+    from qtradeoff.core import data as data_mod
+    from qtradeoff.core.model_io import sample_data_for
+
+    if args.data is None:
+        if loaded.preprocessing is None:
+            raise data_mod.DataLoadError(f"{loaded.path} is not a bundled sample; pass --data with evaluation data")
+        data = sample_data_for(loaded, eval_size=args.eval_size)
+    else:
+        data = data_mod.load_data(args.data, preprocessing=loaded.preprocessing, eval_size=args.eval_size)
+    data_mod.check_compatible(loaded, data)
+    return data
+
+
+def _config(args, layer_names):
+    from qtradeoff.core.config import CompressionConfig, from_json
+
+    if args.config is None:
+        return CompressionConfig()
+    return from_json(Path(args.config).read_text(encoding="utf-8"), layer_names=layer_names)
+
+
+def _percent(value, ci) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.2f}%  [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}] 95% CI"
+
+
+def format_table(result) -> str:
+    """Human-readable summary of a Result."""
+    from qtradeoff.core.model_io import human_bytes
+
+    lines = []
+    if result.labelled:
+        lines.append(f"accuracy (top-1)   {_percent(result.accuracy, result.accuracy_ci95)}")
+        if result.top5 is not None:
+            lines.append(f"accuracy (top-5)   {_percent(result.top5, result.top5_ci95)}")
+    else:
+        lines.append("accuracy           n/a (no labels): fidelity vs fp32 below")
+    lines.append(f"agreement w/ fp32  {_percent(result.agreement, result.agreement_ci95)}")
+    sqnr = "inf (identical to fp32)" if math.isinf(result.sqnr_db) else f"{result.sqnr_db:.1f} dB"
+    lines.append(f"output SQNR        {sqnr}")
+    lines.append(f"evaluated on       {result.eval_samples} samples")
+    lines.append(f"weights            {human_bytes(result.weight_bytes)} ({result.weight_bytes} B; fp32 "
+                 f"{result.fp32_weight_bytes} B, {result.compression_ratio:.2f}x smaller)")
+    lines.append(f"peak activations   {human_bytes(result.peak_activation_bytes)} at batch 1")
+    for stats in result.latency_measured:
+        lines.append(f"latency measured   batch {stats.batch:>3}: {stats.median_ms:.3f} ms median, "
+                     f"IQR {stats.iqr_ms:.3f} ms, {stats.repeats} repeats")
+    for stats in result.latency_estimated:
+        lines.append(f"latency estimated  batch {stats.batch:>3}: {stats.median_ms:.3f} ms (roofline estimate)")
+    if result.executed_precisions:
+        counts: dict[str, int] = {}
+        for precision in result.executed_precisions.values():
+            counts[precision] = counts.get(precision, 0) + 1
+        lines.append("executed as        " + ", ".join(f"{n} layers {p}" for p, n in sorted(counts.items())))
+    if result.measured_note:
+        lines.append(f"note               {result.measured_note}")
+    prov = result.provenance
+    lines.append(f"environment        torch {prov.get('torch')}, {prov.get('cpu')}, {prov.get('threads')} threads")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``evaluate``; returns the exit code."""
+    from qtradeoff.core.config import ConfigError
+    from qtradeoff.core.data import DataLoadError
+    from qtradeoff.core.inventory import InventoryError
+    from qtradeoff.core.model_io import ModelLoadError
+
+    expected = (ModelLoadError, DataLoadError, ConfigError, InventoryError, OSError, ValueError)
+    try:
+        if args.batch < 1:
+            raise ValueError(f"--batch must be at least 1, got {args.batch}")
+        import torch
+
+        from qtradeoff.core.latency import LatencySettings
+        from qtradeoff.core.measure import Cancelled, Progress, Result, evaluate_iter
+
+        loaded = _load(args)
+        data = _data(args, loaded)
+        from qtradeoff.core.measure import layer_names
+
+        config = _config(args, layer_names(loaded, data))
+        threads = args.threads or torch.get_num_threads()
+        batches = (1,) if args.batch == 1 else (1, args.batch)
+        settings = LatencySettings(batch_sizes=batches, threads=threads)
+        result = None
+        progress = None
+        if sys.stderr.isatty() and not args.json:
+            from tqdm import tqdm
+
+            progress = tqdm(total=100, unit="%", file=sys.stderr, leave=False)
+        for item in evaluate_iter(loaded, data, config, latency=args.latency, latency_settings=settings):
+            if isinstance(item, Result):
+                result = item
+            elif isinstance(item, Progress) and progress is not None:
+                progress.set_description(item.stage)
+                progress.update(round(100 * item.fraction) - progress.n)
+        if progress is not None:
+            progress.close()
+        if result is None:
+            raise Cancelled("evaluation cancelled")
+    except KeyboardInterrupt:
+        print("qtradeoff evaluate: interrupted", file=sys.stderr)
+        return 130
+    except expected as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"qtradeoff evaluate: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(result.to_dict(), allow_nan=False))
+    else:
+        print(format_table(result))
+    return 0
