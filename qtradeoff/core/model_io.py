@@ -643,6 +643,15 @@ def _shape_from_metadata(metadata: dict | None) -> tuple[int, ...] | None:
         return None
 
 
+def start_loader() -> None:
+    """Start the isolated loader process in the background (it imports torch once, ~1–2 s), so that the
+    first :func:`load_model` does not wait for it. Optional: ``load_model`` starts it when needed."""
+    from qtradeoff.core import _load_child
+
+    with _load_child._lock:
+        _load_child._ensure_server()
+
+
 def check_forward(loaded: LoadedModel | nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
     """Run one zero sample of ``input_shape`` through the model; ModelLoadError naming the file if it fails."""
     module = loaded.module if isinstance(loaded, LoadedModel) else loaded
@@ -723,5 +732,5 @@ def sample_data_for(model: LoadedModel, **sizes) -> Any:
 __all__ = [
     "FORMATS", "LoadedModel", "ModelLoadError", "NeedsTrust", "check_forward", "human_bytes", "inspect_file",
     "load_model", "load_sample_model", "match_architecture", "parameter_count", "safe_module_classes",
-    "sample_data_for", "sample_names", "unwrap_state_dict",
+    "sample_data_for", "sample_names", "start_loader", "unsafe_globals", "unwrap_state_dict",
 ]
