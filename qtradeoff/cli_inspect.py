@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 EXIT_BAD_FILE = 1
@@ -154,7 +155,11 @@ def _emit(report: dict, as_json: bool) -> None:
                 mark = "" if layer["compressible"] else f"  [kept: {layer['reason']}]"
                 lines.append(f"  {layer['name']:<{width}}  {layer['kind']:<18} {layer['params']:>10,} "
                              f"{layer['macs']:>12,}  {tuple(layer['weight_shape'])}{mark}")
-    print("\n".join(lines))
+    try:
+        print("\n".join(lines))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `qtradeoff inspect x | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:
