@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Caches (roofline calibration, architecture index, sensitivity) go to a fresh folder, not the user's home.
+if "QTRADEOFF_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["QTRADEOFF_CACHE_DIR"] = tempfile.mkdtemp(prefix="qtradeoff-test-cache-")
 
 import pytest
 import torch

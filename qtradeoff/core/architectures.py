@@ -8,6 +8,7 @@ Building from this registry imports no code named by the file.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -90,5 +91,8 @@ def build(name: str, **kwargs) -> nn.Module:
         return _BUILTIN[name](**kwargs)
     prefix, _, builder = name.partition(".")
     if prefix == "torchvision" and builder in tvcompat.models().list_models():
-        return tvcompat.models().get_model(builder, weights=None, **kwargs)
+        models = tvcompat.models()
+        if "weights_backbone" in inspect.signature(models.get_model_builder(builder)).parameters:
+            kwargs.setdefault("weights_backbone", None)  # its default is a download; nothing may be fetched
+        return models.get_model(builder, weights=None, **kwargs)
     raise KeyError(f"unknown architecture {name!r}")
