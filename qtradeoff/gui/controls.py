@@ -103,6 +103,7 @@ class GlobalControls(QGroupBox):
         self.threshold = LabelledSlider(
             THRESHOLD_STEPS,
             "Prune weights whose magnitude is below this many standard deviations of their layer's weights.")
+        self.threshold.slider.setTickInterval(10)
         self.eval_size = LabelledSlider(
             1, "Number of evaluation samples: more samples give a narrower confidence interval but take longer.")
         self.measure_latency = QCheckBox("Measure latency on real kernels")

@@ -145,7 +145,8 @@ class MainWindow(QMainWindow):
         self.table.setItemDelegateForColumn(COL_SPARSITY, self._sparsity_delegate)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(22)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        # Interactive, sized once per model: ResizeToContents would re-query every cell on each edit.
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setAlternatingRowColors(True)
         self.table.setToolTip("Per-layer settings: select rows and use “Set for selection”, or double-click a cell.")
@@ -350,6 +351,8 @@ class MainWindow(QMainWindow):
         ref = cfg.ModelRef(file=Path(summary.path).name, sha256=summary.sha256, format=summary.format)
         config = cfg.CompressionConfig(model=ref)
         self.table_model.set_model(summary)
+        self.table_model.set_config(config, 0)
+        self.table.resizeColumnsToContents()
         self.eval_size = min(self.eval_size, summary.eval_samples_total) or summary.eval_samples_total
         self.controls.set_model_facts(summary.sparsity_curve, summary.eval_samples_total)
         self.controls.set_eval_size(self.eval_size)

@@ -166,7 +166,10 @@ class ParetoPlot(QWidget):
         self._items: dict[str, dict[str, Any]] = {}
         for name, view in (("latency", self.latency_view), ("memory", self.memory_view)):
             view.showGrid(x=True, y=True, alpha=0.25)
+            view.setLimits(xMin=0)  # latency and bytes are never negative; 0 in view shows the compression ratio
             view.setLabel("left", "Accuracy (%)")
+            for side in ("left", "bottom"):
+                view.getAxis(side).enableAutoSIPrefix(False)  # the units are in the labels already
             errors = pg.ErrorBarItem(x=np.empty(0), y=np.empty(0), height=np.empty(0), beam=0.0,
                                      pen=pg.mkPen((120, 120, 120, 70), width=1))
             frontier = pg.PlotDataItem(pen=pg.mkPen((220, 60, 40), width=2))
@@ -280,8 +283,8 @@ class ParetoPlot(QWidget):
                                     height=store.ci_high - store.ci_low)
             front = self.frontier_indices(name)
             fronts[name] = front
-            order = sorted(front, key=lambda i, x=x: (x[i], -store.accuracy[i]))
-            items["frontier"].setData(x=x[order] if order else [], y=store.accuracy[order] if order else [])
+            order = sorted(front, key=lambda i, x=x: (x[i], store.accuracy[i]))
+            items["frontier"].setData(*self._staircase(x[order], store.accuracy[order]))
             base = np.flatnonzero(store.baseline)
             items["baseline"].setData(x=x[base], y=store.accuracy[base], data=base)
             if current is not None and np.isfinite(x[current]):
@@ -291,6 +294,15 @@ class ParetoPlot(QWidget):
         on_front = len(set(fronts.get("latency", [])) | set(fronts.get("memory", [])))
         self.summary.setText(f"{n} configuration(s) evaluated, {on_front} on a frontier." if n else
                              "No results yet.")
+
+    @staticmethod
+    def _staircase(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The frontier as steps: between two members, accuracy holds until the next (costlier) member."""
+        if len(x) < 2:
+            return x, y
+        xs = np.repeat(x, 2)[1:]
+        ys = np.repeat(y, 2)[:-1]
+        return xs, ys
 
     def _colour(self, values: np.ndarray) -> list[QBrush]:
         if not len(values):
