@@ -108,6 +108,8 @@ def format_table(result) -> str:
     if result.measured_note:
         lines.append(f"note               {result.measured_note}")
     prov = result.provenance
+    for note in prov.get("simulation_notes") or ():
+        lines.append(f"simulation         {note}")
     lines.append(f"environment        torch {prov.get('torch')}, {prov.get('cpu')}, {prov.get('threads')} threads")
     return "\n".join(lines)
 

@@ -274,7 +274,8 @@ def evaluate_iter(loaded, data, config: CompressionConfig, *, should_stop: Calla
         raise ValueError(f"latency must be one of {', '.join(LATENCY_MODES)}, got {latency!r}")
     settings = latency_settings or LatencySettings(batch_sizes=tuple(batch_sizes))
     started = datetime.now(UTC)
-    torch.random.default_generator.manual_seed(seed)  # CPU generator only: torch.manual_seed costs ~1 ms (lazy device seeding)
+    # CPU generator only: torch.manual_seed also seeds lazy device generators, ~1 ms per call
+    torch.random.default_generator.manual_seed(seed)
     context = _context(loaded, data, compressor)
     n_eval = len(data.eval_inputs)
     chunks = [(i, min(i + eval_batch, n_eval)) for i in range(0, n_eval, eval_batch)]
@@ -331,6 +332,7 @@ def evaluate_iter(loaded, data, config: CompressionConfig, *, should_stop: Calla
             return
         real = _real_model(context, loaded, data, config)
         executed, note = dict(real.executed_precisions), real.note
+        note = "; ".join(filter(None, [note, _half_precision_note(executed, settings.resolved_threads())]))
         if (p := step("latency (measured)")) is not None:
             yield p
         for stats in time_forward(real.module, data.eval_inputs, settings, should_stop=stopped):
@@ -365,6 +367,20 @@ def evaluate_iter(loaded, data, config: CompressionConfig, *, should_stop: Calla
         latency_measured=tuple(measured), executed_precisions=executed, measured_note=note,
         latency_estimated=tuple(estimated), provenance=provenance, **fidelity,
     )
+
+
+def _half_precision_note(executed: dict[str, str], threads: int) -> str:
+    """Say whether bf16/fp16 layers ran on native kernels here, from the roofline matmul calibration."""
+    halves = sorted({p for p in executed.values() if p in ("bf16", "fp16")})
+    if not halves:
+        return ""
+    peaks = roofline_mod.calibrate(threads).peak_macs
+    parts = []
+    for precision in halves:
+        speed = peaks[precision] / peaks["fp32"]
+        kind = "native" if speed >= 1.0 else "emulated or unoptimised"
+        parts.append(f"{precision} layers ran on this CPU's {precision} kernels ({kind}: matmul {speed:.2f}x fp32)")
+    return "; ".join(parts)
 
 
 def _fidelity(reference: torch.Tensor, output: torch.Tensor, data) -> dict:

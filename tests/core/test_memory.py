@@ -9,8 +9,7 @@ import torch
 
 from qtradeoff.core.config import CompressionConfig
 from qtradeoff.core.inventory import inventory
-from qtradeoff.core.memory import (activation_profile, index_width, pack_weights, sparse_options,
-                                   weight_memory)
+from qtradeoff.core.memory import activation_profile, index_width, pack_weights, sparse_options, weight_memory
 from qtradeoff.core.model_io import load_sample_model
 
 CONFIGS = {
