@@ -209,3 +209,50 @@ def test_close_during_evaluation_exits_cleanly(make_window, qtbot, capfd):
     with capfd.disabled():
         print(f"\n[close during evaluation] window closed in {closing * 1000:.0f} ms")
     assert closing < 30
+
+
+def test_results_jsonl_csv_and_png(make_window, qtbot, tmp_path):
+    window = make_window()
+    window.controls.weight_precision.slider.setValue(PRECISION_ORDER.index("int8"))
+    wait_point(qtbot, window, window.state.config)
+    wait_idle(qtbot, window)
+    sweep = tmp_path / "sweep.jsonl"
+    lines = [json.dumps({"config": r.config.to_dict(), "result": r.to_dict()}) for r in window.plot.store.results]
+    sweep.write_text("\n".join(lines) + "\nnot json\n")
+    other = make_window(load=False)
+    other._on_model_loaded(window.summary)  # same model, no evaluation: the plot only shows the sweep
+    drop(other, sweep)
+    assert len(other.plot.store) == 2
+    assert "skipped 1" in other.messages.text()
+    csv_path = tmp_path / "results.csv"
+    assert window.export_csv(csv_path)
+    rows = csv_path.read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("config_key,")
+    png = tmp_path / "plot.png"
+    assert window.save_png(png) and png.stat().st_size > 1000
+
+
+def test_dropping_a_tensor_file_sets_the_data(make_window, qtbot, tmp_path):
+    import torch
+
+    from qtradeoff.core.data import load_digits
+
+    window = make_window()
+    digits = load_digits(window.service.backend.loaded.preprocessing)
+    path = tmp_path / "my_digits.pt"
+    torch.save({"inputs": digits.eval_inputs[:150], "labels": digits.eval_labels[:150]}, path)
+    with qtbot.waitSignal(window.service.data_loaded, timeout=60000):
+        drop(window, path)
+    qtbot.waitUntil(lambda: window.baseline is not None, timeout=60000)
+    wait_idle(qtbot, window)
+    assert "my_digits" in window.model_fields["data"].text()
+    assert window.summary.name == "digits_cnn"  # the model is unchanged
+    assert window.baseline.accuracy > 0.8
+
+
+def test_cli_help_and_module_entry_point():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "qtradeoff", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "desktop app" in out.stdout
