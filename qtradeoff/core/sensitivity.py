@@ -241,7 +241,8 @@ def sensitivity_iter(session, *, settings: SensitivitySettings = SensitivitySett
                 config = quantized_layer(base_config, layer, int(value), settings)
             else:
                 config = pruned_layer(base_config, layer, float(value))
-            score = session.score(config)
+            # a trial's downstream values are never shared by another trial: read the cache, add nothing
+            score = session.score(config, store=False)
             drop = 100.0 * (base.metric - score.metric)
             (quant if kind == "bits" else prune)[value] = drop
             done += 1
