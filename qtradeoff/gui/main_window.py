@@ -4,6 +4,7 @@ user gestures into undoable CompressionConfig edits, and routes drops and menu a
 
 from __future__ import annotations
 
+import gc
 import json
 import platform
 from pathlib import Path
@@ -373,6 +374,10 @@ class MainWindow(QMainWindow):
         fields["accuracy"].setText("evaluating…")
         fields["latency"].setText("measuring…")
         self.setWindowTitle(f"qtradeoff — {summary.name}")
+        # The model, torch and Qt wrappers are long-lived: moving them out of the collector's reach keeps full
+        # collections (otherwise 100–150 ms with the GIL held, in whichever thread) from freezing the window.
+        gc.collect()
+        gc.freeze()
         self._set_editing_enabled(True)
         self._set_status(f"Loaded {summary.name} ({summary.format}); evaluating the fp32 baseline…")
 
