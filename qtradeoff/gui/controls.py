@@ -31,11 +31,13 @@ EVAL_SIZE_STEP = 25
 
 
 def wilson_half_width(p: float, n: int, z: float = 1.96) -> float:
-    """Half-width of the 95% Wilson score interval for accuracy ``p`` measured on ``n`` samples."""
+    """Half-width of the 95% Wilson score interval (the core's) for accuracy ``p`` measured on ``n`` samples."""
+    from qtradeoff.core.measure import wilson_interval  # lazy: keeps torch out of the window's first paint
+
     if n <= 0:
         return float("nan")
-    denom = 1 + z * z / n
-    return z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low, high = wilson_interval(round(p * n), n, z)
+    return (high - low) / 2
 
 
 class LabelledSlider(QWidget):

@@ -167,7 +167,9 @@ class MainWindow(QMainWindow):
         self._fill_selection_values()
 
         table_bar = QHBoxLayout()
-        table_bar.addWidget(QLabel("Selected layers:"))
+        selected_label = QLabel("Selected layers:")
+        selected_label.setToolTip("Select rows in the table (Shift/Ctrl for several), then set one setting for all.")
+        table_bar.addWidget(selected_label)
         table_bar.addWidget(self.selection_field)
         table_bar.addWidget(self.selection_value)
         table_bar.addWidget(self.set_selection_button)
@@ -213,6 +215,8 @@ class MainWindow(QMainWindow):
                                               "Load a model file (safetensors, state dict, TorchScript, pickle…).")
         self.open_data_action = self._action(file_menu, "Open data…", self.open_data_dialog, None,
                                              "Load evaluation data from a dataset folder or tensor file.")
+        self.open_folder_action = self._action(file_menu, "Open dataset folder…", self.open_data_folder_dialog,
+                                               None, "Load evaluation data from an ImageFolder directory.")
         self.recent_menu = file_menu.addMenu("Open recent")
         file_menu.addSeparator()
         self.import_action = self._action(file_menu, "Import configuration…", self.import_configuration_dialog,
@@ -456,7 +460,7 @@ class MainWindow(QMainWindow):
         for widget in (self.controls, self.table, self.set_selection_button, self.clear_selection_button,
                        self.reset_button):
             widget.setEnabled(enabled)
-        for action in (self.export_action, self.import_action, self.open_data_action):
+        for action in (self.export_action, self.import_action, self.open_data_action, self.open_folder_action):
             action.setEnabled(enabled)
 
     def apply_config(self, config: Any, text: str, merge_key: str | None = None) -> bool:
@@ -640,6 +644,13 @@ class MainWindow(QMainWindow):
                                               "Tensors (*.pt *.pth *.npz *.npy);;All files (*)")
         if path:
             self._remember_dir(path)
+            self.load_data(path)
+            self._add_recent(Path(path))
+
+    def open_data_folder_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open dataset folder", self._last_dir())
+        if path:
+            self.settings.setValue("last_dir", path)
             self.load_data(path)
             self._add_recent(Path(path))
 

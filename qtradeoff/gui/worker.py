@@ -17,7 +17,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from qtradeoff.gui.backend import Backend, CoreBackend, ModelSummary
+from qtradeoff.gui.backend import Backend, CoreBackend
 
 # Every QThread this module starts, so tests can prove none is left running.
 _LIVE_THREADS: weakref.WeakSet[QThread] = weakref.WeakSet()

@@ -145,3 +145,26 @@ def test_escape_cancels(make_window, fake_backend, qtbot):
     assert window.state.config.weight.precision == "int8"  # cancelling keeps the edit, drops the evaluation
     QApplication.processEvents()
     assert CompressionConfig().key() != window.state.config.key()
+
+
+def test_sensitivity_column_and_hover_text(make_window, fake_backend, qtbot):
+    from qtradeoff.gui.layer_table import COL_SENS
+
+    window = make_window(fake_backend)
+    model = window.table_model
+    assert model.index(0, COL_SENS).data() == ""
+    model.set_sensitivity({"conv1": 0.0123})
+    assert model.index(0, COL_SENS).data() == "+1.23 pts" and model.index(1, COL_SENS).data() == ""
+    tip = window.plot._tip(0, 0, 0)
+    assert "fp32 baseline" in tip and "accuracy" in tip and "weights fp32" in tip
+
+
+def test_every_control_has_a_tooltip(make_window, fake_backend):
+    from PySide6.QtWidgets import QAbstractButton, QComboBox, QSlider
+
+    window = make_window(fake_backend)
+    missing = [w for cls in (QAbstractButton, QComboBox, QSlider) for w in window.findChildren(cls)
+               if w.isVisibleTo(window) and not w.toolTip() and w.parent() is not window.table.viewport()
+               and type(w).__name__ not in ("QToolButton",)]
+    assert missing == []
+    assert all(a.toolTip() for a in window.actions())
