@@ -301,6 +301,8 @@ class MainWindow(QMainWindow):
         self.state.changed.connect(self._on_config_changed)
         self.controls.edited.connect(self._on_control_edited)
         self.controls.measure_requested.connect(self.measure_current)
+        # Turning measurement on times the current configuration right away (if it was only estimated).
+        self.controls.measure_latency.toggled.connect(lambda on: on and self.request_evaluation())
         self.plot.point_clicked.connect(self._on_point_clicked)
         self.set_selection_button.clicked.connect(self.set_for_selection)
         self.clear_selection_button.clicked.connect(self.clear_selection_overrides)

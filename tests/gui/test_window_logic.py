@@ -168,3 +168,36 @@ def test_every_control_has_a_tooltip(make_window, fake_backend):
                and type(w).__name__ not in ("QToolButton",)]
     assert missing == []
     assert all(a.toolTip() for a in window.actions())
+
+
+def test_delegates_edit_through_the_undo_stack(make_window, fake_backend, qtbot):
+    from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QStyleOptionViewItem
+
+    from qtradeoff.gui.layer_table import COL_SPARSITY
+
+    window = make_window(fake_backend)
+    model = window.table_model
+    index = model.index(1, COL_WEIGHT)
+    delegate = window.table.itemDelegateForColumn(COL_WEIGHT)
+    editor = delegate.createEditor(window.table.viewport(), QStyleOptionViewItem(), index)
+    assert isinstance(editor, QComboBox)
+    delegate.setEditorData(editor, index)
+    assert editor.currentText() == "fp32"
+    editor.setCurrentText("int6")
+    delegate.setModelData(editor, model, index)
+    assert window.state.config.resolve("conv2").weight.precision == "int6"
+    index = model.index(2, COL_SPARSITY)
+    delegate = window.table.itemDelegateForColumn(COL_SPARSITY)
+    spin = delegate.createEditor(window.table.viewport(), QStyleOptionViewItem(), index)
+    assert isinstance(spin, QDoubleSpinBox)
+    spin.setValue(50.0)
+    delegate.setModelData(spin, model, index)
+    assert window.state.config.resolve("fc").prune.sparsity == 0.5
+    assert index.data() == "50.0%"
+    assert window.undo_stack.count() == 2
+    editor.deleteLater()
+    spin.deleteLater()
+    window.undo_stack.undo()
+    window.undo_stack.undo()
+    assert window.state.config.overrides() == {}
+    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)
