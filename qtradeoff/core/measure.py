@@ -179,6 +179,7 @@ class _ModelContext:
         self.references: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.activation_sizes: memory_mod.ActivationProfile | None = None
         self.masks: dict[tuple, torch.Tensor | None] = {}
+        self.state = memory_mod.unique_state(module)  # tensors by name, shared ones once: memory accounting input
         self.lock = threading.RLock()
 
     def reference(self, fingerprint: str, inputs: torch.Tensor, batch: int) -> torch.Tensor:
@@ -316,7 +317,8 @@ def evaluate_iter(loaded, data, config: CompressionConfig, *, should_stop: Calla
                     yield p
         output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         fidelity = _fidelity(reference, output, data)
-        weights = memory_mod.weight_memory(context.module, config, context.layers, context.layer_masks(config))
+        weights = memory_mod.weight_memory(context.module, config, context.layers, context.layer_masks(config),
+                                           state=context.state)
         if context.activation_sizes is None:
             context.activation_sizes = memory_mod.activation_profile(context.module, data.eval_inputs[:1],
                                                                      CompressionConfig(), context.layers)

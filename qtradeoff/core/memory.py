@@ -104,7 +104,7 @@ class WeightMemory:
     tensors: tuple[TensorStorage, ...]
 
 
-def _unique_state(module: nn.Module) -> dict[str, torch.Tensor]:
+def unique_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """state_dict entries, a tensor shared under several names kept once (first name wins)."""
     seen: set[tuple[int, int, tuple]] = set()
     out = {}
@@ -144,9 +144,11 @@ def layer_masks(module: nn.Module, config: CompressionConfig, layers: Sequence) 
 
 
 def weight_memory(module: nn.Module, config: CompressionConfig, layers: Sequence,
-                  masks: Mapping[str, torch.Tensor | None] | None = None) -> WeightMemory:
-    """Exact weight storage of ``module`` under ``config``. ``layers`` are inventory ``LayerInfo`` records."""
-    state = _unique_state(module)
+                  masks: Mapping[str, torch.Tensor | None] | None = None,
+                  state: Mapping[str, torch.Tensor] | None = None) -> WeightMemory:
+    """Exact weight storage of ``module`` under ``config``. ``layers`` are inventory ``LayerInfo`` records;
+    ``state`` (from :func:`unique_state`) may be passed to skip walking the module again."""
+    state = unique_state(module) if state is None else state
     fp32_bytes = sum(t.numel() * t.element_size() for t in state.values())
     if masks is None:
         masks = layer_masks(module, config, layers)
@@ -230,7 +232,7 @@ def pack_weights(module: nn.Module, config: CompressionConfig, layers: Sequence,
                  masks: Mapping[str, torch.Tensor | None] | None = None) -> bytes:
     """A real serialization of the compressed weights: bit-packed integer codes, qparams, sparse indices, and
     every other tensor at its dtype. No header or alignment padding beyond per-tensor byte boundaries."""
-    state = _unique_state(module)
+    state = unique_state(module)
     if masks is None:
         masks = layer_masks(module, config, layers)
     chunks = []

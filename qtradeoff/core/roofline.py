@@ -8,6 +8,7 @@ here get an explicit, recorded assumption (see :data:`ASSUMPTIONS`); every figur
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -53,6 +54,7 @@ class Roofline:
         return asdict(self)
 
 
+@functools.cache
 def cpu_model() -> str:
     """The CPU model name from /proc/cpuinfo (falls back to the platform string)."""
     try:

@@ -14,7 +14,7 @@ from qtradeoff.core.latency import LatencySettings, batch_of, time_forward
 from qtradeoff.core.model_io import load_sample_model, sample_data_for
 from qtradeoff.core.realquant import RealModelCache, build_real_model, planned_precision
 
-FAST = LatencySettings(batch_sizes=(1, 8), min_run_time=0.02, warmup=1, min_repeats=3)
+FAST = LatencySettings(batch_sizes=(1, 8), threads=1, min_run_time=0.02, warmup=1, min_repeats=3)
 W8A8 = CompressionConfig().with_defaults(weight={"precision": "int8"}, activation={"precision": "int8"})
 
 

@@ -12,12 +12,11 @@ import torch
 from qtradeoff.core.compress import Compressor
 from qtradeoff.core.config import CompressionConfig
 from qtradeoff.core.latency import LatencySettings
-from qtradeoff.core.measure import (Cancelled, Progress, Result, evaluate, evaluate_iter, sqnr_db,
-                                    wilson_interval)
+from qtradeoff.core.measure import Cancelled, Progress, Result, evaluate, evaluate_iter, sqnr_db, wilson_interval
 from qtradeoff.core.model_io import load_sample_model, sample_data_for
 from qtradeoff.core.realquant import build_real_model
 
-FAST = LatencySettings(batch_sizes=(1, 8), min_run_time=0.02, warmup=1, min_repeats=3)
+FAST = LatencySettings(batch_sizes=(1, 8), threads=1, min_run_time=0.02, warmup=1, min_repeats=3)
 W8A8 = CompressionConfig().with_defaults(weight={"precision": "int8"}, activation={"precision": "int8"})
 
 
