@@ -201,3 +201,19 @@ def test_delegates_edit_through_the_undo_stack(make_window, fake_backend, qtbot)
     window.undo_stack.undo()
     assert window.state.config.overrides() == {}
     qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)
+
+
+def test_create_window_opens_the_given_model(qtbot, fake_backend, settings, tmp_path):
+    from qtradeoff.gui.app import create_window
+    from qtradeoff.gui.worker import EvaluationService
+
+    path = tmp_path / "given.safetensors"
+    path.write_bytes(b"x")
+    window = create_window(path, service=EvaluationService(backend=fake_backend), settings=settings)
+    qtbot.addWidget(window)
+    try:
+        qtbot.waitUntil(lambda: window.baseline is not None, timeout=10000)
+        assert window.summary.name == "given.safetensors" and window.isVisible()
+        qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)
+    finally:
+        window.close()

