@@ -545,3 +545,62 @@ def final_point(points: Iterable[Point]) -> Point | None:
         if role_of(result) == "final":
             found = (config, result)
     return found
+
+
+# -- one stream for front ends (the GUI's Explore panel) -------------------------------------------------------
+
+@dataclass(frozen=True)
+class SearchProgress:
+    """``done`` of ``total`` in ``stage`` ("sensitivity" trials or "search" evaluations)."""
+
+    done: int
+    total: int
+    stage: str
+
+
+@dataclass(frozen=True)
+class Found:
+    """One evaluated configuration of a running search (``done`` of at most ``total`` so far)."""
+
+    config: CompressionConfig
+    result: object
+    done: int
+    total: int
+
+
+NEEDS_SENSITIVITY = ("greedy", "smallest", "budget")
+
+
+def stream(session, strategy: str, *, budget: int | None = None, should_stop: Callable[[], bool] = lambda: False,
+           sensitivity=None, sensitivity_cache_dir=None, **options) -> Iterator:
+    """Sensitivity (when the strategy needs it, or ``strategy == "sensitivity"``) then the search, as events.
+
+    Yields :class:`SearchProgress`, the :class:`~qtradeoff.core.sensitivity.SensitivityReport` once known, and a
+    :class:`Found` per evaluated configuration. Stops quietly when ``should_stop()`` becomes true.
+    """
+    from qtradeoff.core.sensitivity import SensitivityProgress, SensitivityReport, sensitivity_iter
+
+    if strategy != "sensitivity" and strategy not in STRATEGIES:
+        raise SearchError(f"unknown strategy {strategy!r}; choose one of sensitivity, {', '.join(STRATEGIES)}")
+    if sensitivity is None and (strategy == "sensitivity" or strategy in NEEDS_SENSITIVITY):
+        kwargs = {} if sensitivity_cache_dir is None else {"cache_dir": sensitivity_cache_dir}
+        for item in sensitivity_iter(session, should_stop=should_stop, **kwargs):
+            if isinstance(item, SensitivityProgress):
+                yield SearchProgress(item.done, item.total, "sensitivity")
+            elif isinstance(item, SensitivityReport):
+                sensitivity = item
+                yield item
+        if sensitivity is None:  # stopped
+            return
+    elif sensitivity is not None:
+        yield sensitivity
+    if strategy == "sensitivity":
+        return
+    total = planned_evaluations(strategy, session, budget=budget, locked=options.get("locked", ()))
+    yield SearchProgress(0, total, "search")
+    done = 0
+    for config, result in run(strategy, session, budget=budget, should_stop=should_stop, sensitivity=sensitivity,
+                              **options):
+        done += 1
+        total = max(total, done)
+        yield Found(config, result, done, total)
