@@ -104,6 +104,9 @@ class MainWindow(QMainWindow):
         self._connect()
         self._set_editing_enabled(False)
         self._restore_settings()
+        from qtradeoff.gui.explore_panel import attach_explore_panel  # search panel (issue 8), wires itself in
+
+        self.explore_panel = attach_explore_panel(self)
 
     # -- construction --------------------------------------------------------------------------------------------
     def _build_widgets(self) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from qtradeoff.core.inventory import compressible_names, inventory
 from qtradeoff.core.model_io import load_sample_model, sample_data_for
-from qtradeoff.gui.explore_panel import ExplorePanel, attach_explore_panel, running_threads
+from qtradeoff.gui.explore_panel import ExplorePanel, running_threads
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_start_without_a_model_says_so(qtbot, panel):
 def test_attached_to_the_main_window(qtbot, make_window, tmp_path, monkeypatch):
     monkeypatch.setenv("QTRADEOFF_CACHE_DIR", str(tmp_path))
     window = make_window(eval_size=48)
-    panel = attach_explore_panel(window)
+    panel = window.explore_panel
     before = len(window.plot.store)
     panel.set_strategy("grid")
     panel.budget.setValue(2)
