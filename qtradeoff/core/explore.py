@@ -153,7 +153,7 @@ def _default_evaluate(session) -> Evaluate:
 def _sensitivity(session, report, should_stop):
     if report is not None:
         return report.by_layer() if hasattr(report, "by_layer") else dict(report)
-    from qtradeoff.core.sensitivity import sensitivity_iter, SensitivityReport
+    from qtradeoff.core.sensitivity import SensitivityReport, sensitivity_iter
 
     for item in sensitivity_iter(session, should_stop=should_stop):
         if isinstance(item, SensitivityReport):

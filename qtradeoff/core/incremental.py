@@ -223,6 +223,11 @@ class IncrementalEvaluator:
 
     # -- internals -------------------------------------------------------------------------------------------
     def _plan_for(self, module: nn.Module) -> _Plan | None:
+        if isinstance(module, torch.jit.ScriptModule):
+            self.traceable = False
+            self.note = ("TorchScript models cannot be traced by torch.fx; every configuration is evaluated in "
+                         "full (no incremental re-use)")
+            return None
         signature = _structure_signature(module)
         if signature in self._plans:
             return self._plans[signature]
@@ -330,7 +335,7 @@ def _unshare(node: fx.Node, env: dict, shared: set[int]) -> None:
 def _has_submodule(module: nn.Module, name: str) -> bool:
     try:
         module.get_submodule(name)
-    except AttributeError:
+    except (AttributeError, RuntimeError):
         return False
     return True
 

@@ -158,3 +158,13 @@ def test_small_cache_still_exact(session):
         assert torch.equal(evaluator.forward(config, inputs), _full(compressor, config, inputs))
         assert evaluator.cache.bytes <= 4_000_000
     assert evaluator.cache.evictions > 0
+
+
+def test_torchscript_model_is_evaluated_in_full_and_says_so():
+    loaded = load_sample_model("digits_cnn_torchscript")
+    session = IncrementalSession(loaded, sample_data_for(loaded, calib_size=16, eval_size=16))
+    for config in (CompressionConfig(), W8A8.with_layer(session.layer_names[2], weight={"precision": "int4"})):
+        assert torch.equal(session.logits(config), _full(session.compressor, config, session.data.eval_inputs))
+    assert session.evaluator.traceable is False and "TorchScript" in session.note
+    result = session.evaluate(W8A8, latency="none")
+    assert result.provenance["incremental"] == {"used": False, "note": session.note}
