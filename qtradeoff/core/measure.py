@@ -260,8 +260,17 @@ def _real_model(context: _ModelContext, loaded, data, config: CompressionConfig)
         return RealModel(context.module, plans, "; ".join(notes), True)
     key = (getattr(loaded, "sha256", ""), id(context.module), data.fingerprint, config.key())
     masks = context.layer_masks(config)
-    return REAL_MODELS.get(key, lambda: build_real_model(context.module, config, context.kinds, data.calib_inputs,
-                                                        masks=masks))
+
+    def build() -> RealModel:
+        try:
+            return build_real_model(context.module, config, context.kinds, data.calib_inputs, masks=masks)
+        except Exception as error:  # any model we cannot rebuild still has one real execution: itself, in fp32
+            reason = " ".join(str(error).split())[:160] or type(error).__name__
+            return RealModel(context.module, {n: "fp32" for n in context.kinds},
+                             f"could not build the real-kernel model ({type(error).__name__}: {reason}); "
+                             "measured the model as loaded, fp32 eager", False)
+
+    return REAL_MODELS.get(key, build)
 
 
 def evaluate_iter(loaded, data, config: CompressionConfig, *, should_stop: Callable[[], bool] = lambda: False,
