@@ -33,6 +33,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="greedy/smallest: largest accuracy drop vs fp32, in percentage points (default 1.0)")
     parser.add_argument("--max-bytes", type=int, help="budget strategy: weight bytes the answer must fit in")
     parser.add_argument("--max-ms", type=float, help="budget strategy: estimated batch-1 latency limit (ms)")
+    parser.add_argument("--weight-by", choices=("memory", "latency"), default="memory",
+                        help="greedy: order layers by the memory or the compute share they save (default memory)")
+    parser.add_argument("--cache-mb", type=int, default=512,
+                        help="memory for cached activations of incremental evaluation, MiB (default 512)")
     parser.add_argument("--lock", action="append", default=[], metavar="LAYER",
                         help="a layer the search never changes (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="random/evolutionary seed (default 0)")
@@ -91,11 +95,11 @@ def run(args: argparse.Namespace) -> int:
         loaded, data = _load(args)
         from qtradeoff.core.incremental import IncrementalSession
 
-        session = IncrementalSession(loaded, data)
+        session = IncrementalSession(loaded, data, cache_bytes=max(args.cache_mb, 0) * 1024 * 1024)
         total = planned_evaluations(args.strategy, session, budget=args.budget, locked=args.lock)
         points = sweep_iter(session, args.strategy, args.out, resume=args.resume, overwrite=args.overwrite,
                             budget=args.budget, seed=args.seed, max_drop=args.max_drop, max_bytes=args.max_bytes,
-                            max_ms=args.max_ms, locked=tuple(args.lock))
+                            max_ms=args.max_ms, locked=tuple(args.lock), weight_by=args.weight_by)
         final = _drive(points, total, args.quiet)
     except NeedsTrust as error:
         print(str(error), file=sys.stderr)

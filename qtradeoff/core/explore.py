@@ -517,6 +517,8 @@ def run(strategy: str, session, **kwargs) -> Iterator[Point]:
         accepted |= set(inspect.signature(evolutionary if strategy == "random" else greedy).parameters)
         accepted.discard("strategy")
     options = {key: value for key, value in kwargs.items() if key in accepted}
+    if options.get("budget", 0) is None:
+        del options["budget"]  # each strategy's own default (the evolutionary search needs a finite one)
     if strategy == "smallest":
         options.setdefault("max_drop", 1.0)
         return smallest_within(session, **options)
