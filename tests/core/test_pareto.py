@@ -59,3 +59,16 @@ def test_rejects_bad_input():
     frontier.add(2, {"accuracy": 0.9, "latency": 1.0, "memory": 3})
     with pytest.raises(ValueError):
         frontier.add(2, {"accuracy": 0.9, "latency": 1.0, "memory": 3})
+
+
+def test_objectives_of_a_result_prefers_measured_latency():
+    from types import SimpleNamespace
+
+    from qtradeoff.core.pareto import objectives_of
+
+    latencies = {(1, True): None, (1, False): 0.4}
+    result = SimpleNamespace(accuracy=None, agreement=0.97, weight_bytes=1000,
+                             latency_ms=lambda batch, measured=True: latencies[(batch, measured)])
+    assert objectives_of(result) == {"accuracy": 0.97, "latency": 0.4, "memory": 1000.0}
+    latencies[(1, True)] = 0.5
+    assert objectives_of(result)["latency"] == 0.5
