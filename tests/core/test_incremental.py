@@ -168,3 +168,17 @@ def test_torchscript_model_is_evaluated_in_full_and_says_so():
     assert session.evaluator.traceable is False and "TorchScript" in session.note
     result = session.evaluate(W8A8, latency="none")
     assert result.provenance["incremental"] == {"used": False, "note": session.note}
+
+
+def test_chunks_of_the_eval_split_are_recognised(session):
+    inputs = session.data.eval_inputs
+    assert session.fingerprint_of(inputs) == session.fingerprint_of(inputs[:]) is not None
+    first, second = session.fingerprint_of(inputs[:16]), session.fingerprint_of(inputs[16:32])
+    assert first and second and first != second
+    assert session.fingerprint_of(inputs.clone()) is None  # another tensor: hashed by its content instead
+    assert session.fingerprint_of(inputs[::2]) is None
+    chunked = torch.cat([session.evaluator.forward(W8A8, inputs[i:i + 16],
+                                                   fingerprint=session.fingerprint_of(inputs[i:i + 16]))
+                         for i in range(0, len(inputs), 16)])
+    full = torch.cat([_full(session.compressor, W8A8, inputs[i:i + 16]) for i in range(0, len(inputs), 16)])
+    assert torch.equal(chunked, full)
