@@ -146,6 +146,8 @@ def test_clicking_a_point_restores_its_config(make_window, qtbot):
     index = plot.store.find(int4.key())
     view = plot.memory_view
     x = plot.store.memory[index] / plot._memory_unit[0]
+    view.vb.updateAutoRange()  # the view re-ranges lazily (before its next paint): map with the final range
+    qtbot.waitUntil(lambda: view.vb.viewRect().contains(QPointF(x, plot.store.accuracy[index])))
     scene_pos = view.vb.mapViewToScene(QPointF(x, plot.store.accuracy[index]))
     pos = plot.graphics.mapFromScene(scene_pos)
     with qtbot.waitSignal(plot.point_clicked, timeout=5000) as blocker:
