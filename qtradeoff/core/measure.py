@@ -61,15 +61,33 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 
 def sqnr_db(reference: torch.Tensor, output: torch.Tensor) -> float:
-    """Output SQNR ``10 log10(sum ref^2 / sum (ref - out)^2)`` in dB; ``inf`` when the outputs are identical."""
+    """Output SQNR ``10 log10(sum ref^2 / sum (ref - out)^2)`` in dB; ``inf`` when the outputs are identical,
+    ``-inf`` when there is no signal or the output is not finite (NaN/inf logits)."""
     reference = reference.to(torch.float64)
     noise = float((reference - output.to(torch.float64)).square().sum())
     signal = float(reference.square().sum())
     if noise == 0.0:
         return math.inf
-    if signal == 0.0:
+    if signal == 0.0 or not math.isfinite(noise):
         return -math.inf
     return 10.0 * math.log10(signal / noise)
+
+
+# JSON has no infinities: identical outputs (+inf dB) are stored as null, a failed output (-inf) as -SQNR_FLOOR_DB.
+SQNR_FLOOR_DB = 999.0
+
+
+def _sqnr_to_json(value: float) -> float | None:
+    if value == math.inf:
+        return None
+    return max(value, -SQNR_FLOOR_DB)
+
+
+def _sqnr_from_json(value) -> float:
+    if value is None:
+        return math.inf
+    value = float(value)
+    return -math.inf if value <= -SQNR_FLOOR_DB else value
 
 
 def _pair(value) -> tuple[float, float] | None:
@@ -128,7 +146,7 @@ class Result:
             "top5_ci95": None if self.top5_ci95 is None else list(self.top5_ci95),
             "agreement": self.agreement,
             "agreement_ci95": list(self.agreement_ci95),
-            "sqnr_db": None if math.isinf(self.sqnr_db) and self.sqnr_db > 0 else self.sqnr_db,
+            "sqnr_db": _sqnr_to_json(self.sqnr_db),
             "eval_samples": self.eval_samples,
             "weight_bytes": self.weight_bytes,
             "fp32_weight_bytes": self.fp32_weight_bytes,
@@ -153,7 +171,7 @@ class Result:
             top5_ci95=_pair(d.get("top5_ci95")),
             agreement=float(d["agreement"]),
             agreement_ci95=_pair(d["agreement_ci95"]),
-            sqnr_db=math.inf if sqnr is None else float(sqnr),
+            sqnr_db=_sqnr_from_json(sqnr),
             eval_samples=int(d["eval_samples"]),
             weight_bytes=int(d["weight_bytes"]),
             fp32_weight_bytes=int(d["fp32_weight_bytes"]),

@@ -44,6 +44,7 @@ def test_sqnr():
     ref = torch.tensor([[3.0, 4.0]])
     assert sqnr_db(ref, ref) == math.inf
     assert sqnr_db(ref, ref * 0.9) == pytest.approx(20.0)
+    assert sqnr_db(ref, torch.tensor([[float("nan"), 0.0]])) == -math.inf
 
 
 def test_full_result_round_trips_through_json(cnn, roofline_cache):
@@ -77,6 +78,8 @@ def test_fp32_config_is_the_base_model(cnn):
     result = evaluate(loaded, data, CompressionConfig(), latency="none")
     assert result.agreement == 1.0 and result.sqnr_db == math.inf
     assert result.to_dict()["sqnr_db"] is None
+    broken = dataclasses.replace(result, sqnr_db=-math.inf)
+    assert Result.from_dict(json.loads(json.dumps(broken.to_dict(), allow_nan=False))) == broken
     assert result.weight_bytes == result.fp32_weight_bytes
     assert result.latency_measured == () and result.latency_estimated == ()
 
