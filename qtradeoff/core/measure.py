@@ -100,7 +100,8 @@ class Result:
 
     ``accuracy``/``top5`` are None when the data has no labels (``labelled`` False): fidelity
     (``agreement``, ``sqnr_db``) then takes accuracy's place. ``sqnr_db`` is ``math.inf`` when the outputs equal
-    the fp32 model's bit for bit; JSON stores that as ``null``. ``top5`` is None with fewer than 5 classes.
+    the fp32 model's bit for bit (JSON: ``null``) and ``-math.inf`` when the output is not finite (JSON: -999).
+    ``top5`` is None with fewer than 5 classes. Memory: see :mod:`qtradeoff.core.memory` for what is counted.
     ``latency_estimated`` entries have ``iqr_ms == 0`` and ``repeats == 0``: they are roofline estimates.
     """
 
