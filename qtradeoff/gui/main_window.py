@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -132,6 +134,26 @@ class MainWindow(QMainWindow):
             form.addRow(name_label, value)
             self.model_fields[key] = value
 
+        self.current_panel = QGroupBox("Current configuration")
+        current_form = QFormLayout(self.current_panel)
+        self.current_fields: dict[str, QLabel] = {}
+        for key, label, tip in (
+            ("accuracy", "Accuracy", "Top-1 accuracy of the current configuration with its 95% Wilson interval."),
+            ("delta", "vs fp32", "Accuracy change against the fp32 baseline on the same samples, in points."),
+            ("latency", "Latency", "Batch-1 latency: measured on real kernels, or estimated from MACs and bytes."),
+            ("weights", "Weights", "Weight storage of the current configuration and its share of fp32."),
+            ("activations", "Peak activations", "Largest activation memory alive at once, at batch size 1."),
+            ("note", "Note", "What the measurement could not do for real (e.g. no sparse kernel)."),
+        ):
+            value = QLabel("—")
+            value.setToolTip(tip)
+            value.setWordWrap(True)
+            value.setTextInteractionFlags(Qt.TextSelectableByMouse)
+            name_label = QLabel(label)
+            name_label.setToolTip(tip)
+            current_form.addRow(name_label, value)
+            self.current_fields[key] = value
+
         self.controls = GlobalControls()
 
         self.table_model = LayerTableModel(self)
@@ -192,8 +214,16 @@ class MainWindow(QMainWindow):
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(self.model_panel)
         left_layout.addWidget(self.controls)
+        left_layout.addWidget(self.current_panel)
         left_layout.addStretch(1)
-        left.setMinimumWidth(380)
+        self.left_layout = left_layout  # panels added by other features go here (above the trailing stretch)
+        # Scrolls on short screens instead of forcing the window's minimum height.
+        left_scroll = QScrollArea()
+        left_scroll.setWidget(left)
+        left_scroll.setWidgetResizable(True)
+        left_scroll.setFrameShape(QFrame.NoFrame)
+        left_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        left_scroll.setMinimumWidth(400)
 
         self.right_splitter = QSplitter(Qt.Vertical)
         self.right_splitter.addWidget(self.plot)
@@ -201,7 +231,7 @@ class MainWindow(QMainWindow):
         self.right_splitter.setStretchFactor(0, 3)
         self.right_splitter.setStretchFactor(1, 2)
         self.main_splitter = QSplitter(Qt.Horizontal)
-        self.main_splitter.addWidget(left)
+        self.main_splitter.addWidget(left_scroll)
         self.main_splitter.addWidget(self.right_splitter)
         self.main_splitter.setStretchFactor(1, 1)
 
@@ -443,6 +473,7 @@ class MainWindow(QMainWindow):
                 else f"≈{estimated:.3f} ms (estimated)" if estimated is not None else "n/a")
             self.controls.set_baseline_accuracy(accuracy)
         self.plot.set_current(self.state.config.key())
+        self._show_current_metrics()
         self._set_status(f"Evaluated configuration #{index + 1}.")
 
     @Slot(str, str)
@@ -565,6 +596,41 @@ class MainWindow(QMainWindow):
         self.controls.show_config(config)
         self.table_model.set_config(config, self.threshold_index(config))
         self.plot.set_current(config.key())
+        self._show_current_metrics()
+
+    def _show_current_metrics(self) -> None:
+        """Fill the "Current configuration" panel from the latest result of the edited configuration."""
+        fields = self.current_fields
+        index = self.plot.store.find(self.state.config.key())
+        if index is None:
+            for label in fields.values():
+                label.setText("—")
+            fields["accuracy"].setText("evaluating…" if self.summary is not None else "—")
+            return
+        result = self.plot.store.results[index]
+        accuracy = result.accuracy if result.accuracy is not None else result.agreement
+        ci = result.accuracy_ci95 if result.accuracy is not None else result.agreement_ci95
+        name = "" if result.accuracy is not None else " agreement with fp32"
+        fields["accuracy"].setText(f"{accuracy:.2%}{name}" + (f" [{ci[0]:.1%}, {ci[1]:.1%}]" if ci else "")
+                                   + f" on {result.eval_samples}")
+        base = self.baseline
+        if base is not None and base.eval_samples == result.eval_samples:
+            base_accuracy = base.accuracy if base.accuracy is not None else base.agreement
+            fields["delta"].setText(f"{(accuracy - base_accuracy) * 100:+.2f} pts")
+        else:
+            fields["delta"].setText("— (baseline on another subset)" if base is not None else "—")
+        measured = result.latency_ms(1, measured=True)
+        estimated = result.latency_ms(1, measured=False)
+        parts = []
+        if measured is not None:
+            parts.append(f"{measured:.3f} ms measured")
+        if estimated is not None:
+            parts.append(f"≈{estimated:.3f} ms estimated")
+        fields["latency"].setText(", ".join(parts) or "n/a")
+        fields["weights"].setText(f"{_format_bytes(result.weight_bytes)} "
+                                  f"({result.weight_bytes / max(1, result.fp32_weight_bytes):.1%} of fp32)")
+        fields["activations"].setText(_format_bytes(result.peak_activation_bytes))
+        fields["note"].setText(getattr(result, "measured_note", "") or "—")
 
     def request_evaluation(self, *, measured: bool | None = None) -> None:
         """Evaluate the current configuration unless the plot already has it on this subset size."""

@@ -217,3 +217,15 @@ def test_create_window_opens_the_given_model(qtbot, fake_backend, settings, tmp_
         qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)
     finally:
         window.close()
+
+
+def test_current_configuration_panel(make_window, fake_backend, qtbot):
+    window = make_window(fake_backend)
+    assert "98.00%" in window.current_fields["accuracy"].text()
+    assert window.current_fields["delta"].text() == "+0.00 pts"
+    window.controls.weight_precision.slider.setValue(PRECISION_ORDER.index("int4"))
+    assert window.current_fields["accuracy"].text() == "evaluating…"
+    qtbot.waitUntil(lambda: "%" in window.current_fields["accuracy"].text(), timeout=10000)
+    assert window.current_fields["delta"].text() == "-5.00 pts"
+    assert "of fp32" in window.current_fields["weights"].text()
+    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)
