@@ -395,7 +395,7 @@ def attach_explore_panel(window: Any) -> ExplorePanel:
     panel.result_found.connect(window.plot.add_result)
     panel.sensitivity_ready.connect(window.table_model.set_sensitivity)
     panel.message.connect(lambda text: window.statusBar().showMessage(text, 10000))
-    left = window.main_splitter.widget(0).layout()
+    left = getattr(window, "left_layout", None) or window.main_splitter.widget(0).layout()
     left.insertWidget(max(left.count() - 1, 0), panel)  # above the trailing stretch
     window.installEventFilter(_CloseWatcher(panel, window))
     return panel
