@@ -23,6 +23,7 @@ from qtradeoff.core import data as data_mod
 from qtradeoff.core.config import CompressionConfig
 
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
+_FREE_BATCH_BYTES = 256 * 1024 * 1024  # dead activations kept at most this long before being freed together
 
 # In-place operators: a value cached at a cut must never be modified by the part of the graph that runs after it.
 _INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
@@ -289,6 +290,8 @@ class IncrementalEvaluator:
         cut_at = {position: cut for cut, position in enumerate(plan.cut_positions) if cut > start_cut}
         placeholders = iter((inputs,))
         result = None
+        dead: list = []
+        dead_bytes = 0
         for position in range(start, total):
             cut = cut_at.get(position)
             if cut is not None and store and self.cache.max_bytes:
@@ -312,10 +315,17 @@ class IncrementalEvaluator:
             args = fx.node.map_arg(node.args, lambda n: env[n])
             kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
             env[node] = _execute(node, root, args, kwargs)
-            # free what nothing downstream needs (the cache keeps its own references)
+            # Drop what nothing downstream needs (the cache keeps its own references), in batches: freeing each
+            # dead activation at once makes the allocator hand large blocks back and fault fresh pages in for the
+            # next one, which costs about a quarter of the run time on small CNNs.
             for used in node.all_input_nodes:
                 if plan.last_use[used] <= position and used in env:
-                    del env[used]
+                    value = env.pop(used)
+                    dead.append(value)
+                    dead_bytes += _nbytes(value)
+            if dead_bytes > _FREE_BATCH_BYTES:
+                dead.clear()
+                dead_bytes = 0
         self.stats.evictions = self.cache.evictions
         return result
 
