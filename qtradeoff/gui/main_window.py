@@ -302,7 +302,8 @@ class MainWindow(QMainWindow):
         self.status_label = QLabel("Starting…")
         self.status_label.setToolTip("What the background worker is doing.")
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(220)
+        self.progress.setMinimumWidth(260)
+        self.progress.setMaximumWidth(320)
         self.progress.setTextVisible(True)
         self.progress.setToolTip("Progress of the running evaluation.")
         self.elapsed_label = QLabel("")
@@ -679,7 +680,7 @@ class MainWindow(QMainWindow):
     def _on_progress(self, done: int, total: int, stage: str) -> None:
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
-        self.progress.setFormat(f"{stage} %p%")
+        self.progress.setFormat(f"{stage}: %p%")
 
     def _tick_elapsed(self) -> None:
         self.elapsed_label.setText(f"{self._elapsed.elapsed() / 1000:.1f} s")
