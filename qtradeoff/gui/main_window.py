@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
         self.eval_size = DEFAULT_EVAL_SIZE
         # How the fp32 baseline is timed after a load: on real kernels and estimated (tests may pick "estimated").
         self.baseline_latency = "both"
+        self.baseline_measured_ms: float | None = None
         self.state = ConfigState(cfg.CompressionConfig(), self)
         self.undo_stack = QUndoStack(self)
         self._closing = False
@@ -387,6 +388,7 @@ class MainWindow(QMainWindow):
     def _on_model_loaded(self, summary: ModelSummary) -> None:
         self.summary = summary
         self.baseline = None
+        self.baseline_measured_ms = None
         self.undo_stack.clear()
         self.plot.clear()
         ref = cfg.ModelRef(file=Path(summary.path).name, sha256=summary.sha256, format=summary.format)
@@ -469,6 +471,9 @@ class MainWindow(QMainWindow):
             self.model_fields["accuracy"].setText(text)
             measured = result.latency_ms(1, measured=True)
             estimated = result.latency_ms(1, measured=False)
+            if measured is None and self.baseline_measured_ms is not None:
+                measured = self.baseline_measured_ms  # latency does not depend on the subset size
+            self.baseline_measured_ms = measured
             self.model_fields["latency"].setText(
                 f"{measured:.3f} ms (batch 1, measured)" if measured is not None
                 else f"≈{estimated:.3f} ms (estimated)" if estimated is not None else "n/a")
@@ -510,6 +515,7 @@ class MainWindow(QMainWindow):
     def _on_control_edited(self, field: str, value: Any, merge_key: str) -> None:
         if field == "eval_size":
             self.eval_size = int(value)
+            self._request_baseline()
             self.request_evaluation()
             return
         config = self.state.config
@@ -646,6 +652,14 @@ class MainWindow(QMainWindow):
                 self._set_status(f"Configuration #{index + 1} was already evaluated.")
                 return
         self.service.evaluate(config, eval_size=self.eval_size, latency="both" if measured else "estimated")
+
+    def _request_baseline(self) -> None:
+        """Evaluate fp32 on the current subset size too, so "vs fp32" compares the same samples."""
+        if self.summary is None or self._closing:
+            return
+        baseline = cfg.CompressionConfig(model=self.state.config.model)
+        if self.plot.store.lookup(baseline.key(), self.eval_size) is None:
+            self.service.evaluate(baseline, eval_size=self.eval_size, latency="estimated", tag="baseline")
 
     def measure_current(self) -> None:
         self.request_evaluation(measured=True)

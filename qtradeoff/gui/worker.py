@@ -46,9 +46,16 @@ class Job:
 
 
 class _Mailbox:
-    """Pending jobs shared by both threads. One slot per kind: a newer request of the same kind replaces the older."""
+    """Pending jobs shared by both threads. One slot per kind: a newer request of the same kind replaces the older.
 
-    ORDER = ("sample", "load", "data", "eval")
+    Baseline evaluations have their own slot (taken first) so that an edit never coalesces the baseline away.
+    """
+
+    ORDER = ("sample", "load", "data", "eval:baseline", "eval")
+
+    @staticmethod
+    def _slot(job: Job) -> str:
+        return "eval:baseline" if job.kind == "eval" and job.payload.get("tag") == "baseline" else job.kind
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -63,12 +70,13 @@ class _Mailbox:
             if job.kind in ("load", "sample"):
                 # A new model makes every queued evaluation and the running one pointless.
                 self._pending.pop("eval", None)
+                self._pending.pop("eval:baseline", None)
                 self._pending.pop("data", None)
                 self._pending.pop("load", None)
                 self._pending.pop("sample", None)
                 if self._current is not None:
                     self._current.cancel.set()
-            self._pending[job.kind] = job
+            self._pending[self._slot(job)] = job
 
     def take(self) -> Job | None:
         with self._lock:

@@ -229,3 +229,16 @@ def test_current_configuration_panel(make_window, fake_backend, qtbot):
     assert window.current_fields["delta"].text() == "-5.00 pts"
     assert "of fp32" in window.current_fields["weights"].text()
     qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)
+
+
+def test_subset_size_change_reevaluates_baseline_and_current(make_window, fake_backend, qtbot):
+    window = make_window(fake_backend)
+    window.controls.weight_precision.slider.setValue(PRECISION_ORDER.index("int4"))
+    qtbot.waitUntil(lambda: len(window.plot.store) == 2, timeout=10000)
+    window.controls.eval_size.slider.setValue(8)  # 200 samples
+    assert window.eval_size == 200
+    qtbot.waitUntil(lambda: len(window.plot.store) == 4, timeout=10000)
+    assert window.baseline.eval_samples == 200
+    assert window.current_fields["delta"].text() == "-5.00 pts"
+    assert "±" in window.controls.eval_size.label.text()
+    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)

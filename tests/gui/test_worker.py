@@ -76,3 +76,18 @@ def test_load_cancels_evaluations(qtbot, fake_backend):
         assert [meta["tag"] for _, meta in results] == ["baseline"]
     finally:
         service.shutdown()
+
+
+def test_baseline_request_is_not_coalesced_away_by_an_edit(qtbot, fake_backend):
+    fake_backend.gate = threading.Event()
+    service, results, finished = _service(qtbot, fake_backend)
+    try:
+        service.evaluate(CompressionConfig().with_defaults(weight={"precision": "int8"}), eval_size=100)
+        assert fake_backend.started.wait(10)
+        service.evaluate(CompressionConfig(), eval_size=200, tag="baseline")
+        service.evaluate(CompressionConfig().with_defaults(weight={"precision": "int4"}), eval_size=200)
+        fake_backend.gate.set()
+        qtbot.waitUntil(lambda: len(finished) == 3 and not service.has_pending(), timeout=10000)
+        assert [meta["tag"] for _, meta in results] == ["edit", "baseline", "edit"]
+    finally:
+        service.shutdown()
