@@ -1,143 +1,144 @@
 """Sensitivity analysis of digits_cnn: incremental evaluation vs naive full re-evaluation, measured in one run.
 
-Every approach analyses the same 56 configurations (7 layers × bits 8/6/4/3/2 × sparsities 0.25/0.5/0.75) on the
-whole test split, each with its own fresh Compressor (so weight caches start equally cold), and must produce the
-same drops. The approaches run interleaved, ``--repeats`` times, and the median time of each is reported.
+Every approach analyses the same 56 configurations (7 layers × bits 8/6/4/3/2 × sparsities 0.25/0.5/0.75, plus
+fp32) on the whole test split, builds its own Compressor inside the timed region, and must produce exactly the
+same accuracy drops (checked). Each measurement runs in a fresh child process, after one untimed warm-up run of
+the same approach in that process: CPU allocator state left by one approach changes the next one's time by up to
+2x on this machine, so sharing a process would measure the order, not the method. Approaches alternate over
+``--repeats`` rounds; medians are reported.
 
-- incremental: ``sensitivity.analyze`` through the cut cache (only the layers from the changed one on re-run);
-- naive forward: for every configuration, the full simulated model's forward + top-1 accuracy;
+- incremental: ``sensitivity.analyze`` through the cut cache (only the graph from the changed layer on re-runs);
+- naive forward: for every configuration, the simulated model's full forward + top-1 accuracy;
 - naive evaluate: for every configuration, ``measure.evaluate(..., latency="none")`` — the tool's full
   re-evaluation path (accuracy, fidelity, exact memory), what a sweep without incremental evaluation pays;
-- naive from scratch: for every configuration, ``compress(base, config, calib)`` then the forward — nothing
-  reused between configurations (no per-layer weight cache either).
+- executor, no cache: ``analyze`` with the cut cache disabled — every configuration runs in full through the
+  incremental engine's own executor, which separates the cache's gain from the executor's.
 
-Times are process CPU seconds (robust to other work on a shared machine) with wall seconds beside them; one
-torch thread by default so that CPU time is the work done.
+Times are process CPU seconds (robust to other work on a shared machine), wall seconds beside them; one torch
+thread by default so that CPU time is the work done.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-
-from qtradeoff.core.compress import Compressor, compress  # noqa: E402
-from qtradeoff.core.config import CompressionConfig  # noqa: E402
-from qtradeoff.core.incremental import IncrementalSession  # noqa: E402
-from qtradeoff.core.measure import clear_caches, evaluate  # noqa: E402
-from qtradeoff.core.model_io import load_sample_model, sample_data_for  # noqa: E402
-from qtradeoff.core.sensitivity import SensitivitySettings, analyze, pruned_layer, quantized_layer  # noqa: E402
+APPROACHES = ("incremental", "naive forward", "naive evaluate", "executor, no cache")
 
 
-def trials(layers, settings):
+def _trials(layers, settings):
+    from qtradeoff.core.config import CompressionConfig
+    from qtradeoff.core.sensitivity import pruned_layer, quantized_layer
+
     for layer in layers:
         for bits in settings.bits:
-            yield layer, "bits", bits, quantized_layer(CompressionConfig(), layer, bits, settings)
+            yield f"{layer}/bits/{bits}", quantized_layer(CompressionConfig(), layer, bits, settings)
         for sparsity in settings.sparsities:
-            yield layer, "sparsity", sparsity, pruned_layer(CompressionConfig(), layer, sparsity)
+            yield f"{layer}/sparsity/{sparsity}", pruned_layer(CompressionConfig(), layer, sparsity)
 
 
-class Clock:
-    def __enter__(self):
-        self.cpu, self.wall = time.process_time(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.cpu, self.wall = time.process_time() - self.cpu, time.perf_counter() - self.wall
+def _report_drops(report) -> dict[str, float]:
+    drops = {f"{item.layer}/bits/{b}": d for item in report.layers for b, d in item.quant_drop.items()}
+    drops.update({f"{item.layer}/sparsity/{s}": d for item in report.layers for s, d in item.prune_drop.items()})
+    return drops
 
 
-def run_incremental(loaded, data, settings):
-    with Clock() as clock:
-        session = IncrementalSession(loaded, data, compressor=Compressor(loaded.module, data.calib_inputs))
-        report = analyze(session, settings=settings, use_cache=False)
-    seconds = clock
-    drops = {(item.layer, "bits", b): d for item in report.layers for b, d in item.quant_drop.items()}
-    drops.update({(item.layer, "sparsity", s): d for item in report.layers for s, d in item.prune_drop.items()})
-    return seconds, drops, session.evaluator.fraction_recomputed
+def _analysis(approach: str, loaded, data, settings) -> dict[str, float]:
+    """One whole sensitivity analysis by ``approach``; returns the drop of every configuration (points)."""
+    import torch
 
+    from qtradeoff.core.compress import Compressor
+    from qtradeoff.core.config import CompressionConfig
+    from qtradeoff.core.incremental import IncrementalSession
+    from qtradeoff.core.measure import clear_caches, evaluate
+    from qtradeoff.core.sensitivity import analyze
 
-def _accuracy(module, data):
-    with torch.no_grad():
-        logits = module(data.eval_inputs)
-    return int((logits.argmax(1) == data.eval_labels).sum()) / len(data.eval_labels)
-
-
-def run_naive_forward(loaded, data, settings, layers):
-    with Clock() as clock:
-        compressor = Compressor(loaded.module, data.calib_inputs)
-        base = _accuracy(compressor.apply(CompressionConfig()), data)
-        drops = {(layer, kind, value): 100.0 * (base - _accuracy(compressor.apply(config), data))
-                 for layer, kind, value, config in trials(layers, settings)}
-    return clock, drops
-
-
-def run_naive_scratch(loaded, data, settings, layers):
-    with Clock() as clock:
-        base = _accuracy(compress(loaded.module, CompressionConfig(), data.calib_inputs), data)
-        drops = {(layer, kind, value): 100.0 * (base - _accuracy(compress(loaded.module, config, data.calib_inputs),
-                                                                  data))
-                 for layer, kind, value, config in trials(layers, settings)}
-    return clock, drops
-
-
-def run_naive_evaluate(loaded, data, settings, layers):
-    clear_caches()
-    with Clock() as clock:
-        compressor = Compressor(loaded.module, data.calib_inputs)
+    compressor = Compressor(loaded.module, data.calib_inputs)
+    if approach in ("incremental", "executor, no cache"):
+        cache = 0 if approach == "executor, no cache" else 512 * 1024 * 1024
+        session = IncrementalSession(loaded, data, compressor=compressor, cache_bytes=cache)
+        return _report_drops(analyze(session, settings=settings, use_cache=False))
+    if approach == "naive forward":
+        def accuracy(config):
+            with torch.no_grad():
+                logits = compressor.apply(config)(data.eval_inputs)
+            return int((logits.argmax(1) == data.eval_labels).sum()) / len(data.eval_labels)
+    else:
+        clear_caches()
 
         def accuracy(config):
             return evaluate(loaded, data, config, latency="none", compressor=compressor).accuracy
 
-        base = accuracy(CompressionConfig())
-        drops = {(layer, kind, value): 100.0 * (base - accuracy(config))
-                 for layer, kind, value, config in trials(layers, settings)}
-    return clock, drops
+    base = accuracy(CompressionConfig())
+    return {name: 100.0 * (base - accuracy(config)) for name, config in _trials(compressor.layer_names, settings)}
+
+
+def _worker(approach: str, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    from qtradeoff.core.model_io import load_sample_model, sample_data_for
+    from qtradeoff.core.sensitivity import SensitivitySettings
+
+    loaded = load_sample_model("digits_cnn")
+    data = sample_data_for(loaded)
+    settings = SensitivitySettings()
+    _analysis(approach, loaded, data, settings)  # warm-up: imports, kernels, caches of torch itself
+    cpu, wall = time.process_time(), time.perf_counter()
+    drops = _analysis(approach, loaded, data, settings)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    print(json.dumps({"cpu": cpu, "wall": wall, "drops": drops, "samples": len(data.eval_inputs),
+                      "threads": torch.get_num_threads()}))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    loaded = load_sample_model("digits_cnn")
-    data = sample_data_for(loaded)
-    settings = SensitivitySettings()
-    layers = Compressor(loaded.module, data.calib_inputs).layer_names
-    n_configs = len(layers) * (len(settings.bits) + len(settings.sparsities))
-    run_incremental(loaded, data, settings)  # warm-up: imports, allocator, kernels
+    if args.worker:
+        _worker(args.worker, args.threads)
+        return 0
 
-    names = ("incremental", "naive forward", "naive evaluate", "naive from scratch")
-    clocks = {name: [] for name in names}
-    fraction = 1.0
-    for _ in range(args.repeats):
-        clock, reference, fraction = run_incremental(loaded, data, settings)
-        clocks["incremental"].append(clock)
-        for name, function in (("naive forward", run_naive_forward), ("naive evaluate", run_naive_evaluate),
-                               ("naive from scratch", run_naive_scratch)):
-            clock, drops = function(loaded, data, settings, layers)
-            clocks[name].append(clock)
-            for key, drop in reference.items():  # the speed-up must not change a single number
-                if abs(drop - drops[key]) > 1e-9:
-                    print(f"MISMATCH ({name}) at {key}: incremental {drop} vs {drops[key]}")
-                    return 1
+    runs: dict[str, list[dict]] = {name: [] for name in APPROACHES}
+    for round_ in range(args.repeats):
+        order = APPROACHES if round_ % 2 == 0 else tuple(reversed(APPROACHES))
+        for approach in order:
+            child = subprocess.run([sys.executable, __file__, "--worker", approach, "--threads", str(args.threads)],
+                                   capture_output=True, text=True, cwd=ROOT, check=False)
+            if child.returncode != 0:
+                print(f"{approach} failed:\n{child.stderr}", file=sys.stderr)
+                return 1
+            runs[approach].append(json.loads(child.stdout.strip().splitlines()[-1]))
 
-    cpu = {name: statistics.median(c.cpu for c in clocks[name]) for name in names}
-    wall = {name: statistics.median(c.wall for c in clocks[name]) for name in names}
-    print(f"sensitivity analysis of digits_cnn: {n_configs} configurations + fp32, {len(data.eval_inputs)} eval "
-          f"samples, {torch.get_num_threads()} thread(s), median of {args.repeats}; identical drops in all runs")
-    for name in names:
+    reference = runs["incremental"][0]["drops"]
+    for approach, measured in runs.items():  # the speed-up must not change a single number
+        for run in measured:
+            wrong = [k for k, v in reference.items() if abs(run["drops"].get(k, float("nan")) - v) > 1e-9]
+            if wrong or len(run["drops"]) != len(reference):
+                print(f"MISMATCH: {approach} gives other drops than incremental evaluation at {wrong[:3]}")
+                return 1
+
+    cpu = {name: statistics.median(r["cpu"] for r in runs[name]) for name in APPROACHES}
+    wall = {name: statistics.median(r["wall"] for r in runs[name]) for name in APPROACHES}
+    first = runs["incremental"][0]
+    print(f"sensitivity analysis of digits_cnn: {len(reference)} configurations + fp32, {first['samples']} eval "
+          f"samples, {first['threads']} thread(s), each run in a fresh process, median of {args.repeats}; "
+          "identical drops in every run")
+    for name in APPROACHES:
         print(f"  {name:19s} cpu {cpu[name]:7.3f} s   wall {wall[name]:7.3f} s   "
-              f"speed-up (cpu) {cpu[name] / cpu['incremental']:5.2f}x")
-    print(f"  graph nodes re-run by incremental evaluation: {100 * fraction:.0f}% of what full evaluations run")
-    for name in names[1:]:
-        print(f"incremental vs {name}: {cpu[name] / cpu['incremental']:.2f}x (cpu), "
+              f"(cpu runs: {', '.join(format(r['cpu'], '.2f') for r in runs[name])})")
+    for name in APPROACHES[1:]:
+        print(f"incremental vs {name}: {cpu[name] / cpu['incremental']:.2f}x faster (cpu), "
               f"{wall[name] / wall['incremental']:.2f}x (wall)")
     return 0
 

@@ -292,6 +292,7 @@ class IncrementalEvaluator:
         result = None
         dead: list = []
         dead_bytes = 0
+        free_batch = _FREE_BATCH_BYTES if self.cache.max_bytes else 0  # no cache: least memory, free at once
         for position in range(start, total):
             cut = cut_at.get(position)
             if cut is not None and store and self.cache.max_bytes:
@@ -323,7 +324,7 @@ class IncrementalEvaluator:
                     value = env.pop(used)
                     dead.append(value)
                     dead_bytes += _nbytes(value)
-            if dead_bytes > _FREE_BATCH_BYTES:
+            if dead_bytes > free_batch:
                 dead.clear()
                 dead_bytes = 0
         self.stats.evictions = self.cache.evictions
