@@ -281,7 +281,9 @@ class Compressor:
             # The folded bias is added by the (otherwise pass-through) BatchNorm, not inside the conv: oneDNN's
             # depthwise convolutions run up to 1.5x slower with a bias (5x5 depthwise on 1x1 maps in MobileNetV3),
             # which made weight-only evaluation slower than the fp32 model. Same arithmetic up to fp32 rounding.
-            split = rewrites and bias is not None and info.name != self._last_layer
+            # Dense convolutions take the bias inside the kernel, which saves a pass over the output.
+            depthwise = getattr(module, "groups", 1) > 1 and module.groups == getattr(module, "in_channels", 0)
+            split = rewrites and bias is not None and info.name != self._last_layer and depthwise
             bn._qtradeoff_bias = bias.reshape(-1, *([1] * (module.weight.dim() - 2))) if split else None
             module.bias = None if (bias is None or split) else nn.Parameter(bias, requires_grad=False)
         self._current[info.name] = key
