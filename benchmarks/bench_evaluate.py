@@ -3,8 +3,8 @@
 For each sample model:
 - accuracy-evaluation overhead: time of ``evaluate(..., latency="none")`` for a weight-only int8 config and a W8A8
   config (warm caches: the Compressor's processed weights, calibration and the fp32 reference are reused, as in the
-  GUI and sweeps) divided by a plain fp32 forward over the same evaluation data in the same chunks of EVAL_BATCH. Runs are interleaved and the
-  median of ``--repeats`` is used, so machine load hits baseline and configs alike.
+  GUI and sweeps) divided by a plain fp32 forward over the same evaluation data in the same chunks of EVAL_BATCH.
+  Runs are interleaved and the median of ``--repeats`` is used, so machine load hits baseline and configs alike.
 - measured latency ratio int8/fp32 (real kernels: torch.ao x86 int8 vs fp32 eager) at batch 1 and ``--batch``.
 
 Targets: <= 1.2 weight-only, <= 1.5 W8A8, int8 latency <= 0.5x fp32 on digits_cnn at batch 32.

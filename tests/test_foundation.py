@@ -50,7 +50,8 @@ def test_digits_splits_are_disjoint_and_stratified(manifest):
         splits = {name: set(archive[f"{name}_idx"].tolist()) for name in ("train", "calib", "test")}
         labels = archive["labels"]
         assert len(labels) == 1797
-    assert not (splits["train"] & splits["calib"] or splits["train"] & splits["test"] or splits["calib"] & splits["test"])
+    train, calib, test = splits["train"], splits["calib"], splits["test"]
+    assert not (train & calib or train & test or calib & test)
     assert sum(map(len, splits.values())) == 1797
     test_counts = np.bincount(labels[sorted(splits["test"])], minlength=10)
     assert test_counts.min() >= 30  # every class is represented in the test split

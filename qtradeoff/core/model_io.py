@@ -33,6 +33,7 @@ from torch import nn
 
 from qtradeoff.core import _files, architectures
 from qtradeoff.core._files import FileCheckError, human_bytes
+from qtradeoff.core.paths import cache_dir
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_models"
 MANIFEST_FILE = SAMPLE_DIR / "manifest.json"
@@ -269,7 +270,7 @@ def _torchvision_key_index() -> dict[str, str | None]:
     # Classification builders only: detection/segmentation builders download backbone weights by default,
     # and the quantized variants share key names with their float originals.
     names = [f"torchvision.{name}" for name in models.list_models(module=models)]
-    cache_file = _cache_dir() / f"architecture-keys-v2-torchvision-{tv.__version__}.json"
+    cache_file = cache_dir() / f"architecture-keys-v2-torchvision-{tv.__version__}.json"
     with contextlib.suppress(OSError, ValueError):
         cached = json.loads(cache_file.read_text())
         if isinstance(cached, dict) and set(names) <= set(cached):
@@ -284,10 +285,6 @@ def _torchvision_key_index() -> dict[str, str | None]:
         scratch.write_text(json.dumps(_KEY_INDEX, indent=0, sort_keys=True))
         os.replace(scratch, cache_file)  # atomic: concurrent loaders never read half a file
     return _KEY_INDEX
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("QTRADEOFF_CACHE_DIR") or Path.home() / ".cache" / "qtradeoff")
 
 
 def _candidate_architectures(keys_digest: str):

@@ -2,8 +2,9 @@
 
 Per layer: ``time = max(MACs / peak[precision], bytes moved / bandwidth) + overhead``. The peaks (fp32, bf16, fp16
 matmul; int8 through torch.ao's quantized Linear), the copy bandwidth and the per-call overhead are measured once
-(two rounds, about 2 s) and cached in ``~/.cache/qtradeoff/roofline-<cpu>-<threads>-<torch>.json``. Precisions without a kernel
-here get an explicit, recorded assumption (see :data:`ASSUMPTIONS`); every figure from this module is an estimate.
+(two rounds, about 2 s) and cached in ``roofline-<cpu>-<threads>-<torch>.json`` under the cache folder (see
+:mod:`qtradeoff.core.paths`). Precisions without a kernel here get an explicit, recorded assumption (see
+:data:`ASSUMPTIONS`); every figure from this module is an estimate.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +22,7 @@ import torch
 from torch.utils.benchmark import Timer
 
 from qtradeoff.core.config import LayerSettings, bits_of, is_integer
+from qtradeoff.core.paths import cache_dir
 
 ASSUMPTIONS = {
     "int<8": "integer weights and activations below 8 bits: throughput = int8 peak x 8/bits (a packed kernel is "
@@ -68,10 +69,6 @@ def cpu_model() -> str:
 
     return platform.processor() or platform.machine() or "unknown"
 
-
-def cache_dir() -> Path:
-    """Where calibrations live: ``$QTRADEOFF_CACHE_DIR`` or ``~/.cache/qtradeoff``."""
-    return Path(os.environ.get("QTRADEOFF_CACHE_DIR") or Path.home() / ".cache" / "qtradeoff")
 
 
 def cache_path(threads: int) -> Path:

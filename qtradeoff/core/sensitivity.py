@@ -16,6 +16,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
+from qtradeoff import __version__
+from qtradeoff.core import paths
 from qtradeoff.core.config import CompressionConfig
 
 DEFAULT_BITS: tuple[int, ...] = (8, 6, 4, 3, 2)
@@ -24,12 +28,8 @@ SCHEMA = "qtradeoff.sensitivity/1"
 
 
 def default_cache_dir() -> Path:
-    """``$QTRADEOFF_CACHE_DIR/sensitivity``, else ``$XDG_CACHE_HOME/qtradeoff/sensitivity``, else ~/.cache/..."""
-    root = os.environ.get("QTRADEOFF_CACHE_DIR")
-    if root:
-        return Path(root) / "sensitivity"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "qtradeoff" / "sensitivity"
+    """``sensitivity/`` under the project's cache folder (see :func:`qtradeoff.core.paths.cache_dir`)."""
+    return paths.cache_dir() / "sensitivity"
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,9 @@ class SensitivityProgress:
 def cache_key(model_sha256: str, data_fingerprint: str, settings: SensitivitySettings, layers: Sequence[str],
               base_config: CompressionConfig) -> str:
     """Identifies a report: same model bytes, same data, same settings, same layers and base configuration."""
-    doc = {"schema": SCHEMA, "model": model_sha256, "data": data_fingerprint, "settings": settings.to_dict(),
+    # The code version is part of the key: a report made by other compression code would be stale.
+    doc = {"schema": SCHEMA, "qtradeoff": __version__, "torch": torch.__version__, "model": model_sha256,
+           "data": data_fingerprint, "settings": settings.to_dict(),
            "layers": list(layers), "base": base_config.key()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
