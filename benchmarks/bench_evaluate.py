@@ -24,6 +24,7 @@ from qtradeoff.core.config import CompressionConfig
 from qtradeoff.core.latency import LatencySettings
 from qtradeoff.core.measure import EVAL_BATCH, evaluate
 from qtradeoff.core.model_io import load_sample_model, sample_data_for
+from qtradeoff.core.runtime import tune_allocator
 
 MODELS = ("digits_cnn", "digits_mlp", "mobilenet_v3_small_digits")
 WEIGHT_ONLY = CompressionConfig().with_defaults(weight={"precision": "int8"})
@@ -85,6 +86,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     args = parser.parse_args()
+    tune_allocator()  # as the app does at start
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     print(f"torch {torch.__version__}, {threads} threads, repeats {args.repeats}, eval chunks of {EVAL_BATCH}")

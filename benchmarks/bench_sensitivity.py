@@ -82,6 +82,9 @@ def _analysis(approach: str, loaded, data, settings) -> dict[str, float]:
 
 
 def _worker(approach: str, threads: int) -> None:
+    from qtradeoff.core.runtime import tune_allocator
+
+    tune_allocator()  # as the app does at start
     import torch
 
     torch.set_num_threads(threads)

@@ -48,6 +48,9 @@ def _command_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from qtradeoff.core.runtime import tune_allocator
+
+    tune_allocator()  # before any tensor is allocated: forwards run 2-4x faster without re-faulting their buffers
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         args = _command_parser().parse_args(argv)

@@ -14,6 +14,10 @@ if "QTRADEOFF_CACHE_DIR" not in os.environ:
 import pytest
 import torch
 
+from qtradeoff.core.runtime import tune_allocator
+
+tune_allocator()  # as the app does at start
+
 torch.set_num_threads(2)
 
 
