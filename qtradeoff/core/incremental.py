@@ -23,6 +23,8 @@ from qtradeoff.core import data as data_mod
 from qtradeoff.core.config import CompressionConfig
 
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
+# Inputs run in chunks of this many samples (as measure.evaluate does): small batches keep activations in cache.
+CHUNK_SAMPLES = 64
 _FREE_BATCH_BYTES = 256 * 1024 * 1024  # dead activations kept at most this long before being freed together
 
 # In-place operators: a value cached at a cut must never be modified by the part of the graph that runs after it.
@@ -207,7 +209,14 @@ class IncrementalEvaluator:
         if fingerprint is None:
             fingerprint = data_mod.fingerprint(inputs)
         with torch.no_grad():
-            return self._run(plan, module, config, inputs, fingerprint, store)
+            outputs = [self._run(plan, module, config, inputs[start:start + CHUNK_SAMPLES],
+                                 f"{fingerprint}[{start}:{start + CHUNK_SAMPLES}]", store)
+                       for start in range(0, len(inputs), CHUNK_SAMPLES)]
+        if len(outputs) == 1:
+            return outputs[0]
+        if not all(isinstance(output, torch.Tensor) for output in outputs):
+            raise IncrementalError("the model returns more than one tensor; incremental evaluation needs logits")
+        return torch.cat(outputs)
 
     def module_for(self, config: CompressionConfig) -> nn.Module:
         """An ``nn.Module`` whose forward is :meth:`forward` under ``config``, for code that expects a model."""
