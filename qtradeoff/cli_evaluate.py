@@ -30,14 +30,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the Result as JSON instead of a table")
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``evaluate`` to an argparse ``subparsers`` object."""
-    parser = subparsers.add_parser("evaluate", help="measure one configuration")
-    configure(parser)
-    parser.set_defaults(func=run)
-    return parser
-
-
 def _load(args):
     from qtradeoff.core import model_io
 

@@ -47,14 +47,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``sweep`` to an ``argparse`` subparsers object."""
-    parser = subparsers.add_parser("sweep", help="headless search writing JSON lines")
-    configure(parser)
-    parser.set_defaults(run=run)
-    return parser
-
-
 def _load(args):
     from qtradeoff.core import model_io
     from qtradeoff.core.data import load_data

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +30,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qtradeoff.gui.worker import _LIVE_THREADS, running_threads  # noqa: F401 - one registry of every GUI thread
+
 STRATEGY_CHOICES: tuple[tuple[str, str, str], ...] = (
     ("greedy", "Greedy mixed precision",
      "Lower the bits of the least sensitive layers first while the accuracy drop stays within the limit."),
@@ -45,19 +46,6 @@ STRATEGY_CHOICES: tuple[tuple[str, str, str], ...] = (
      "Quantize/prune each layer alone and show the accuracy drop in the layer table."),
 )
 
-# Every QThread this module starts, so tests can prove none is left running.
-_LIVE_THREADS: weakref.WeakSet[QThread] = weakref.WeakSet()
-
-
-def running_threads() -> list[QThread]:
-    alive = []
-    for thread in list(_LIVE_THREADS):
-        try:
-            if thread.isRunning():
-                alive.append(thread)
-        except RuntimeError:
-            pass
-    return alive
 
 
 @dataclass
