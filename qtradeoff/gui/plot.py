@@ -178,11 +178,14 @@ class ParetoPlot(QWidget):
             baseline = pg.ScatterPlotItem(size=22, symbol="star", brush=pg.mkBrush(255, 200, 0),
                                           pen=pg.mkPen((90, 60, 0), width=1.5))
             current = pg.ScatterPlotItem(size=24, symbol="o", brush=QBrush(), pen=pg.mkPen((220, 0, 120), width=3))
-            for item in (errors, frontier, points, baseline, current):
+            # An invisible point at x = 0 keeps zero in the auto-range: without it, points that differ by 0.01 %
+            # fill the whole axis and a negligible difference looks like a large one.
+            origin = pg.ScatterPlotItem(size=1, pen=None, brush=QBrush())
+            for item in (origin, errors, frontier, points, baseline, current):
                 view.addItem(item)
             points.sigClicked.connect(self._clicked)
-            self._items[name] = {"errors": errors, "frontier": frontier, "points": points, "baseline": baseline,
-                                 "current": current}
+            self._items[name] = {"origin": origin, "errors": errors, "frontier": frontier, "points": points,
+                                 "baseline": baseline, "current": current}
         self.latency_view.setLabel("bottom", "Latency, batch 1 (ms)")
         self.memory_view.setLabel("bottom", "Weight memory (KiB)")
         self.latency_view.setTitle("Accuracy vs latency — colour: weight memory (dark small, yellow large)",
@@ -277,6 +280,7 @@ class ParetoPlot(QWidget):
         fronts = {}
         for name, x, colour_by in (("latency", latency, memory), ("memory", memory_x, latency)):
             items = self._items[name]
+            items["origin"].setData(x=[0.0] if n else [], y=[float(np.nanmax(store.accuracy))] if n else [])
             items["points"].setData(x=x, y=store.accuracy, data=np.arange(n), symbol=symbols,
                                     brush=self._colour(colour_by))
             items["errors"].setData(x=x, y=(store.ci_high + store.ci_low) / 2,
