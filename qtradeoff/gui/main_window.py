@@ -251,6 +251,8 @@ class MainWindow(QMainWindow):
                                              "Load evaluation data from a dataset folder or tensor file.")
         self.open_folder_action = self._action(file_menu, "Open dataset folder…", self.open_data_folder_dialog,
                                                None, "Load evaluation data from an ImageFolder directory.")
+        self.open_results_action = self._action(file_menu, "Open sweep results…", self.open_results_dialog, None,
+                                                "Plot the points of a results file written by 'qtradeoff sweep'.")
         self.recent_menu = file_menu.addMenu("Open recent")
         file_menu.addSeparator()
         self.import_action = self._action(file_menu, "Import configuration…", self.import_configuration_dialog,
@@ -732,6 +734,13 @@ class MainWindow(QMainWindow):
             self._remember_dir(path)
             self.load_data(path)
             self._add_recent(Path(path))
+
+    def open_results_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open sweep results", self._last_dir(),
+                                              "Sweep results (*.jsonl);;All files (*)")
+        if path:
+            self._remember_dir(path)
+            self.import_results(path)
 
     def open_data_folder_dialog(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open dataset folder", self._last_dir())
