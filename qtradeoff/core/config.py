@@ -438,7 +438,10 @@ def _resolve(config: CompressionConfig, layer: str) -> LayerSettings:
         settings = LayerSettings(
             _merge(config.weight, override.weight),
             _merge(config.activation, override.activation),
-            _merge(config.prune, override.prune),
+            # A layer that names its own pruning method gets that recipe alone: fields it leaves out take
+            # PruneSpec's defaults, not the global recipe's (a global target sparsity must not leak into a
+            # layer's threshold or N:M pruning). Without a method, the override tunes the global recipe.
+            _merge(PruneSpec() if "method" in override.prune else config.prune, override.prune),
             bool(override.skip),
         )
     cache[layer] = settings

@@ -377,7 +377,8 @@ def attach_explore_panel(window: Any) -> ExplorePanel:
             return None
         seeds = [(result.config, result) for result in window.plot.store.results
                  if int(result.eval_samples) == int(data.eval_inputs.shape[0])]
-        return {"loaded": loaded, "data": data, "config": window.state.config, "seeds": seeds}
+        return {"loaded": loaded, "data": data, "config": window.state.config, "seeds": seeds,
+                "locked": window.table_model.locked_layers()}
 
     panel.context_provider = context
     panel.result_found.connect(window.plot.add_result)

@@ -54,6 +54,7 @@ class LayerTableModel(QAbstractTableModel):
         self._threshold_index = 0
         self._layer_curve: dict[str, tuple[float, ...]] = {}
         self._sensitivity: dict[str, float] = {}
+        self._locked: set[str] = set()  # layers automatic search must leave as they are (not part of the config)
         # Called with (layer names, field, value) when a cell is edited; the window turns it into an undo command.
         self.edit_handler: Callable[[list[str], str, Any], None] | None = None
 
@@ -64,6 +65,7 @@ class LayerTableModel(QAbstractTableModel):
         self._total_params = max(1, sum(int(layer.params) for layer in self._layers))
         self._layer_curve = dict(summary.layer_sparsity_curve)
         self._sensitivity = {}
+        self._locked = set()
         self.endResetModel()
 
     def set_config(self, config: Any, threshold_index: int = 0) -> None:
@@ -77,6 +79,10 @@ class LayerTableModel(QAbstractTableModel):
         self._sensitivity = dict(sensitivity)
         if self._layers:
             self.dataChanged.emit(self.index(0, COL_SENS), self.index(len(self._layers) - 1, COL_SENS))
+
+    def locked_layers(self) -> tuple[str, ...]:
+        """Layers ticked in the name column: searches in the Explore panel never change them."""
+        return tuple(name for name in self.layer_names() if name in self._locked)
 
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self._layers]
@@ -149,6 +155,8 @@ class LayerTableModel(QAbstractTableModel):
 
     def flags(self, index: QModelIndex) -> Qt.ItemFlag:
         base = Qt.ItemIsEnabled | Qt.ItemIsSelectable
+        if index.column() == COL_NAME:
+            return base | Qt.ItemIsUserCheckable
         if index.column() in EDITABLE and self._config is not None:
             return base | Qt.ItemIsEditable
         return base
@@ -160,6 +168,8 @@ class LayerTableModel(QAbstractTableModel):
         layer = self._layers[row]
         if role in (Qt.DisplayRole, Qt.EditRole):
             return self._value(layer, column, role)
+        if role == Qt.CheckStateRole and column == COL_NAME:
+            return Qt.Checked if layer.name in self._locked else Qt.Unchecked
         if role == Qt.TextAlignmentRole and column in (COL_PARAMS, COL_MACS, COL_SHARE, COL_SPARSITY, COL_SENS):
             return int(Qt.AlignRight | Qt.AlignVCenter)
         if column in EDITABLE and self.is_overridden(row, column):
@@ -175,7 +185,8 @@ class LayerTableModel(QAbstractTableModel):
             if column in EDITABLE:
                 return f"Follows the default ({self._default_text(column)}); double-click to override it."
             if column == COL_NAME:
-                return f"{layer.name} ({layer.kind}), output shape {tuple(getattr(layer, 'output_shape', ()))}"
+                return (f"{layer.name} ({layer.kind}), output shape {tuple(getattr(layer, 'output_shape', ()))}. "
+                        "Tick it to lock the layer: automatic search leaves it as it is.")
             return HEADER_TIPS.get(column)
         return None
 
@@ -206,6 +217,12 @@ class LayerTableModel(QAbstractTableModel):
         return None
 
     def setData(self, index: QModelIndex, value: Any, role: int = Qt.EditRole) -> bool:  # noqa: N802
+        if role == Qt.CheckStateRole and index.column() == COL_NAME:
+            name = self._layers[index.row()].name
+            checked = value in (Qt.Checked, Qt.Checked.value, 2, True)
+            (self._locked.add if checked else self._locked.discard)(name)
+            self.dataChanged.emit(index, index, [Qt.CheckStateRole])
+            return True
         if role != Qt.EditRole or index.column() not in EDITABLE or self.edit_handler is None:
             return False
         self.edit_handler([self._layers[index.row()].name], EDITABLE[index.column()], value)

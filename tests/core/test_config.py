@@ -192,3 +192,14 @@ def test_edit_methods_validate_with_paths():
         config.with_layer("a", prune={"method": "structured"})
     with pytest.raises(ConfigError):
         WeightSpec(precision="int1")
+
+
+def test_a_layer_naming_its_own_pruning_method_does_not_inherit_the_global_target():
+    config = CompressionConfig().with_defaults(prune={"method": "magnitude", "sparsity": 0.5})
+    tuned = config.with_layer("fc", prune={"sparsity": 0.25})  # no method: tunes the global recipe
+    assert tuned.resolve("fc").prune == PruneSpec(method="magnitude", sparsity=0.25)
+    own = config.with_layer("fc", prune={"method": "magnitude", "threshold": 0.1})
+    assert own.resolve("fc").prune == PruneSpec(method="magnitude", threshold=0.1)  # threshold rules, no 0.5
+    unpruned = config.with_layer("fc", prune={"method": "none"})
+    assert unpruned.resolve("fc").prune == PruneSpec()
+    assert from_json(to_json(own)).resolve("fc") == own.resolve("fc")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from qtradeoff.core.config import CompressionConfig
 from qtradeoff.core.inventory import compressible_names, inventory
 from qtradeoff.core.model_io import load_sample_model, sample_data_for
 from qtradeoff.gui.explore_panel import ExplorePanel, running_threads
@@ -85,5 +86,31 @@ def test_attached_to_the_main_window(qtbot, make_window, tmp_path, monkeypatch):
         panel.start()
     assert window.table_model._sensitivity and set(window.table_model._sensitivity) == set(
         window.table_model.layer_names())
+    window.close()
+    assert not running_threads()
+
+
+def test_layers_ticked_in_the_table_are_locked_for_search(qtbot, make_window, tmp_path, monkeypatch):
+    from PySide6.QtCore import Qt
+
+    monkeypatch.setenv("QTRADEOFF_CACHE_DIR", str(tmp_path))
+    window = make_window(eval_size=48)
+    model = window.table_model
+    locked = "features.5.conv"
+    row = model.layer_names().index(locked)
+    assert model.setData(model.index(row, 0), Qt.Checked, Qt.CheckStateRole)
+    assert model.locked_layers() == (locked,)
+    assert model.data(model.index(row, 0), Qt.CheckStateRole) == Qt.Checked
+    panel = window.explore_panel
+    panel.set_strategy("grid")
+    panel.budget.setValue(5)  # fp32 at four sparsities, then int8
+    with qtbot.waitSignal(panel.running_changed, timeout=60000, check_params_cb=lambda running: not running):
+        panel.start()
+    found = [result for result, meta in zip(window.plot.store.results, window.plot.store.meta, strict=True)
+             if meta.get("tag") == "explore"]
+    assert found
+    untouched = CompressionConfig().resolve(locked)
+    assert all(result.config.resolve(locked) == untouched for result in found)
+    assert any(result.config.resolve("features.1.conv") != untouched for result in found)
     window.close()
     assert not running_threads()
