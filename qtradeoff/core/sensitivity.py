@@ -24,7 +24,7 @@ from qtradeoff.core.config import CompressionConfig
 
 DEFAULT_BITS: tuple[int, ...] = (8, 6, 4, 3, 2)
 DEFAULT_SPARSITIES: tuple[float, ...] = (0.25, 0.5, 0.75)
-SCHEMA = "qtradeoff.sensitivity/1"
+SCHEMA = "qtradeoff.sensitivity/2"
 
 
 def default_cache_dir() -> Path:
@@ -34,16 +34,12 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class SensitivitySettings:
-    """What each layer is tried at: integer weight bit-widths (per-channel symmetric) and magnitude sparsities.
-
-    ``summary_bits`` picks the drop shown as the layer's single score (the table's bar).
-    """
+    """What each layer is tried at: integer weight bit-widths (per-channel symmetric) and magnitude sparsities."""
 
     bits: tuple[int, ...] = DEFAULT_BITS
     sparsities: tuple[float, ...] = DEFAULT_SPARSITIES
     granularity: str = "per_channel"
     symmetric: bool = True
-    summary_bits: int = 4
 
     def __post_init__(self):
         for bits in self.bits:
@@ -55,13 +51,12 @@ class SensitivitySettings:
 
     def to_dict(self) -> dict:
         return {"bits": list(self.bits), "sparsities": list(self.sparsities), "granularity": self.granularity,
-                "symmetric": self.symmetric, "summary_bits": self.summary_bits}
+                "symmetric": self.symmetric}
 
     @classmethod
     def from_dict(cls, d: dict) -> SensitivitySettings:
         return cls(bits=tuple(int(b) for b in d["bits"]), sparsities=tuple(float(s) for s in d["sparsities"]),
-                   granularity=d.get("granularity", "per_channel"), symmetric=bool(d.get("symmetric", True)),
-                   summary_bits=int(d.get("summary_bits", 4)))
+                   granularity=d.get("granularity", "per_channel"), symmetric=bool(d.get("symmetric", True)))
 
 
 def quantized_layer(config: CompressionConfig, layer: str, bits: int, settings: SensitivitySettings
@@ -83,15 +78,16 @@ class LayerSensitivity:
     layer: str
     quant_drop: dict[int, float]  # bits -> drop in points
     prune_drop: dict[float, float]  # sparsity -> drop in points
-    summary_bits: int = 4
 
     @property
     def score(self) -> float:
-        """The layer's summary: the drop at ``summary_bits`` (or at the nearest tried bit-width)."""
-        if not self.quant_drop:
-            return max(self.prune_drop.values(), default=0.0)
-        nearest = min(self.quant_drop, key=lambda bits: (abs(bits - self.summary_bits), bits))
-        return self.quant_drop[nearest]
+        """The layer's summary (the table's bar): its mean drop over every tried bit-width and sparsity.
+
+        A single setting rarely tells layers apart (at 4 bits most layers of a small CNN lose nothing); the mean
+        over the whole ladder ranks how quickly a layer breaks as it is squeezed.
+        """
+        drops = [*self.quant_drop.values(), *self.prune_drop.values()]
+        return sum(drops) / len(drops) if drops else 0.0
 
     def drop_at_bits(self, bits: int) -> float:
         """Drop at ``bits``, interpolated from the nearest tried widths at or below it (pessimistic)."""
@@ -104,14 +100,12 @@ class LayerSensitivity:
 
     def to_dict(self) -> dict:
         return {"layer": self.layer, "quant_drop": {str(k): v for k, v in self.quant_drop.items()},
-                "prune_drop": {repr(float(k)): v for k, v in self.prune_drop.items()},
-                "summary_bits": self.summary_bits}
+                "prune_drop": {repr(float(k)): v for k, v in self.prune_drop.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> LayerSensitivity:
         return cls(layer=d["layer"], quant_drop={int(k): float(v) for k, v in d["quant_drop"].items()},
-                   prune_drop={float(k): float(v) for k, v in d["prune_drop"].items()},
-                   summary_bits=int(d.get("summary_bits", 4)))
+                   prune_drop={float(k): float(v) for k, v in d["prune_drop"].items()})
 
 
 @dataclass(frozen=True)
@@ -130,7 +124,7 @@ class SensitivityReport:
     from_cache: bool = field(default=False, compare=False)
 
     def scores(self) -> dict[str, float]:
-        """Layer name -> summary drop in points (what the per-layer table draws as a bar)."""
+        """Layer name -> mean drop in points over every tried setting (what the per-layer table draws as a bar)."""
         return {item.layer: item.score for item in self.layers}
 
     def by_layer(self) -> dict[str, LayerSensitivity]:
@@ -248,7 +242,7 @@ def sensitivity_iter(session, *, settings: SensitivitySettings = SensitivitySett
             drop = 100.0 * (base.metric - score.metric)
             (quant if kind == "bits" else prune)[value] = drop
             done += 1
-        item = LayerSensitivity(layer, quant, prune, settings.summary_bits)
+        item = LayerSensitivity(layer, quant, prune)
         results.append(item)
         yield item
     yield SensitivityProgress(done, total, "")

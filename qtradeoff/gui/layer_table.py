@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
-from PySide6.QtGui import QBrush, QColor, QFont
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QStyledItemDelegate, QWidget
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QRectF, Qt
+from PySide6.QtGui import QBrush, QColor, QFont, QPainter
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from qtradeoff.core.config import PRECISIONS
+from qtradeoff.core.config import PRECISIONS, bits_of
 
 # Slider and combobox order: floats from widest to narrowest, then integers from widest to narrowest.
 PRECISION_ORDER: tuple[str, ...] = ("fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2") + tuple(
@@ -30,8 +30,10 @@ HEADER_TIPS = {
     COL_WEIGHT: "Precision the layer's weights are stored in; double-click to override the default.",
     COL_ACT: "Precision of the layer's input activations; double-click to override the default.",
     COL_SPARSITY: "Fraction of the layer's weights pruned to zero; double-click to set a target sparsity.",
-    COL_SENS: "Accuracy lost when only this layer is compressed (filled in by the sensitivity analysis).",
+    COL_SENS: ("Accuracy lost when only this layer is compressed, averaged over 8/6/4/3/2-bit weights and 25/50/75 % "
+               "pruning (filled in by the sensitivity analysis; click the header to sort)."),
 }
+SORT_ROLE = Qt.UserRole + 1  # numbers to sort by (the display text of "1.18 M" would sort as a string)
 OVERRIDE_TINT = QColor(255, 236, 179)  # amber: a cell that differs from the global default
 
 
@@ -79,6 +81,10 @@ class LayerTableModel(QAbstractTableModel):
         self._sensitivity = dict(sensitivity)
         if self._layers:
             self.dataChanged.emit(self.index(0, COL_SENS), self.index(len(self._layers) - 1, COL_SENS))
+
+    def sensitivity_scale(self) -> float:
+        """The largest accuracy drop in the sensitivity column (bars are drawn relative to it); 0 when empty."""
+        return max((value for value in self._sensitivity.values() if value > 0), default=0.0)
 
     def locked_layers(self) -> tuple[str, ...]:
         """Layers ticked in the name column: searches in the Explore panel never change them."""
@@ -168,6 +174,8 @@ class LayerTableModel(QAbstractTableModel):
         layer = self._layers[row]
         if role in (Qt.DisplayRole, Qt.EditRole):
             return self._value(layer, column, role)
+        if role == SORT_ROLE:
+            return self._sort_key(row, layer, column)
         if role == Qt.CheckStateRole and column == COL_NAME:
             return Qt.Checked if layer.name in self._locked else Qt.Unchecked
         if role == Qt.TextAlignmentRole and column in (COL_PARAMS, COL_MACS, COL_SHARE, COL_SPARSITY, COL_SENS):
@@ -215,6 +223,28 @@ class LayerTableModel(QAbstractTableModel):
             value = self._sensitivity.get(layer.name)
             return "" if value is None else f"{value * 100:+.2f} pts"
         return None
+
+    def _sort_key(self, row: int, layer: Any, column: int) -> Any:
+        if column == COL_NAME:
+            return row  # execution order
+        if column == COL_TYPE:
+            return layer.kind
+        if column in (COL_PARAMS, COL_SHARE):
+            return int(layer.params)
+        if column == COL_MACS:
+            return int(layer.macs)
+        if self._config is None:
+            return 0
+        settings = self._config.resolve(layer.name)
+        if column == COL_WEIGHT:
+            return 32 if settings.skip else bits_of(settings.weight.precision)
+        if column == COL_ACT:
+            return bits_of(settings.activation.precision)
+        if column == COL_SPARSITY:
+            return self.sparsity_of(layer.name)
+        if column == COL_SENS:
+            return self._sensitivity.get(layer.name, float("-inf"))  # layers not analysed sort last
+        return 0
 
     def setData(self, index: QModelIndex, value: Any, role: int = Qt.EditRole) -> bool:  # noqa: N802
         if role == Qt.CheckStateRole and index.column() == COL_NAME:
@@ -265,3 +295,24 @@ class SparsityDelegate(QStyledItemDelegate):
     def setModelData(self, editor: QDoubleSpinBox, model: Any, index: QModelIndex) -> None:  # noqa: N802
         editor.interpretText()
         model.setData(index, round(editor.value() / 100.0, 4), Qt.EditRole)
+
+
+class SensitivityBarDelegate(QStyledItemDelegate):
+    """Draws a layer's accuracy drop as a bar (relative to the most sensitive layer) behind its text."""
+
+    BAR = QColor(230, 120, 60, 150)
+
+    def __init__(self, model: LayerTableModel, parent: Any = None) -> None:
+        super().__init__(parent)
+        self._model = model
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        scale = self._model.sensitivity_scale()
+        value = index.data(SORT_ROLE)
+        if scale > 0 and isinstance(value, float) and value > 0 and not option.state & QStyle.State_Selected:
+            rect = QRectF(option.rect).adjusted(2, 3, -2, -3)
+            rect.setWidth(rect.width() * min(1.0, value / scale))
+            painter.save()
+            painter.fillRect(rect, self.BAR)
+            painter.restore()
+        super().paint(painter, option, index)

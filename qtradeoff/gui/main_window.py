@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QElapsedTimer, QSaveFile, QSettings, Qt, QTimer, Slot
+from PySide6.QtCore import QElapsedTimer, QSaveFile, QSettings, QSortFilterProxyModel, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -40,11 +40,15 @@ from qtradeoff.gui.controls import GlobalControls
 from qtradeoff.gui.dialogs import MessageBar, trust_dialog
 from qtradeoff.gui.layer_table import (
     COL_ACT,
+    COL_NAME,
+    COL_SENS,
     COL_SPARSITY,
     COL_WEIGHT,
     PRECISION_ORDER,
+    SORT_ROLE,
     LayerTableModel,
     PrecisionDelegate,
+    SensitivityBarDelegate,
     SparsityDelegate,
 )
 from qtradeoff.gui.plot import ParetoPlot, _format_bytes
@@ -160,7 +164,13 @@ class MainWindow(QMainWindow):
         self.table_model = LayerTableModel(self)
         self.table_model.edit_handler = self._table_edit
         self.table = QTableView()
-        self.table.setModel(self.table_model)
+        # Sorting goes through a proxy so the model's rows stay in execution order; selections map back.
+        self.table_proxy = QSortFilterProxyModel(self)
+        self.table_proxy.setSourceModel(self.table_model)
+        self.table_proxy.setSortRole(SORT_ROLE)
+        self.table.setModel(self.table_proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(COL_NAME, Qt.AscendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.ExtendedSelection)
         self.table.setEditTriggers(QAbstractItemView.DoubleClicked | QAbstractItemView.EditKeyPressed
@@ -170,6 +180,8 @@ class MainWindow(QMainWindow):
         self.table.setItemDelegateForColumn(COL_WEIGHT, self._precision_delegate)
         self.table.setItemDelegateForColumn(COL_ACT, self._precision_delegate)
         self.table.setItemDelegateForColumn(COL_SPARSITY, self._sparsity_delegate)
+        self._sensitivity_delegate = SensitivityBarDelegate(self.table_model, self.table)
+        self.table.setItemDelegateForColumn(COL_SENS, self._sensitivity_delegate)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(22)
         # Interactive, sized once per model: ResizeToContents would re-query every cell on each edit.
@@ -560,7 +572,8 @@ class MainWindow(QMainWindow):
         self.apply_config(config, f"{label}: {field.replace('_', ' ')} → {pretty}")
 
     def selected_layers(self) -> list[str]:
-        rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
+        rows = sorted({self.table_proxy.mapToSource(index).row()
+                       for index in self.table.selectionModel().selectedRows()})
         return [self.table_model.layer_at(row) for row in rows]
 
     def _fill_selection_values(self, *_args: Any) -> None:

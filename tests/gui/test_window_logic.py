@@ -242,3 +242,20 @@ def test_subset_size_change_reevaluates_baseline_and_current(make_window, fake_b
     assert window.current_fields["delta"].text() == "-5.00 pts"
     assert "±" in window.controls.eval_size.label.text()
     qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)
+
+
+def test_sensitivity_column_sorts_by_number_and_selection_follows_the_sort(make_window, fake_backend, qtbot):
+    from qtradeoff.gui.layer_table import COL_SENS
+
+    window = make_window(fake_backend)
+    window.table_model.set_sensitivity({"conv1": 0.002, "conv2": 0.031, "fc": -0.001})
+    assert window.table_model.sensitivity_scale() == 0.031
+    window.table.sortByColumn(COL_SENS, Qt.DescendingOrder)
+    proxy = window.table_proxy
+    shown = [proxy.index(row, 0).data() for row in range(proxy.rowCount())]
+    assert shown == ["conv2", "conv1", "fc"]
+    window.table.selectRow(0)
+    assert window.selected_layers() == ["conv2"]  # the view's row 0 is conv2, whatever the model's order
+    window.table.grab()  # paints the bars through the delegate
+    window.table.sortByColumn(0, Qt.AscendingOrder)
+    assert [proxy.index(row, 0).data() for row in range(proxy.rowCount())] == ["conv1", "conv2", "fc"]
