@@ -9,7 +9,9 @@ here. Converted models are cached in a small LRU because conversion costs about 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import threading
 import warnings
 from collections import OrderedDict
@@ -221,7 +223,19 @@ def build_real_model(base: nn.Module, config: CompressionConfig, layers: Mapping
     converted = True
     if static or dynamic:
         try:
-            model = _convert_fx(model, settings, static, dynamic, calib_inputs, calib_batch)
+            try:
+                model = _checked(_convert_fx(model, settings, static, dynamic, calib_inputs, calib_batch),
+                                 calib_inputs)
+            except Exception:
+                if not static:
+                    raise
+                # Per-layer qconfigs leave functional ops (residual adds, concatenations) in fp32, and FX can
+                # emit graphs that then add a quantized tensor to a float one. Quantizing those ops as well
+                # (every layer not asked for int8 explicitly excluded) is how int8 residual nets are deployed.
+                model = _checked(_convert_fx(model, settings, static, dynamic, calib_inputs, calib_batch,
+                                             quantize_functional_ops=True, keep_float=set(layers) - set(static)),
+                                 calib_inputs)
+                notes.append("residual adds and other functional ops also run in int8")
         except Exception as error:  # FX tracing/conversion fails on dynamic control flow and unsupported ops
             reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
             converted = False
@@ -238,13 +252,29 @@ def _join(notes: Iterable[str]) -> str:
     return "; ".join(notes)
 
 
-def _convert_fx(model: nn.Module, settings, static, dynamic, calib_inputs, calib_batch) -> nn.Module:
+def _checked(model: nn.Module, calib_inputs: torch.Tensor) -> nn.Module:
+    """``model`` after one forward on a calibration sample: conversion errors that only show at run time
+    (mixed quantized/float operands) must surface here, where they can still fall back."""
+    # A failing fx GraphModule prints its generated code to stderr before raising; the caller reports the error.
+    with _Silenced(), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+        model(calib_inputs[:2])
+    return model
+
+
+def _convert_fx(model: nn.Module, settings, static, dynamic, calib_inputs, calib_batch, *,
+                quantize_functional_ops: bool = False, keep_float: Iterable[str] = ()) -> nn.Module:
     from torch.ao.quantization import QConfig, QConfigMapping
     from torch.ao.quantization.observer import PlaceholderObserver
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = ENGINE
+    model = copy.deepcopy(model)  # prepare_fx rewrites its argument; a failed attempt must leave it usable
     mapping = QConfigMapping().set_global(None)
+    if quantize_functional_ops:
+        first = settings[static[0]]
+        mapping.set_global(QConfig(activation=_activation_observer(first), weight=_weight_observer(first)))
+        for name in keep_float:
+            mapping.set_module_name(name, None)
     for name in static:
         mapping.set_module_name(name, QConfig(activation=_activation_observer(settings[name]),
                                               weight=_weight_observer(settings[name])))

@@ -144,3 +144,20 @@ def test_roofline_estimate_uses_assumptions():
     ms4, used4 = roofline.estimate_ms(cost, int4, machine, 1)
     assert ms8 == pytest.approx((1e7 / 4e10 + 1e-6) * 1e3)
     assert ms4 < ms8 and "int<8" in used4 and "int<8" not in used8
+
+
+def test_residual_network_converts_with_int8_adds():
+    # Per-layer qconfigs alone leave resnet's residual adds mixing quantized and float tensors; the conversion
+    # must notice at build time and quantize the functional ops too, not fail later while timing.
+    from qtradeoff.core import architectures
+    from qtradeoff.core.inventory import inventory
+
+    torch.manual_seed(0)
+    model = architectures.build("torchvision.resnet18", num_classes=10).eval()
+    kinds = {info.name: info.kind for info in inventory(model, (3, 32, 32)) if info.compressible}
+    calib = torch.randn(8, 3, 32, 32)
+    real = build_real_model(model, W8A8, kinds, calib)
+    assert real.converted and set(real.executed_precisions.values()) == {"int8"}
+    assert "functional ops also run in int8" in real.note
+    with torch.no_grad():
+        assert real.module(calib[:4]).shape == (4, 10)
