@@ -23,6 +23,7 @@ import re
 import sys
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,10 +176,19 @@ def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
             obj = inner
     if not (isinstance(obj, Mapping) and _is_tensor_mapping(obj)):
         return None
+    # torch.save keeps each module's state version in ``_metadata``; some modules (MNASNet, BatchNorm of old
+    # checkpoints) read it while loading, so it travels with the tensors, prefixes stripped alike.
+    metadata = getattr(obj, "_metadata", None)
     state = {str(k): v for k, v in obj.items()}
     for prefix in _KEY_PREFIXES:
         if state and all(key.startswith(prefix) for key in state):
             state = {key[len(prefix):]: value for key, value in state.items()}
+            if metadata is not None:
+                root = prefix.rstrip(".")  # the wrapper's own entry becomes the root module's
+                metadata = OrderedDict(("" if k == root else k.removeprefix(prefix), v) for k, v in metadata.items())
+    state = OrderedDict(state)
+    if metadata is not None:
+        state._metadata = metadata
     return state
 
 
@@ -233,8 +243,7 @@ def match_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, int | No
             continue
         if default == shapes:
             return name, _head_classes(shapes, default)
-        differing = [k for k in keys if default[k] != shapes[k]]
-        sizes = {shapes[k][0] for k in differing if shapes[k] and default[k] and shapes[k][1:] == default[k][1:]}
+        _, sizes = _head_difference(shapes, default)
         if len(sizes) != 1:
             continue
         (num_classes,) = sizes
@@ -294,8 +303,21 @@ def _candidate_architectures(keys_digest: str):
 
 
 def _head_classes(shapes: Mapping[str, tuple[int, ...]], default: Mapping[str, tuple[int, ...]]) -> int | None:
+    """The class count the file's head has: the one leading size in which its tensors differ from the default
+    build (a Linear head, or a 1×1 convolution head as in SqueezeNet); else the last Linear's rows."""
+    _, sizes = _head_difference(shapes, default)
+    if len(sizes) == 1:
+        return next(iter(sizes))
     weights = [k for k in default if k.endswith(".weight") and len(default[k]) == 2]
-    return shapes[weights[-1]][0] if weights else None
+    return shapes[weights[-1]][0] if weights and weights[-1] in shapes else None
+
+
+def _head_difference(shapes: Mapping[str, tuple[int, ...]], default: Mapping[str, tuple[int, ...]]
+                     ) -> tuple[list[str], set[int]]:
+    """Keys whose shapes differ from the default build, and the leading sizes of those differing only there."""
+    differing = [k for k in default if k in shapes and default[k] != shapes[k]]
+    sizes = {shapes[k][0] for k in differing if shapes[k] and default[k] and shapes[k][1:] == default[k][1:]}
+    return differing, sizes
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -359,3 +359,20 @@ def test_loader_server_killed_from_outside_is_restarted():
     server.wait()
     loaded = load_model(SAMPLE_DIR / "digits_cnn.safetensors")
     assert loaded.format == "safetensors" and _load_child._server is not server
+
+
+@pytest.mark.parametrize("builder", ["squeezenet1_0", "mnasnet0_5"])
+def test_state_dicts_with_conv_heads_or_versioned_modules_load(tmp_path, builder):
+    # SqueezeNet's head is a 1×1 convolution (no Linear to read the class count from); MNASNet reads the
+    # module version torch.save stores in the state dict's _metadata while loading.
+    from qtradeoff.core import architectures
+
+    torch.manual_seed(0)
+    model = architectures.build(f"torchvision.{builder}", num_classes=7).eval()
+    path = tmp_path / f"{builder}.pth"
+    torch.save({"state_dict": model.state_dict()}, path)  # wrapped, as training checkpoints are
+    loaded = load_model(path, input_shape=(3, 64, 64))
+    assert (loaded.architecture, loaded.num_classes) == (f"torchvision.{builder}", 7)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.module(x), model(x))
