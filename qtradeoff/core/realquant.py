@@ -245,6 +245,11 @@ def build_real_model(base: nn.Module, config: CompressionConfig, layers: Mapping
                      "execution: fp32 eager" + (" with dynamic int8 Linear layers" if dynamic or static else "")]
             model = _eager_dynamic(model, [n for n in static + dynamic if layers[n] == "Linear"], settings)
     executed = {name: _executed(model, name) for name in layers}
+    stayed = [name for name in static + dynamic if executed[name] == "fp32"]
+    if converted and stayed:
+        # e.g. Swin's attention calls F.linear on its qkv/proj weights: the converter never sees a module call
+        notes.append(f"{len(stayed)} layer(s) planned for int8 ran in fp32 because the model uses their weights "
+                     f"outside a module call the converter can swap (e.g. {stayed[0]})")
     return RealModel(model, executed, _join(notes), converted)
 
 
