@@ -30,20 +30,6 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     return tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
 
 
-def _guess_input_shape(module) -> tuple[int, ...] | None:
-    """A plausible sample shape from the first layer, for the inventory only (marked as guessed)."""
-    from torch import nn
-
-    for sub in module.modules():
-        if isinstance(sub, nn.Conv2d):
-            return (sub.in_channels, 224, 224)
-        if isinstance(sub, nn.Conv1d):
-            return (sub.in_channels, 128)
-        if isinstance(sub, nn.Linear):
-            return (sub.in_features,)
-    return None
-
-
 def inspect_command(args: argparse.Namespace) -> int:
     from qtradeoff.core.model_io import ModelLoadError, NeedsTrust, load_model
 
@@ -81,7 +67,9 @@ def inspect_command(args: argparse.Namespace) -> int:
     )
     shape, guessed = loaded.input_shape, False
     if shape is None:
-        shape, guessed = _guess_input_shape(loaded.module), True
+        from qtradeoff.core.inventory import guess_input_shape
+
+        shape, guessed = guess_input_shape(loaded.module), True
     report["inventory_input_shape"] = list(shape) if shape else None
     report["inventory_input_shape_guessed"] = guessed
     report["layers"], report["inventory_note"] = _layers(loaded.module, shape)

@@ -167,6 +167,19 @@ def _example(module: nn.Module, shape: Sequence[int]) -> torch.Tensor:
     return torch.randn((1, *shape), generator=generator)
 
 
+def guess_input_shape(module: nn.Module) -> tuple[int, ...] | None:
+    """A plausible per-sample input shape read off the first layer (``C×224×224`` for a 2-D conv, torchvision's
+    default size), for an inventory when neither the file nor the data says. Callers must mark it as guessed."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Conv2d):
+            return (sub.in_channels, 224, 224)
+        if isinstance(sub, nn.Conv1d):
+            return (sub.in_channels, 128)
+        if isinstance(sub, nn.Linear):
+            return (sub.in_features,)
+    return None
+
+
 def inventory(module: nn.Module | torch.export.ExportedProgram, example_input_shape: Sequence[int] | None = None, *,
               example_input: torch.Tensor | None = None) -> list[LayerInfo]:
     """Layers of ``module`` that hold parameters, in execution order, from one forward at batch size 1.

@@ -310,6 +310,8 @@ def evaluate_iter(loaded, data, config: CompressionConfig, *, should_stop: Calla
     torch.random.default_generator.manual_seed(seed)
     context = _context(loaded, data, compressor)
     n_eval = len(data.eval_inputs)
+    if n_eval == 0:
+        raise ValueError(f"{data.name} has no evaluation samples; choose a larger evaluation split")
     chunks = [(i, min(i + eval_batch, n_eval)) for i in range(0, n_eval, eval_batch)]
     measured_units = len(settings.batch_sizes) + 1 if latency in ("both", "measured") else 0
     estimated_units = 1 if latency in ("both", "estimated") else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 # Relative pruning thresholds (in units of each layer's weight std) the threshold slider can take.
@@ -80,6 +81,8 @@ class CoreBackend:
         self.data = None
         self._subsets: dict[int | None, Any] = {}
         self._compressor = None
+        self._shape_guessed = False  # the layer table's MACs/shapes came from a guessed input shape
+        self._refreshed: ModelSummary | None = None
 
     # -- loading -------------------------------------------------------------------------------------------------
     def has_model(self) -> bool:
@@ -120,8 +123,16 @@ class CoreBackend:
             data = self._data_mod.load_data(path)
         if not self._compatible(self.loaded, data, raise_errors=True):
             raise self._data_mod.DataLoadError(f"{path} does not fit the loaded model's input shape.")
-        self._set_data(data)
+        if self._shape_guessed:  # the data now says what the input is: redo the layer inventory with it
+            self._refreshed = self._install(self.loaded, data)
+        else:
+            self._set_data(data)
         return self._data_info()
+
+    def take_refreshed(self) -> ModelSummary | None:
+        """The model summary rebuilt by the last data load (its shapes were guessed before), once; else None."""
+        summary, self._refreshed = self._refreshed, None
+        return summary
 
     def _compatible(self, loaded: Any, data: Any, *, raise_errors: bool = False) -> bool:
         check = getattr(self._data_mod, "check_compatible", None)
@@ -139,7 +150,20 @@ class CoreBackend:
         from qtradeoff.core import inventory
 
         shape = loaded.input_shape or (data.input_shape if data is not None else None)
-        layers = tuple(inventory.inventory(loaded.module, shape))
+        self._shape_guessed = shape is None
+        if shape is None:
+            shape = inventory.guess_input_shape(loaded.module)
+        if shape is None:
+            raise self._model_io.ModelLoadError(
+                f"{Path(loaded.path).name}: its input shape is unknown and no loaded data fits it; "
+                "open a dataset first, then the model.")
+        try:
+            layers = tuple(inventory.inventory(loaded.module, shape))
+        except Exception as error:  # noqa: BLE001 - the user's model may reject the shape we tried
+            raise self._model_io.ModelLoadError(
+                f"{Path(loaded.path).name} does not run on inputs of shape {tuple(shape)} "
+                f"({str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__}); "
+                "open a dataset that fits it first, then the model.") from None
         self.loaded = loaded
         self._compressor = None
         self._set_data(data)
@@ -195,7 +219,7 @@ class CoreBackend:
 
     def _subset(self, eval_size: int | None) -> Any:
         data = self.data
-        if eval_size is None or eval_size >= data.eval_inputs.shape[0]:
+        if not eval_size or eval_size >= data.eval_inputs.shape[0]:  # 0: chosen while no data was loaded
             return data
         if eval_size not in self._subsets:
             inputs = data.eval_inputs[:eval_size]

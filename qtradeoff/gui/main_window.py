@@ -441,6 +441,7 @@ class MainWindow(QMainWindow):
     def _on_data_loaded(self, info: dict) -> None:
         if self.summary is None:
             return
+        self.messages.dismiss()  # an earlier "no data fits this model" no longer applies
         self.plot.clear()
         self.baseline = None
         total = int(info.get("eval_samples", 0))

@@ -171,6 +171,9 @@ class Worker(QObject):
             except backend.expected_errors as exc:
                 self.failed.emit("data", str(exc))
                 return False
+            refreshed = getattr(backend, "take_refreshed", lambda: None)()
+            if refreshed is not None:  # the layer table was built on a guessed input shape; now the data's
+                self.model_loaded.emit(refreshed)
             self.data_loaded.emit(info)
             return self._evaluate(job, backend.baseline_config(), tag="baseline")
         if job.kind == "eval":
@@ -183,6 +186,9 @@ class Worker(QObject):
             info = self._backend.load_data(job.payload["path"])
         except Exception:  # noqa: BLE001 - not data either: the model error is the one to report
             return False
+        refreshed = getattr(self._backend, "take_refreshed", lambda: None)()
+        if refreshed is not None:
+            self.model_loaded.emit(refreshed)
         self.data_loaded.emit(info)
         return self._evaluate(job, self._backend.baseline_config(), tag="baseline")
 
