@@ -427,8 +427,9 @@ class MainWindow(QMainWindow):
         fields["size"].setText(_format_bytes(summary.fp32_weight_bytes))
         fields["data"].setText(f"{summary.data_name or 'none'} ({summary.eval_samples_total} eval, "
                                f"{summary.calib_samples} calib)" if summary.data_name else "none: drop a dataset")
-        fields["accuracy"].setText("evaluating…")
-        fields["latency"].setText("measuring…")
+        # Without data nothing gets evaluated: say so instead of a spinner-like "evaluating…" that never ends.
+        fields["accuracy"].setText("evaluating…" if summary.data_name else "— (no data)")
+        fields["latency"].setText("measuring…" if summary.data_name else "— (no data)")
         self.setWindowTitle(f"qtradeoff — {summary.name}")
         # The model, torch and Qt wrappers are long-lived: moving them out of the collector's reach keeps full
         # collections (otherwise 100–150 ms with the GIL held, in whichever thread) from freezing the window.
@@ -628,7 +629,7 @@ class MainWindow(QMainWindow):
         if index is None:
             for label in fields.values():
                 label.setText("—")
-            fields["accuracy"].setText("evaluating…" if self.summary is not None else "—")
+            fields["accuracy"].setText("evaluating…" if self.summary is not None and self.summary.data_name else "—")
             return
         result = self.plot.store.results[index]
         accuracy = result.accuracy if result.accuracy is not None else result.agreement
