@@ -272,12 +272,64 @@ def greedy(session, *, max_drop: float = 1.0, sensitivity=None, ladder: Sequence
         else:
             stuck.add(layer)
             yield candidate, tagged(result, strategy, step, "rejected", layer=layer, drop=drop)
+    if weight_by == "memory":  # pruning only pays in bytes: dense kernels run sparse weights no faster
+        for config, result, role, info in _prune_descent(current, best_result, free, level, ladder, layers,
+                                                         sensitivity, reference, max_drop, evaluate, spend,
+                                                         should_stop):
+            step += 1
+            if role == "accepted":
+                current = config
+                if result.weight_bytes <= best_result.weight_bytes:
+                    best, best_result = config, result
+            yield config, tagged(result, strategy, step, role, **info)
     if should_stop():
         return
     final = verify(best)
     drop = drop_points(reference, final)
     yield best, tagged(final, strategy, step + 1, "final", drop=drop, feasible=drop <= max_drop,
                        max_drop=max_drop)
+
+
+def _prune_descent(current, current_result, free, level, ladder, layers, sensitivity, reference, max_drop,
+                   evaluate, spend, should_stop) -> Iterator[tuple]:
+    """After the bit descent: raise layers' magnitude sparsity through the levels the sensitivity report tried,
+    cheapest predicted drop per byte saved first. A step is kept only if the constraint holds *and* the counted
+    weight bytes really shrink (sparse indices cost bits too); otherwise that layer stops there."""
+    sparsities = sorted({s for name in free if sensitivity.get(name) for s in sensitivity[name].prune_drop})
+    if not sparsities:
+        return
+    at = {name: 0.0 for name in free}
+    stuck: set[str] = set()
+
+    def saved_bits(name: str, target: float) -> float:
+        # kept weights shrink by bits × Δsparsity; the first step also pays a one-bit-per-weight mask
+        return layers.weights[name] * (ladder[level[name]] * (target - at[name]) - (1 if at[name] == 0 else 0))
+
+    def next_level(name: str) -> float | None:
+        """The lowest tried sparsity above the layer's current one that is predicted to save bytes at all."""
+        return next((s for s in sparsities if s > at[name] and saved_bits(name, s) > 0), None)
+
+    def cost(name: str) -> tuple[float, str]:
+        target, item = next_level(name), sensitivity.get(name)
+        extra = max(item.prune_drop.get(target, 0.0) - item.prune_drop.get(at[name], 0.0), 0.0) if item else 0.0
+        return (extra + _EPSILON_POINTS) / saved_bits(name, target), name
+
+    while not should_stop():
+        candidates = [name for name in free if name not in stuck and next_level(name) is not None]
+        if not candidates or not spend.take():
+            return
+        layer = min(candidates, key=cost)
+        target = next_level(layer)
+        candidate = set_layer(current, layer, sparsity=target)
+        result = evaluate(candidate)
+        drop = drop_points(reference, result)
+        info = {"layer": layer, "sparsity": target, "drop": drop}
+        if drop <= max_drop and result.weight_bytes < current_result.weight_bytes:
+            current, current_result, at[layer] = candidate, result, target
+            yield candidate, result, "accepted", info
+        else:
+            stuck.add(layer)
+            yield candidate, result, "rejected", info
 
 
 def smallest_within(session, max_drop: float, **kwargs) -> Iterator[Point]:

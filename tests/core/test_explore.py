@@ -101,3 +101,20 @@ def test_stop_keeps_what_was_found(session, sensitivity):
     assert explore.planned_evaluations("grid", session, budget=5) == 5
     with pytest.raises(explore.SearchError):
         explore.run("annealing", session)
+
+
+def test_greedy_prunes_only_where_the_counted_bytes_shrink(session, tmp_path):
+    report = analyze(session, settings=SensitivitySettings(bits=(8, 4, 2), sparsities=(0.5, 0.75)),
+                     cache_dir=tmp_path)
+    points = list(explore.greedy(session, max_drop=1.0, sensitivity=report, evaluate=fast(session)))
+    steps = [(config, result, result.provenance["search"]) for config, result in points]
+    pruning = [step for step in steps if step[2].get("sparsity") is not None]
+    assert pruning, "the greedy search never tried a pruning step"
+    last_bytes = None
+    for config, result, search in steps:
+        if search["role"] != "accepted":
+            continue
+        if search.get("sparsity") is not None:
+            assert result.weight_bytes < last_bytes and search["drop"] <= 1.0
+            assert config.resolve(search["layer"]).prune.sparsity == search["sparsity"]
+        last_bytes = result.weight_bytes
