@@ -219,14 +219,8 @@ def greedy(session, *, max_drop: float = 1.0, sensitivity=None, ladder: Sequence
     """
     if weight_by not in ("memory", "latency"):
         raise SearchError(f"weight_by must be 'memory' or 'latency', got {weight_by!r}")
-    base = base_config if base_config is not None else CompressionConfig()
-    locked = set(locked)
-    _check_layers(session, locked, "locked")
-    evaluate = evaluate or _default_evaluate(session)
-    verify = verify or (lambda config: session.evaluate_full(config, latency="estimated"))
-    spend = _Budget(budget)
-    layers = _Layers.of(session)
-    free = [name for name in layers.names if name not in locked]
+    base, locked, evaluate, verify, spend, layers, free = _descent_setup(session, base_config, locked, evaluate,
+                                                                          verify, budget)
 
     if should_stop() or not spend.take():
         return
@@ -288,6 +282,18 @@ def greedy(session, *, max_drop: float = 1.0, sensitivity=None, ladder: Sequence
     drop = drop_points(reference, final)
     yield best, tagged(final, strategy, step + 1, "final", drop=drop, feasible=drop <= max_drop,
                        max_drop=max_drop)
+
+
+def _descent_setup(session, base_config, locked, evaluate, verify, budget) -> tuple:
+    """What greedy descents share: base config, locked set (checked), evaluators, budget, layers, free layers."""
+    base = base_config if base_config is not None else CompressionConfig()
+    locked = set(locked)
+    _check_layers(session, locked, "locked")
+    evaluate = evaluate or _default_evaluate(session)
+    verify = verify or (lambda config: session.evaluate_full(config, latency="estimated"))
+    layers = _Layers.of(session)
+    free = [name for name in layers.names if name not in locked]
+    return base, locked, evaluate, verify, _Budget(budget), layers, free
 
 
 def _prune_descent(current, current_result, free, level, ladder, layers, sensitivity, reference, max_drop,
@@ -357,14 +363,8 @@ def most_accurate_under(session, *, max_bytes: int | None = None, max_ms: float 
     """
     if max_bytes is None and max_ms is None:
         raise SearchError("most_accurate_under needs max_bytes and/or max_ms")
-    base = base_config if base_config is not None else CompressionConfig()
-    locked = set(locked)
-    _check_layers(session, locked, "locked")
-    evaluate = evaluate or _default_evaluate(session)
-    verify = verify or (lambda config: session.evaluate_full(config, latency="estimated"))
-    spend = _Budget(budget)
-    layers = _Layers.of(session)
-    free = [name for name in layers.names if name not in locked]
+    base, locked, evaluate, verify, spend, layers, free = _descent_setup(session, base_config, locked, evaluate,
+                                                                          verify, budget)
     weight_by = "memory" if max_bytes is not None else "latency"
     strategy = "budget"
 
