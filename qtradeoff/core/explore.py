@@ -239,6 +239,7 @@ def greedy(session, *, max_drop: float = 1.0, sensitivity=None, ladder: Sequence
     if not ok:
         return
     best, best_result = current, result
+    current_result = result
     level = {name: 0 for name in free}
     stuck: set[str] = set()
     while not should_stop():
@@ -259,7 +260,7 @@ def greedy(session, *, max_drop: float = 1.0, sensitivity=None, ladder: Sequence
         result = evaluate(candidate)
         drop = drop_points(reference, result)
         if drop <= max_drop:
-            current, level[layer] = candidate, level[layer] + 1
+            current, current_result, level[layer] = candidate, result, level[layer] + 1
             if result.weight_bytes <= best_result.weight_bytes:
                 best, best_result = candidate, result
             yield candidate, tagged(result, strategy, step, "accepted", layer=layer, drop=drop)
@@ -267,7 +268,7 @@ def greedy(session, *, max_drop: float = 1.0, sensitivity=None, ladder: Sequence
             stuck.add(layer)
             yield candidate, tagged(result, strategy, step, "rejected", layer=layer, drop=drop)
     if weight_by == "memory":  # pruning only pays in bytes: dense kernels run sparse weights no faster
-        for config, result, role, info in _prune_descent(current, best_result, free, level, ladder, layers,
+        for config, result, role, info in _prune_descent(current, current_result, free, level, ladder, layers,
                                                          sensitivity, reference, max_drop, evaluate, spend,
                                                          should_stop):
             step += 1
