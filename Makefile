@@ -20,6 +20,7 @@ run: $(STAMP)
 	$(VENV)/bin/qtradeoff
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
 bench: $(STAMP)

@@ -1,4 +1,4 @@
-"""Benchmark of qtradeoff.core.measure, every figure measured in this run.
+"""Benchmark of qtradeoff.core.engine.measure, every figure measured in this run.
 
 For each sample model:
 - accuracy-evaluation overhead: time of ``evaluate(..., latency="none")`` for a weight-only int8 config and a W8A8
@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from qtradeoff.core.compress import Compressor
+from qtradeoff.core.compression.compress import Compressor
 from qtradeoff.core.config import CompressionConfig
-from qtradeoff.core.latency import LatencySettings
-from qtradeoff.core.measure import EVAL_BATCH, evaluate
-from qtradeoff.core.model_io import load_sample_model, sample_data_for
+from qtradeoff.core.engine.measure import EVAL_BATCH, evaluate
+from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
+from qtradeoff.core.measurement.latency import LatencySettings
 from qtradeoff.core.runtime import tune_allocator
 
 MODELS = ("digits_cnn", "digits_mlp", "mobilenet_v3_small_digits")

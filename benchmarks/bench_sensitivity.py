@@ -36,7 +36,7 @@ APPROACHES = ("incremental", "naive forward", "naive evaluate", "executor, no ca
 
 def _trials(layers, settings):
     from qtradeoff.core.config import CompressionConfig
-    from qtradeoff.core.sensitivity import pruned_layer, quantized_layer
+    from qtradeoff.core.search.sensitivity import pruned_layer, quantized_layer
 
     for layer in layers:
         for bits in settings.bits:
@@ -55,11 +55,11 @@ def _analysis(approach: str, loaded, data, settings) -> dict[str, float]:
     """One whole sensitivity analysis by ``approach``; returns the drop of every configuration (points)."""
     import torch
 
-    from qtradeoff.core.compress import Compressor
+    from qtradeoff.core.compression.compress import Compressor
     from qtradeoff.core.config import CompressionConfig
-    from qtradeoff.core.incremental import IncrementalSession
-    from qtradeoff.core.measure import clear_caches, evaluate
-    from qtradeoff.core.sensitivity import analyze
+    from qtradeoff.core.engine.incremental import IncrementalSession
+    from qtradeoff.core.engine.measure import clear_caches, evaluate
+    from qtradeoff.core.search.sensitivity import analyze
 
     compressor = Compressor(loaded.module, data.calib_inputs)
     if approach in ("incremental", "executor, no cache"):
@@ -88,8 +88,8 @@ def _worker(approach: str, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from qtradeoff.core.model_io import load_sample_model, sample_data_for
-    from qtradeoff.core.sensitivity import SensitivitySettings
+    from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
+    from qtradeoff.core.search.sensitivity import SensitivitySettings
 
     loaded = load_sample_model("digits_cnn")
     data = sample_data_for(loaded)

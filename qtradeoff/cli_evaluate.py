@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from qtradeoff.core import model_io
+    from qtradeoff.core.loading import model_io
 
     if not Path(args.model).exists() and args.model in model_io.sample_names():
         return model_io.load_sample_model(args.model)
@@ -42,8 +42,8 @@ def _load(args):
 
 
 def _data(args, loaded):
-    from qtradeoff.core import data as data_mod
-    from qtradeoff.core.model_io import sample_data_for
+    from qtradeoff.core.loading import data as data_mod
+    from qtradeoff.core.loading.model_io import sample_data_for
 
     if args.data is None:
         if loaded.preprocessing is None:
@@ -71,7 +71,7 @@ def _percent(value, ci) -> str:
 
 def format_table(result) -> str:
     """Human-readable summary of a Result."""
-    from qtradeoff.core.model_io import human_bytes
+    from qtradeoff.core.loading.model_io import human_bytes
 
     lines = []
     if result.labelled:
@@ -109,9 +109,9 @@ def format_table(result) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``evaluate``; returns the exit code."""
     from qtradeoff.core.config import ConfigError
-    from qtradeoff.core.data import DataLoadError
-    from qtradeoff.core.inventory import InventoryError
-    from qtradeoff.core.model_io import ModelLoadError
+    from qtradeoff.core.loading.data import DataLoadError
+    from qtradeoff.core.loading.inventory import InventoryError
+    from qtradeoff.core.loading.model_io import ModelLoadError
 
     expected = (ModelLoadError, DataLoadError, ConfigError, InventoryError, OSError, ValueError)
     try:
@@ -119,12 +119,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--batch must be at least 1, got {args.batch}")
         import torch
 
-        from qtradeoff.core.latency import LatencySettings
-        from qtradeoff.core.measure import Cancelled, Progress, Result, evaluate_iter
+        from qtradeoff.core.engine.measure import Cancelled, Progress, Result, evaluate_iter
+        from qtradeoff.core.measurement.latency import LatencySettings
 
         loaded = _load(args)
         data = _data(args, loaded)
-        from qtradeoff.core.measure import layer_names
+        from qtradeoff.core.engine.measure import layer_names
 
         config = _config(args, layer_names(loaded, data))
         threads = args.threads or torch.get_num_threads()

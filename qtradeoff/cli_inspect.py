@@ -31,7 +31,7 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def inspect_command(args: argparse.Namespace) -> int:
-    from qtradeoff.core.model_io import ModelLoadError, NeedsTrust, load_model
+    from qtradeoff.core.loading.model_io import ModelLoadError, NeedsTrust, load_model
 
     try:
         input_shape = _parse_shape(getattr(args, "input_shape", None))
@@ -67,7 +67,7 @@ def inspect_command(args: argparse.Namespace) -> int:
     )
     shape, guessed = loaded.input_shape, False
     if shape is None:
-        from qtradeoff.core.inventory import guess_input_shape
+        from qtradeoff.core.loading.inventory import guess_input_shape
 
         shape, guessed = guess_input_shape(loaded.module), True
     report["inventory_input_shape"] = list(shape) if shape else None
@@ -81,7 +81,7 @@ def _unsafe_globals(path) -> list[str]:
     """Globals outside the allow-list that a trusted pickle used (reported so the user sees what they allowed)."""
     import zipfile
 
-    from qtradeoff.core.model_io import ModelLoadError, unsafe_globals
+    from qtradeoff.core.loading.model_io import ModelLoadError, unsafe_globals
 
     try:
         return unsafe_globals(path, "torch_zip" if zipfile.is_zipfile(path) else "pickle")
@@ -93,7 +93,7 @@ def _layers(module, shape) -> tuple[list[dict] | None, str]:
     if shape is None:
         return None, "no input shape known; pass --input-shape"
     try:
-        from qtradeoff.core.inventory import inventory
+        from qtradeoff.core.loading.inventory import inventory
     except ImportError:  # pragma: no cover - inventory is part of the package
         return None, "layer inventory unavailable"
     try:

@@ -17,7 +17,7 @@ EXIT_INTERRUPTED = 130
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``qtradeoff sweep`` (for the ``SUBCOMMANDS`` registry of :mod:`qtradeoff.cli`)."""
-    from qtradeoff.core.explore import STRATEGIES
+    from qtradeoff.core.search.explore import STRATEGIES
 
     parser.description = ("Search configurations of MODEL with a strategy and write one JSON line per evaluated "
                           "configuration (config + result) to --out; --resume continues an interrupted file.")
@@ -48,8 +48,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from qtradeoff.core import model_io
-    from qtradeoff.core.data import load_data
+    from qtradeoff.core.loading import model_io
+    from qtradeoff.core.loading.data import load_data
 
     sizes = {k: v for k, v in (("calib_size", args.calib_size), ("eval_size", args.eval_size)) if v is not None}
     if not Path(args.model).exists() and args.model in model_io.sample_names():
@@ -64,7 +64,7 @@ def _load(args):
                                           "directory, a tensor file or 'digits').")
         return loaded, model_io.sample_data_for(loaded, **sizes)
     data = load_data(args.data, preprocessing=loaded.preprocessing, **sizes)
-    from qtradeoff.core.data import check_compatible
+    from qtradeoff.core.loading.data import check_compatible
 
     check_compatible(loaded, data)
     return loaded, data
@@ -72,10 +72,10 @@ def _load(args):
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep described by ``args``; returns the exit code."""
-    from qtradeoff.core.data import DataLoadError
-    from qtradeoff.core.explore import SearchError, planned_evaluations
-    from qtradeoff.core.model_io import ModelLoadError, NeedsTrust
-    from qtradeoff.core.sweep import SweepError, sweep_iter
+    from qtradeoff.core.loading.data import DataLoadError
+    from qtradeoff.core.loading.model_io import ModelLoadError, NeedsTrust
+    from qtradeoff.core.search.explore import SearchError, planned_evaluations
+    from qtradeoff.core.search.sweep import SweepError, sweep_iter
 
     if args.budget is not None and args.budget < 1:
         print("--budget must be at least 1 configuration.", file=sys.stderr)
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         loaded, data = _load(args)
-        from qtradeoff.core.incremental import IncrementalSession
+        from qtradeoff.core.engine.incremental import IncrementalSession
 
         session = IncrementalSession(loaded, data, cache_bytes=max(args.cache_mb, 0) * 1024 * 1024)
         total = planned_evaluations(args.strategy, session, budget=args.budget, locked=args.lock)

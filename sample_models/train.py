@@ -24,7 +24,7 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from qtradeoff.core import architectures, data  # noqa: E402
+from qtradeoff.core.loading import architectures, data  # noqa: E402
 
 SEED = 20261124
 SPLIT_FRACTIONS = {"calib": 0.10, "test": 0.20}  # the rest trains

@@ -25,6 +25,6 @@ torch.set_num_threads(2)
 def manifest():
     import json
 
-    from qtradeoff.core.data import SAMPLE_DIR
+    from qtradeoff.core.loading.data import SAMPLE_DIR
 
     return json.loads((SAMPLE_DIR / "manifest.json").read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from qtradeoff.cli import main
-from qtradeoff.core.model_io import SAMPLE_DIR
+from qtradeoff.core.loading.model_io import SAMPLE_DIR
 
 
 def test_inspect_sample_text(capsys):

@@ -7,16 +7,17 @@ import json
 import subprocess
 import sys
 
-from qtradeoff.core import architectures, tvcompat
-from qtradeoff.core.data import SAMPLE_DIR, load_digits
+from qtradeoff.core import tvcompat
+from qtradeoff.core.loading import architectures
+from qtradeoff.core.loading.data import SAMPLE_DIR, load_digits
 
 
 def test_core_imports_no_qt():
     probe = (
         "import sys, qtradeoff.core, pkgutil, importlib\n"
-        "for info in pkgutil.iter_modules(qtradeoff.core.__path__):\n"
-        "    if not info.name.startswith('_'):\n"
-        "        importlib.import_module('qtradeoff.core.' + info.name)\n"
+        "for info in pkgutil.walk_packages(qtradeoff.core.__path__, 'qtradeoff.core.'):\n"
+        "    if not info.name.rsplit('.', 1)[-1].startswith('_'):\n"
+        "        importlib.import_module(info.name)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'superqt', 'shiboken6')))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout

@@ -65,7 +65,9 @@ class CoreBackend:
     """The real backend: qtradeoff.core. Holds the loaded model, its data and a Compressor cache (worker thread)."""
 
     def __init__(self) -> None:
-        from qtradeoff.core import config, data, measure, model_io
+        from qtradeoff.core import config
+        from qtradeoff.core.engine import measure
+        from qtradeoff.core.loading import data, model_io
 
         self._config = config
         self._data_mod = data
@@ -147,7 +149,7 @@ class CoreBackend:
             return False
 
     def _install(self, loaded: Any, data: Any) -> ModelSummary:
-        from qtradeoff.core import inventory
+        from qtradeoff.core.loading import inventory
 
         shape = loaded.input_shape or (data.input_shape if data is not None else None)
         self._shape_guessed = shape is None
@@ -194,7 +196,7 @@ class CoreBackend:
 
     def _sparsity_curves(self, module: Any, layers: tuple[Any, ...]) -> tuple[tuple[float, ...], dict]:
         """Overall and per-layer sparsity that each slider threshold produces (the core does the tensor math)."""
-        from qtradeoff.core import prune
+        from qtradeoff.core.compression import prune
 
         modules = dict(module.named_modules())
         per_layer: dict[str, tuple[float, ...]] = {}
@@ -238,7 +240,7 @@ class CoreBackend:
                 "No evaluation data fits this model: drop a dataset folder or tensor file on the window.")
         if self._compressor is None:
             try:
-                from qtradeoff.core.compress import Compressor
+                from qtradeoff.core.compression.compress import Compressor
 
                 self._compressor = Compressor(self.loaded.module, self.data.calib_inputs)
             except Exception:  # noqa: BLE001 - the evaluation builds its own when no shared cache can be made

@@ -32,7 +32,7 @@ EVAL_SIZE_STEP = 25
 
 def wilson_half_width(p: float, n: int, z: float = 1.96) -> float:
     """Half-width of the 95% Wilson score interval (the core's) for accuracy ``p`` measured on ``n`` samples."""
-    from qtradeoff.core.measure import wilson_interval  # lazy: keeps torch out of the window's first paint
+    from qtradeoff.core.engine.measure import wilson_interval  # lazy: keeps torch out of the window's first paint
 
     if n <= 0:
         return float("nan")

@@ -1,6 +1,6 @@
 """The Explore panel: pick a search strategy, a constraint and a budget; stream the points it finds into the plot.
 
-The search itself is :func:`qtradeoff.core.explore.stream`, run by :class:`ExploreRunner` — a QObject living in a
+The search itself is :func:`qtradeoff.core.search.explore.stream`, run by :class:`ExploreRunner` — a QObject living in a
 QThread owned by the panel (started on first use, stopped by :meth:`ExplorePanel.shutdown`). Stop sets a
 ``threading.Event`` directly from the GUI thread; everything found before it stays. The panel never reads a
 model: at Start it snapshots what its context provider returns (model, data, current config, earlier points).
@@ -79,7 +79,7 @@ class ExploreRunner(QObject):
         self._sessions: dict[tuple, Any] = {}
 
     def _session(self, loaded: Any, data: Any) -> Any:
-        from qtradeoff.core.incremental import IncrementalSession
+        from qtradeoff.core.engine.incremental import IncrementalSession
 
         key = (id(loaded.module), data.fingerprint)
         session = self._sessions.get(key)
@@ -90,8 +90,8 @@ class ExploreRunner(QObject):
 
     @Slot(object)
     def run(self, job: ExploreJob) -> None:
-        from qtradeoff.core import explore
-        from qtradeoff.core.sensitivity import SensitivityReport
+        from qtradeoff.core.search import explore
+        from qtradeoff.core.search.sensitivity import SensitivityReport
 
         found = 0
         final = None
@@ -322,7 +322,7 @@ class ExplorePanel(QGroupBox):
     # -- from the runner (queued, GUI thread) -----------------------------------------------------------------
     @Slot(object, object)
     def _on_found(self, config: Any, result: Any) -> None:
-        from qtradeoff.core.explore import role_of
+        from qtradeoff.core.search.explore import role_of
 
         self.points_found += 1
         self.result_found.emit(result, {"tag": "explore", "role": role_of(result),

@@ -850,7 +850,7 @@ class MainWindow(QMainWindow):
 
     def import_results(self, path: str | Path) -> int:
         """Plot the results of a sweep (.jsonl: one object per line with ``config`` and ``result``)."""
-        from qtradeoff.core.measure import Result
+        from qtradeoff.core.engine.measure import Result
 
         path = Path(path)
         added = 0

@@ -17,7 +17,7 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from qtradeoff.core.pareto import pareto_front_2d
+from qtradeoff.core.measurement.pareto import pareto_front_2d
 
 REDRAW_INTERVAL_MS = 66  # ~15 Hz
 N_COLOURS = 16

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qtradeoff.core.model_io import load_sample_model, sample_data_for, sample_names
+from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for, sample_names
 
 
 @pytest.mark.parametrize("name", ["digits_cnn", "digits_cnn_torchscript", "digits_mlp", "mobilenet_v3_small_digits"])

@@ -11,7 +11,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 
 from qtradeoff.core.config import CompressionConfig, from_json
-from qtradeoff.core.data import SAMPLE_DIR
+from qtradeoff.core.loading.data import SAMPLE_DIR
 from qtradeoff.gui.layer_table import COL_WEIGHT, PRECISION_ORDER
 
 SCHEMA = Path(__file__).resolve().parents[2] / "resources" / "config.schema.json"
@@ -237,7 +237,7 @@ def test_results_jsonl_csv_and_png(make_window, qtbot, tmp_path):
 def test_dropping_a_tensor_file_sets_the_data(make_window, qtbot, tmp_path):
     import torch
 
-    from qtradeoff.core.data import load_digits
+    from qtradeoff.core.loading.data import load_digits
 
     window = make_window()
     digits = load_digits(window.service.backend.loaded.preprocessing)

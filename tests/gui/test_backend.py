@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from qtradeoff.core import architectures
+from qtradeoff.core.loading import architectures
 from qtradeoff.gui.backend import CoreBackend
 
 

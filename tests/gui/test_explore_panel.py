@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from qtradeoff.core.config import CompressionConfig
-from qtradeoff.core.inventory import compressible_names, inventory
-from qtradeoff.core.model_io import load_sample_model, sample_data_for
+from qtradeoff.core.loading.inventory import compressible_names, inventory
+from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
 from qtradeoff.gui.explore_panel import ExplorePanel, running_threads
 
 

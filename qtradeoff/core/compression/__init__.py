@@ -1,0 +1,1 @@
+"""Compression: quantization and pruning primitives, and the simulated compressed model of a configuration."""

@@ -1,0 +1,755 @@
+"""Loading user model files safely: format detection from content, trust decisions, isolation, and LoadedModel.
+
+A file is first identified and test-loaded in a child process with a memory
+limit and a timeout (see :mod:`qtradeoff.core.loading._load_child`); only when that
+succeeds is it loaded here.  Nothing is unpickled with ``weights_only=False``
+and no code named by a file is imported unless the caller passes ``trust=True``.
+
+``LoadedModel.input_shape`` is known for the bundled samples (manifest, matched
+by sha256) or when the caller passes ``input_shape``; otherwise it is ``None``
+and the caller supplies it from the data (``EvalData.input_shape``) — a
+guessed 224×224 would be wrong for most small models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib
+import json
+import os
+import re
+import sys
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from qtradeoff.core.loading import _files, architectures
+from qtradeoff.core.loading._files import FileCheckError, human_bytes
+from qtradeoff.core.paths import cache_dir
+
+SAMPLE_DIR = Path(__file__).resolve().parents[3] / "sample_models"
+MANIFEST_FILE = SAMPLE_DIR / "manifest.json"
+FORMATS = ("safetensors", "state_dict", "pickle", "torchscript", "export")
+DEFAULT_TIMEOUT = 120.0
+
+# Keys under which training checkpoints commonly nest the weights, most specific first.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "net", "network", "module",
+                 "ema", "model_ema", "weights", "params")
+# Prefixes wrappers add to every key: DataParallel, torch.compile, Lightning modules holding `self.model`.
+_KEY_PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
+class ModelLoadError(Exception):
+    """A model file could not be loaded; the message is one sentence naming the file and what to do."""
+
+
+class NeedsTrust(ModelLoadError):
+    """Loading the file could run code from it; the user must pass ``trust=True`` (``--trust``) to proceed."""
+
+    def __init__(self, message: str, *, globals: list[str] | None = None, format: str | None = None):  # noqa: A002
+        super().__init__(message)
+        self.globals = list(globals or [])
+        self.format = format
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A model ready for evaluation. ``module`` is the base, in eval mode: nobody mutates it."""
+
+    module: nn.Module
+    path: Path
+    name: str
+    format: str  # one of FORMATS
+    sha256: str
+    trusted: bool
+    file_bytes: int
+    input_shape: tuple[int, ...] | None  # one sample, without the batch dimension
+    num_classes: int | None
+    architecture: str | None
+    load_seconds: float
+    preprocessing: dict | None = None  # bundled samples only: how to turn digits into inputs
+
+    @property
+    def parameter_count(self) -> int:
+        return parameter_count(self.module)
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of parameters (TorchScript and exported modules included)."""
+    try:
+        return sum(p.numel() for p in module.parameters())
+    except Exception:  # noqa: BLE001 - exotic modules without parameters()
+        return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Allow-list for pickled modules
+
+
+@functools.cache
+def safe_module_classes() -> tuple[type, ...]:
+    """Classes a pickled nn.Module may reference without trust: torch.nn, torchvision models and ops, our samples."""
+    import torch.fx
+
+    from qtradeoff.core import tvcompat
+
+    tvcompat.models()
+    prefixes = ("torch.nn.modules.", "torchvision.models.", "torchvision.ops.")
+    classes: set[type] = set(architectures.SAFE_CLASSES)
+    for module_name, module in list(sys.modules.items()):
+        if module is None or not module_name.startswith(prefixes):
+            continue
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, nn.Module) and value.__module__ == module_name
+                    # GraphModule subclasses compile Python source from their graph: that is running code.
+                    and not issubclass(value, torch.fx.GraphModule)):
+                classes.add(value)
+    return tuple(sorted(classes, key=_global_name))
+
+
+@functools.cache
+def _default_global_names() -> frozenset[str]:
+    """Names torch's weights_only unpickler accepts without any allow-listing (tensors, OrderedDict, …)."""
+    try:
+        from torch import _weights_only_unpickler
+
+        return frozenset(_weights_only_unpickler._get_allowed_globals())
+    except (ImportError, AttributeError):  # pragma: no cover - torch internals moved; torch.load still guards
+        return frozenset()
+
+
+@functools.cache
+def _allowed_global_names() -> frozenset[str]:
+    """Names weights_only accepts by default, plus our allow-list (imports torchvision, ~1 s: only when needed)."""
+    return _default_global_names() | {_global_name(cls) for cls in safe_module_classes()} | {"functools.partial"}
+
+
+def _global_name(obj: Any) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def _safe_globals_context():
+    return torch.serialization.safe_globals([*safe_module_classes(), functools.partial])
+
+
+def unsafe_globals(path: Path, kind: str) -> list[str]:
+    """Globals the pickle in ``path`` references that are outside the allow-list (never executes the pickle)."""
+    if kind == "torch_zip":
+        try:
+            wanted = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception as error:  # noqa: BLE001 - damaged archive
+            raise ModelLoadError(f"{path} is a damaged PyTorch archive ({_short(error)}); save it again.") from None
+    else:
+        wanted = _files.pickle_globals(path)
+    beyond_default = set(wanted) - _default_global_names()
+    if not beyond_default:
+        return []
+    return sorted(beyond_default - _allowed_global_names())
+
+
+def _needs_allow_list(path: Path, kind: str) -> bool:
+    wanted = (torch.serialization.get_unsafe_globals_in_checkpoint(path) if kind == "torch_zip"
+              else _files.pickle_globals(path))
+    return bool(set(wanted) - _default_global_names())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Architecture matching for state dicts
+
+
+def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
+    """The tensor mapping inside a checkpoint (nested under common wrapper keys, prefixes stripped), else None."""
+    for _ in range(3):
+        if isinstance(obj, Mapping) and not _is_tensor_mapping(obj):
+            inner = next((obj[key] for key in _WRAPPER_KEYS if key in obj and isinstance(obj[key], Mapping)), None)
+            if inner is None:
+                return None
+            obj = inner
+    if not (isinstance(obj, Mapping) and _is_tensor_mapping(obj)):
+        return None
+    # torch.save keeps each module's state version in ``_metadata``; some modules (MNASNet, BatchNorm of old
+    # checkpoints) read it while loading, so it travels with the tensors, prefixes stripped alike.
+    metadata = getattr(obj, "_metadata", None)
+    state = {str(k): v for k, v in obj.items()}
+    for prefix in _KEY_PREFIXES:
+        if state and all(key.startswith(prefix) for key in state):
+            state = {key[len(prefix):]: value for key, value in state.items()}
+            if metadata is not None:
+                root = prefix.rstrip(".")  # the wrapper's own entry becomes the root module's
+                metadata = OrderedDict(("" if k == root else k.removeprefix(prefix), v) for k, v in metadata.items())
+    state = OrderedDict(state)
+    if metadata is not None:
+        state._metadata = metadata
+    return state
+
+
+def _is_tensor_mapping(obj: Mapping) -> bool:
+    return bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+class _ParamsOnMeta(torch.overrides.TorchFunctionMode):
+    """Create parameter-like tensors on the meta device so that building a model costs no memory or init time.
+
+    Unlike ``with torch.device("meta")`` this leaves other tensors (e.g. RegNet's width arithmetic) on the CPU.
+    """
+
+    _FACTORIES = frozenset({torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn, torch.full})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in self._FACTORIES and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+_SIGNATURES: dict[tuple[str, int | None], dict[str, tuple[int, ...]] | None] = {}
+
+
+def _signature(name: str, num_classes: int | None) -> dict[str, tuple[int, ...]] | None:
+    """Parameter names and shapes of a registry architecture, built on meta; cached for the process."""
+    key = (name, num_classes)
+    if key not in _SIGNATURES:
+        kwargs = {} if num_classes is None else {"num_classes": num_classes}
+        try:
+            with warnings.catch_warnings(), _ParamsOnMeta():
+                warnings.simplefilter("ignore")
+                model = architectures.build(name, **kwargs)
+            _SIGNATURES[key] = _comparable({k: tuple(v.shape) for k, v in model.state_dict().items()})
+        except Exception:  # noqa: BLE001 - a builder that cannot be built this way is simply not a candidate
+            _SIGNATURES[key] = None
+    return _SIGNATURES[key]
+
+
+def match_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, int | None] | None:
+    """Registry architecture (and num_classes) whose parameter names and shapes equal the state dict's, or None.
+
+    Candidates are first filtered by the set of key names (independent of num_classes), then shapes are
+    compared; when only the classifier head differs, num_classes is read off its output dimension.
+    """
+    shapes = _comparable({k: tuple(v.shape) for k, v in state.items()})
+    keys = set(shapes)
+    for name in _candidate_architectures(_keys_digest(keys)):
+        default = _signature(name, None)
+        if default is None or set(default) != keys:
+            continue
+        if default == shapes:
+            return name, _head_classes(shapes, default)
+        _, sizes = _head_difference(shapes, default)
+        if len(sizes) != 1:
+            continue
+        (num_classes,) = sizes
+        if _signature(name, num_classes) == shapes:
+            return name, num_classes
+    return None
+
+
+def _comparable(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Drop BatchNorm's step counters: checkpoints from older PyTorch versions lack them."""
+    return {k: v for k, v in shapes.items() if not k.endswith("num_batches_tracked")}
+
+
+def _keys_digest(keys) -> str:
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+
+
+_KEY_INDEX: dict[str, str | None] = {}
+
+
+def _torchvision_key_index() -> dict[str, str | None]:
+    """Digest of each torchvision classifier's state-dict key names, cached on disk per torchvision version.
+
+    Building all ~80 classifiers on the meta device takes ~2.5 s; the loader runs in a fresh child process
+    each time, so an in-process cache alone would pay that on every load.
+    """
+    from qtradeoff.core import tvcompat
+
+    if _KEY_INDEX:
+        return _KEY_INDEX
+    tv = tvcompat.torchvision()
+    models = tvcompat.models()
+    # Classification builders only: detection/segmentation builders download backbone weights by default,
+    # and the quantized variants share key names with their float originals.
+    names = [f"torchvision.{name}" for name in models.list_models(module=models)]
+    cache_file = cache_dir() / f"architecture-keys-v2-torchvision-{tv.__version__}.json"
+    with contextlib.suppress(OSError, ValueError):
+        cached = json.loads(cache_file.read_text())
+        if isinstance(cached, dict) and set(names) <= set(cached):
+            _KEY_INDEX.update({name: cached[name] for name in names})
+            return _KEY_INDEX
+    for name in names:
+        signature = _signature(name, None)
+        _KEY_INDEX[name] = None if signature is None else _keys_digest(signature)
+    with contextlib.suppress(OSError):
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        scratch = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        scratch.write_text(json.dumps(_KEY_INDEX, indent=0, sort_keys=True))
+        os.replace(scratch, cache_file)  # atomic: concurrent loaders never read half a file
+    return _KEY_INDEX
+
+
+def _candidate_architectures(keys_digest: str):
+    """Bundled architectures first (no torchvision import needed), then torchvision classifiers with these keys."""
+    yield from sorted(architectures._BUILTIN)
+    yield from (name for name, digest in _torchvision_key_index().items() if digest == keys_digest)
+
+
+def _head_classes(shapes: Mapping[str, tuple[int, ...]], default: Mapping[str, tuple[int, ...]]) -> int | None:
+    """The class count the file's head has: the one leading size in which its tensors differ from the default
+    build (a Linear head, or a 1×1 convolution head as in SqueezeNet); else the last Linear's rows."""
+    _, sizes = _head_difference(shapes, default)
+    if len(sizes) == 1:
+        return next(iter(sizes))
+    weights = [k for k in default if k.endswith(".weight") and len(default[k]) == 2]
+    return shapes[weights[-1]][0] if weights and weights[-1] in shapes else None
+
+
+def _head_difference(shapes: Mapping[str, tuple[int, ...]], default: Mapping[str, tuple[int, ...]]
+                     ) -> tuple[list[str], set[int]]:
+    """Keys whose shapes differ from the default build, and the leading sizes of those differing only there."""
+    differing = [k for k in default if k in shapes and default[k] != shapes[k]]
+    sizes = {shapes[k][0] for k in differing if shapes[k] and default[k] and shapes[k][1:] == default[k][1:]}
+    return differing, sizes
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# In-process loading (called in the child first, then here)
+
+
+@dataclass
+class _Loaded:
+    module: nn.Module
+    format: str
+    architecture: str | None
+    num_classes: int | None
+    metadata: dict | None = None
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    return text[:160]
+
+
+def _build_from_state(path: Path, state: dict[str, torch.Tensor], fmt: str, architecture: str | None,
+                      trust: bool, num_classes: int | None = None) -> _Loaded:
+    if architecture is None:
+        match = match_architecture(state)
+        if match is None:
+            raise ModelLoadError(
+                f"{path.name} is a {fmt} that matches no known architecture; "
+                "pass --architecture package.module:callable (needs --trust)."
+            )
+        architecture, num_classes = match
+        module = _build_registry(path, architecture, num_classes)
+    elif architectures.is_known(architecture):
+        if num_classes is None:
+            default = _signature(architecture, None)
+            num_classes = _head_classes({k: tuple(v.shape) for k, v in state.items()}, default) if default else None
+        module = _build_registry(path, architecture, num_classes)
+    elif ":" in architecture:
+        if not trust:
+            raise NeedsTrust(
+                f"{path} needs the architecture {architecture!r}, which imports code; pass --trust to allow it.",
+                globals=[architecture], format=fmt,
+            )
+        if num_classes is None:
+            num_classes = _last_linear_rows(state)
+        module = _build_callable(path, architecture, num_classes)
+    else:
+        raise ModelLoadError(
+            f"{path}: unknown architecture {architecture!r}; use a torchvision builder name "
+            "(e.g. torchvision.resnet18) or package.module:callable with --trust."
+        )
+    try:
+        result = module.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(
+                f"Error(s) in loading state_dict:\n missing {', '.join(missing[:3]) or 'none'}; "
+                f"unexpected {', '.join(result.unexpected_keys[:3]) or 'none'}"
+            )
+    except RuntimeError as error:
+        detail = " ".join(line.strip() for line in str(error).splitlines()[1:3])[:200] or _short(error)
+        raise ModelLoadError(
+            f"{path} does not fit the architecture {architecture} ({detail}); choose the matching architecture."
+        ) from None
+    return _Loaded(module, fmt, architecture, num_classes)
+
+
+def _last_linear_rows(state: Mapping[str, torch.Tensor]) -> int | None:
+    """Output size of the last 2-D weight in the state dict: the classifier head, for typical models."""
+    rows = [v.shape[0] for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    return int(rows[-1]) if rows else None
+
+
+def _build_registry(path: Path, name: str, num_classes: int | None) -> nn.Module:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return architectures.build(name, **({} if num_classes is None else {"num_classes": num_classes}))
+    except Exception as error:  # noqa: BLE001
+        raise ModelLoadError(f"{path}: cannot build architecture {name} ({_short(error)}).") from None
+
+
+def _build_callable(path: Path, spec: str, num_classes: int | None) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+        try:
+            built = target(num_classes=num_classes) if num_classes is not None else target()
+        except TypeError:  # the callable takes no num_classes
+            built = target()
+    except Exception as error:  # noqa: BLE001
+        raise ModelLoadError(f"{path}: cannot build {spec} ({_short(error)}); check the architecture name.") from None
+    if not isinstance(built, nn.Module):
+        raise ModelLoadError(f"{path}: {spec} returned {type(built).__name__}, not an nn.Module.")
+    return built
+
+
+def _torch_load(path: Path, *, weights_only: bool, allow_list: bool = True) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # protocol/deprecation chatter from torch.load is not the user's concern
+        if weights_only:
+            with _safe_globals_context() if allow_list else contextlib.nullcontext():
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _load_pickle(path: Path, kind: str, trust: bool, architecture: str | None) -> _Loaded:
+    wanted = unsafe_globals(path, kind)
+    if wanted and not trust:
+        raise NeedsTrust(
+            f"{path} references code outside the safe list ({', '.join(wanted[:6])}"
+            f"{', …' if len(wanted) > 6 else ''}); pass --trust only if you trust its source.",
+            globals=wanted, format="pickle",
+        )
+    try:
+        if trust:
+            try:
+                obj = _torch_load(path, weights_only=False)
+            except (RuntimeError, ValueError) as error:
+                if kind != "pickle" or "magic number" not in str(error).lower():
+                    raise
+                import pickle
+
+                with _files.open_binary(path) as handle:
+                    obj = pickle.load(handle)  # noqa: S301 - the user trusted this file
+        else:
+            obj = _torch_load(path, weights_only=True, allow_list=_needs_allow_list(path, kind))
+    except ModelLoadError:
+        raise
+    except MemoryError:
+        raise ModelLoadError(f"{path} needs more memory than is available to load; use a smaller file.") from None
+    except Exception as error:  # noqa: BLE001 - unpickling failures of every kind
+        message = str(error)
+        if "can't allocate memory" in message:
+            raise ModelLoadError(f"{path} needs more memory than the loader may use; use a smaller file.") from None
+        if "Weights only load failed" in message or "Unsupported global" in message:
+            names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", message))) or ["(unknown)"]
+            raise NeedsTrust(
+                f"{path} references code outside the safe list ({', '.join(names)}); "
+                "pass --trust only if you trust its source.",
+                globals=names, format="pickle",
+            ) from None
+        raise ModelLoadError(f"{path} could not be unpickled ({_short(error)}); it may be truncated or damaged.") \
+            from None
+    return _interpret_object(path, obj, architecture, trust)
+
+
+def _interpret_object(path: Path, obj: Any, architecture: str | None, trust: bool) -> _Loaded:
+    if isinstance(obj, nn.Module):
+        return _Loaded(obj, "pickle", _registry_name_of(obj), _out_features(obj))
+    if isinstance(obj, Mapping):
+        for key in ("model", "module", "net", "ema"):
+            if isinstance(obj.get(key), nn.Module):
+                return _Loaded(obj[key], "pickle", _registry_name_of(obj[key]), _out_features(obj[key]))
+        state = unwrap_state_dict(obj)
+        if state is not None:
+            return _build_from_state(path, state, "state_dict", architecture, trust)
+        raise ModelLoadError(
+            f"{path} holds a dictionary without model weights (keys: {', '.join(map(str, list(obj)[:5]))}); "
+            "choose a file saved with torch.save(model) or torch.save(model.state_dict())."
+        )
+    raise ModelLoadError(
+        f"{path} holds a {type(obj).__name__}, not a model or state_dict; "
+        "choose a file saved with torch.save(model) or torch.save(model.state_dict())."
+    )
+
+
+def _registry_name_of(module: nn.Module) -> str | None:
+    cls = type(module)
+    for name, builder in architectures._BUILTIN.items():
+        if cls is builder:
+            return name
+    return None  # a torchvision class (MobileNetV3) does not name one builder (small or large)
+
+
+def _out_features(module: nn.Module) -> int | None:
+    last = None
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            last = sub.out_features
+    return last
+
+
+def _load_safetensors(path: Path, sniffed: _files.Sniff, architecture: str | None, trust: bool) -> _Loaded:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelLoadError(f"{path} is a damaged safetensors file ({_short(error)}); save it again.") from None
+    metadata = sniffed.safetensors_metadata or {}
+    if architecture is None and architectures.is_known(str(metadata.get("architecture", ""))):
+        architecture = metadata["architecture"]
+    num_classes = int(metadata["num_classes"]) if str(metadata.get("num_classes", "")).isdigit() else None
+    loaded = _build_from_state(path, dict(state), "safetensors", architecture, trust, num_classes)
+    loaded.metadata = metadata
+    return loaded
+
+
+def _load_code_archive(path: Path, kind: str, trust: bool) -> _Loaded:
+    what = "a TorchScript archive" if kind == "torchscript" else "a torch.export program"
+    if not trust:
+        raise NeedsTrust(
+            f"{path} is {what}, which can run code while loading; pass --trust only if you trust its source.",
+            format=kind,
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if kind == "torchscript":
+                module = torch.jit.load(str(path), map_location="cpu")
+            else:
+                module = torch.export.load(str(path)).module()
+    except Exception as error:  # noqa: BLE001
+        raise ModelLoadError(f"{path} is {what} that failed to load ({_short(error)}); save it again.") from None
+    return _Loaded(module, kind, None, None)
+
+
+def load_in_process(path: Path, *, trust: bool, architecture: str | None, budget: int) -> tuple[_Loaded, int]:
+    """Check, identify and load the file in this process. Returns the loaded model and the file size."""
+    path = Path(path)
+    try:
+        size = _files.check_regular_file(path, budget)
+        sniffed = _files.sniff(path, size, budget)
+    except FileCheckError as error:
+        raise ModelLoadError(str(error)) from None
+    kind = sniffed.kind
+    if kind == "other":
+        raise ModelLoadError(f"{path} is {sniffed.description}, not a model; choose a PyTorch model file.")
+    if kind == "npz":
+        raise ModelLoadError(f"{path} is a NumPy .npz archive, not a model; load it as data instead.")
+    if kind == "unknown":
+        raise ModelLoadError(
+            f"{path} is not a recognised model file (not safetensors, torch.save, TorchScript or torch.export); "
+            "choose a PyTorch model file."
+        )
+    if kind == "safetensors":
+        loaded = _load_safetensors(path, sniffed, architecture, trust)
+    elif kind in ("torchscript", "export"):
+        loaded = _load_code_archive(path, kind, trust)
+    else:
+        loaded = _load_pickle(path, kind, trust, architecture)
+    with contextlib.suppress(NotImplementedError):  # torch.export modules refuse eval(); they are traced in eval
+        loaded.module.eval()
+    return loaded, size
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Public API
+
+
+def inspect_file(path: str | Path, *, trust: bool = False, architecture: str | None = None,
+                 memory_budget: int | None = None) -> dict:
+    """Identify and test-load ``path`` in this process; the verdict is plain data (what the child reports)."""
+    budget = memory_budget or _files.memory_budget()
+    try:
+        loaded, size = load_in_process(Path(path), trust=trust, architecture=architecture, budget=budget)
+    except NeedsTrust as error:
+        return {"ok": False, "error": "NeedsTrust", "message": str(error), "globals": error.globals,
+                "format": error.format}
+    except ModelLoadError as error:
+        return {"ok": False, "error": "ModelLoadError", "message": str(error)}
+    except MemoryError:
+        return {"ok": False, "error": "ModelLoadError",
+                "message": f"{path} needs more memory than the loader may use; use a smaller file."}
+    return {"ok": True, "format": loaded.format, "architecture": loaded.architecture,
+            "num_classes": loaded.num_classes, "params": parameter_count(loaded.module), "file_bytes": size}
+
+
+def _raise_verdict(verdict: dict) -> None:
+    if verdict.get("ok"):
+        return
+    if verdict.get("error") == "NeedsTrust":
+        raise NeedsTrust(verdict["message"], globals=verdict.get("globals"), format=verdict.get("format"))
+    raise ModelLoadError(verdict["message"])
+
+
+def load_model(path: str | Path, *, trust: bool = False, architecture: str | None = None,
+               input_shape: tuple[int, ...] | None = None, isolate: bool = True,
+               memory_budget: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> LoadedModel:
+    """Load a model file of any supported format, safely. Raises ModelLoadError (or NeedsTrust).
+
+    ``architecture``: a registry name (``torchvision.resnet18``, ``qtradeoff.digits_cnn``) or
+    ``package.module:callable`` (imports code: needs ``trust``); auto-detected for state dicts when None.
+    ``isolate`` (default) test-loads in a child process with a memory limit and a timeout first.
+    ``input_shape``: one sample's shape; otherwise taken from the sample manifest, else None (see module doc).
+    """
+    started = time.perf_counter()
+    path = Path(path)
+    budget = memory_budget or _files.memory_budget()
+    try:
+        _files.check_regular_file(path, budget)
+        digest = _files.sha256_file(path)
+    except FileCheckError as error:
+        raise ModelLoadError(str(error)) from None
+    if isolate:
+        from qtradeoff.core.loading import _load_child
+
+        verdict = _load_child.run_isolated(
+            {"path": str(path), "trust": trust, "architecture": architecture, "memory_budget": budget},
+            timeout=timeout, memory_bytes=budget, label=str(path),
+        )
+        _raise_verdict(verdict)
+        # The child already matched the architecture: reuse its answer instead of searching again.
+        if architecture is None and verdict.get("format") in ("safetensors", "state_dict"):
+            architecture = verdict.get("architecture")
+    loaded, size = load_in_process(path, trust=trust, architecture=architecture, budget=budget)
+    sample = _manifest_entry_for(digest)
+    if input_shape is None and sample is not None:
+        input_shape = tuple(sample["input_shape"])
+    if input_shape is None:
+        input_shape = _shape_from_metadata(loaded.metadata)
+    num_classes = loaded.num_classes if loaded.num_classes is not None else (sample or {}).get("num_classes")
+    return LoadedModel(
+        module=loaded.module,
+        path=path,
+        name=path.stem,
+        format=loaded.format,
+        sha256=digest,
+        trusted=trust,
+        file_bytes=size,
+        input_shape=tuple(input_shape) if input_shape is not None else None,
+        num_classes=num_classes,
+        architecture=loaded.architecture or (sample or {}).get("architecture"),
+        load_seconds=time.perf_counter() - started,
+        preprocessing=dict(sample["preprocessing"]) if sample else None,
+    )
+
+
+def _shape_from_metadata(metadata: dict | None) -> tuple[int, ...] | None:
+    """``input_shape`` stored in safetensors metadata as JSON (``"[3, 224, 224]"``) or ``"3,224,224"``."""
+    text = (metadata or {}).get("input_shape")
+    if not text:
+        return None
+    try:
+        values = json.loads(text) if text.strip().startswith("[") else [int(p) for p in text.split(",")]
+        return tuple(int(v) for v in values) or None
+    except (ValueError, TypeError):
+        return None
+
+
+def start_loader() -> None:
+    """Start the isolated loader process in the background (it imports torch once, ~1–2 s), so that the
+    first :func:`load_model` does not wait for it. Optional: ``load_model`` starts it when needed."""
+    from qtradeoff.core.loading import _load_child
+
+    with _load_child._lock:
+        _load_child._ensure_server()
+
+
+def check_forward(loaded: LoadedModel | nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Run one zero sample of ``input_shape`` through the model; ModelLoadError naming the file if it fails."""
+    module = loaded.module if isinstance(loaded, LoadedModel) else loaded
+    where = loaded.path if isinstance(loaded, LoadedModel) else type(module).__name__
+    try:
+        with torch.no_grad():
+            output = module(torch.zeros((1, *input_shape)))
+    except Exception as error:  # noqa: BLE001 - any failure of user code is reported, not raised through
+        raise ModelLoadError(
+            f"{where} fails on inputs of shape {tuple(input_shape)} ({_short(error)}); "
+            "check the data's preprocessing or the model's expected input size."
+        ) from None
+    if not isinstance(output, torch.Tensor):
+        raise ModelLoadError(f"{where} returns {type(output).__name__}, not a tensor of class scores.")
+    return output
+
+
+@functools.cache
+def _manifest() -> dict:
+    return json.loads(MANIFEST_FILE.read_text())
+
+
+def _manifest_entry_for(digest: str) -> dict | None:
+    with contextlib.suppress(OSError, ValueError):
+        for entry in _manifest()["models"].values():
+            if entry.get("sha256") == digest:
+                return entry
+    return None
+
+
+def sample_names() -> list[str]:
+    """Names of the bundled sample models, default first."""
+    manifest = _manifest()
+    default = manifest.get("default")
+    return sorted(manifest["models"], key=lambda name: (name != default, name))
+
+
+def load_sample_model(name: str | None = None, *, isolate: bool = False) -> LoadedModel:
+    """Load a bundled sample model by manifest name (``digits_cnn`` by default).
+
+    The samples are ours, so they load in-process by default (no child); the TorchScript and pickle
+    samples still go through the same checks, with trust granted only to the TorchScript sample we ship.
+    """
+    manifest = _manifest()
+    name = name or manifest.get("default", "digits_cnn")
+    if name not in manifest["models"]:
+        raise ModelLoadError(f"unknown sample model {name!r}; choose one of {', '.join(sample_names())}.")
+    entry = manifest["models"][name]
+    path = SAMPLE_DIR / entry["file"]
+    # Trust (needed by the TorchScript sample) is granted only to the exact bytes we ship.
+    try:
+        digest = _files.sha256_file(path)
+    except FileCheckError as error:
+        raise ModelLoadError(str(error)) from None
+    if digest != entry["sha256"]:
+        raise ModelLoadError(f"{path} does not match the manifest's sha256; regenerate the samples (train.py).")
+    trust = entry["format"] in ("torchscript", "export")
+    architecture = entry["architecture"] if entry["format"] in ("safetensors", "state_dict") else None
+    loaded = load_model(path, trust=trust, architecture=architecture, input_shape=tuple(entry["input_shape"]),
+                        isolate=isolate)
+    loaded.name = name
+    loaded.architecture = entry["architecture"]
+    loaded.num_classes = entry["num_classes"]
+    loaded.preprocessing = dict(entry["preprocessing"])
+    return loaded
+
+
+def sample_data_for(model: LoadedModel, **sizes) -> Any:
+    """The bundled digits data preprocessed for ``model`` (a sample); ``sizes``: calib_size, eval_size."""
+    from qtradeoff.core.loading.data import load_digits
+
+    preprocessing = model.preprocessing
+    if preprocessing is None:
+        raise ModelLoadError(f"{model.path} is not a bundled sample; load data for it with load_data().")
+    return load_digits(preprocessing, **sizes)
+
+
+__all__ = [
+    "FORMATS", "LoadedModel", "ModelLoadError", "NeedsTrust", "check_forward", "human_bytes", "inspect_file",
+    "load_model", "load_sample_model", "match_architecture", "parameter_count", "safe_module_classes",
+    "sample_data_for", "sample_names", "start_loader", "unsafe_globals", "unwrap_state_dict",
+]

@@ -1,0 +1,337 @@
+"""Real execution of a configuration on this CPU's kernels: torch.ao FX int8 conversion with per-layer qconfigs.
+
+:func:`build_real_model` turns the fp32 base and a :class:`CompressionConfig` into the model PyTorch would actually
+run: int8 layers through ``torch.ao`` static quantization (x86 backend; fbgemm/onednn kernels), weight-only int
+Linear layers through dynamic int8, bf16/fp16 layers cast to that dtype, everything else fp32 eager. It reports
+which precision each layer really executed in and why anything fell back. The fake-quant simulation is never used
+here. Converted models are cached in a small LRU because conversion costs about a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from qtradeoff.core.compression.quantize import RangeObserver, int_range, qparams_from_range
+from qtradeoff.core.config import CompressionConfig, LayerSettings, bits_of, is_integer
+
+ENGINE = "x86"
+_FLOAT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(eq=False)
+class RealModel:
+    """A model built from real kernels, plus what actually ran where and why."""
+
+    module: nn.Module
+    executed_precisions: dict[str, str]  # layer -> "int8" | "int8-dynamic" | "bf16" | "fp16" | "fp32"
+    note: str  # fallbacks and caveats, one sentence each; "" when everything ran as configured
+    converted: bool  # False when the int8 conversion failed and the model is the nearest eager fallback
+
+
+class _Silenced:
+    """torch.ao prints deprecation and prototype warnings on every prepare/convert; they are not our users' concern."""
+
+    def __enter__(self):
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return self
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def _observer_classes():
+    # Imported lazily: torch.ao.quantization warns on import and is only needed when converting.
+    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    class CalibratedActivationObserver(MinMaxObserver):
+        """Activation observer whose range is exactly the one :mod:`qtradeoff.core.compression.quantize` calibrates.
+
+        Reuses :class:`~qtradeoff.core.compression.quantize.RangeObserver` (minmax / percentile / mse) and
+        :func:`~qtradeoff.core.compression.quantize.qparams_from_range`, so the real model uses the simulation's
+        activation grid. Storage is always quint8; a symmetric or narrower grid is placed inside 0..255.
+        """
+
+        def __init__(self, method="minmax", percentile=99.99, bits=8, symmetric=False, **kwargs):
+            lo, hi = int_range(bits, symmetric)
+            offset = 128 if symmetric else 0
+            super().__init__(dtype=torch.quint8, qscheme=torch.per_tensor_affine, quant_min=lo + offset,
+                             quant_max=hi + offset, **kwargs)
+            self.method, self.percentile, self.bits, self.symmetric = method, percentile, bits, symmetric
+            self.offset = offset
+            self.ranges = RangeObserver()
+
+        def forward(self, x_orig):
+            if x_orig.numel():
+                self.ranges.observe(x_orig)
+            return super().forward(x_orig)
+
+        @torch.jit.export
+        def calculate_qparams(self):
+            lo, hi = self.ranges.range(self.method, percentile=self.percentile, bits=self.bits,
+                                       symmetric=self.symmetric)
+            scale, zero_point = qparams_from_range(torch.tensor(lo), torch.tensor(hi), self.bits, self.symmetric)
+            return scale.reshape(1), (zero_point + self.offset).reshape(1).to(torch.int32)
+
+    return MinMaxObserver, PerChannelMinMaxObserver, CalibratedActivationObserver
+
+
+def _weight_observer(settings: LayerSettings):
+    """torch.ao weight observer on the same grid as quantize.int_qparams (signed storage, full range)."""
+    MinMaxObserver, PerChannelMinMaxObserver, _ = _observer_classes()
+    bits = bits_of(settings.weight.precision)
+    half = 1 << (bits - 1)
+    # quantize.py's asymmetric grid is 0..2^b-1; stored signed it is -2^(b-1)..2^(b-1)-1 with the zero point
+    # shifted by 2^(b-1): same scale, same dequantized values.
+    kwargs = dict(dtype=torch.qint8, quant_min=-half, quant_max=half - 1)
+    if settings.weight.granularity == "per_channel":
+        scheme = torch.per_channel_symmetric if settings.weight.symmetric else torch.per_channel_affine
+        return PerChannelMinMaxObserver.with_args(ch_axis=0, qscheme=scheme, **kwargs)
+    scheme = torch.per_tensor_symmetric if settings.weight.symmetric else torch.per_tensor_affine
+    return MinMaxObserver.with_args(qscheme=scheme, **kwargs)
+
+
+def _activation_observer(settings: LayerSettings):
+    *_, CalibratedActivationObserver = _observer_classes()
+    spec = settings.activation
+    return CalibratedActivationObserver.with_args(method=spec.calibration, percentile=spec.percentile,
+                                                  bits=bits_of(spec.precision), symmetric=spec.symmetric)
+
+
+def planned_precision(settings: LayerSettings, kind: str) -> tuple[str, str]:
+    """The precision a layer can really execute in on this CPU, and why when that differs from the config.
+
+    ``kind`` is the module class name (``Conv2d``, ``Linear``, ...).
+    """
+    if settings.skip:
+        return "fp32", ""
+    weight, act = settings.weight.precision, settings.activation.precision
+    if is_integer(weight) and bits_of(weight) <= 8:
+        if is_integer(act) and bits_of(act) <= 8:
+            if bits_of(weight) < 8 or bits_of(act) < 8:
+                return "int8", (f"{weight} weights with {act} activations run on int8 kernels (values kept on "
+                                f"their {weight}/{act} grids)")
+            return "int8", ""
+        if kind == "Linear":
+            return "int8-dynamic", f"weight-only {weight} Linear runs dynamic int8 (activations quantized per batch)"
+        return "fp32", f"weight-only {weight} {kind} has no CPU kernel; runs fp32"
+    if weight in _FLOAT_DTYPES and (act == "fp32" or act == weight):
+        return weight, ""
+    if weight == "fp32" and act == "fp32":
+        return "fp32", ""
+    return "fp32", f"{weight} weights with {act} activations have no CPU kernel; runs fp32"
+
+
+class _CastLayer(nn.Module):
+    """Runs one layer in bf16/fp16 between float32 neighbours (the cast is part of the real cost)."""
+
+    def __init__(self, layer: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.layer = layer.to(dtype)
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.to(self.dtype)).to(torch.float32)
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)
+
+
+def _apply_pruning(module: nn.Module, settings: Mapping[str, LayerSettings],
+                   masks: Mapping[str, torch.Tensor | None] | None) -> None:
+    """Zero the pruned weights in place (on a copy): the kernels stay dense, the values match the config.
+
+    ``masks`` ("<layer>.weight" -> keep-mask) come from the weights the simulation prunes (BatchNorm folded);
+    folding scales whole channels, so the same positions are zero in the unfolded weight.
+    """
+    from qtradeoff.core.compression.prune import prune_mask
+
+    for name, layer_settings in settings.items():
+        if layer_settings.skip or layer_settings.prune.method == "none":
+            continue
+        layer = module.get_submodule(name)
+        mask = (masks or {}).get(f"{name}.weight")
+        if mask is None:
+            mask = prune_mask(layer.weight.detach(), layer_settings.prune)
+        with torch.no_grad():
+            layer.weight.mul_(mask.to(layer.weight.dtype))
+
+
+def _executed(module: nn.Module, name: str) -> str:
+    """What a layer of a built model really is, read from its module class (not from the plan)."""
+    try:
+        layer = module.get_submodule(name)
+    except AttributeError:
+        return "fp32"
+    if not isinstance(layer, _CastLayer):
+        # FX traces through _CastLayer, keeping only its inner layer: read the dtype the weights really have
+        inner = getattr(layer, "layer", None)
+        dtype = getattr(getattr(inner, "weight", None), "dtype", None)
+        if dtype in (torch.bfloat16, torch.float16):
+            return {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    origin = type(layer).__module__
+    if "quantized.dynamic" in origin:
+        return "int8-dynamic"
+    if "quantized" in origin:
+        return "int8"
+    if isinstance(layer, _CastLayer):
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}[layer.dtype]
+    return "fp32"
+
+
+def build_real_model(base: nn.Module, config: CompressionConfig, layers: Mapping[str, str],
+                     calib_inputs: torch.Tensor, *, calib_batch: int = 256,
+                     masks: Mapping[str, torch.Tensor | None] | None = None) -> RealModel:
+    """Convert ``base`` (never mutated) to real kernels as ``config`` asks.
+
+    ``layers`` maps each compressible layer name to its module kind (``"Conv2d"``, ``"Linear"``...).
+    Activation observers are calibrated on ``calib_inputs``. ``masks`` are the simulation's pruning masks.
+    """
+    settings = {name: config.resolve(name) for name in layers}
+    plan = {name: planned_precision(settings[name], kind) for name, kind in layers.items()}
+    notes = sorted({why for _, why in plan.values() if why})
+    if any(s.prune.method != "none" and not s.skip for s in settings.values()):
+        notes.append("pruned weights are zeroed but run on dense kernels (no sparse CPU kernel is used)")
+    if isinstance(base, torch.jit.ScriptModule):
+        return RealModel(base, {n: "fp32" for n in layers}, _join(
+            ["TorchScript model: layers cannot be swapped for real kernels, measured fp32 as loaded"]), False)
+
+    model = copy.deepcopy(base).eval()
+    _apply_pruning(model, settings, masks)
+    for name, (precision, _) in plan.items():
+        if precision in _FLOAT_DTYPES:
+            _set_submodule(model, name, _CastLayer(model.get_submodule(name), _FLOAT_DTYPES[precision]))
+
+    static = [n for n, (p, _) in plan.items() if p == "int8"]
+    dynamic = [n for n, (p, _) in plan.items() if p == "int8-dynamic"]
+    converted = True
+    if static or dynamic:
+        try:
+            try:
+                model = _checked(_convert_fx(model, settings, static, dynamic, calib_inputs, calib_batch),
+                                 calib_inputs)
+            except Exception:
+                if not static:
+                    raise
+                # Per-layer qconfigs leave functional ops (residual adds, concatenations) in fp32, and FX can
+                # emit graphs that then add a quantized tensor to a float one. Quantizing those ops as well
+                # (every layer not asked for int8 explicitly excluded) is how int8 residual nets are deployed.
+                model = _checked(_convert_fx(model, settings, static, dynamic, calib_inputs, calib_batch,
+                                             quantize_functional_ops=True, keep_float=set(layers) - set(static)),
+                                 calib_inputs)
+                notes.append("residual adds and other functional ops also run in int8")
+        except Exception as error:  # FX tracing/conversion fails on dynamic control flow and unsupported ops
+            reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+            converted = False
+            model = copy.deepcopy(base).eval()
+            _apply_pruning(model, settings, masks)
+            notes = [f"int8 conversion failed ({type(error).__name__}: {reason}); measured the nearest real "
+                     "execution: fp32 eager" + (" with dynamic int8 Linear layers" if dynamic or static else "")]
+            model = _eager_dynamic(model, [n for n in static + dynamic if layers[n] == "Linear"], settings)
+    executed = {name: _executed(model, name) for name in layers}
+    stayed = [name for name in static + dynamic if executed[name] == "fp32"]
+    if converted and stayed:
+        # e.g. Swin's attention calls F.linear on its qkv/proj weights: the converter never sees a module call
+        notes.append(f"{len(stayed)} layer(s) planned for int8 ran in fp32 because the model uses their weights "
+                     f"outside a module call the converter can swap (e.g. {stayed[0]})")
+    return RealModel(model, executed, _join(notes), converted)
+
+
+def _join(notes: Iterable[str]) -> str:
+    return "; ".join(notes)
+
+
+def _checked(model: nn.Module, calib_inputs: torch.Tensor) -> nn.Module:
+    """``model`` after one forward on a calibration sample: conversion errors that only show at run time
+    (mixed quantized/float operands) must surface here, where they can still fall back."""
+    # A failing fx GraphModule prints its generated code to stderr before raising; the caller reports the error.
+    with _Silenced(), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+        model(calib_inputs[:2])
+    return model
+
+
+def _convert_fx(model: nn.Module, settings, static, dynamic, calib_inputs, calib_batch, *,
+                quantize_functional_ops: bool = False, keep_float: Iterable[str] = ()) -> nn.Module:
+    from torch.ao.quantization import QConfig, QConfigMapping
+    from torch.ao.quantization.observer import PlaceholderObserver
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = ENGINE
+    model = copy.deepcopy(model)  # prepare_fx rewrites its argument; a failed attempt must leave it usable
+    mapping = QConfigMapping().set_global(None)
+    if quantize_functional_ops:
+        first = settings[static[0]]
+        mapping.set_global(QConfig(activation=_activation_observer(first), weight=_weight_observer(first)))
+        for name in keep_float:
+            mapping.set_module_name(name, None)
+    for name in static:
+        mapping.set_module_name(name, QConfig(activation=_activation_observer(settings[name]),
+                                              weight=_weight_observer(settings[name])))
+    for name in dynamic:
+        activation = PlaceholderObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True)
+        mapping.set_module_name(name, QConfig(activation=activation, weight=_weight_observer(settings[name])))
+    with _Silenced(), torch.no_grad():
+        prepared = prepare_fx(model, mapping, example_inputs=(calib_inputs[:1],))
+        for start in range(0, len(calib_inputs), calib_batch):
+            prepared(calib_inputs[start:start + calib_batch])
+        return convert_fx(prepared)
+
+
+def _eager_dynamic(model: nn.Module, linear_names: list[str], settings) -> nn.Module:
+    """Eager-mode dynamic int8 for Linear layers: needs no tracing, so it is the fallback when FX fails."""
+    if not linear_names:
+        return model
+    from torch.ao.quantization import QConfig, quantize_dynamic
+    from torch.ao.quantization.observer import PlaceholderObserver
+
+    activation = PlaceholderObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True)
+    qconfigs = {n: QConfig(activation=activation, weight=_weight_observer(settings[n])) for n in linear_names}
+    with _Silenced():
+        torch.backends.quantized.engine = ENGINE
+        return quantize_dynamic(model, qconfigs, inplace=False)
+
+
+class RealModelCache:
+    """Small LRU of built real models keyed by (model identity, calibration data, config key)."""
+
+    def __init__(self, maxsize: int = 4):
+        self.maxsize = maxsize
+        self._items: OrderedDict[tuple, RealModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self.builds = 0  # how many conversions ran: lets tests prove a hit costs nothing
+
+    def get(self, key: tuple, build) -> RealModel:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        real = build()
+        with self._lock:
+            self.builds += 1
+            self._items[key] = real
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+        return real
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+REAL_MODELS = RealModelCache()

@@ -1,0 +1,1 @@
+"""Search: per-layer sensitivity, automatic search strategies, and resumable headless sweeps."""
