@@ -57,14 +57,14 @@ def _analysis(approach: str, loaded, data, settings) -> dict[str, float]:
 
     from qtradeoff.core.compression.compress import Compressor
     from qtradeoff.core.config import CompressionConfig
-    from qtradeoff.core.engine.incremental import IncrementalSession
+    from qtradeoff.core.engine.engine import Engine
     from qtradeoff.core.engine.measure import clear_caches, evaluate
     from qtradeoff.core.search.sensitivity import analyze
 
     compressor = Compressor(loaded.module, data.calib_inputs)
     if approach in ("incremental", "executor, no cache"):
         cache = 0 if approach == "executor, no cache" else 512 * 1024 * 1024
-        session = IncrementalSession(loaded, data, compressor=compressor, cache_bytes=cache)
+        session = Engine(loaded, data, compressor=compressor, cache_bytes=cache)
         return _report_drops(analyze(session, settings=settings, use_cache=False))
     if approach == "naive forward":
         def accuracy(config):

@@ -85,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         loaded, data = _load(args)
-        from qtradeoff.core.engine.incremental import IncrementalSession
+        from qtradeoff.core.engine.engine import Engine
 
-        session = IncrementalSession(loaded, data, cache_bytes=max(args.cache_mb, 0) * 1024 * 1024)
+        session = Engine(loaded, data, cache_bytes=max(args.cache_mb, 0) * 1024 * 1024)
         total = planned_evaluations(args.strategy, session, budget=args.budget, locked=args.lock)
         points = sweep_iter(session, args.strategy, args.out, resume=args.resume, overwrite=args.overwrite,
                             budget=args.budget, seed=args.seed, max_drop=args.max_drop, max_bytes=args.max_bytes,

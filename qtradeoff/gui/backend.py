@@ -6,7 +6,6 @@ Tests can substitute a fake with the same methods (dependency injection into :cl
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +61,7 @@ class Backend(Protocol):
 
 
 class CoreBackend:
-    """The real backend: qtradeoff.core. Holds the loaded model, its data and a Compressor cache (worker thread)."""
+    """The real backend: qtradeoff.core. Holds the loaded model, its data and their Engine (worker thread)."""
 
     def __init__(self) -> None:
         from qtradeoff.core import config
@@ -81,8 +80,7 @@ class CoreBackend:
         self.expected_errors = tuple(errors)
         self.loaded = None
         self.data = None
-        self._subsets: dict[int | None, Any] = {}
-        self._compressor = None
+        self._engine = None  # built on the first evaluation of a (model, data) pair
         self._shape_guessed = False  # the layer table's MACs/shapes came from a guessed input shape
         self._refreshed: ModelSummary | None = None
 
@@ -167,7 +165,6 @@ class CoreBackend:
                 f"({str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__}); "
                 "open a dataset that fits it first, then the model.") from None
         self.loaded = loaded
-        self._compressor = None
         self._set_data(data)
         curve, per_layer = self._sparsity_curves(loaded.module, layers)
         params = sum(p.numel() for p in loaded.module.parameters())
@@ -185,8 +182,7 @@ class CoreBackend:
 
     def _set_data(self, data: Any) -> None:
         self.data = data
-        self._subsets = {}
-        self._compressor = None
+        self._engine = None
 
     def _data_info(self) -> dict:
         if self.data is None:
@@ -195,22 +191,16 @@ class CoreBackend:
                 "calib_samples": int(self.data.calib_inputs.shape[0]), "labelled": bool(self.data.labelled)}
 
     def _sparsity_curves(self, module: Any, layers: tuple[Any, ...]) -> tuple[tuple[float, ...], dict]:
-        """Overall and per-layer sparsity that each slider threshold produces (the core does the tensor math)."""
-        from qtradeoff.core.compression import prune
+        """Overall and per-layer sparsity that each slider threshold produces, on the weights compression prunes
+        (BatchNorm folded): what the slider's label says is what the plan applies and memory counts."""
+        from qtradeoff.core.compression.compress import Compressor
 
-        modules = dict(module.named_modules())
-        per_layer: dict[str, tuple[float, ...]] = {}
-        weights: dict[str, int] = {}
-        for layer in layers:
-            if not getattr(layer, "compressible", True):
-                continue
-            names = getattr(layer, "weight_names", ("weight",)) or ("weight",)
-            weight = getattr(modules.get(layer.name), names[0], None)
-            if weight is None:
-                continue
-            per_layer[layer.name] = tuple(
-                float(prune.sparsity_for_threshold(weight.detach(), t, True)) for t in THRESHOLDS)
-            weights[layer.name] = int(weight.numel())
+        # with data, the engine's own compressor: the folded weights are computed once and shared
+        compressor = self.engine().compressor if self.data is not None else Compressor(module, layers=list(layers))
+        per_layer = {name: tuple(compressor.sparsity_for_threshold(name, t, True) for t in THRESHOLDS)
+                     for name in compressor.layer_names}
+        weights = {info.name: sum(compressor.weight(info.name, n).numel() for n in info.weight_names)
+                   for info in compressor.layers}
         total = sum(weights.values()) or 1
         curve = tuple(sum(per_layer[n][i] * weights[n] for n in per_layer) / total for i in range(len(THRESHOLDS)))
         return curve, per_layer
@@ -219,36 +209,22 @@ class CoreBackend:
     def baseline_config(self) -> Any:
         return self._config.CompressionConfig()
 
-    def _subset(self, eval_size: int | None) -> Any:
-        data = self.data
-        if not eval_size or eval_size >= data.eval_inputs.shape[0]:  # 0: chosen while no data was loaded
-            return data
-        if eval_size not in self._subsets:
-            inputs = data.eval_inputs[:eval_size]
-            labels = data.eval_labels[:eval_size] if data.eval_labels is not None else None
-            self._subsets[eval_size] = dataclasses.replace(
-                data, eval_inputs=inputs, eval_labels=labels,
-                fingerprint=self._data_mod.fingerprint(data.calib_inputs, inputs, labels))
-        return self._subsets[eval_size]
-
-    def evaluate_iter(self, config: Any, *, eval_size: int | None, latency: str,
-                      should_stop: Callable[[], bool]) -> Iterator[Any]:
+    def engine(self) -> Any:
+        """The Engine of the loaded model and data (built once per pair; it keeps every cache)."""
         if self.loaded is None:
             raise self._model_io.ModelLoadError("No model is loaded: open or drop a model file first.")
         if self.data is None:
             raise self._model_io.ModelLoadError(
                 "No evaluation data fits this model: drop a dataset folder or tensor file on the window.")
-        if self._compressor is None:
-            try:
-                from qtradeoff.core.compression.compress import Compressor
+        if self._engine is None:
+            from qtradeoff.core.engine.engine import Engine
 
-                self._compressor = Compressor(self.loaded.module, self.data.calib_inputs)
-            except Exception:  # noqa: BLE001 - the evaluation builds its own when no shared cache can be made
-                self._compressor = None
-        kwargs: dict[str, Any] = {"should_stop": should_stop, "latency": latency}
-        if self._compressor is not None:
-            kwargs["compressor"] = self._compressor
-        yield from self._measure.evaluate_iter(self.loaded, self._subset(eval_size), config, **kwargs)
+            self._engine = Engine(self.loaded, self.data)
+        return self._engine
+
+    def evaluate_iter(self, config: Any, *, eval_size: int | None, latency: str,
+                      should_stop: Callable[[], bool]) -> Iterator[Any]:
+        yield from self.engine().evaluate_iter(config, eval_size=eval_size, latency=latency, should_stop=should_stop)
 
     def is_result(self, item: Any) -> bool:
         return isinstance(item, self._measure.Result)

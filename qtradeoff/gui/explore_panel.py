@@ -79,12 +79,12 @@ class ExploreRunner(QObject):
         self._sessions: dict[tuple, Any] = {}
 
     def _session(self, loaded: Any, data: Any) -> Any:
-        from qtradeoff.core.engine.incremental import IncrementalSession
+        from qtradeoff.core.engine.engine import Engine
 
         key = (id(loaded.module), data.fingerprint)
         session = self._sessions.get(key)
         if session is None:
-            self._sessions = {key: IncrementalSession(loaded, data)}  # one model at a time: free the old caches
+            self._sessions = {key: Engine(loaded, data)}  # one model at a time: free the old caches
             session = self._sessions[key]
         return session
 

@@ -1,8 +1,11 @@
 """Builds the simulated compressed model of a configuration: fake-quantized, pruned weights and activations.
 
-A :class:`Compressor` is bound to one base model, which it never mutates. It keeps one private copy of the base
-(the *simulated* model) whose layer weights are swapped per configuration, so applying a config that differs in
-one layer recomputes one layer. What the simulation models, and why:
+A :class:`Compressor` is bound to one base model, which it never mutates, and owns the compression caches:
+BatchNorm-folded weights, pruning masks and processed weights per (layer, spec), and calibrated activation
+ranges. ``plan(config)`` resolves a configuration into a :class:`~qtradeoff.core.compression.plan.Plan`;
+``simulate(plan)`` returns a *new* module for it that shares every untouched tensor with the base, so two
+configurations can run at once from two threads and nothing one evaluation does is seen by another. What the
+simulation models, and why:
 
 - Weights: BatchNorm that directly follows a convolution is folded into it (eval-mode statistics) before pruning
   and quantization, as deployed int8 kernels do. A layer left at fp32 and unpruned keeps its original weights and
@@ -19,7 +22,7 @@ one layer recomputes one layer. What the simulation models, and why:
 from __future__ import annotations
 
 import copy
-import types
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from qtradeoff.core.compression.plan import LayerPlan, Plan
 from qtradeoff.core.compression.prune import prune_mask, sparsity_for_threshold
 from qtradeoff.core.compression.quantize import RangeObserver, cast_float, fake_quantize, int_range, qparams_from_range
 from qtradeoff.core.config import CompressionConfig, LayerSettings, PruneSpec, WeightSpec, is_integer
@@ -35,6 +39,7 @@ from qtradeoff.core.loading.inventory import LayerInfo, inventory
 
 _CALIB_BATCH = 64
 _NATIVE_8BIT = {(0, 255): torch.quint8, (-128, 127): torch.qint8}
+_WEIGHT_CACHE_ENTRIES = 4096
 
 
 def _prime_quantized_tensor_warning() -> None:
@@ -45,10 +50,6 @@ def _prime_quantized_tensor_warning() -> None:
         torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.quint8)
 
 
-_prime_quantized_tensor_warning()
-_WEIGHT_CACHE_ENTRIES = 4096
-
-
 @dataclass
 class CompressorStats:
     """Work counters, so callers and tests can see what a call recomputed."""
@@ -57,17 +58,46 @@ class CompressorStats:
     weight_cache_hits: int = 0
     calibration_passes: int = 0  # forward passes of the calibration set (at most one per Compressor)
     range_computations: int = 0  # activation ranges derived from calibration statistics (cache misses)
-    applies: int = 0
+    applies: int = 0  # simulated models built
 
     def __getitem__(self, name: str) -> int:
         return getattr(self, name)
 
 
-def _get(root: nn.Module, name: str) -> nn.Module:
+def get_submodule(root: nn.Module, name: str) -> nn.Module:
+    """``root``'s submodule ``name`` (TorchScript containers support getattr, not get_submodule)."""
     module = root
     for part in name.split(".") if name else ():
-        module = getattr(module, part)  # TorchScript containers do not support indexing, getattr works everywhere
+        module = getattr(module, part)
     return module
+
+
+def clone_structure(module: nn.Module) -> nn.Module:
+    """A new module tree that shares every parameter and buffer with ``module``.
+
+    Each module object is copied shallowly with its own parameter, buffer, submodule and hook tables, so a
+    tensor or hook installed on the clone never reaches the original. Cheap (no tensor is copied); not for
+    TorchScript modules, whose attributes live in C++.
+    """
+    memo: dict[int, nn.Module] = {}
+
+    def clone(original: nn.Module) -> nn.Module:
+        found = memo.get(id(original))
+        if found is not None:
+            return found
+        # object.__new__: GraphModule.__new__ would make a fresh class without the generated forward
+        new = object.__new__(type(original))
+        state = dict(original.__dict__)
+        for key, value in state.items():
+            if key.startswith("_") and isinstance(value, dict | set):
+                state[key] = copy.copy(value)
+        new.__dict__ = state
+        memo[id(original)] = new
+        for key, child in original._modules.items():
+            new._modules[key] = None if child is None else clone(child)
+        return new
+
+    return clone(module)
 
 
 def _find_conv_bn_pairs(module: nn.Module) -> tuple[dict[str, str], str]:
@@ -93,23 +123,31 @@ def _find_conv_bn_pairs(module: nn.Module) -> tuple[dict[str, str], str]:
     return pairs, ""
 
 
-def _folded_bn_forward(self, x):
-    # bound onto the simulated model's BatchNorm instances: identity while its statistics live in the conv
-    if self._qtradeoff_folded:
-        bias = getattr(self, "_qtradeoff_bias", None)
-        return x if bias is None else x + bias
-    return type(self).forward(self, x)
+class FoldedNorm:
+    """The forward of a BatchNorm whose statistics were folded into the preceding convolution's weights.
+
+    Installed as the cloned BatchNorm's own ``forward``, so its class (and the traced graph incremental
+    evaluation caches cuts of) stays the same whichever layers are folded. Identity, or adds the folded bias
+    when the convolution runs without one (see :meth:`Compressor._install`).
+    """
+
+    def __init__(self, bias: torch.Tensor | None):
+        self.bias = bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.bias is None else x + self.bias
 
 
 class Compressor:
     """Simulated compressed models of one base model; see the module docstring for what is simulated.
 
-    ``apply(config)`` returns the Compressor's simulated model reconfigured for ``config``; the same module object
-    is returned each time and the next ``apply`` reconfigures it (``copy.deepcopy`` it to keep one).
+    Thread-safe: caches are filled under a lock that is never held while a model runs, and every simulated
+    model is a new module (the base and other simulated models are never touched).
     """
 
     def __init__(self, base_module: nn.Module, calib_inputs: torch.Tensor | None = None, *,
                  example_input_shape: tuple[int, ...] | None = None, layers: list[LayerInfo] | None = None):
+        _prime_quantized_tensor_warning()
         self.base = base_module
         self.calib_inputs = calib_inputs
         self.notes: list[str] = []
@@ -125,13 +163,8 @@ class Compressor:
         self.inventory = layers
         self.layers: list[LayerInfo] = [info for info in self.inventory if info.compressible]
         self._by_name = {info.name: info for info in self.layers}
-
-        with warnings.catch_warnings():
-            # torch's own pickling of export-program modules warns about its internal pytree API
-            warnings.simplefilter("ignore", FutureWarning)
-            self.model = copy.deepcopy(base_module)
-        self._modules = {info.name: _get(self.model, info.name) for info in self.layers}
-        self._scripted = isinstance(self.model, torch.jit.ScriptModule)
+        self._scripted = isinstance(base_module, torch.jit.ScriptModule)
+        self._lock = threading.RLock()
 
         self._pairs, note = _find_conv_bn_pairs(base_module) if not self._scripted else (
             {}, "BatchNorm not folded: TorchScript models cannot be re-traced; weights are quantized unfolded")
@@ -142,53 +175,30 @@ class Compressor:
         if unfolded and not note:
             self.notes.append("BatchNorm not folded (not the sole consumer of a convolution called as a module): "
                               + ", ".join(unfolded))
-        self._bns: dict[str, nn.Module] = {}
-        for conv_name, bn_name in self._pairs.items():
-            bn = _get(self.model, bn_name)
-            bn._qtradeoff_folded = False
-            bn.forward = types.MethodType(_folded_bn_forward, bn)
-            self._bns[conv_name] = bn
 
         # originals (what fp32 means) and folded weights/biases (what gets pruned and quantized)
         self._original: dict[str, dict[str, torch.Tensor]] = {}
-        self._original_bias: dict[str, torch.Tensor | None] = {}
         self._folded: dict[str, dict[str, torch.Tensor]] = {}
         self._folded_bias: dict[str, torch.Tensor | None] = {}
         with torch.no_grad():
             for info in self.layers:
-                module = self._modules[info.name]
+                module = get_submodule(base_module, info.name)
                 self._original[info.name] = {n: getattr(module, n).detach() for n in info.weight_names}
-                self._original_bias[info.name] = getattr(module, "bias", None)
                 if info.name in self._pairs:
-                    weight, bias = _fold(module, _get(base_module, self._pairs[info.name]))
+                    weight, bias = _fold(module, get_submodule(base_module, self._pairs[info.name]))
                     self._folded[info.name] = {"weight": weight}
                     self._folded_bias[info.name] = bias
                 else:
                     self._folded[info.name] = self._original[info.name]
-                    self._folded_bias[info.name] = self._original_bias[info.name]
-        if not self._scripted:  # the simulated model is for inference; TorchScript params refuse the flag
-            for module in self._modules.values():
-                for param in module.parameters(recurse=False):
-                    param.requires_grad_(False)
+                    bias = getattr(module, "bias", None)
+                    self._folded_bias[info.name] = bias.detach() if isinstance(bias, torch.Tensor) else None
 
         self._weight_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self._current: dict[str, tuple] = {}  # layer -> the weight key now installed in the simulated model
-        # per-layer hook state lives in objects the hooks are bound to, so a deepcopy of the simulated model
-        # carries its own frozen copy instead of following this Compressor's next apply()
-        self._act = {info.name: _ActivationHooks() for info in self.layers}
+        self._masks: dict[tuple, torch.Tensor | None] = {}
         self._observers: dict[str, RangeObserver] | None = None
         self._output_observers: dict[str, RangeObserver] | None = None
         self._range_cache: dict[tuple, tuple[float, float]] = {}
         self._last_layer = self.layers[-1].name if self.layers else None
-        self._hooks = []
-        if not self._scripted:
-            for info in self.layers:
-                module = self._modules[info.name]
-                self._hooks.append(module.register_forward_pre_hook(self._act[info.name].before))
-            if self._last_layer is not None:
-                module = self._modules[self._last_layer]
-                self._hooks.append(module.register_forward_hook(self._act[self._last_layer].after))
-        self.model.eval()
 
     # -- public ----------------------------------------------------------------------------------------------
     @property
@@ -196,111 +206,141 @@ class Compressor:
         """Compressible layer names in execution order (the names a config's overrides may use)."""
         return [info.name for info in self.layers]
 
-    def apply(self, config: CompressionConfig) -> nn.Module:
-        """Reconfigure and return the simulated model for ``config`` (cached per layer; the base is untouched)."""
-        self.stats.applies += 1
-        resolved = {info.name: config.resolve(info.name) for info in self.layers}
-        needs_ranges = [name for name, s in resolved.items() if not s.skip and is_integer(s.activation.precision)]
-        if needs_ranges and self._observers is None:
-            self._calibrate()
+    def plan(self, config: CompressionConfig) -> Plan:
+        """Resolve ``config`` for every compressible layer, with the pruning masks of the weights it rewrites."""
+        layers = []
         for info in self.layers:
-            self._install_weights(info, resolved[info.name])
-            self._install_activation(info, resolved[info.name])
-        return self.model
+            settings = config.resolve(info.name)
+            masks = {name: self.mask(info.name, name, settings) for name in info.weight_names}
+            numel = sum(self._folded[info.name][name].numel() for name in info.weight_names)
+            kept = sum(int(mask.sum()) if mask is not None else self._folded[info.name][name].numel()
+                       for name, mask in masks.items())
+            layers.append(LayerPlan(info.name, info.kind, settings, tuple(info.weight_names), info.out_axis,
+                                    info.in_axis, masks, numel, kept, info.name in self._pairs))
+        return Plan(config, tuple(layers))
+
+    def simulate(self, plan: Plan) -> nn.Module:
+        """A new simulated model of ``plan`` (the base and earlier simulated models are left as they are)."""
+        needs_ranges = any(not layer.settings.skip and is_integer(layer.settings.activation.precision)
+                           for layer in plan)
+        if needs_ranges:
+            self._ensure_calibrated()
+        with self._lock:
+            self.stats.applies += 1
+        if self._scripted:
+            return self._simulate_scripted(plan)
+        model = clone_structure(self.base)
+        for layer in plan:
+            self._install(model, layer)
+        return _inference_mode(model)
+
+    def apply(self, config: CompressionConfig) -> nn.Module:
+        """``simulate(plan(config))``: a new simulated model of ``config``."""
+        return self.simulate(self.plan(config))
 
     def weight(self, layer: str, name: str = "weight") -> torch.Tensor:
         """The tensor that compression prunes and quantizes: the layer's weight with BatchNorm folded in."""
         return self._folded[layer][name]
 
+    def mask(self, layer: str, name: str, settings: LayerSettings) -> torch.Tensor | None:
+        """Keep-mask of ``layer``'s weight ``name`` under ``settings`` (cached per PruneSpec; None: unpruned)."""
+        if settings.skip or settings.prune.method == "none":
+            return None
+        key = (layer, name, settings.prune)
+        with self._lock:
+            if key in self._masks:
+                return self._masks[key]
+        info = self._by_name[layer]
+        mask = prune_mask(self._folded[layer][name], settings.prune, out_axis=info.out_axis, in_axis=info.in_axis)
+        with self._lock:
+            return self._masks.setdefault(key, mask)
+
     def sparsity_for_threshold(self, layer: str, threshold: float, relative: bool = False) -> float:
-        """Fraction of ``layer``'s weights a magnitude threshold would prune (on the weights compression uses)."""
-        return sparsity_for_threshold(self.weight(layer, self._by_name[layer].weight_names[0]), threshold, relative)
+        """Fraction of ``layer``'s weights a magnitude threshold prunes, on the weights compression prunes."""
+        info = self._by_name[layer]
+        tensors = [self.weight(layer, name) for name in info.weight_names]
+        total = sum(t.numel() for t in tensors)
+        if not total:
+            return 0.0
+        return sum(sparsity_for_threshold(t, threshold, relative) * t.numel() for t in tensors) / total
 
     def processed_weights(self, layer: str, config: CompressionConfig) -> dict[str, torch.Tensor]:
         """The weights ``layer`` runs with under ``config`` (cached)."""
-        info = self._by_name[layer]
-        settings = config.resolve(layer)
-        return {name: self._processed(info, name, settings) for name in info.weight_names}
+        layer_plan = self.plan(config)[layer]
+        return {name: self._processed(layer_plan, name) for name in layer_plan.weight_names}
 
     def sparsity(self, config: CompressionConfig) -> dict[str, float]:
-        """Actual fraction of zero weights per compressible layer under ``config``."""
+        """Actual fraction of zero weights per compressible layer under ``config`` (pruned or rounded to 0)."""
         out = {}
-        for info in self.layers:
-            tensors = self.processed_weights(info.name, config).values()
+        plan = self.plan(config)
+        for layer in plan:
+            tensors = [self._processed(layer, name) for name in layer.weight_names]
             total = sum(t.numel() for t in tensors)
-            out[info.name] = float(sum(int((t == 0).sum()) for t in tensors)) / max(total, 1)
+            out[layer.name] = float(sum(int((t == 0).sum()) for t in tensors)) / max(total, 1)
         return out
 
     def close(self) -> None:
-        """Drop hooks and caches (the simulated model stays usable at its last configuration)."""
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks.clear()
-        self._weight_cache.clear()
+        """Drop the caches (simulated models already built stay usable)."""
+        with self._lock:
+            self._weight_cache.clear()
+            self._masks.clear()
 
     # -- weights ---------------------------------------------------------------------------------------------
-    @staticmethod
-    def _rewrites(settings: LayerSettings) -> bool:
-        return not settings.skip and (settings.weight.precision != "fp32" or settings.prune.method != "none")
-
-    def _weight_key(self, info: LayerInfo, settings: LayerSettings) -> tuple:
-        if not self._rewrites(settings):
-            return (info.name, "original")
-        return (info.name, settings.weight, settings.prune)
-
-    def _processed(self, info: LayerInfo, name: str, settings: LayerSettings) -> torch.Tensor:
-        if not self._rewrites(settings):
-            return self._original[info.name][name]
-        key = (info.name, name, settings.weight, settings.prune)
-        cached = self._weight_cache.get(key)
-        if cached is not None:
-            self._weight_cache.move_to_end(key)
-            self.stats.weight_cache_hits += 1
-            return cached
-        self.stats.weight_computations += 1
+    def _processed(self, layer: LayerPlan, name: str) -> torch.Tensor:
+        if not layer.rewrites:
+            return self._original[layer.name][name]
+        settings = layer.settings
+        key = (layer.name, name, settings.weight, settings.prune)
+        with self._lock:
+            cached = self._weight_cache.get(key)
+            if cached is not None:
+                self._weight_cache.move_to_end(key)
+                self.stats.weight_cache_hits += 1
+                return cached
         with torch.no_grad():
-            result = process_weight(self._folded[info.name][name], settings.weight, settings.prune,
-                                    out_axis=info.out_axis, in_axis=info.in_axis)
-        self._weight_cache[key] = result
-        if len(self._weight_cache) > _WEIGHT_CACHE_ENTRIES:
-            self._weight_cache.popitem(last=False)
+            result = process_weight(self._folded[layer.name][name], settings.weight, layer.masks.get(name),
+                                    out_axis=layer.out_axis)
+        with self._lock:
+            self.stats.weight_computations += 1
+            self._weight_cache[key] = result
+            if len(self._weight_cache) > _WEIGHT_CACHE_ENTRIES:
+                self._weight_cache.popitem(last=False)
         return result
 
-    def _install_weights(self, info: LayerInfo, settings: LayerSettings) -> None:
-        key = self._weight_key(info, settings)
-        if self._current.get(info.name) == key:
-            return
-        module = self._modules[info.name]
-        rewrites = self._rewrites(settings)
-        for name in info.weight_names:
-            getattr(module, name).data = self._processed(info, name, settings)
-        if info.name in self._bns:
-            bn = self._bns[info.name]
-            bn._qtradeoff_folded = rewrites
-            bias = self._folded_bias[info.name] if rewrites else self._original_bias[info.name]
-            # The folded bias is added by the (otherwise pass-through) BatchNorm, not inside the conv: oneDNN's
-            # depthwise convolutions run up to 1.5x slower with a bias (5x5 depthwise on 1x1 maps in MobileNetV3),
-            # which made weight-only evaluation slower than the fp32 model. Same arithmetic up to fp32 rounding.
-            # Dense convolutions take the bias inside the kernel, which saves a pass over the output.
-            depthwise = getattr(module, "groups", 1) > 1 and module.groups == getattr(module, "in_channels", 0)
-            split = rewrites and bias is not None and info.name != self._last_layer and depthwise
-            bn._qtradeoff_bias = bias.reshape(-1, *([1] * (module.weight.dim() - 2))) if split else None
-            module.bias = None if (bias is None or split) else nn.Parameter(bias, requires_grad=False)
-        self._current[info.name] = key
+    def _install(self, model: nn.Module, layer: LayerPlan) -> None:
+        """Put ``layer``'s processed weights, folded BatchNorm and activation casts into the cloned ``model``."""
+        module = get_submodule(model, layer.name)
+        if layer.rewrites:
+            for name in layer.weight_names:
+                _set_tensor(module, name, self._processed(layer, name))
+            if layer.folded:
+                bn_name = self._pairs[layer.name]
+                bias = self._folded_bias[layer.name]
+                # The folded bias is added by the stand-in BatchNorm, not inside the conv, for depthwise convs:
+                # oneDNN's depthwise convolutions run up to 1.5x slower with a bias (5x5 depthwise on 1x1 maps in
+                # MobileNetV3). Same arithmetic up to fp32 rounding. Dense convs take the bias in the kernel.
+                depthwise = getattr(module, "groups", 1) > 1 and module.groups == getattr(module, "in_channels", 0)
+                split = bias is not None and layer.name != self._last_layer and depthwise
+                shaped = bias.reshape(-1, *([1] * (module.weight.dim() - 2))) if split else None
+                _set_tensor(module, "bias", None if split else bias)
+                model.get_submodule(bn_name).forward = FoldedNorm(shaped)
+        self._install_activation(module, layer)
 
     # -- activations -----------------------------------------------------------------------------------------
-    def _install_activation(self, info: LayerInfo, settings: LayerSettings) -> None:
-        spec = settings.activation
-        if settings.skip or spec.precision == "fp32" or info.kind == "Embedding":
-            self._act[info.name].input_cast = self._act[info.name].output_cast = None
+    def _install_activation(self, module: nn.Module, layer: LayerPlan) -> None:
+        spec = layer.settings.activation
+        if layer.settings.skip or spec.precision == "fp32" or layer.kind == "Embedding":
             return
         if not is_integer(spec.precision):
-            cast = _float_caster(spec.precision)
-            self._act[info.name].input_cast = self._act[info.name].output_cast = cast
-            return
-        self._act[info.name].input_cast = self._int_caster(info.name, self._observers, spec, "input")
-        self._act[info.name].output_cast = (self._int_caster(info.name, self._output_observers, spec, "output")
-                                            if info.name == self._last_layer else None)
+            input_cast = output_cast = _float_caster(spec.precision)
+        else:
+            input_cast = self._int_caster(layer.name, self._observers, spec, "input")
+            output_cast = (self._int_caster(layer.name, self._output_observers, spec, "output")
+                           if layer.name == self._last_layer else None)
+        if input_cast is not None:
+            module.register_forward_pre_hook(_InputCast(input_cast))
+        if output_cast is not None and layer.name == self._last_layer:
+            module.register_forward_hook(_OutputCast(output_cast))
 
     def _int_caster(self, layer: str, observers, spec, where: str) -> Callable | None:
         observer = (observers or {}).get(layer)
@@ -309,14 +349,15 @@ class Compressor:
         bits = int(spec.precision[3:])
         range_key = (layer, where, spec.calibration, spec.percentile if spec.calibration == "percentile" else None,
                      bits, spec.symmetric)
-        lo_hi = self._range_cache.get(range_key)
-        if lo_hi is None:
-            self.stats.range_computations += 1
-            lo_hi = observer.range(spec.calibration, percentile=spec.percentile, bits=bits, symmetric=spec.symmetric)
-            self._range_cache[range_key] = lo_hi
+        with self._lock:
+            lo_hi = self._range_cache.get(range_key)
+            if lo_hi is None:
+                self.stats.range_computations += 1
+                lo_hi = observer.range(spec.calibration, percentile=spec.percentile, bits=bits,
+                                       symmetric=spec.symmetric)
+                self._range_cache[range_key] = lo_hi
         scale, zero_point = qparams_from_range(torch.tensor(lo_hi[0]), torch.tensor(lo_hi[1]), bits, spec.symmetric)
         qmin, qmax = int_range(bits, spec.symmetric)
-
         native = _NATIVE_8BIT.get((qmin, qmax))
         if native is not None:
             # 8-bit grids: torch's vectorized quantize/dequantize (the op the real int8 model applies to its
@@ -333,79 +374,110 @@ class Compressor:
 
         return cast
 
-    def _run_calibration(self, batch: int) -> None:
-        for start in range(0, len(self.calib_inputs), batch):
-            self.model(self.calib_inputs[start:start + batch])
-
-    def _calibrate(self) -> None:
-        """One pass of the calibration inputs through the fp32 simulated model, observing every layer's input."""
-        if self._scripted:
-            self._observers, self._output_observers = {}, {}
-            self.notes.append("activation quantization is not simulated for TorchScript models (no module hooks)")
-            return
-        if self.calib_inputs is None or len(self.calib_inputs) == 0:
-            raise ValueError("integer activations need calibration inputs; pass calib_inputs to the Compressor")
-        self._observers = {info.name: RangeObserver() for info in self.layers}
-        self._output_observers = {self._last_layer: RangeObserver()} if self._last_layer else {}
-        fp32 = LayerSettings(WeightSpec(), _fp32_activation(), PruneSpec(), False)
-        for info in self.layers:
-            self._install_weights(info, fp32)
-        for name, hooks in self._act.items():
-            hooks.input_observer = self._observers[name]
-            hooks.output_observer = self._output_observers.get(name)
-        try:
+    def _ensure_calibrated(self) -> None:
+        """One pass of the calibration inputs through the fp32 base (a clone with observing hooks)."""
+        with self._lock:
+            if self._observers is not None:
+                return
+            if self._scripted:
+                self._observers, self._output_observers = {}, {}
+                self.notes.append("activation quantization is not simulated for TorchScript models (no module hooks)")
+                return
+            if self.calib_inputs is None or len(self.calib_inputs) == 0:
+                raise ValueError("integer activations need calibration inputs; pass calib_inputs to the Compressor")
+            observers = {info.name: RangeObserver() for info in self.layers}
+            outputs = {self._last_layer: RangeObserver()} if self._last_layer else {}
+            model = _inference_mode(clone_structure(self.base))
+            for name, observer in observers.items():
+                get_submodule(model, name).register_forward_pre_hook(_InputObserver(observer))
+            for name, observer in outputs.items():
+                get_submodule(model, name).register_forward_hook(_OutputObserver(observer))
             with torch.no_grad():
                 try:
-                    self._run_calibration(_CALIB_BATCH)
+                    _run_batches(model, self.calib_inputs, _CALIB_BATCH)
                 except Exception:  # noqa: BLE001 - e.g. an export program specialised to batch size 1
-                    for observer in (*self._observers.values(), *self._output_observers.values()):
+                    for observer in (*observers.values(), *outputs.values()):
                         observer.__init__()
-                    self._run_calibration(1)
-        finally:
-            for hooks in self._act.values():
-                hooks.input_observer = hooks.output_observer = None
-        self.stats.calibration_passes += 1
-        silent = [name for name, obs in self._observers.items() if obs.hi < obs.lo and
-                  self._by_name[name].kind != "Embedding"]
-        if silent:
-            self.notes.append("activation quantization is not simulated for layers not called as modules: "
-                              + ", ".join(silent))
+                    _run_batches(model, self.calib_inputs, 1)
+            self.stats.calibration_passes += 1
+            silent = [name for name, obs in observers.items() if obs.hi < obs.lo and
+                      self._by_name[name].kind != "Embedding"]
+            if silent:
+                self.notes.append("activation quantization is not simulated for layers not called as modules: "
+                                  + ", ".join(silent))
+            self._observers, self._output_observers = observers, outputs
+
+    def _simulate_scripted(self, plan: Plan) -> nn.Module:
+        # TorchScript attributes live in C++: a private deep copy per simulated model, weights swapped in place
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model = copy.deepcopy(self.base)
+        for layer in plan:
+            if layer.rewrites:
+                module = get_submodule(model, layer.name)
+                for name in layer.weight_names:
+                    getattr(module, name).data = self._processed(layer, name)
+        return _inference_mode(model)
 
 
-class _ActivationHooks:
-    """Forward hooks of one layer: observe (during calibration) or fake-quantize its input and output."""
-
-    def __init__(self):
-        self.input_cast: Callable | None = None
-        self.output_cast: Callable | None = None
-        self.input_observer: RangeObserver | None = None
-        self.output_observer: RangeObserver | None = None
-
-    def before(self, module, args):
-        if self.input_observer is not None:
-            first = args[0] if args else None
-            if isinstance(first, torch.Tensor) and first.is_floating_point():
-                self.input_observer.observe(first)
-            return None
-        cast = self.input_cast
-        if cast is None:
-            return None
-        return tuple(cast(a) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
-
-    def after(self, module, args, output):
-        if self.output_observer is not None:
-            if isinstance(output, torch.Tensor):
-                self.output_observer.observe(output)
-            return None
-        if self.output_cast is None or not isinstance(output, torch.Tensor):
-            return None
-        return self.output_cast(output)
+def _inference_mode(model: nn.Module) -> nn.Module:
+    # exported programs' modules refuse eval(); they are traced in inference form already
+    if model.training and not isinstance(model, torch.fx.GraphModule):
+        model.eval()
+    return model
 
 
-def _fp32_activation():
-    from qtradeoff.core.config import ActivationSpec
+def _run_batches(model: nn.Module, inputs: torch.Tensor, batch: int) -> None:
+    for start in range(0, len(inputs), batch):
+        model(inputs[start:start + batch])
 
-    return ActivationSpec()
+
+def _set_tensor(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
+    """Replace ``module.<name>`` in the clone's own tables (never in the shared tensor itself). Through setattr:
+    recurrent layers refresh their flat weight list there."""
+    if name in module._parameters:
+        setattr(module, name, None if value is None else nn.Parameter(value, requires_grad=False))
+    else:
+        setattr(module, name, value)
+
+
+class _InputCast:
+    """Forward pre-hook: fake-quantize a layer's floating-point inputs."""
+
+    def __init__(self, cast: Callable):
+        self.cast = cast
+
+    def __call__(self, module, args):
+        return tuple(self.cast(a) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+class _OutputCast:
+    """Forward hook: fake-quantize the last layer's output (the logits, where int8 kernels quantize too)."""
+
+    def __init__(self, cast: Callable):
+        self.cast = cast
+
+    def __call__(self, module, args, output):
+        return self.cast(output) if isinstance(output, torch.Tensor) else None
+
+
+class _InputObserver:
+    def __init__(self, observer: RangeObserver):
+        self.observer = observer
+
+    def __call__(self, module, args):
+        first = args[0] if args else None
+        if isinstance(first, torch.Tensor) and first.is_floating_point():
+            self.observer.observe(first)
+
+
+class _OutputObserver:
+    def __init__(self, observer: RangeObserver):
+        self.observer = observer
+
+    def __call__(self, module, args, output):
+        if isinstance(output, torch.Tensor):
+            self.observer.observe(output)
 
 
 def _float_caster(precision: str) -> Callable:
@@ -425,11 +497,14 @@ def _fold(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return weight.detach().clone(), bias.detach().clone()
 
 
-def process_weight(weight: torch.Tensor, spec: WeightSpec, prune: PruneSpec, *, out_axis: int = 0,
-                   in_axis: int = 1) -> torch.Tensor:
-    """Prune, then quantize one weight tensor (zeros stay exact: every grid contains 0)."""
+def process_weight(weight: torch.Tensor, spec: WeightSpec, prune: PruneSpec | torch.Tensor | None = None, *,
+                   out_axis: int = 0, in_axis: int = 1) -> torch.Tensor:
+    """Prune, then quantize one weight tensor (zeros stay exact: every grid contains 0).
+
+    ``prune`` is a PruneSpec (the mask is computed here) or an already computed keep-mask (or None).
+    """
     weight = weight.detach().to(torch.float32)
-    mask = prune_mask(weight, prune, out_axis=out_axis, in_axis=in_axis)
+    mask = prune_mask(weight, prune, out_axis=out_axis, in_axis=in_axis) if isinstance(prune, PruneSpec) else prune
     if mask is not None:
         weight = weight * mask
     if spec.precision != "fp32":
@@ -442,5 +517,5 @@ def process_weight(weight: torch.Tensor, spec: WeightSpec, prune: PruneSpec, *, 
 
 def compress(base: nn.Module, config: CompressionConfig, calib_inputs: torch.Tensor | None = None, *,
              example_input_shape: tuple[int, ...] | None = None) -> nn.Module:
-    """One-off simulated model of ``config`` (an independent copy; use :class:`Compressor` to reuse caches)."""
+    """One-off simulated model of ``config`` (use a :class:`Compressor` to reuse its caches)."""
     return Compressor(base, calib_inputs, example_input_shape=example_input_shape).apply(config)

@@ -1,25 +1,27 @@
 """Incremental evaluation: reuse the activations a configuration shares with ones already evaluated.
 
-The simulated model is traced with torch.fx, keeping the compressible layers (or the compression wrappers that
-stand in their place) as leaves. The values live just before each compressible layer — a *cut* — are cached,
-keyed by the resolved settings of every layer before the cut and by the data, so that a configuration whose
-first changed layer is the k-th one re-runs only the graph from cut k on. Memory is bounded by an LRU over bytes.
-Models that cannot be traced are evaluated in full, and :attr:`IncrementalEvaluator.note` says so.
+The simulated model is traced with torch.fx, keeping the compressible layers as leaves. The values live just
+before each compressible layer — a *cut* — are cached, keyed by the resolved settings of every layer before the
+cut and by the data, so that a configuration whose first changed layer is the k-th one re-runs only the graph from
+cut k on. Memory is bounded by an LRU over bytes. Models that cannot be traced are evaluated in full, and
+:attr:`IncrementalEvaluator.note` says so. An evaluator may be used from several threads at once: the cache and
+the traced graphs are guarded by locks that are never held while the model runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import operator
+import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import fx, nn
 
-from qtradeoff.core.config import CompressionConfig
+from qtradeoff.core.config import CompressionConfig, LayerSettings
 from qtradeoff.core.loading import data as data_mod
 
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
@@ -59,6 +61,7 @@ class ActivationCache:
         self.bytes = 0
         self._entries: OrderedDict[Any, tuple[dict, int]] = OrderedDict()
         self.evictions = 0
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -67,29 +70,32 @@ class ActivationCache:
         return key in self._entries
 
     def get(self, key):
-        found = self._entries.get(key)
-        if found is None:
-            return None
-        self._entries.move_to_end(key)
-        return found[0]
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                return None
+            self._entries.move_to_end(key)
+            return found[0]
 
     def put(self, key, values: dict) -> None:
         size = sum(_nbytes(value) for value in values.values())
         if size > self.max_bytes:
             return
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.bytes -= old[1]
-        self._entries[key] = (values, size)
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, (_, dropped) = self._entries.popitem(last=False)
-            self.bytes -= dropped
-            self.evictions += 1
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._entries[key] = (values, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self.bytes -= dropped
+                self.evictions += 1
 
     def clear(self) -> None:
-        self._entries.clear()
-        self.bytes = 0
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
 
 
 def _nbytes(value) -> int:
@@ -175,7 +181,9 @@ class IncrementalEvaluator:
     """Runs simulated models built by ``build(config)``, recomputing only what differs from cached runs.
 
     ``layer_names`` are the compressible layers (the module names ``build`` compresses). Results are bit-identical
-    to ``build(config)(inputs)``: the same operations run on the same values, only fewer of them.
+    to ``build(config)(inputs)``: the same operations run on the same values, only fewer of them. Cut keys hold
+    each layer's resolved settings: pass ``settings`` (a plan's) when the caller has them, else each layer is
+    resolved from the config by name.
     """
 
     def __init__(self, build: Callable[[CompressionConfig], nn.Module], layer_names: Sequence[str], *,
@@ -186,41 +194,45 @@ class IncrementalEvaluator:
         self.cache = ActivationCache(cache_bytes)
         self.stats = IncrementalStats()
         self._plans: dict[str, _Plan | None] = {}
+        self._plans_lock = threading.Lock()
         self.traceable: bool | None = None  # unknown until the first model is seen
         self.note = ""
 
     # -- public ----------------------------------------------------------------------------------------------
     def forward(self, config: CompressionConfig, inputs: torch.Tensor, *, fingerprint: str | None = None,
-                module: nn.Module | None = None, store: bool = True) -> torch.Tensor:
+                module: nn.Module | None = None, store: bool = True,
+                settings: Mapping[str, LayerSettings] | None = None) -> torch.Tensor:
         """The simulated model's output for ``inputs`` under ``config`` (identical to a full evaluation).
 
-        ``fingerprint`` identifies ``inputs`` in the cache (computed from the tensor when omitted); ``module`` is
-        the simulated model when the caller already built it. ``store=False`` reads the cache but adds nothing:
-        for one-off configurations (a sensitivity trial) whose downstream values no later run will share.
+        ``inputs`` run in chunks of :data:`CHUNK_SAMPLES`, each cached under ``"<fingerprint>[start:end]"``
+        (``fingerprint`` identifies ``inputs``; computed from the tensor when omitted). ``module`` is the
+        simulated model when the caller already built it. ``store=False`` reads the cache but adds nothing: for
+        one-off configurations (a sensitivity trial) whose downstream values no later run will share.
         """
-        self.stats.calls += 1
         if module is None:
             module = self._build(config)
-        plan = self._plan_for(module)
-        if plan is None:
-            self.stats.full_runs += 1
-            with torch.no_grad():
-                return module(inputs)
         if fingerprint is None:
             fingerprint = data_mod.fingerprint(inputs)
-        with torch.no_grad():
-            outputs = [self._run(plan, module, config, inputs[start:start + CHUNK_SAMPLES],
-                                 f"{fingerprint}[{start}:{start + CHUNK_SAMPLES}]", store)
-                       for start in range(0, len(inputs), CHUNK_SAMPLES)]
+        outputs = [self.forward_chunk(config, inputs[start:start + CHUNK_SAMPLES],
+                                      f"{fingerprint}[{start}:{start + CHUNK_SAMPLES}]", module=module, store=store,
+                                      settings=settings)
+                   for start in range(0, len(inputs), CHUNK_SAMPLES)]
         if len(outputs) == 1:
             return outputs[0]
         if not all(isinstance(output, torch.Tensor) for output in outputs):
             raise IncrementalError("the model returns more than one tensor; incremental evaluation needs logits")
         return torch.cat(outputs)
 
-    def module_for(self, config: CompressionConfig) -> nn.Module:
-        """An ``nn.Module`` whose forward is :meth:`forward` under ``config``, for code that expects a model."""
-        return _IncrementalModule(self, config)
+    def forward_chunk(self, config: CompressionConfig, inputs: torch.Tensor, key: str, *, module: nn.Module,
+                      store: bool = True, settings: Mapping[str, LayerSettings] | None = None) -> Any:
+        """One batch through ``module`` (the simulated model of ``config``), cached under data key ``key``."""
+        self.stats.calls += 1
+        plan = self._plan_for(module)
+        with torch.no_grad():
+            if plan is None:
+                self.stats.full_runs += 1
+                return module(inputs)
+            return self._run(plan, module, config, inputs, key, store, settings)
 
     def clear(self) -> None:
         """Forget every cached activation (the traced graphs are kept)."""
@@ -239,8 +251,12 @@ class IncrementalEvaluator:
                          "full (no incremental re-use)")
             return None
         signature = _structure_signature(module)
-        if signature in self._plans:
-            return self._plans[signature]
+        with self._plans_lock:
+            if signature in self._plans:
+                return self._plans[signature]
+            return self._trace(module, signature)
+
+    def _trace(self, module: nn.Module, signature: str) -> _Plan | None:
         missing = [name for name in self.layer_names if not _has_submodule(module, name)]
         if missing:
             raise IncrementalError(f"the simulated model has no layer {missing[0]!r}; pass the layer names of "
@@ -262,10 +278,11 @@ class IncrementalEvaluator:
             self.note = f"incremental evaluation over {len(plan.cut_layers)} layer boundaries (torch.fx)"
         return plan
 
-    def _keys(self, plan: _Plan, config: CompressionConfig, fingerprint: str) -> list[tuple]:
+    def _keys(self, plan: _Plan, config: CompressionConfig, fingerprint: str,
+              settings: Mapping[str, LayerSettings] | None) -> list[tuple]:
         """The cache key of every cut: (graph, cut, settings of every layer called before it, data)."""
         keys, prefix = [], []
-        resolved: dict[str, Any] = {}
+        resolved: dict[str, Any] = dict(settings or {})
         for cut, _ in enumerate(plan.cut_positions):
             keys.append((plan.signature, cut, tuple(prefix), fingerprint))
             if cut < len(plan.cut_layers):
@@ -276,8 +293,8 @@ class IncrementalEvaluator:
         return keys
 
     def _run(self, plan: _Plan, root: nn.Module, config: CompressionConfig, inputs: torch.Tensor,
-             fingerprint: str, store: bool = True) -> Any:
-        keys = self._keys(plan, config, fingerprint)
+             fingerprint: str, store: bool = True, settings: Mapping[str, LayerSettings] | None = None) -> Any:
+        keys = self._keys(plan, config, fingerprint, settings)
         total = len(plan.nodes)
         self.stats.nodes_total += total
         start_cut, env = -1, None
@@ -371,175 +388,3 @@ def _execute(node: fx.Node, root: nn.Module, args, kwargs):
     if node.op == "get_attr":
         return _fetch_attr(root, node.target)
     raise IncrementalError(f"unsupported graph node {node.op!r}")
-
-
-class _IncrementalModule(nn.Module):
-    """A model-shaped view of one configuration evaluated through an :class:`IncrementalEvaluator`."""
-
-    def __init__(self, evaluator: IncrementalEvaluator, config: CompressionConfig):
-        super().__init__()
-        self._evaluator = evaluator
-        self._config = config
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        # re-applied per call: a Compressor reconfigures one shared module, so another config may have run since
-        return self._evaluator.forward(self._config, inputs)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# A model + data pair ready for many quick evaluations (sensitivity, search).
-
-
-@dataclass(frozen=True)
-class QuickScore:
-    """Top-1 accuracy (None without labels) and top-1 agreement with the fp32 model, on the evaluation split."""
-
-    accuracy: float | None
-    agreement: float
-
-    @property
-    def metric(self) -> float:
-        """The number constraints are checked on: accuracy when labelled, else agreement with fp32."""
-        return self.accuracy if self.accuracy is not None else self.agreement
-
-
-class IncrementalSession:
-    """One model and one dataset bound to a compressor and an :class:`IncrementalEvaluator`.
-
-    ``compressor`` defaults to ``Compressor(loaded.module, data.calib_inputs)``; ``layer_names`` to the
-    compressible layers of the inventory. :meth:`score` is the fast path (logits through the cut cache only);
-    :meth:`evaluate` returns a full :class:`~qtradeoff.core.engine.measure.Result` whose accuracy comes from the cache.
-    """
-
-    def __init__(self, loaded, data, *, compressor=None, layer_names: Sequence[str] | None = None,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES):
-        self.loaded = loaded
-        self.data = data
-        if compressor is None:
-            from qtradeoff.core.compression.compress import Compressor
-
-            compressor = Compressor(loaded.module, data.calib_inputs)
-        self.compressor = compressor
-        # LayerInfo of the compressible layers (params, MACs): what search strategies weigh savings by
-        self.layers = list(getattr(compressor, "layers", None) or [])
-        if layer_names is None:
-            layer_names = compressor.layer_names
-        self.layer_names = tuple(layer_names)
-        self.evaluator = IncrementalEvaluator(compressor.apply, self.layer_names, cache_bytes=cache_bytes)
-        self._eval_fingerprint = data_mod.fingerprint(data.eval_inputs)
-        self._eval_version = data.eval_inputs._version
-        self._reference: torch.Tensor | None = None
-        self._baseline: QuickScore | None = None
-        self._proxy: _IncrementalCompressor | None = None
-
-    @property
-    def note(self) -> str:
-        return self.evaluator.note
-
-    def fingerprint_of(self, inputs: torch.Tensor) -> str | None:
-        """A cache identity for a batch of the evaluation split (measure slices it into row chunks) without hashing
-        it again; None (hash it) for any other tensor."""
-        reference = self.data.eval_inputs
-        if (inputs.dtype != reference.dtype or inputs.shape[1:] != reference.shape[1:]
-                or inputs.stride() != reference.stride() or reference._version != self._eval_version
-                or inputs.untyped_storage().data_ptr() != reference.untyped_storage().data_ptr()):
-            return None
-        offset = inputs.data_ptr() - reference.data_ptr()
-        row = reference.stride(0) * reference.element_size() if reference.dim() else 0
-        if row <= 0 or offset % row or not 0 <= offset // row <= len(reference) - len(inputs):
-            return None
-        start = offset // row
-        if start == 0 and len(inputs) == len(reference):
-            return self._eval_fingerprint
-        return f"{self._eval_fingerprint}[{start}:{start + len(inputs)}]"
-
-    def logits(self, config: CompressionConfig, *, store: bool = True) -> torch.Tensor:
-        """The simulated model's outputs on the whole evaluation split under ``config``."""
-        return self.evaluator.forward(config, self.data.eval_inputs, fingerprint=self._eval_fingerprint,
-                                      store=store)
-
-    def reference_logits(self) -> torch.Tensor:
-        """Outputs of the untouched base model on the evaluation split (what fidelity is measured against)."""
-        if self._reference is None:
-            with torch.no_grad():
-                self._reference = self.loaded.module(self.data.eval_inputs)
-        return self._reference
-
-    def score_logits(self, logits: torch.Tensor) -> QuickScore:
-        predicted = logits.argmax(dim=-1)
-        count = max(int(predicted.numel()), 1)
-        agreement = int((predicted == self.reference_logits().argmax(dim=-1)).sum()) / count
-        accuracy = None
-        if self.data.eval_labels is not None:
-            accuracy = int((predicted == self.data.eval_labels).sum()) / count
-        return QuickScore(accuracy, agreement)
-
-    def score(self, config: CompressionConfig, *, store: bool = True) -> QuickScore:
-        """Accuracy/agreement of ``config`` through the incremental path (no memory or latency accounting)."""
-        return self.score_logits(self.logits(config, store=store))
-
-    @property
-    def baseline(self) -> QuickScore:
-        """The score of the fp32 configuration (the base model as the simulator runs it)."""
-        if self._baseline is None:
-            self._baseline = self.score(CompressionConfig())
-        return self._baseline
-
-    def drop_points(self, score: QuickScore) -> float:
-        """How many percentage points ``score`` loses against fp32 (negative when it gains)."""
-        return 100.0 * (self.baseline.metric - score.metric)
-
-    # -- full Results through measure, with the simulated forward served by the cut cache ----------------------
-    def evaluate(self, config: CompressionConfig, *, should_stop: Callable[[], bool] = lambda: False,
-                 latency: str = "estimated", **kwargs):
-        """A :class:`~qtradeoff.core.engine.measure.Result` for ``config`` whose outputs come from the incremental path.
-
-        Identical numbers to ``measure.evaluate`` (the same operations run on the same values); the Result's
-        ``provenance["incremental"]`` says whether the cut cache was used. ``latency`` defaults to the fast
-        roofline estimate (marked estimated in the Result).
-        """
-        import dataclasses
-
-        from qtradeoff.core.engine.measure import evaluate
-
-        if self._proxy is None:
-            self._proxy = _IncrementalCompressor(self)
-        result = evaluate(self.loaded, self.data, config, should_stop=should_stop, latency=latency,
-                          compressor=self._proxy, **kwargs)
-        provenance = dict(result.provenance)
-        provenance["incremental"] = {"used": bool(self.evaluator.traceable), "note": self.evaluator.note}
-        return dataclasses.replace(result, provenance=provenance)
-
-    def evaluate_full(self, config: CompressionConfig, *, should_stop: Callable[[], bool] = lambda: False,
-                      latency: str = "estimated", **kwargs):
-        """``measure.evaluate`` with the plain Compressor (no cut cache): the reference the fast path must match."""
-        from qtradeoff.core.engine.measure import evaluate
-
-        return evaluate(self.loaded, self.data, config, should_stop=should_stop, latency=latency,
-                        compressor=self.compressor, **kwargs)
-
-
-class _IncrementalCompressor:
-    """Looks like the session's Compressor to ``measure``, but its simulated models run through the cut cache."""
-
-    def __init__(self, session: IncrementalSession):
-        self._session = session
-
-    def __getattr__(self, name: str):
-        return getattr(self._session.compressor, name)  # layers, weight(), notes, stats, sparsity() ...
-
-    def apply(self, config: CompressionConfig) -> nn.Module:
-        return _SessionModule(self._session, config)
-
-
-class _SessionModule(nn.Module):
-    """One configuration's forward through the session's evaluator; recognises the evaluation split by storage
-    (measure slices it into views) so its fingerprint need not be recomputed per call."""
-
-    def __init__(self, session: IncrementalSession, config: CompressionConfig):
-        super().__init__()
-        self._session = session
-        self._config = config
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self._session.evaluator.forward(self._config, inputs, fingerprint=self._session.fingerprint_of(inputs))

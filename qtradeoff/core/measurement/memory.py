@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from qtradeoff.core.compression.prune import prune_mask
+from qtradeoff.core.compression.compress import clone_structure
+from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.compression.quantize import int_qparams, int_range
-from qtradeoff.core.config import CompressionConfig, LayerSettings, bits_of, is_integer
+from qtradeoff.core.config import LayerSettings, bits_of, is_integer
 
 SCALE_BYTES = 4
 
@@ -120,45 +121,19 @@ def unique_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _compressible_tensors(module: nn.Module, layers: Sequence) -> list[tuple[str, str, str, int, int]]:
-    """(state_dict key, layer, weight name, out_axis, in_axis) of every compressible weight."""
-    out = []
-    for info in layers:
-        if not getattr(info, "compressible", True):
-            continue
-        for weight_name in getattr(info, "weight_names", ("weight",)):
-            out.append((f"{info.name}.{weight_name}", info.name, weight_name, getattr(info, "out_axis", 0),
-                        getattr(info, "in_axis", 1)))
-    return out
-
-
-def layer_masks(module: nn.Module, config: CompressionConfig, layers: Sequence) -> dict[str, torch.Tensor | None]:
-    """Keep-masks of every compressible weight under ``config`` (None where nothing is pruned)."""
-    masks = {}
-    for key, layer, weight_name, out_axis, in_axis in _compressible_tensors(module, layers):
-        settings = config.resolve(layer)
-        weight = getattr(module.get_submodule(layer), weight_name)
-        masks[key] = None if settings.skip else prune_mask(weight.detach(), settings.prune, out_axis=out_axis,
-                                                           in_axis=in_axis)
-    return masks
-
-
-def weight_memory(module: nn.Module, config: CompressionConfig, layers: Sequence,
-                  masks: Mapping[str, torch.Tensor | None] | None = None,
-                  state: Mapping[str, torch.Tensor] | None = None) -> WeightMemory:
-    """Exact weight storage of ``module`` under ``config``. ``layers`` are inventory ``LayerInfo`` records;
-    ``state`` (from :func:`unique_state`) may be passed to skip walking the module again."""
-    state = unique_state(module) if state is None else state
+def weight_memory(state: Mapping[str, torch.Tensor], plan: Plan) -> WeightMemory:
+    """Exact weight storage under ``plan``. ``state`` is the base model's :func:`unique_state`; each compressible
+    weight is counted at its layer's precision with the plan's masks (computed on the weights compression prunes)."""
     fp32_bytes = sum(t.numel() * t.element_size() for t in state.values())
-    if masks is None:
-        masks = layer_masks(module, config, layers)
     tensors = []
     compressed_keys = set()
-    for key, layer, _, out_axis, _ in _compressible_tensors(module, layers):
-        if key not in state:
-            continue
-        compressed_keys.add(key)
-        tensors.append(tensor_storage(key, state[key], config.resolve(layer), masks.get(key), out_axis))
+    for layer in plan:
+        for name in layer.weight_names:
+            key = f"{layer.name}.{name}"
+            if key not in state:
+                continue
+            compressed_keys.add(key)
+            tensors.append(tensor_storage(key, state[key], layer.settings, layer.masks.get(name), layer.out_axis))
     other = sum(t.numel() * t.element_size() for k, t in state.items() if k not in compressed_keys)
     return WeightMemory(sum(t.total_bytes for t in tensors) + other, fp32_bytes, other, tuple(tensors))
 
@@ -228,20 +203,18 @@ def _encode_tensor(weight: torch.Tensor, settings: LayerSettings, mask: torch.Te
     return header + min(candidates, key=len)
 
 
-def pack_weights(module: nn.Module, config: CompressionConfig, layers: Sequence,
-                 masks: Mapping[str, torch.Tensor | None] | None = None) -> bytes:
+def pack_weights(state: Mapping[str, torch.Tensor], plan: Plan) -> bytes:
     """A real serialization of the compressed weights: bit-packed integer codes, qparams, sparse indices, and
     every other tensor at its dtype. No header or alignment padding beyond per-tensor byte boundaries."""
-    state = unique_state(module)
-    if masks is None:
-        masks = layer_masks(module, config, layers)
     chunks = []
     compressed = set()
-    for key, layer, _, out_axis, _ in _compressible_tensors(module, layers):
-        if key not in state:
-            continue
-        compressed.add(key)
-        chunks.append(_encode_tensor(state[key], config.resolve(layer), masks.get(key), out_axis))
+    for layer in plan:
+        for name in layer.weight_names:
+            key = f"{layer.name}.{name}"
+            if key not in state:
+                continue
+            compressed.add(key)
+            chunks.append(_encode_tensor(state[key], layer.settings, layer.masks.get(name), layer.out_axis))
     for key, tensor in state.items():
         if key not in compressed:
             chunks.append(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
@@ -266,15 +239,17 @@ def _numel(value) -> int:
 
 @dataclass(frozen=True)
 class ActivationProfile:
-    """Per-sample activation element counts of every compressible layer and the peak live bytes at batch 1."""
+    """Per-sample activation element counts of every compressible layer, in execution order."""
 
-    sizes: dict[str, tuple[int, int]]  # layer -> (input numel, output numel), per sample, in execution order
-    peak_bytes: int
+    sizes: dict[str, tuple[int, int]]  # layer -> (input numel, output numel), per sample
+
+    def peak_bytes(self, settings: Mapping[str, LayerSettings]) -> int:
+        """Peak live activation bytes at batch 1 under per-layer ``settings`` (see :func:`activation_profile`)."""
+        return peak_activation_bytes(self.sizes, settings)
 
 
-def activation_profile(module: nn.Module, example: torch.Tensor, config: CompressionConfig,
-                       layers: Sequence) -> ActivationProfile:
-    """Run one sample (batch 1) with forward hooks on the compressible layers.
+def activation_profile(module: nn.Module, example: torch.Tensor, layers: Sequence) -> ActivationProfile:
+    """Run one sample (batch 1) with forward hooks on the compressible layers of a clone of ``module``.
 
     Peak activation memory is the largest ``input bytes + output bytes`` of one weight layer's call: the two
     buffers a sequential runtime keeps live at once. A layer's input counts at its activation precision; its
@@ -292,27 +267,26 @@ def activation_profile(module: nn.Module, example: torch.Tensor, config: Compres
                 out = math.prod(info.output_shape)
                 sizes[info.name] = (previous, out)
                 previous = out
-    else:
-        def hook(name):
-            def record(_module, args, output):
-                sizes.setdefault(name, (_numel(args), _numel(output)))
-            return record
+        return ActivationProfile(sizes)
 
-        handles = [module.get_submodule(name).register_forward_hook(hook(name)) for name in names]
-        try:
-            with torch.inference_mode():
-                module(example[:1])
-        finally:
-            for handle in handles:
-                handle.remove()
-    return ActivationProfile(sizes, peak_activation_bytes(sizes, config))
+    def hook(name):
+        def record(_module, args, output):
+            sizes.setdefault(name, (_numel(args), _numel(output)))
+        return record
+
+    clone = clone_structure(module)  # the hooks go on a clone: the base may be running in another thread
+    for name in names:
+        clone.get_submodule(name).register_forward_hook(hook(name))
+    with torch.inference_mode():
+        clone(example[:1])
+    return ActivationProfile(dict(sizes))  # in the order the layers ran
 
 
-def peak_activation_bytes(sizes: Mapping[str, tuple[int, int]], config: CompressionConfig) -> int:
+def peak_activation_bytes(sizes: Mapping[str, tuple[int, int]], settings: Mapping[str, LayerSettings]) -> int:
     """Peak live activation bytes at batch 1 from per-layer (input, output) sizes in execution order
     (see :func:`activation_profile` for the definition). Cheap: sizes do not depend on the config."""
     order = list(sizes)
-    precisions = [_activation_precision(config.resolve(name)) for name in order] + ["fp32"]
+    precisions = [_activation_precision(settings[name]) for name in order] + ["fp32"]
     peak = 0
     for i, name in enumerate(order):
         numel_in, numel_out = sizes[name]

@@ -4,7 +4,9 @@
 run: int8 layers through ``torch.ao`` static quantization (x86 backend; fbgemm/onednn kernels), weight-only int
 Linear layers through dynamic int8, bf16/fp16 layers cast to that dtype, everything else fp32 eager. It reports
 which precision each layer really executed in and why anything fell back. The fake-quant simulation is never used
-here. Converted models are cached in a small LRU because conversion costs about a second.
+here; the configuration arrives as the same :class:`~qtradeoff.core.compression.plan.Plan` the simulation reads.
+Conversion costs about a second, so callers keep built models in a :class:`RealModelCache`. torch's quantized
+engine is a process-wide setting: :func:`quantized_engine` sets it for the work that needs it and restores it.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ import io
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.compression.quantize import RangeObserver, int_range, qparams_from_range
-from qtradeoff.core.config import CompressionConfig, LayerSettings, bits_of, is_integer
+from qtradeoff.core.config import LayerSettings, bits_of, is_integer
 
 ENGINE = "x86"
 _FLOAT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,6 +39,19 @@ class RealModel:
     executed_precisions: dict[str, str]  # layer -> "int8" | "int8-dynamic" | "bf16" | "fp16" | "fp32"
     note: str  # fallbacks and caveats, one sentence each; "" when everything ran as configured
     converted: bool  # False when the int8 conversion failed and the model is the nearest eager fallback
+
+
+@contextlib.contextmanager
+def quantized_engine(engine: str = ENGINE):
+    """torch's quantized CPU engine set to ``engine`` for the block, and the previous one restored after."""
+    previous = torch.backends.quantized.engine
+    if previous != engine:
+        torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        if torch.backends.quantized.engine != previous:
+            torch.backends.quantized.engine = previous
 
 
 class _Silenced:
@@ -153,24 +169,21 @@ def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def _apply_pruning(module: nn.Module, settings: Mapping[str, LayerSettings],
-                   masks: Mapping[str, torch.Tensor | None] | None) -> None:
-    """Zero the pruned weights in place (on a copy): the kernels stay dense, the values match the config.
+def _apply_pruning(module: nn.Module, plan: Plan) -> None:
+    """Zero the pruned weights in place (on a copy): the kernels stay dense, the values match the plan.
 
-    ``masks`` ("<layer>.weight" -> keep-mask) come from the weights the simulation prunes (BatchNorm folded);
-    folding scales whole channels, so the same positions are zero in the unfolded weight.
+    The plan's masks come from the weights the simulation prunes (BatchNorm folded); folding scales whole
+    channels, so the same positions are zero in the unfolded weight.
     """
-    from qtradeoff.core.compression.prune import prune_mask
-
-    for name, layer_settings in settings.items():
-        if layer_settings.skip or layer_settings.prune.method == "none":
+    for layer in plan:
+        if not layer.pruned:
             continue
-        layer = module.get_submodule(name)
-        mask = (masks or {}).get(f"{name}.weight")
-        if mask is None:
-            mask = prune_mask(layer.weight.detach(), layer_settings.prune)
+        target = module.get_submodule(layer.name)
         with torch.no_grad():
-            layer.weight.mul_(mask.to(layer.weight.dtype))
+            for name, mask in layer.masks.items():
+                if mask is not None:
+                    weight = getattr(target, name)
+                    weight.mul_(mask.to(weight.dtype))
 
 
 def _executed(module: nn.Module, name: str) -> str:
@@ -195,25 +208,34 @@ def _executed(module: nn.Module, name: str) -> str:
     return "fp32"
 
 
-def build_real_model(base: nn.Module, config: CompressionConfig, layers: Mapping[str, str],
-                     calib_inputs: torch.Tensor, *, calib_batch: int = 256,
-                     masks: Mapping[str, torch.Tensor | None] | None = None) -> RealModel:
-    """Convert ``base`` (never mutated) to real kernels as ``config`` asks.
+def planned(plan: Plan) -> dict[str, tuple[str, str]]:
+    """Layer -> (precision it can really execute in here, why that differs from the configuration or "")."""
+    return {layer.name: planned_precision(layer.settings, layer.kind) for layer in plan}
 
-    ``layers`` maps each compressible layer name to its module kind (``"Conv2d"``, ``"Linear"``...).
-    Activation observers are calibrated on ``calib_inputs``. ``masks`` are the simulation's pruning masks.
+
+def build_real_model(base: nn.Module, plan: Plan, calib_inputs: torch.Tensor, *,
+                     calib_batch: int = 256) -> RealModel:
+    """Convert ``base`` (never mutated) to real kernels as ``plan`` asks.
+
+    Activation observers are calibrated on ``calib_inputs``; pruned weights are zeroed with the plan's masks.
     """
-    settings = {name: config.resolve(name) for name in layers}
-    plan = {name: planned_precision(settings[name], kind) for name, kind in layers.items()}
+    with quantized_engine():
+        return _build_real_model(base, plan, calib_inputs, calib_batch)
+
+
+def _build_real_model(base: nn.Module, plan_: Plan, calib_inputs: torch.Tensor, calib_batch: int) -> RealModel:
+    layers = {layer.name: layer.kind for layer in plan_}
+    settings = plan_.settings
+    plan = planned(plan_)
     notes = sorted({why for _, why in plan.values() if why})
-    if any(s.prune.method != "none" and not s.skip for s in settings.values()):
+    if plan_.pruned:
         notes.append("pruned weights are zeroed but run on dense kernels (no sparse CPU kernel is used)")
     if isinstance(base, torch.jit.ScriptModule):
         return RealModel(base, {n: "fp32" for n in layers}, _join(
             ["TorchScript model: layers cannot be swapped for real kernels, measured fp32 as loaded"]), False)
 
     model = copy.deepcopy(base).eval()
-    _apply_pruning(model, settings, masks)
+    _apply_pruning(model, plan_)
     for name, (precision, _) in plan.items():
         if precision in _FLOAT_DTYPES:
             _set_submodule(model, name, _CastLayer(model.get_submodule(name), _FLOAT_DTYPES[precision]))
@@ -240,7 +262,7 @@ def build_real_model(base: nn.Module, config: CompressionConfig, layers: Mapping
             reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
             converted = False
             model = copy.deepcopy(base).eval()
-            _apply_pruning(model, settings, masks)
+            _apply_pruning(model, plan_)
             notes = [f"int8 conversion failed ({type(error).__name__}: {reason}); measured the nearest real "
                      "execution: fp32 eager" + (" with dynamic int8 Linear layers" if dynamic or static else "")]
             model = _eager_dynamic(model, [n for n in static + dynamic if layers[n] == "Linear"], settings)
@@ -272,7 +294,6 @@ def _convert_fx(model: nn.Module, settings, static, dynamic, calib_inputs, calib
     from torch.ao.quantization.observer import PlaceholderObserver
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    torch.backends.quantized.engine = ENGINE
     model = copy.deepcopy(model)  # prepare_fx rewrites its argument; a failed attempt must leave it usable
     mapping = QConfigMapping().set_global(None)
     if quantize_functional_ops:
@@ -303,7 +324,6 @@ def _eager_dynamic(model: nn.Module, linear_names: list[str], settings) -> nn.Mo
     activation = PlaceholderObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True)
     qconfigs = {n: QConfig(activation=activation, weight=_weight_observer(settings[n])) for n in linear_names}
     with _Silenced():
-        torch.backends.quantized.engine = ENGINE
         return quantize_dynamic(model, qconfigs, inplace=False)
 
 
@@ -333,5 +353,3 @@ class RealModelCache:
         with self._lock:
             self._items.clear()
 
-
-REAL_MODELS = RealModelCache()

@@ -197,7 +197,7 @@ def sensitivity_iter(session, *, settings: SensitivitySettings = SensitivitySett
                      should_stop: Callable[[], bool] = lambda: False, cache_dir: Path | str | None = None,
                      use_cache: bool = True
                      ) -> Iterator[SensitivityProgress | LayerSensitivity | SensitivityReport]:
-    """Analyse each layer of ``session`` (an :class:`~qtradeoff.core.engine.incremental.IncrementalSession`).
+    """Analyse each layer of ``session`` (an :class:`~qtradeoff.core.engine.incremental.Engine`).
 
     Yields :class:`SensitivityProgress` before each configuration, a :class:`LayerSensitivity` when a layer is
     done and finally the :class:`SensitivityReport`. Stops quietly (no report) when ``should_stop()`` is true.

@@ -61,7 +61,6 @@ def test_apply_never_mutates_the_base(compressor, digits_cnn, digits):
         after = digits_cnn(digits.eval_inputs[:64])
     assert torch.equal(before, after)
     assert all(torch.equal(state[k], v) for k, v in digits_cnn.state_dict().items())
-    assert compressor.model is not digits_cnn
     assert not any(h for m in digits_cnn.modules() for h in (m._forward_hooks, m._forward_pre_hooks))
 
 
@@ -210,13 +209,26 @@ def test_other_layer_types_compress():
     assert comp.layer_names[:3] == ["emb", "attn", "lstm"]
     with torch.no_grad():
         reference = model(tokens)
-        out = comp.apply(W8A8.with_defaults(weight={"precision": "int4"}))(tokens)
+        simulated = comp.apply(W8A8.with_defaults(weight={"precision": "int4"}))
+        out = simulated(tokens)
     assert out.shape == reference.shape and torch.isfinite(out).all() and not torch.equal(out, reference)
-    lstm_weight = comp.model.lstm.weight_hh_l0
+    lstm_weight = simulated.lstm.weight_hh_l0
+    assert simulated.lstm._flat_weights[1] is lstm_weight  # the recurrent kernel runs the compressed weights
     assert lstm_weight.unique().numel() <= 16 * lstm_weight.shape[0]
     up = comp.processed_weights("up", CompressionConfig().with_defaults(prune={"method": "structured",
                                                                                  "sparsity": 0.5}))["weight"]
     assert int((up == 0).all(dim=(0, 2)).sum()) == 2  # ConvTranspose output channels live on axis 1
+
+
+def test_simulated_models_are_independent(compressor, digits):
+    # a simulated model is never reconfigured behind its holder's back: building another leaves it as it was
+    with torch.no_grad():
+        w8a8 = compressor.apply(W8A8)
+        expected = w8a8(digits.eval_inputs[:32])
+        other = compressor.apply(W3.with_layer("features.0.conv", prune={"method": "magnitude", "sparsity": 0.5}))
+        other(digits.eval_inputs[:32])
+        assert other is not w8a8
+        assert torch.equal(w8a8(digits.eval_inputs[:32]), expected)
 
 
 def test_a_deepcopy_of_the_simulated_model_keeps_its_config(compressor, digits):

@@ -8,7 +8,8 @@ from torch import nn
 
 from qtradeoff.core.compression.compress import Compressor
 from qtradeoff.core.config import CompressionConfig
-from qtradeoff.core.engine.incremental import ActivationCache, IncrementalEvaluator, IncrementalSession
+from qtradeoff.core.engine.engine import Engine
+from qtradeoff.core.engine.incremental import ActivationCache, IncrementalEvaluator
 from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
 
 W8A8 = CompressionConfig().with_defaults(weight={"precision": "int8"}, activation={"precision": "int8"})
@@ -36,7 +37,7 @@ def _full(compressor, config, inputs):
 @pytest.fixture(scope="module")
 def session():
     loaded = load_sample_model("digits_cnn")
-    return IncrementalSession(loaded, sample_data_for(loaded, calib_size=32, eval_size=48))
+    return Engine(loaded, sample_data_for(loaded, calib_size=32, eval_size=48))
 
 
 def test_digits_cnn_incremental_equals_full(session):
@@ -162,7 +163,7 @@ def test_small_cache_still_exact(session):
 
 def test_torchscript_model_is_evaluated_in_full_and_says_so():
     loaded = load_sample_model("digits_cnn_torchscript")
-    session = IncrementalSession(loaded, sample_data_for(loaded, calib_size=16, eval_size=16))
+    session = Engine(loaded, sample_data_for(loaded, calib_size=16, eval_size=16))
     for config in (CompressionConfig(), W8A8.with_layer(session.layer_names[2], weight={"precision": "int4"})):
         assert torch.equal(session.logits(config), _full(session.compressor, config, session.data.eval_inputs))
     assert session.evaluator.traceable is False and "TorchScript" in session.note
@@ -170,15 +171,11 @@ def test_torchscript_model_is_evaluated_in_full_and_says_so():
     assert result.provenance["incremental"] == {"used": False, "note": session.note}
 
 
-def test_chunks_of_the_eval_split_are_recognised(session):
-    inputs = session.data.eval_inputs
-    assert session.fingerprint_of(inputs) == session.fingerprint_of(inputs[:]) is not None
-    first, second = session.fingerprint_of(inputs[:16]), session.fingerprint_of(inputs[16:32])
-    assert first and second and first != second
-    assert session.fingerprint_of(inputs.clone()) is None  # another tensor: hashed by its content instead
-    assert session.fingerprint_of(inputs[::2]) is None
-    chunked = torch.cat([session.evaluator.forward(W8A8, inputs[i:i + 16],
-                                                   fingerprint=session.fingerprint_of(inputs[i:i + 16]))
-                         for i in range(0, len(inputs), 16)])
-    full = torch.cat([_full(session.compressor, W8A8, inputs[i:i + 16]) for i in range(0, len(inputs), 16)])
-    assert torch.equal(chunked, full)
+def test_evaluations_and_scores_share_the_cut_cache(session):
+    # a full Result and a quick score name the same chunks of the evaluation split the same way
+    config = W8A8.with_layer(session.layer_names[-1], weight={"precision": "int4"})
+    session.logits(config)
+    before = session.evaluator.stats.full_runs
+    result = session.evaluate(config, latency="none")
+    assert session.evaluator.stats.full_runs == before  # every chunk came from a cached cut
+    assert result.accuracy == session.score(config).accuracy

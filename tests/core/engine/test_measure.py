@@ -11,6 +11,7 @@ import torch
 
 from qtradeoff.core.compression.compress import Compressor
 from qtradeoff.core.config import CompressionConfig
+from qtradeoff.core.engine.engine import Engine
 from qtradeoff.core.engine.measure import Cancelled, Progress, Result, evaluate, evaluate_iter, sqnr_db, wilson_interval
 from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
 from qtradeoff.core.measurement.latency import LatencySettings
@@ -117,14 +118,13 @@ def test_cancellation_between_batches(cnn):
     assert items == []
 
 
-def test_uses_a_given_compressor(cnn):
+def test_an_engine_reuses_its_caches(cnn):
     loaded, data = cnn
-    compressor = Compressor(loaded.module, data.calib_inputs)
-    evaluate(loaded, data, W8A8, latency="none", compressor=compressor)
-    before = compressor.stats.weight_computations
-    evaluate(loaded, data, W8A8.with_layer("classifier.2", weight={"precision": "int4"}), latency="none",
-             compressor=compressor)
-    assert compressor.stats.weight_computations == before + 1
+    engine = Engine(loaded, data)
+    engine.evaluate(W8A8, latency="none")
+    before = engine.compressor.stats.weight_computations
+    engine.evaluate(W8A8.with_layer("classifier.2", weight={"precision": "int4"}), latency="none")
+    assert engine.compressor.stats.weight_computations == before + 1
 
 
 @pytest.mark.slow
@@ -138,8 +138,8 @@ def test_simulation_agrees_with_real_int8(name, calibration):
         weight={"precision": "int8", "granularity": "per_channel", "symmetric": True},
         activation={"precision": "int8", "calibration": calibration})
     compressor = Compressor(loaded.module, data.calib_inputs)
-    simulated = evaluate(loaded, data, config, latency="none", compressor=compressor)
-    real = build_real_model(loaded.module, config, {i.name: i.kind for i in compressor.layers}, data.calib_inputs)
+    simulated = Engine(loaded, data, compressor=compressor).evaluate(config, latency="none")
+    real = build_real_model(loaded.module, compressor.plan(config), data.calib_inputs)
     assert real.converted and set(real.executed_precisions.values()) == {"int8"}
     with torch.inference_mode():
         real_accuracy = float((real.module(data.eval_inputs).argmax(1) == data.eval_labels).float().mean())

@@ -18,6 +18,11 @@ FAST = LatencySettings(batch_sizes=(1, 8), threads=1, min_run_time=0.02, warmup=
 W8A8 = CompressionConfig().with_defaults(weight={"precision": "int8"}, activation={"precision": "int8"})
 
 
+def _plan(module, config, calib):
+    """The plan the engine would hand the real-kernel builder."""
+    return Compressor(module, calib).plan(config)
+
+
 @pytest.fixture(scope="module")
 def cnn():
     loaded = load_sample_model("digits_cnn")
@@ -48,7 +53,7 @@ def test_batch_of_cycles_real_samples():
 
 def test_w8a8_runs_on_quantized_kernels(cnn):
     loaded, data, kinds = cnn
-    real = build_real_model(loaded.module, W8A8, kinds, data.calib_inputs)
+    real = build_real_model(loaded.module, _plan(loaded.module, W8A8, data.calib_inputs), data.calib_inputs)
     assert real.converted
     assert set(real.executed_precisions.values()) == {"int8"}
     assert any("quantized" in type(m).__module__ for m in real.module.modules())
@@ -61,7 +66,7 @@ def test_mixed_precision_and_fallback_notes(cnn):
               .with_layer("features.3.conv", weight={"precision": "int4"})
               .with_layer("features.5.conv", activation={"precision": "fp32"})
               .with_layer("classifier.2", weight={"precision": "bf16"}, activation={"precision": "fp32"}))
-    real = build_real_model(loaded.module, config, kinds, data.calib_inputs)
+    real = build_real_model(loaded.module, _plan(loaded.module, config, data.calib_inputs), data.calib_inputs)
     executed = real.executed_precisions
     assert executed["features.0.conv"] == "fp32"
     assert executed["features.3.conv"] == "int8"
@@ -76,8 +81,7 @@ def test_weight_only_linear_is_dynamic_int8():
     loaded = load_sample_model("digits_mlp")
     data = sample_data_for(loaded, calib_size=32, eval_size=32)
     config = CompressionConfig().with_defaults(weight={"precision": "int8"})
-    kinds = {"layers.0": "Linear", "layers.2": "Linear", "layers.4": "Linear"}
-    real = build_real_model(loaded.module, config, kinds, data.calib_inputs)
+    real = build_real_model(loaded.module, _plan(loaded.module, config, data.calib_inputs), data.calib_inputs)
     assert set(real.executed_precisions.values()) == {"int8-dynamic"}
 
 
@@ -96,7 +100,7 @@ def test_untraceable_model_falls_back_and_says_why(cnn):
                 y = y * 2
             return self.fc(y.flatten(1))
 
-    real = build_real_model(Branchy().eval(), W8A8, {"conv": "Conv2d", "fc": "Linear"}, data.calib_inputs)
+    real = build_real_model(Branchy().eval(), _plan(Branchy().eval(), W8A8, data.calib_inputs), data.calib_inputs)
     assert not real.converted
     assert "conversion failed" in real.note
     assert real.executed_precisions == {"conv": "fp32", "fc": "int8-dynamic"}
@@ -150,13 +154,11 @@ def test_residual_network_converts_with_int8_adds():
     # Per-layer qconfigs alone leave resnet's residual adds mixing quantized and float tensors; the conversion
     # must notice at build time and quantize the functional ops too, not fail later while timing.
     from qtradeoff.core.loading import architectures
-    from qtradeoff.core.loading.inventory import inventory
 
     torch.manual_seed(0)
     model = architectures.build("torchvision.resnet18", num_classes=10).eval()
-    kinds = {info.name: info.kind for info in inventory(model, (3, 32, 32)) if info.compressible}
     calib = torch.randn(8, 3, 32, 32)
-    real = build_real_model(model, W8A8, kinds, calib)
+    real = build_real_model(model, _plan(model, W8A8, calib), calib)
     assert real.converted and set(real.executed_precisions.values()) == {"int8"}
     assert "functional ops also run in int8" in real.note
     with torch.no_grad():

@@ -7,14 +7,15 @@ import math
 import pytest
 import torch
 
+from qtradeoff.core.compression.compress import Compressor
 from qtradeoff.core.config import CompressionConfig
-from qtradeoff.core.loading.inventory import inventory
 from qtradeoff.core.loading.model_io import load_sample_model
 from qtradeoff.core.measurement.memory import (
     activation_profile,
     index_width,
     pack_weights,
     sparse_options,
+    unique_state,
     weight_memory,
 )
 
@@ -35,34 +36,46 @@ CONFIGS = {
 }
 
 
+class _Model:
+    """A sample model with what memory accounting reads: its state and the plans of configurations."""
+
+    def __init__(self, name: str):
+        self.loaded = load_sample_model(name)
+        self.compressor = Compressor(self.loaded.module, example_input_shape=self.loaded.input_shape)
+        self.state = unique_state(self.loaded.module)
+        self.layers = self.compressor.inventory
+
+    def memory(self, config):
+        return weight_memory(self.state, self.compressor.plan(config))
+
+    def packed(self, config):
+        return pack_weights(self.state, self.compressor.plan(config))
+
+
 @pytest.fixture(scope="module", params=["digits_cnn", "digits_mlp"])
 def model(request):
-    loaded = load_sample_model(request.param)
-    return loaded, inventory(loaded.module, loaded.input_shape)
+    return _Model(request.param)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_accounting_equals_packed_serialization(model, name):
-    loaded, layers = model
     config = CONFIGS[name]
-    memory = weight_memory(loaded.module, config, layers)
-    packed = pack_weights(loaded.module, config, layers)
+    memory = model.memory(config)
+    packed = model.packed(config)
     assert abs(len(packed) - memory.weight_bytes) <= 0.01 * len(packed)
     assert len(packed) == memory.weight_bytes  # exact by construction; the 1% is the issue's bar
 
 
 def test_fp32_config_is_the_plain_state_dict(model):
-    loaded, layers = model
-    memory = weight_memory(loaded.module, CompressionConfig(), layers)
-    state_bytes = sum(t.numel() * t.element_size() for t in loaded.module.state_dict().values())
+    memory = model.memory(CompressionConfig())
+    state_bytes = sum(t.numel() * t.element_size() for t in model.loaded.module.state_dict().values())
     assert memory.weight_bytes == memory.fp32_weight_bytes == state_bytes
 
 
 def test_int8_per_channel_formula():
-    loaded = load_sample_model("digits_mlp")
-    layers = inventory(loaded.module, loaded.input_shape)
-    memory = weight_memory(loaded.module, CONFIGS["int8_channel_sym"], layers)
-    expected = sum(info.weight_shape[0] * 4 + math.prod(info.weight_shape) for info in layers)  # scales + codes
+    mlp = _Model("digits_mlp")
+    memory = mlp.memory(CONFIGS["int8_channel_sym"])
+    expected = sum(info.weight_shape[0] * 4 + math.prod(info.weight_shape) for info in mlp.layers)  # scales + codes
     assert sum(t.total_bytes for t in memory.tensors) == expected
 
 
@@ -71,13 +84,12 @@ def test_sparse_index_only_where_it_shrinks():
     assert options["bitmask"] == (450, 125)
     assert options["csr"] == (450, 11 * 2 + 900 * 1)
     # 90% kept at 4 bits: any index costs more than it saves, so the layer stays dense
-    loaded = load_sample_model("digits_mlp")
-    layers = inventory(loaded.module, loaded.input_shape)
+    mlp = _Model("digits_mlp")
     light = CompressionConfig().with_defaults(weight={"precision": "int4"},
                                               prune={"method": "magnitude", "sparsity": 0.1})
-    assert {t.index_format for t in weight_memory(loaded.module, light, layers).tensors} == {"dense"}
+    assert {t.index_format for t in mlp.memory(light).tensors} == {"dense"}
     heavy = light.with_defaults(prune={"sparsity": 0.95})
-    assert {t.index_format for t in weight_memory(loaded.module, heavy, layers).tensors} <= {"csr", "bitmask"}
+    assert {t.index_format for t in mlp.memory(heavy).tensors} <= {"csr", "bitmask"}
 
 
 def test_index_width():
@@ -85,12 +97,12 @@ def test_index_width():
 
 
 def test_peak_activation_at_activation_precision():
-    loaded = load_sample_model("digits_mlp")
-    layers = inventory(loaded.module, loaded.input_shape)
-    example = torch.zeros(1, 64)
-    fp32 = activation_profile(loaded.module, example, CompressionConfig(), layers)
-    int8 = activation_profile(loaded.module, example, CompressionConfig().with_defaults(
-        activation={"precision": "int8"}), layers)
-    assert fp32.peak_bytes == (512 + 512) * 4  # the 512 -> 512 layer: input and output live at once
-    assert int8.peak_bytes == 512 + 512  # input and output both stored at the next layer's int8
-    assert fp32.sizes["layers.2"] == (512, 512)
+    mlp = _Model("digits_mlp")
+    profile = activation_profile(mlp.loaded.module, torch.zeros(1, 64), mlp.layers)
+    fp32 = profile.peak_bytes(mlp.compressor.plan(CompressionConfig()).settings)
+    int8 = profile.peak_bytes(mlp.compressor.plan(CompressionConfig().with_defaults(
+        activation={"precision": "int8"})).settings)
+    assert fp32 == (512 + 512) * 4  # the 512 -> 512 layer: input and output live at once
+    assert int8 == 512 + 512  # input and output both stored at the next layer's int8
+    assert profile.sizes["layers.2"] == (512, 512)
+    assert not any(h for m in mlp.loaded.module.modules() for h in (m._forward_hooks, m._forward_pre_hooks))

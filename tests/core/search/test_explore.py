@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qtradeoff.core.config import CompressionConfig
-from qtradeoff.core.engine.incremental import IncrementalSession
+from qtradeoff.core.engine.engine import Engine
 from qtradeoff.core.engine.measure import evaluate
 from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
 from qtradeoff.core.search import explore
@@ -15,7 +15,7 @@ from qtradeoff.core.search.sensitivity import SensitivitySettings, analyze
 @pytest.fixture(scope="module")
 def session():
     loaded = load_sample_model("digits_cnn")
-    return IncrementalSession(loaded, sample_data_for(loaded, calib_size=32))  # the whole test split
+    return Engine(loaded, sample_data_for(loaded, calib_size=32))  # the whole test split
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qtradeoff.core.config import CompressionConfig
-from qtradeoff.core.engine.incremental import IncrementalSession
+from qtradeoff.core.engine.engine import Engine
 from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
 from qtradeoff.core.search.sensitivity import (
     LayerSensitivity,
@@ -26,7 +26,7 @@ SETTINGS = SensitivitySettings(bits=(8, 4, 2), sparsities=(0.5,))
 @pytest.fixture(scope="module")
 def session():
     loaded = load_sample_model("digits_cnn")
-    return IncrementalSession(loaded, sample_data_for(loaded, calib_size=32, eval_size=120))
+    return Engine(loaded, sample_data_for(loaded, calib_size=32, eval_size=120))
 
 
 @pytest.fixture(scope="module")

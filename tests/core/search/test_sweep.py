@@ -7,7 +7,7 @@ import json
 import pytest
 
 from qtradeoff import cli
-from qtradeoff.core.engine.incremental import IncrementalSession
+from qtradeoff.core.engine.engine import Engine
 from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
 from qtradeoff.core.search.sensitivity import SensitivitySettings, analyze
 from qtradeoff.core.search.sweep import SweepError, read_records, read_results, sweep_iter
@@ -16,7 +16,7 @@ from qtradeoff.core.search.sweep import SweepError, read_records, read_results, 
 @pytest.fixture(scope="module")
 def session():
     loaded = load_sample_model("digits_cnn")
-    return IncrementalSession(loaded, sample_data_for(loaded, calib_size=16, eval_size=64))
+    return Engine(loaded, sample_data_for(loaded, calib_size=16, eval_size=64))
 
 
 def counting(session):

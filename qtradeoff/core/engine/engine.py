@@ -1,0 +1,467 @@
+"""The evaluation engine: one model and its data, every cache, and ``evaluate(config)`` yielding a Result.
+
+An :class:`Engine` is built from a loaded model and its data (or rebuilt anywhere from an :class:`EngineSpec`) and
+owns every cache an evaluation can reuse: the compressor's (BatchNorm-folded weights, masks and processed weights
+per layer and spec, calibrated activation ranges), the activation cut cache of incremental evaluation, the fp32
+reference outputs per evaluation subset, the activation profile, and the real-kernel models. ``evaluate_iter``
+resolves a configuration once into a :class:`~qtradeoff.core.compression.plan.Plan` that the simulation, memory
+accounting, real kernels and roofline all read, yields :class:`Progress` and one :class:`Result`, and never
+mutates shared state: caches are filled under short locks that are never held across a ``yield``, every
+simulated model is a new module, and torch's global settings (threads, quantized engine) are restored after use.
+One engine can serve several threads at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import platform
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import torch
+
+import qtradeoff
+from qtradeoff.core.compression.compress import Compressor
+from qtradeoff.core.compression.plan import Plan
+from qtradeoff.core.config import CompressionConfig
+from qtradeoff.core.engine.incremental import DEFAULT_CACHE_BYTES, IncrementalEvaluator
+from qtradeoff.core.measurement import memory as memory_mod
+from qtradeoff.core.measurement import roofline as roofline_mod
+from qtradeoff.core.measurement.latency import LatencySettings, LatencyStats, time_forward
+from qtradeoff.core.measurement.realquant import (
+    ENGINE,
+    RealModel,
+    RealModelCache,
+    build_real_model,
+    planned,
+    quantized_engine,
+)
+from qtradeoff.core.measurement.result import (
+    LATENCY_MODES,
+    Cancelled,
+    Progress,
+    Result,
+    sqnr_db,
+    wilson_interval,
+)
+
+# Accuracy forwards run in chunks of this many samples: activations of a chunk stay cache-sized (a single
+# 359-sample batch of digits_cnn runs 3x slower per sample), and should_stop is checked between chunks.
+EVAL_BATCH = 64
+
+
+@dataclass(frozen=True)
+class QuickScore:
+    """Top-1 accuracy (None without labels) and top-1 agreement with the fp32 model, on the evaluation split."""
+
+    accuracy: float | None
+    agreement: float
+
+    @property
+    def metric(self) -> float:
+        """The number constraints are checked on: accuracy when labelled, else agreement with fp32."""
+        return self.accuracy if self.accuracy is not None else self.agreement
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What rebuilds an engine in any process: the model file (or a bundled sample's name), the data, settings.
+
+    ``data`` None means the bundled sample data (sample models only). ``trust`` is the user's consent to run code
+    from the model file, given once in the process that made the spec.
+    """
+
+    model: str
+    data: str | None = None
+    trust: bool = False
+    eval_size: int | None = None
+    calib_size: int | None = None
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+
+    def load(self):
+        """``(LoadedModel, EvalData)`` as the spec names them; raises the loaders' typed errors."""
+        from pathlib import Path
+
+        from qtradeoff.core.loading import data as data_mod
+        from qtradeoff.core.loading import model_io
+
+        if not Path(self.model).exists() and self.model in model_io.sample_names():
+            loaded = model_io.load_sample_model(self.model)
+        else:
+            loaded = model_io.load_model(self.model, trust=self.trust)
+        sizes = {key: value for key, value in (("eval_size", self.eval_size), ("calib_size", self.calib_size))
+                 if value is not None}
+        if self.data is None:
+            data = model_io.sample_data_for(loaded, **sizes)
+        else:
+            data = data_mod.load_data(self.data, preprocessing=loaded.preprocessing, **sizes)
+        data_mod.check_compatible(loaded, data)
+        return loaded, data
+
+    def build(self) -> Engine:
+        loaded, data = self.load()
+        return Engine(loaded, data, cache_bytes=self.cache_bytes)
+
+
+class Engine:
+    """Evaluations of one model on one dataset, sharing every cache (see the module docstring).
+
+    ``loaded`` is a LoadedModel (its ``module`` is never mutated), ``data`` an EvalData. ``cache_bytes`` bounds
+    the activation cut cache (0 disables it). This is also the *session* the search strategies and the
+    sensitivity analysis take: ``layer_names``, ``layers``, ``score``, ``evaluate``, ``evaluate_full``.
+    """
+
+    def __init__(self, loaded, data, *, cache_bytes: int = DEFAULT_CACHE_BYTES, compressor: Compressor | None = None):
+        self.loaded = loaded
+        self.data = data
+        self.module = loaded.module
+        self.compressor = compressor if compressor is not None else Compressor(loaded.module, data.calib_inputs)
+        self.layers = list(self.compressor.layers)
+        self.layer_names = tuple(info.name for info in self.layers)
+        self.evaluator = IncrementalEvaluator(self.compressor.apply, self.layer_names, cache_bytes=cache_bytes)
+        self.real_models = RealModelCache()
+        self._state = memory_mod.unique_state(loaded.module)  # tensors by name, shared ones once
+        self._eval_fingerprint = data.fingerprint
+        self._lock = threading.Lock()
+        self._references: dict[int, torch.Tensor] = {}  # evaluation subset size -> fp32 outputs
+        self._activations: memory_mod.ActivationProfile | None = None
+        self._baseline: QuickScore | None = None
+
+    @classmethod
+    def from_spec(cls, spec: EngineSpec) -> Engine:
+        return spec.build()
+
+    # -- what the engine knows about the model ---------------------------------------------------------------
+    @property
+    def note(self) -> str:
+        """How incremental evaluation runs on this model (or why it cannot)."""
+        return self.evaluator.note
+
+    @property
+    def eval_samples(self) -> int:
+        return len(self.data.eval_inputs)
+
+    def plan(self, config: CompressionConfig) -> Plan:
+        """``config`` resolved for every compressible layer, with its pruning masks (see compression.plan)."""
+        return self.compressor.plan(config)
+
+    def threshold_sparsity(self, thresholds, *, relative: bool = True) -> dict[str, tuple[float, ...]]:
+        """Per layer, the fraction of weights a magnitude threshold prunes at each of ``thresholds`` — on the
+        weights compression prunes (BatchNorm folded), so a label shows what the plan applies and memory counts."""
+        return {name: tuple(self.compressor.sparsity_for_threshold(name, float(t), relative) for t in thresholds)
+                for name in self.layer_names}
+
+    def weight_counts(self) -> dict[str, int]:
+        """Layer -> number of compressible weights (what overall sparsity is weighted by)."""
+        return {info.name: sum(self.compressor.weight(info.name, n).numel() for n in info.weight_names)
+                for info in self.layers}
+
+    def subset(self, eval_size: int | None) -> int:
+        """The number of evaluation samples ``eval_size`` asks for (None or 0: all)."""
+        if not eval_size or eval_size >= self.eval_samples:
+            return self.eval_samples
+        if eval_size < 0:
+            raise ValueError(f"evaluation size {eval_size} is negative; give a number of samples (or none for all)")
+        return int(eval_size)
+
+    def subset_fingerprint(self, samples: int) -> str:
+        """Identifies the first ``samples`` evaluation samples (with the calibration split) in caches and files."""
+        if samples == self.eval_samples:
+            return self._eval_fingerprint
+        return hashlib.sha256(f"{self._eval_fingerprint}:first:{samples}".encode()).hexdigest()
+
+    # -- fast scores through the cut cache (search, sensitivity) ---------------------------------------------
+    def logits(self, config: CompressionConfig, *, store: bool = True) -> torch.Tensor:
+        """The simulated model's outputs on the whole evaluation split under ``config``."""
+        plan = self.plan(config)
+        module = self.compressor.simulate(plan)
+        return self.evaluator.forward(config, self.data.eval_inputs, fingerprint=self._eval_fingerprint,
+                                      module=module, store=store, settings=plan.settings)
+
+    def reference_logits(self, samples: int | None = None) -> torch.Tensor:
+        """Outputs of the untouched base model on the first ``samples`` evaluation samples (default: all)."""
+        samples = self.eval_samples if samples is None else samples
+        with self._lock:
+            found = self._references.get(samples)
+        if found is not None:
+            return found
+        inputs = self.data.eval_inputs[:samples]
+        with torch.inference_mode():
+            outputs = [self.module(inputs[i:i + EVAL_BATCH]).float() for i in range(0, len(inputs), EVAL_BATCH)]
+        reference = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        with self._lock:
+            self._references.setdefault(samples, reference)
+            while len(self._references) > 4:
+                self._references.pop(next(iter(self._references)))
+            return self._references.get(samples, reference)
+
+    def score_logits(self, logits: torch.Tensor) -> QuickScore:
+        predicted = logits.argmax(dim=-1)
+        count = max(int(predicted.numel()), 1)
+        agreement = int((predicted == self.reference_logits().argmax(dim=-1)).sum()) / count
+        accuracy = None
+        if self.data.eval_labels is not None:
+            accuracy = int((predicted == self.data.eval_labels).sum()) / count
+        return QuickScore(accuracy, agreement)
+
+    def score(self, config: CompressionConfig, *, store: bool = True) -> QuickScore:
+        """Accuracy/agreement of ``config`` through the incremental path (no memory or latency accounting)."""
+        return self.score_logits(self.logits(config, store=store))
+
+    @property
+    def baseline(self) -> QuickScore:
+        """The score of the fp32 configuration (the base model as the simulator runs it)."""
+        if self._baseline is None:
+            self._baseline = self.score(CompressionConfig())
+        return self._baseline
+
+    def drop_points(self, score: QuickScore) -> float:
+        """How many percentage points ``score`` loses against fp32 (negative when it gains)."""
+        return 100.0 * (self.baseline.metric - score.metric)
+
+    # -- full evaluations ------------------------------------------------------------------------------------
+    def evaluate(self, config: CompressionConfig, *, should_stop: Callable[[], bool] = lambda: False,
+                 latency: str = "estimated", **kwargs) -> Result:
+        """Run :meth:`evaluate_iter` to the end and return its Result; raises :class:`Cancelled` when stopped.
+
+        ``latency`` defaults to the fast roofline estimate here (searches call this many times); the Result
+        marks estimated figures as such.
+        """
+        for item in self.evaluate_iter(config, should_stop=should_stop, latency=latency, **kwargs):
+            if isinstance(item, Result):
+                return item
+        raise Cancelled("evaluation cancelled before it finished")
+
+    def evaluate_full(self, config: CompressionConfig, **kwargs) -> Result:
+        """:meth:`evaluate` without the cut cache: the reference the incremental path must match."""
+        return self.evaluate(config, incremental=False, **kwargs)
+
+    def evaluate_iter(self, config: CompressionConfig, *, should_stop: Callable[[], bool] = lambda: False,
+                      latency: str = "both", batch_sizes: tuple[int, ...] = (1, 32),
+                      latency_settings: LatencySettings | None = None, eval_size: int | None = None,
+                      incremental: bool = True, eval_batch: int = EVAL_BATCH, seed: int = 0
+                      ) -> Iterator[Progress | Result]:
+        """Evaluate ``config``; yields Progress (when the rounded percentage changes), then one Result.
+
+        ``latency``: ``both``, ``measured``, ``estimated`` or ``none``. ``latency_settings`` overrides timing knobs
+        (its ``batch_sizes`` wins over ``batch_sizes``). ``eval_size`` evaluates the first N samples only.
+        ``incremental`` serves the simulated forward from the cut cache (identical numbers); ``eval_batch`` is the
+        chunk size of the accuracy forwards (should_stop is checked between chunks). Returns without a
+        Result when ``should_stop()`` becomes true (checked between batches). ``seed`` is recorded only: nothing
+        here draws random numbers.
+        """
+        if latency not in LATENCY_MODES:
+            raise ValueError(f"latency must be one of {', '.join(LATENCY_MODES)}, got {latency!r}")
+        settings = latency_settings or LatencySettings(batch_sizes=tuple(batch_sizes))
+        started = datetime.now(UTC)
+        samples = self.subset(eval_size)
+        if samples == 0:
+            raise ValueError(f"{self.data.name} has no evaluation samples; choose a larger evaluation split")
+        inputs = self.data.eval_inputs[:samples]
+        labels = None if self.data.eval_labels is None else self.data.eval_labels[:samples]
+        chunks = [(i, min(i + eval_batch, samples)) for i in range(0, samples, eval_batch)]
+        measured_units = len(settings.batch_sizes) + 1 if latency in ("both", "measured") else 0
+        estimated_units = 1 if latency in ("both", "estimated") else 0
+        progress = _ProgressSteps(2 + len(chunks) + 1 + measured_units + estimated_units)
+
+        if should_stop():
+            return
+        reference = self.reference_logits(samples)
+        if (p := progress.step("reference")) is not None:
+            yield p
+        plan = self.plan(config)
+        simulated = self.compressor.simulate(plan)
+        layer_settings = plan.settings
+        if (p := progress.step("compress")) is not None:
+            yield p
+        outputs = []
+        for start, end in chunks:
+            if should_stop():
+                return
+            chunk = inputs[start:end]
+            if incremental:
+                out = self.evaluator.forward_chunk(config, chunk, f"{self._eval_fingerprint}[{start}:{end}]",
+                                                   module=simulated, settings=layer_settings)
+            else:
+                with torch.inference_mode():
+                    out = simulated(chunk)
+            outputs.append(out.float())
+            if (p := progress.step("accuracy")) is not None:
+                yield p
+        output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        fidelity = _fidelity(reference, output, labels)
+        weights = memory_mod.weight_memory(self._state, plan)
+        peak = self._activation_profile().peak_bytes(layer_settings)
+        if (p := progress.step("memory")) is not None:
+            yield p
+
+        measured: list[LatencyStats] = []
+        executed: dict[str, str] = {}
+        note = ""
+        if measured_units:
+            if should_stop():
+                return
+            real = self.real_model(plan)
+            executed, note = dict(real.executed_precisions), real.note
+            note = "; ".join(filter(None, [note, _half_precision_note(executed, settings.resolved_threads())]))
+            if (p := progress.step("latency (measured)")) is not None:
+                yield p
+            timings = time_forward(real.module, inputs, settings, should_stop=should_stop)
+            try:
+                while True:
+                    with quantized_engine():  # the int8 kernels run on the engine they were packed for
+                        stats = next(timings, None)
+                    if stats is None:
+                        break
+                    measured.append(stats)
+                    if (p := progress.step("latency (measured)")) is not None:
+                        yield p
+            finally:
+                timings.close()  # restores torch's thread count even when the caller stops early
+            if should_stop():
+                return
+        estimated: list[LatencyStats] = []
+        roofline_info = None
+        if estimated_units:
+            if should_stop():
+                return
+            roofline = roofline_mod.calibrate(settings.resolved_threads())
+            costs = self._layer_costs(weights)
+            used: set[str] = set()
+            for batch in settings.batch_sizes:
+                ms, assumptions = roofline_mod.estimate_ms(costs, layer_settings, roofline, batch)
+                used.update(assumptions)
+                estimated.append(LatencyStats(batch, ms, 0.0, 0))
+            roofline_info = {"estimated": True, "peak_macs_per_s": roofline.peak_macs, "bandwidth_bytes_per_s":
+                             roofline.bandwidth, "overhead_s": roofline.overhead_s,
+                             "assumptions": {k: roofline_mod.ASSUMPTIONS[k] for k in sorted(used)}}
+            if (p := progress.step("latency (estimated)")) is not None:
+                yield p
+
+        provenance = self._provenance(settings, seed, started, latency, samples, roofline_info)
+        provenance["incremental"] = {"used": bool(incremental and self.evaluator.traceable), "note": self.note}
+        yield Result(
+            config=config, config_key=config.key(), labelled=labels is not None, eval_samples=samples,
+            weight_bytes=weights.weight_bytes, fp32_weight_bytes=weights.fp32_weight_bytes,
+            peak_activation_bytes=peak, latency_measured=tuple(measured), executed_precisions=executed,
+            measured_note=note, latency_estimated=tuple(estimated), provenance=provenance, **fidelity,
+        )
+
+    # -- real kernels ----------------------------------------------------------------------------------------
+    def real_model(self, plan: Plan) -> RealModel:
+        """The model PyTorch really runs for ``plan`` (cached: conversion costs about a second)."""
+        precisions = planned(plan)
+        if all(p == "fp32" for p, _ in precisions.values()) and not plan.pruned:
+            notes = sorted({why for _, why in precisions.values()} - {""})
+            return RealModel(self.module, {n: p for n, (p, _) in precisions.items()}, "; ".join(notes), True)
+
+        def build() -> RealModel:
+            try:
+                return build_real_model(self.module, plan, self.data.calib_inputs)
+            except Exception as error:  # any model we cannot rebuild still has one real execution: itself, in fp32
+                reason = " ".join(str(error).split())[:160] or type(error).__name__
+                return RealModel(self.module, {n: "fp32" for n in precisions},
+                                 f"could not build the real-kernel model ({type(error).__name__}: {reason}); "
+                                 "measured the model as loaded, fp32 eager", False)
+
+        return self.real_models.get(plan.config.key(), build)
+
+    # -- internals -------------------------------------------------------------------------------------------
+    def _activation_profile(self) -> memory_mod.ActivationProfile:
+        if self._activations is None:
+            profile = memory_mod.activation_profile(self.module, self.data.eval_inputs[:1], self.layers)
+            with self._lock:
+                if self._activations is None:
+                    self._activations = profile
+        return self._activations
+
+    def _layer_costs(self, weights: memory_mod.WeightMemory) -> list[roofline_mod.LayerCost]:
+        per_layer: dict[str, int] = {}
+        for tensor in weights.tensors:
+            layer = tensor.name.rsplit(".", 1)[0]
+            per_layer[layer] = per_layer.get(layer, 0) + tensor.total_bytes
+        sizes = self._activation_profile().sizes
+        costs = []
+        for info in self.layers:
+            numel_in, numel_out = sizes.get(info.name, (0, math.prod(info.output_shape)))
+            costs.append(roofline_mod.LayerCost(info.name, int(info.macs), per_layer.get(info.name, 0), numel_in,
+                                                numel_out))
+        return costs
+
+    def _provenance(self, settings: LatencySettings, seed: int, started: datetime, latency: str, samples: int,
+                    roofline_info: dict | None) -> dict:
+        loaded, data = self.loaded, self.data
+        return {
+            "qtradeoff": qtradeoff.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpu": roofline_mod.cpu_model(),
+            "threads": settings.resolved_threads(),
+            "quantized_engine": ENGINE,
+            "batch_sizes": list(settings.batch_sizes),
+            "latency": latency,
+            "latency_min_run_time_s": settings.min_run_time,
+            "latency_warmup": settings.warmup,
+            "eval_samples": samples,
+            "calib_samples": len(data.calib_inputs),
+            "seed": seed,
+            "model": {"name": getattr(loaded, "name", ""), "sha256": getattr(loaded, "sha256", ""),
+                      "format": getattr(loaded, "format", "")},
+            "data": {"name": data.name, "fingerprint": self.subset_fingerprint(samples)},
+            "simulation_notes": list(self.compressor.notes),
+            "roofline": roofline_info,
+            "started": started.isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "wall_seconds": round(time.time() - started.timestamp(), 3),
+        }
+
+
+class _ProgressSteps:
+    """Counts evaluation steps; a Progress only when the rounded percentage changes (Orange3's habit)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self._percent = total, 0, -1
+
+    def step(self, stage: str) -> Progress | None:
+        self.done += 1
+        percent = round(100 * self.done / self.total)
+        if percent == self._percent:
+            return None
+        self._percent = percent
+        return Progress(self.done, self.total, stage)
+
+
+def _half_precision_note(executed: dict[str, str], threads: int) -> str:
+    """Say whether bf16/fp16 layers ran on native kernels here, from the roofline matmul calibration."""
+    halves = sorted({p for p in executed.values() if p in ("bf16", "fp16")})
+    if not halves:
+        return ""
+    peaks = roofline_mod.calibrate(threads).peak_macs
+    parts = []
+    for precision in halves:
+        speed = peaks[precision] / peaks["fp32"]
+        kind = "native" if speed >= 1.0 else "emulated or unoptimised"
+        parts.append(f"{precision} layers ran on this CPU's {precision} kernels ({kind}: matmul {speed:.2f}x fp32)")
+    return "; ".join(parts)
+
+
+def _fidelity(reference: torch.Tensor, output: torch.Tensor, labels: torch.Tensor | None) -> dict:
+    n = len(output)
+    predicted = output.argmax(1)
+    agree = int((predicted == reference.argmax(1)).sum())
+    out = {"agreement": agree / n if n else 0.0, "agreement_ci95": wilson_interval(agree, n),
+           "sqnr_db": sqnr_db(reference, output), "accuracy": None, "accuracy_ci95": None, "top5": None,
+           "top5_ci95": None}
+    if labels is not None:
+        labels = labels.to(predicted.device)
+        correct = int((predicted == labels).sum())
+        out["accuracy"], out["accuracy_ci95"] = correct / n, wilson_interval(correct, n)
+        classes = output.shape[1] if output.dim() == 2 else 0
+        if classes >= 5:
+            top5 = int((output.topk(5, dim=1).indices == labels[:, None]).any(dim=1).sum())
+            out["top5"], out["top5_ci95"] = top5 / n, wilson_interval(top5, n)
+    return out
