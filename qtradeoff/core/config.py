@@ -405,14 +405,17 @@ class CompressionConfig:
             found = self._cache["overrides"] = dict(self.layers)
         return found
 
-    def _selectors(self) -> tuple[tuple[_Selector, LayerOverride], ...]:
-        """Overrides by selector, weakest first: type selectors, regexes in sorted order, exact names."""
+    def _selectors(self) -> tuple[tuple[tuple[_Selector, LayerOverride], ...], dict[str, LayerOverride]]:
+        """(type then regex selectors with their overrides, weakest first; exact-name overrides by name).
+
+        Exact names are looked up, not scanned: a search's configurations override many layers one by one.
+        """
         found = self._cache.get("selectors")
         if found is None:
-            rank = {"type": 0, "re": 1, "name": 2}
             parsed = [(_selector(key, _layer_path(key)), override) for key, override in self.layers]
-            found = self._cache["selectors"] = tuple(sorted(parsed, key=lambda item: (rank[item[0].kind],
-                                                                                       item[0].key)))
+            patterns = sorted(((s, o) for s, o in parsed if s.kind != "name"),
+                              key=lambda item: (item[0].kind != "type", item[0].key))
+            found = self._cache["selectors"] = (tuple(patterns), {s.key: o for s, o in parsed if s.kind == "name"})
         return found
 
     def _locked_selectors(self) -> tuple[_Selector, ...]:
@@ -569,10 +572,12 @@ def _resolve(config: CompressionConfig, layer: str, kind: str) -> LayerSettings:
     cached = cache.get((layer, kind))
     if cached is not None:
         return cached
-    selectors = config._selectors()
+    patterns, exact = config._selectors()
     if not kind:
-        _needs_kind(layer, (selector for selector, _ in selectors))
-    chain = [(selector.key, override) for selector, override in selectors if selector.matches(layer, kind)]
+        _needs_kind(layer, (selector for selector, _ in patterns))
+    chain = [(selector.key, override) for selector, override in patterns if selector.matches(layer, kind)]
+    if layer in exact:
+        chain.append((layer, exact[layer]))
     settings = _settings(config, chain)
     cache[(layer, kind)] = settings
     return settings
@@ -733,7 +738,7 @@ def _parse(doc: Any, model: list[tuple[str, str | None]] | None) -> CompressionC
         _check_resolvable(config, name)
     if model is not None and all(kind is not None for _, kind in model):
         config.resolve_all(model)  # selectors that combine into an inconsistent recipe fail here, not later
-    elif model is not None and not any(selector.kind == "type" for selector, _ in config._selectors()):
+    elif model is not None and not any(selector.kind == "type" for selector, _ in config._selectors()[0]):
         for name, _ in model:
             config.resolve(name)
     return config
