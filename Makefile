@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench samples lint clean
+.PHONY: run test bench samples lint schema clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(STAMP)
 
 samples: $(STAMP)
 	$(PY) sample_models/train.py
+
+# The shipped JSON schema is generated from the parser's field tables; a test fails when it is stale.
+schema: $(STAMP)
+	$(PY) -m qtradeoff.core.config --schema > resources/config.schema.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check qtradeoff tests benchmarks sample_models

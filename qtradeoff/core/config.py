@@ -1,8 +1,24 @@
-"""The compression configuration: defaults plus per-layer overrides, and its JSON form (``qtradeoff.config/1``).
+"""The compression configuration: defaults, per-layer overrides keyed by layer selectors, the locked layers, and
+its JSON form (``qtradeoff.config/1``) with the JSON schema generated from the same field definitions.
 
 A :class:`CompressionConfig` is pure, frozen, hashable data; every edit returns a new one. Parsing validates the
 whole document before building anything, so an invalid file is rejected whole with :class:`ConfigError` naming
 the JSON path of the first problem.
+
+Layer selectors (keys of ``"layers"`` and entries of ``"locked"``):
+
+- ``"features.3.conv"``: the layer of that exact qualified name;
+- ``"re:features\\.[0-3]\\..*"``: every layer whose qualified name the Python regular expression *fully* matches;
+- ``"type:Conv2d"``: every layer whose module class is called ``Conv2d`` (the inventory's ``LayerInfo.kind``).
+
+Precedence, from weakest to strongest: defaults < ``type:`` selectors < ``re:`` selectors < exact name. Settings
+merge field by field: a stronger selector replaces only the fields it sets, so a regex that sets only
+``weight.precision`` keeps the ``prune`` a type selector gave. When several ``re:`` selectors match one layer,
+they apply in sorted order of their keys, so the one that sorts later wins each field they both set. One rule
+overrides the field-by-field merge for pruning: the strongest selector that names a prune ``method`` starts a
+new recipe, so the fields it leaves out take :class:`PruneSpec`'s defaults, not those of the defaults or of
+weaker selectors (a global target sparsity must not leak into one layer's N:M pruning); stronger selectors
+that set no method then tune that recipe.
 """
 
 from __future__ import annotations
@@ -11,47 +27,33 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA = "qtradeoff.config/1"
+from qtradeoff.core import precision as _precision
+from qtradeoff.core.precision import PRECISIONS, ConfigError, bits_of, is_integer
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2") + tuple(
-    f"int{bits}" for bits in range(2, 17)
-)
-_PRECISION_HINT = "int2..int16, fp32, fp16, bf16, fp8_e4m3, fp8_e5m2"
+__all__ = [
+    "SCHEMA", "PRECISIONS", "GRANULARITIES", "CALIBRATIONS", "PRUNE_METHODS", "NORMS", "ConfigError", "bits_of",
+    "is_integer", "WeightSpec", "ActivationSpec", "PruneSpec", "Partial", "LayerOverride", "LayerSettings",
+    "ModelRef", "CompressionConfig", "to_json", "read_json", "from_json", "from_json_document", "json_schema",
+]
+
+SCHEMA = "qtradeoff.config/1"
 GRANULARITIES = ("per_channel", "per_tensor")
 CALIBRATIONS = ("minmax", "percentile", "mse")
 PRUNE_METHODS = ("none", "magnitude", "nm", "structured")
 NORMS = ("l1", "l2")
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; ``path`` is the JSON path of the problem (``$`` is the document root)."""
-
-    def __init__(self, path: str, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path = path
-        self.problem = problem
-
-
-def bits_of(precision: str) -> int:
-    """Storage bits per element: fp32 32, fp16/bf16 16, fp8_* 8, intN N."""
-    if precision not in PRECISIONS:
-        raise ConfigError("$", f"{precision!r} is not a precision ({_PRECISION_HINT})")
-    if precision.startswith("int"):
-        return int(precision[3:])
-    return {"fp32": 32, "fp16": 16, "bf16": 16}.get(precision, 8)
-
-
-def is_integer(precision: str) -> bool:
-    """Whether ``precision`` is a uniform integer grid (int2..int16)."""
-    return precision.startswith("int") and precision in PRECISIONS
+REGEX_PREFIX = "re:"
+TYPE_PREFIX = "type:"
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Field validation shared by the dataclasses, the edit methods and the JSON parser.
+# Fields: each knows how to check a value (with the JSON path of an error) and how to describe itself in JSON
+# Schema, so the parser and the shipped schema cannot drift apart.
 
 
 def _type_name(value: Any) -> str:
@@ -59,92 +61,110 @@ def _type_name(value: Any) -> str:
             dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _check_precision(value: Any, path: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(path, f"expected a precision string ({_PRECISION_HINT}), got {_type_name(value)}")
-    if value not in PRECISIONS:
-        raise ConfigError(path, f"{value!r} is not a precision ({_PRECISION_HINT})")
-    return value
+class _PrecisionField:
+    def __call__(self, value: Any, path: str) -> str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"expected a precision string ({_precision.HINT}), got {_type_name(value)}")
+        return _precision.get(value, path).name
+
+    def schema(self) -> dict:
+        return {"$ref": "#/$defs/precision"}
 
 
-def _check_choice(value: Any, choices: tuple[str, ...], path: str) -> str:
-    if not isinstance(value, str) or value not in choices:
-        shown = repr(value) if isinstance(value, str) else _type_name(value)
-        raise ConfigError(path, f"{shown} is not one of {', '.join(choices)}")
-    return value
+@dataclass(frozen=True)
+class _Choice:
+    choices: tuple[str, ...]
+
+    def __call__(self, value: Any, path: str) -> str:
+        if not isinstance(value, str) or value not in self.choices:
+            shown = repr(value) if isinstance(value, str) else _type_name(value)
+            raise ConfigError(path, f"{shown} is not one of {', '.join(self.choices)}")
+        return value
+
+    def schema(self) -> dict:
+        return {"enum": list(self.choices)}
 
 
-def _check_bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(path, f"expected true or false, got {_type_name(value)}")
-    return value
+class _Bool:
+    def __call__(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"expected true or false, got {_type_name(value)}")
+        return value
+
+    def schema(self) -> dict:
+        return {"type": "boolean"}
 
 
-def _check_number(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(path, f"expected a number, got {_type_name(value)}")
-    if not math.isfinite(value):
-        raise ConfigError(path, f"expected a finite number, got {value}")
-    return float(value)
+@dataclass(frozen=True)
+class _Number:
+    """A finite number (or integer) in an interval; ``None`` allowed when ``nullable``."""
+
+    what: str
+    minimum: float
+    maximum: float | None = None
+    open_min: bool = False
+    open_max: bool = False
+    integer: bool = False
+    nullable: bool = False
+
+    def __call__(self, value: Any, path: str):
+        if value is None and self.nullable:
+            return None
+        if self.integer:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(path, f"expected an integer, got {_type_name(value)}")
+            if not self.minimum <= value <= self.maximum:
+                raise ConfigError(path, f"{self.what} {value} is outside {self.minimum:g}..{self.maximum:g}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, f"expected a number, got {_type_name(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(path, f"expected a finite number, got {value}")
+        value = float(value)
+        if self.maximum is None:
+            if value < self.minimum:
+                raise ConfigError(path, f"{self.what} {value:g} is negative; use a magnitude >= {self.minimum:g}")
+            return value
+        above = value > self.minimum if self.open_min else value >= self.minimum
+        below = value < self.maximum if self.open_max else value <= self.maximum
+        if not (above and below):
+            interval = (f"{'(' if self.open_min else '['}{self.minimum:g}, {self.maximum:g}"
+                        f"{')' if self.open_max else ']'}")
+            raise ConfigError(path, f"{self.what} {value:g} is outside {interval}")
+        return value
+
+    def schema(self) -> dict:
+        out: dict[str, Any] = {"type": "integer" if self.integer else "number",
+                               "exclusiveMinimum" if self.open_min else "minimum": self.minimum}
+        if self.maximum is not None:
+            out["exclusiveMaximum" if self.open_max else "maximum"] = self.maximum
+        return {"oneOf": [{"type": "null"}, out]} if self.nullable else out
 
 
-def _check_int(value: Any, path: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(path, f"expected an integer, got {_type_name(value)}")
-    return value
-
-
-def _check_percentile(value: Any, path: str) -> float:
-    value = _check_number(value, path)
-    if not 0.0 < value <= 100.0:
-        raise ConfigError(path, f"percentile {value:g} is outside (0, 100]")
-    return value
-
-
-def _check_threshold(value: Any, path: str) -> float:
-    value = _check_number(value, path)
-    if value < 0.0:
-        raise ConfigError(path, f"threshold {value:g} is negative; use a magnitude >= 0")
-    return value
-
-
-def _check_sparsity(value: Any, path: str) -> float | None:
-    if value is None:
-        return None
-    value = _check_number(value, path)
-    if not 0.0 <= value < 1.0:
-        raise ConfigError(path, f"sparsity {value:g} is outside [0, 1)")
-    return value
-
-
-def _check_nm(value: Any, path: str) -> int:
-    value = _check_int(value, path)
-    if not 1 <= value <= 64:
-        raise ConfigError(path, f"{value} is outside 1..64")
-    return value
-
-
-# field name -> checker(value, path) for each spec; the single place that defines what a valid field is.
+# field name -> field, for each spec: the single definition of what a valid field is (parser, edits, schema).
 _WEIGHT_FIELDS = {
-    "precision": _check_precision,
-    "granularity": lambda v, p: _check_choice(v, GRANULARITIES, p),
-    "symmetric": _check_bool,
+    "precision": _PrecisionField(),
+    "granularity": _Choice(GRANULARITIES),
+    "symmetric": _Bool(),
 }
 _ACTIVATION_FIELDS = {
-    "precision": _check_precision,
-    "calibration": lambda v, p: _check_choice(v, CALIBRATIONS, p),
-    "percentile": _check_percentile,
-    "symmetric": _check_bool,
+    "precision": _PrecisionField(),
+    "calibration": _Choice(CALIBRATIONS),
+    "percentile": _Number("percentile", 0, 100, open_min=True),
+    "symmetric": _Bool(),
 }
 _PRUNE_FIELDS = {
-    "method": lambda v, p: _check_choice(v, PRUNE_METHODS, p),
-    "threshold": _check_threshold,
-    "relative": _check_bool,
-    "sparsity": _check_sparsity,
-    "n": _check_nm,
-    "m": _check_nm,
-    "norm": lambda v, p: _check_choice(v, NORMS, p),
+    "method": _Choice(PRUNE_METHODS),
+    "threshold": _Number("threshold", 0),
+    "relative": _Bool(),
+    "sparsity": _Number("sparsity", 0, 1, open_max=True, nullable=True),
+    "n": _Number("n", 1, 64, integer=True),
+    "m": _Number("m", 1, 64, integer=True),
+    "norm": _Choice(NORMS),
 }
+_PARTS = {"weight": _WEIGHT_FIELDS, "activation": _ACTIVATION_FIELDS, "prune": _PRUNE_FIELDS}
+_OVERRIDE_KEYS = ("weight", "activation", "prune", "skip")
+_TOP_KEYS = ("schema", "model", "defaults", "layers", "locked", "metrics", "environment")
 
 
 def _check_fields(values: Mapping[str, Any], checkers: Mapping[str, Any], path: str) -> dict[str, Any]:
@@ -205,6 +225,8 @@ class PruneSpec:
         _check_prune_consistency(self, "prune")
 
 
+# The cross-field rules of a prune recipe. json_schema() encodes the same two rules (_prune_rules_schema); the
+# tests feed documents breaking each to both.
 def _check_prune_consistency(spec: PruneSpec, path: str) -> None:
     if spec.method == "nm" and spec.n > spec.m:
         raise ConfigError(f"{path}.n", f"n={spec.n} is larger than m={spec.m}; N:M keeps n of every m weights")
@@ -252,7 +274,7 @@ class Partial(Mapping):
 
 @dataclass(frozen=True)
 class LayerOverride:
-    """What one layer changes relative to the defaults: partial weight/activation/prune settings and ``skip``."""
+    """What one selector changes relative to the defaults: partial weight/activation/prune settings and ``skip``."""
 
     weight: Partial = field(default_factory=Partial)
     activation: Partial = field(default_factory=Partial)
@@ -291,6 +313,68 @@ class ModelRef:
     format: str = ""
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Selectors
+
+
+@dataclass(frozen=True)
+class _Selector:
+    key: str
+    kind: str  # "name" | "re" | "type"
+    pattern: re.Pattern | None = None
+
+    @property
+    def target(self) -> str:
+        """The layer name, the regular expression or the module class name."""
+        if self.kind == "re":
+            return self.key[len(REGEX_PREFIX):]
+        return self.key[len(TYPE_PREFIX):] if self.kind == "type" else self.key
+
+    def matches(self, name: str, kind: str) -> bool:
+        if self.kind == "re":
+            return self.pattern.fullmatch(name) is not None
+        return self.target == (kind if self.kind == "type" else name)
+
+
+def _selector(key: Any, path: str) -> _Selector:
+    """Parse a selector, so that a bad one is an error at ``path`` even when no model is known."""
+    if not isinstance(key, str) or not key:
+        raise ConfigError(path, f"a layer selector must be a non-empty string (a layer name, \"re:<regex>\" or "
+                                f"\"type:<ModuleClass>\"), got {key!r}")
+    if key.startswith(REGEX_PREFIX):
+        expression = key[len(REGEX_PREFIX):]
+        if not expression:
+            raise ConfigError(path, "\"re:\" needs a regular expression after it, e.g. \"re:features\\\\..*\"")
+        try:
+            return _Selector(key, "re", re.compile(expression))
+        except re.error as error:
+            raise ConfigError(path, f"{expression!r} is not a valid regular expression ({error})") from None
+    if key.startswith(TYPE_PREFIX):
+        class_name = key[len(TYPE_PREFIX):]
+        if not class_name.isidentifier():
+            raise ConfigError(path, f"{class_name!r} is not a module class name; write e.g. \"type:Linear\"")
+        return _Selector(key, "type")
+    return _Selector(key, "name")
+
+
+def _layer_pairs(layers: Iterable[Any]) -> list[tuple[str, str]]:
+    """``(name, kind)`` of each layer, given inventory ``LayerInfo``-likes (``.name``, ``.kind``) or pairs."""
+    pairs = []
+    for layer in layers:
+        if hasattr(layer, "name") and hasattr(layer, "kind"):
+            pairs.append((layer.name, layer.kind))
+        else:
+            name, kind = layer
+            pairs.append((name, kind))
+    return pairs
+
+
+def _needs_kind(name: str, selectors: Iterable[_Selector]) -> None:
+    if any(selector.kind == "type" for selector in selectors):
+        raise ValueError(f"layer {name!r}: this configuration has type: selectors, so pass the layer's module "
+                         f"class name (resolve(name, kind) or resolve_all(inventory))")
+
+
 def _merge(spec, values: Mapping[str, Any]):
     return dataclasses.replace(spec, **dict(values)) if values else spec
 
@@ -301,13 +385,17 @@ def _layer_path(name: str) -> str:
 
 @dataclass(frozen=True)
 class CompressionConfig:
-    """Defaults for every layer plus per-layer overrides (sorted by layer name). The all-default config is fp32."""
+    """Defaults for every layer, overrides keyed by layer selector (sorted), and the locked layers' selectors.
+
+    The all-default config is fp32. See the module docstring for selectors and their precedence.
+    """
 
     weight: WeightSpec = WeightSpec()
     activation: ActivationSpec = ActivationSpec()
     prune: PruneSpec = PruneSpec()
     layers: tuple[tuple[str, LayerOverride], ...] = ()
     model: ModelRef | None = None
+    locked: tuple[str, ...] = ()  # selectors of the layers a search must leave as they are; sorted, unique
     # memo of derived data (resolved layers, key); excluded from equality, hashing and repr
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
@@ -317,33 +405,67 @@ class CompressionConfig:
             found = self._cache["overrides"] = dict(self.layers)
         return found
 
+    def _selectors(self) -> tuple[tuple[tuple[_Selector, LayerOverride], ...], dict[str, LayerOverride]]:
+        """(type then regex selectors with their overrides, weakest first; exact-name overrides by name).
+
+        Exact names are looked up, not scanned: a search's configurations override many layers one by one.
+        """
+        found = self._cache.get("selectors")
+        if found is None:
+            parsed = [(_selector(key, _layer_path(key)), override) for key, override in self.layers]
+            patterns = sorted(((s, o) for s, o in parsed if s.kind != "name"),
+                              key=lambda item: (item[0].kind != "type", item[0].key))
+            found = self._cache["selectors"] = (tuple(patterns), {s.key: o for s, o in parsed if s.kind == "name"})
+        return found
+
+    def _locked_selectors(self) -> tuple[_Selector, ...]:
+        found = self._cache.get("locked")
+        if found is None:
+            found = self._cache["locked"] = tuple(_selector(key, f"$.locked[{i}]")
+                                                  for i, key in enumerate(self.locked))
+        return found
+
     # -- reading ---------------------------------------------------------------------------------------------
     def overrides(self) -> dict[str, LayerOverride]:
-        """Per-layer overrides by layer name."""
+        """Overrides by selector (layer name, ``re:...`` or ``type:...``)."""
         return dict(self._overrides())
 
-    def resolve(self, layer: str) -> LayerSettings:
-        """The settings that apply to ``layer``: the defaults with its override merged in."""
-        return _resolve(self, layer)
+    def resolve(self, layer: str, kind: str = "") -> LayerSettings:
+        """The settings that apply to ``layer`` (module class name ``kind``): every matching selector merged.
+
+        ``kind`` may be left out only while the configuration has no ``type:`` selector (ValueError otherwise).
+        """
+        return _resolve(self, layer, kind)
+
+    def resolve_all(self, layers: Iterable[Any]) -> dict[str, LayerSettings]:
+        """Settings of every layer, by name; ``layers`` are inventory ``LayerInfo``-likes or ``(name, kind)``."""
+        return {name: _resolve(self, name, kind) for name, kind in _layer_pairs(layers)}
+
+    def is_locked(self, layer: str, kind: str = "") -> bool:
+        """Whether a locked selector matches ``layer`` (``kind`` needed once a ``type:`` selector is locked)."""
+        selectors = self._locked_selectors()
+        if not kind:
+            _needs_kind(layer, selectors)
+        return any(selector.matches(layer, kind) for selector in selectors)
 
     # -- editing (each returns a new config) -----------------------------------------------------------------
     def with_defaults(self, *, weight=None, activation=None, prune=None) -> CompressionConfig:
         """New defaults; each argument is a spec, a partial dict merged into the current default, or None."""
 
-        def merged(current, value, cls, checkers, part):
+        def merged(current, value, cls, part):
             if value is None:
                 return current
             if isinstance(value, cls):
                 return value
             if isinstance(value, Mapping):
-                return _build(current, _check_fields(value, checkers, f"$.defaults.{part}"), "$.defaults")
+                return _build(current, _check_fields(value, _PARTS[part], f"$.defaults.{part}"), "$.defaults")
             raise ConfigError(f"$.defaults.{part}", f"expected an object or {cls.__name__}, got {_type_name(value)}")
 
         new = dataclasses.replace(
             self,
-            weight=merged(self.weight, weight, WeightSpec, _WEIGHT_FIELDS, "weight"),
-            activation=merged(self.activation, activation, ActivationSpec, _ACTIVATION_FIELDS, "activation"),
-            prune=merged(self.prune, prune, PruneSpec, _PRUNE_FIELDS, "prune"),
+            weight=merged(self.weight, weight, WeightSpec, "weight"),
+            activation=merged(self.activation, activation, ActivationSpec, "activation"),
+            prune=merged(self.prune, prune, PruneSpec, "prune"),
         )
         for name, _ in new.layers:
             _check_resolvable(new, name)
@@ -351,16 +473,16 @@ class CompressionConfig:
 
     def with_layer(self, name: str, *, weight: Mapping | None = None, activation: Mapping | None = None,
                    prune: Mapping | None = None, skip: bool | None = None) -> CompressionConfig:
-        """Merge partial overrides into layer ``name``; a key whose value is None is removed from the override.
+        """Merge partial overrides into selector ``name``; a key whose value is None is removed from the override.
 
+        ``name`` is a layer name, ``"re:<regex>"`` or ``"type:<ModuleClass>"``.
         ``with_layer("conv", weight={"precision": None})`` drops the layer's precision override (back to the
         default). ``skip=False`` is stored explicitly; to clear the whole override use :meth:`without_layer`.
         """
-        path = _layer_path(name)
+        path = _layer_path(name) if isinstance(name, str) else "$.layers"
         current = self._overrides().get(name, LayerOverride())
         parts = {}
-        for part, values, checkers in (("weight", weight, _WEIGHT_FIELDS), ("activation", activation,
-                                       _ACTIVATION_FIELDS), ("prune", prune, _PRUNE_FIELDS)):
+        for part, values in (("weight", weight), ("activation", activation), ("prune", prune)):
             existing = dict(getattr(current, part))
             if values is not None:
                 if not isinstance(values, Mapping):
@@ -369,23 +491,32 @@ class CompressionConfig:
                 for key in removed:
                     existing.pop(key, None)
                 kept = {key: value for key, value in values.items() if key not in removed}
-                existing.update(_check_fields(kept, checkers, f"{path}.{part}"))
+                existing.update(_check_fields(kept, _PARTS[part], f"{path}.{part}"))
             parts[part] = Partial(existing)
         if skip is not None:
-            _check_bool(skip, f"{path}.skip")
+            _Bool()(skip, f"{path}.skip")
         override = LayerOverride(**parts, skip=current.skip if skip is None else skip)
         return self._with_override(name, override)
 
     def without_layer(self, name: str) -> CompressionConfig:
-        """The config without any override for layer ``name``."""
+        """The config without any override for selector ``name``."""
         return dataclasses.replace(self, layers=tuple(item for item in self.layers if item[0] != name))
 
     def with_model(self, model: ModelRef | None) -> CompressionConfig:
         return dataclasses.replace(self, model=model)
 
+    def with_locked(self, selectors: Iterable[str]) -> CompressionConfig:
+        """The config whose locked layers are ``selectors`` (names, ``re:`` or ``type:``; order and repeats
+        do not matter)."""
+        if isinstance(selectors, str):
+            raise ConfigError("$.locked", f"expected a list of layer selectors, got the string {selectors!r}")
+        keys = list(selectors)
+        for index, key in enumerate(keys):
+            _selector(key, f"$.locked[{index}]")
+        return dataclasses.replace(self, locked=tuple(sorted(set(keys))))
+
     def _with_override(self, name: str, override: LayerOverride) -> CompressionConfig:
-        if not isinstance(name, str) or not name:
-            raise ConfigError("$.layers", f"layer name must be a non-empty string, got {name!r}")
+        _selector(name, _layer_path(name) if isinstance(name, str) else "$.layers")
         items = dict(self.layers)
         if override.is_empty():
             items.pop(name, None)
@@ -398,7 +529,7 @@ class CompressionConfig:
 
     # -- serialisation ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form: schema, model (if known), full defaults, and the partial per-layer overrides."""
+        """Plain-JSON form: schema, model (if known), full defaults, the partial overrides, locked (if any)."""
         out: dict[str, Any] = {"schema": SCHEMA}
         if self.model is not None:
             out["model"] = dataclasses.asdict(self.model)
@@ -408,44 +539,78 @@ class CompressionConfig:
             "prune": dataclasses.asdict(self.prune),
         }
         out["layers"] = {name: override.to_dict() for name, override in self.layers}
+        if self.locked:
+            out["locked"] = list(self.locked)
         return out
 
     @classmethod
-    def from_dict(cls, d: Any, *, layer_names: Iterable[str] | None = None) -> CompressionConfig:
-        """Validate a whole document (as parsed JSON) and build the config; raises :class:`ConfigError`."""
-        return _parse(d, layer_names)
+    def from_dict(cls, d: Any, *, layer_names: Iterable[str] | None = None,
+                  layers: Iterable[Any] | None = None) -> CompressionConfig:
+        """Validate a whole document (as parsed JSON) and build the config; raises :class:`ConfigError`.
+
+        Given the model's ``layers`` (``LayerInfo``-likes or ``(name, kind)`` pairs), every selector must match
+        one of them; given only ``layer_names``, exact names and regexes are checked (types cannot be).
+        """
+        return _parse(d, _model_layers(layer_names, layers))
 
     def key(self) -> str:
-        """Stable sha256 of the canonical JSON of defaults and layers (not the model): a cache/dedup key."""
+        """Stable sha256 of the canonical JSON of defaults, layers and locked (not the model): a cache key.
+
+        ``locked`` enters only when non-empty, so configurations written before it existed keep their key.
+        """
         found = self._cache.get("key")
         if found is None:
             body = self.to_dict()
-            canonical = json.dumps({"defaults": body["defaults"], "layers": body["layers"]}, sort_keys=True,
-                                   separators=(",", ":"))
+            keyed = {name: body[name] for name in ("defaults", "layers", "locked") if name in body}
+            canonical = json.dumps(keyed, sort_keys=True, separators=(",", ":"))
             found = self._cache["key"] = hashlib.sha256(canonical.encode()).hexdigest()
         return found
 
 
-def _resolve(config: CompressionConfig, layer: str) -> LayerSettings:
+def _resolve(config: CompressionConfig, layer: str, kind: str) -> LayerSettings:
     cache = config._cache.setdefault("resolved", {})
-    cached = cache.get(layer)
+    cached = cache.get((layer, kind))
     if cached is not None:
         return cached
-    override = config._overrides().get(layer)
-    if override is None:
-        settings = LayerSettings(config.weight, config.activation, config.prune, False)
-    else:
-        settings = LayerSettings(
-            _merge(config.weight, override.weight),
-            _merge(config.activation, override.activation),
-            # A layer that names its own pruning method gets that recipe alone: fields it leaves out take
-            # PruneSpec's defaults, not the global recipe's (a global target sparsity must not leak into a
-            # layer's threshold or N:M pruning). Without a method, the override tunes the global recipe.
-            _merge(PruneSpec() if "method" in override.prune else config.prune, override.prune),
-            bool(override.skip),
-        )
-    cache[layer] = settings
+    patterns, exact = config._selectors()
+    if not kind:
+        _needs_kind(layer, (selector for selector, _ in patterns))
+    chain = [(selector.key, override) for selector, override in patterns if selector.matches(layer, kind)]
+    if layer in exact:
+        chain.append((layer, exact[layer]))
+    settings = _settings(config, chain)
+    cache[(layer, kind)] = settings
     return settings
+
+
+def _settings(config: CompressionConfig, chain: list[tuple[str, LayerOverride]]) -> LayerSettings:
+    """Merge the overrides of ``chain`` (weakest first) over the defaults."""
+    if not chain:
+        return LayerSettings(config.weight, config.activation, config.prune, False)
+    weight: dict[str, Any] = {}
+    activation: dict[str, Any] = {}
+    prune: dict[str, Any] = {}
+    prune_base, prune_key = config.prune, None
+    skip = False
+    for key, override in chain:
+        weight.update(override.weight)
+        activation.update(override.activation)
+        if "method" in override.prune:
+            # A selector that names its own pruning method gets that recipe alone: fields it leaves out take
+            # PruneSpec's defaults, not the global recipe's nor a weaker selector's (a global target sparsity must
+            # not leak into a layer's threshold or N:M pruning). Without a method, the override tunes the recipe.
+            prune_base, prune = PruneSpec(), {}
+        if override.prune:
+            prune.update(override.prune)
+            prune_key = key
+        if override.skip is not None:
+            skip = override.skip
+    return LayerSettings(
+        _merge(config.weight, weight),
+        _merge(config.activation, activation),
+        _build(prune_base, prune, _layer_path(prune_key)) if prune_key is not None else prune_base,
+        skip,
+    )
 
 
 def _build(base, values: Mapping[str, Any], prefix: str):
@@ -457,9 +622,8 @@ def _build(base, values: Mapping[str, Any], prefix: str):
 
 
 def _check_resolvable(config: CompressionConfig, name: str) -> None:
-    """Resolving the layer must give a consistent spec; report a problem at the layer's path."""
-    override = config._overrides()[name]
-    _build(config.prune, override.prune, _layer_path(name))
+    """The selector's override alone over the defaults must give a consistent spec; report it at its path."""
+    _settings(config, [(name, config._overrides()[name])])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -472,18 +636,48 @@ def _expect_object(value: Any, path: str) -> Mapping:
     return value
 
 
-def _parse(doc: Any, layer_names: Iterable[str] | None) -> CompressionConfig:
+def _model_layers(layer_names: Iterable[str] | None, layers: Iterable[Any] | None) -> list[tuple[str, str]] | None:
+    """The model's ``(name, kind)`` pairs (kind ``None`` when only names are known), or None without a model."""
+    if layer_names is not None and layers is not None:
+        raise TypeError("pass either layer_names= or layers=, not both")
+    if layers is not None:
+        return _layer_pairs(layers)
+    return None if layer_names is None else [(name, None) for name in layer_names]
+
+
+def _sample(values: Iterable[str]) -> str:
+    values = sorted(set(values))
+    return (", ".join(values[:4]) + (", ..." if len(values) > 4 else "")) or "none"
+
+
+def _check_selects(selector: _Selector, model: list[tuple[str, str | None]], path: str) -> None:
+    """A selector must name or match at least one layer of the model (types only when kinds are known)."""
+    names = [name for name, _ in model]
+    if selector.kind == "name":
+        if selector.key not in names:
+            raise ConfigError(path, f"unknown layer {selector.key!r} (this model's layers: {_sample(names)})")
+    elif selector.kind == "re":
+        if not any(selector.matches(name, "") for name in names):
+            raise ConfigError(path, f"regular expression {selector.target!r} matches no layer name in full "
+                                    f"(this model's layers: {_sample(names)})")
+    elif all(kind is not None for _, kind in model):
+        kinds = [kind for _, kind in model]
+        if selector.target not in kinds:
+            raise ConfigError(path, f"no layer of this model is a {selector.target} "
+                                    f"(its layer types: {_sample(kinds)})")
+
+
+def _parse(doc: Any, model: list[tuple[str, str | None]] | None) -> CompressionConfig:
     doc = _expect_object(doc, "$")
-    allowed = ("schema", "model", "defaults", "layers", "metrics", "environment")
     for key in doc:
-        if key not in allowed:
-            raise ConfigError(f"$.{key}", f"unknown key {key!r} (expected {', '.join(allowed)})")
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"$.{key}", f"unknown key {key!r} (expected {', '.join(_TOP_KEYS)})")
     if "schema" not in doc:
         raise ConfigError("$.schema", f"missing; a qtradeoff configuration starts with \"schema\": \"{SCHEMA}\"")
     if doc["schema"] != SCHEMA:
         raise ConfigError("$.schema", f"{doc['schema']!r} is not a supported schema (expected {SCHEMA!r})")
 
-    model = None
+    model_ref = None
     if doc.get("model") is not None:
         raw = _expect_object(doc["model"], "$.model")
         for key, value in raw.items():
@@ -493,46 +687,60 @@ def _parse(doc: Any, layer_names: Iterable[str] | None) -> CompressionConfig:
                 raise ConfigError(f"$.model.{key}", f"expected a string, got {_type_name(value)}")
         if "file" not in raw:
             raise ConfigError("$.model.file", "missing; name the model file the configuration was made for")
-        model = ModelRef(raw["file"], raw.get("sha256", ""), raw.get("format", ""))
+        model_ref = ModelRef(raw["file"], raw.get("sha256", ""), raw.get("format", ""))
 
     defaults = _expect_object(doc.get("defaults", {}), "$.defaults")
     specs = {}
-    for part, cls, checkers in (("weight", WeightSpec, _WEIGHT_FIELDS), ("activation", ActivationSpec,
-                                _ACTIVATION_FIELDS), ("prune", PruneSpec, _PRUNE_FIELDS)):
+    for part, cls in (("weight", WeightSpec), ("activation", ActivationSpec), ("prune", PruneSpec)):
         path = f"$.defaults.{part}"
-        values = _check_fields(_expect_object(defaults.get(part, {}), path), checkers, path)
+        values = _check_fields(_expect_object(defaults.get(part, {}), path), _PARTS[part], path)
         specs[part] = _build(cls(), values, "$.defaults")
     for key in defaults:
-        if key not in ("weight", "activation", "prune"):
+        if key not in _PARTS:
             raise ConfigError(f"$.defaults.{key}", f"unknown key {key!r} (expected weight, activation, prune)")
 
-    known = None if layer_names is None else set(layer_names)
     layers = []
-    raw_layers = _expect_object(doc.get("layers", {}), "$.layers")
-    for name, raw in raw_layers.items():
-        path = _layer_path(name)
-        if known is not None and name not in known:
-            sample = ", ".join(sorted(known)[:4]) + (", ..." if len(known) > 4 else "")
-            raise ConfigError(path, f"unknown layer {name!r} (this model's layers: {sample or 'none'})")
+    for name, raw in _expect_object(doc.get("layers", {}), "$.layers").items():
+        path = _layer_path(name) if isinstance(name, str) else "$.layers"
+        selector = _selector(name, path)
+        if model is not None:
+            _check_selects(selector, model, path)
         raw = _expect_object(raw, path)
-        parts = {}
         for key in raw:
-            if key not in ("weight", "activation", "prune", "skip"):
-                raise ConfigError(f"{path}.{key}", f"unknown key {key!r} (expected weight, activation, prune, skip)")
-        for part, checkers in (("weight", _WEIGHT_FIELDS), ("activation", _ACTIVATION_FIELDS),
-                               ("prune", _PRUNE_FIELDS)):
-            values = _check_fields(_expect_object(raw.get(part, {}), f"{path}.{part}"), checkers, f"{path}.{part}")
-            parts[part] = Partial(values)
-        skip = _check_bool(raw["skip"], f"{path}.skip") if "skip" in raw else None
-        layers.append((name, LayerOverride(**parts, skip=skip)))
+            if key not in _OVERRIDE_KEYS:
+                raise ConfigError(f"{path}.{key}", f"unknown key {key!r} (expected {', '.join(_OVERRIDE_KEYS)})")
+        parts = {part: Partial(_check_fields(_expect_object(raw.get(part, {}), f"{path}.{part}"), checkers,
+                                             f"{path}.{part}"))
+                 for part, checkers in _PARTS.items()}
+        skip = _Bool()(raw["skip"], f"{path}.skip") if "skip" in raw else None
+        override = LayerOverride(**parts, skip=skip)
+        if not override.is_empty():  # {"conv": {}} says nothing: the same config, the same key()
+            layers.append((name, override))
+
+    locked = doc.get("locked", [])
+    if not isinstance(locked, list):
+        raise ConfigError("$.locked", f"expected a list of layer selectors, got {_type_name(locked)}")
+    for index, key in enumerate(locked):
+        path = f"$.locked[{index}]"
+        selector = _selector(key, path)
+        if key in locked[:index]:
+            raise ConfigError(path, f"{key!r} is listed twice; list each locked selector once")
+        if model is not None:
+            _check_selects(selector, model, path)
 
     for key in ("metrics", "environment"):
         if doc.get(key) is not None:
             _expect_object(doc[key], f"$.{key}")
 
-    config = CompressionConfig(specs["weight"], specs["activation"], specs["prune"], tuple(sorted(layers)), model)
+    config = CompressionConfig(specs["weight"], specs["activation"], specs["prune"], tuple(sorted(layers)),
+                               model_ref, tuple(sorted(locked)))
     for name, _ in config.layers:
         _check_resolvable(config, name)
+    if model is not None and all(kind is not None for _, kind in model):
+        config.resolve_all(model)  # selectors that combine into an inconsistent recipe fail here, not later
+    elif model is not None and not any(selector.kind == "type" for selector, _ in config._selectors()[0]):
+        for name, _ in model:
+            config.resolve(name)
     return config
 
 
@@ -560,14 +768,122 @@ def read_json(text: str) -> Any:
         raise ConfigError("$", f"invalid JSON: {error}") from None
 
 
-def from_json(text: str, *, layer_names: Iterable[str] | None = None) -> CompressionConfig:
-    """Parse and validate a configuration file; raises :class:`ConfigError` (nothing is half-applied)."""
-    return _parse(read_json(text), layer_names)
+def from_json(text: str, *, layer_names: Iterable[str] | None = None,
+              layers: Iterable[Any] | None = None) -> CompressionConfig:
+    """Parse and validate a configuration file; raises :class:`ConfigError` (nothing is half-applied).
+
+    ``layers``/``layer_names`` validate the selectors against a model, as in :meth:`CompressionConfig.from_dict`.
+    """
+    return _parse(read_json(text), _model_layers(layer_names, layers))
 
 
-def from_json_document(text: str, *, layer_names: Iterable[str] | None = None
+def from_json_document(text: str, *, layer_names: Iterable[str] | None = None, layers: Iterable[Any] | None = None
                        ) -> tuple[CompressionConfig, dict, dict]:
     """Like :func:`from_json` but also returns the file's ``metrics`` and ``environment`` (empty if absent)."""
     doc = read_json(text)
-    config = _parse(doc, layer_names)
+    config = _parse(doc, _model_layers(layer_names, layers))
     return config, dict(doc.get("metrics") or {}), dict(doc.get("environment") or {})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# JSON Schema, generated from the field tables above (resources/config.schema.json is its output: `make schema`)
+
+
+def _spec_schema(part: str) -> dict:
+    return {"type": "object", "additionalProperties": False,
+            "properties": {name: checker.schema() for name, checker in _PARTS[part].items()}}
+
+
+def _prune_rules_schema() -> list[dict]:
+    """The recipe rules of :func:`_check_prune_consistency` for a prune object naming its method, whose missing
+    fields take PruneSpec's defaults (true of the defaults and of an override's own recipe alike)."""
+    default = PruneSpec()
+    m_field = _PRUNE_FIELDS["m"]
+
+    def when(method: str, *conditions: dict) -> dict:
+        clause = {"properties": {"method": {"const": method}}, "required": ["method"]}
+        return {"allOf": [clause, *conditions]} if conditions else clause
+
+    # JSON Schema cannot compare two fields, so n <= m is spelt out for each value m can take.
+    nm_rules = [{"if": when("nm", {"properties": {"m": {"const": m}}, "required": ["m"]}),
+                 "then": {"properties": {"n": {"maximum": m}}, **({"required": ["n"]} if m < default.n else {})}}
+                for m in range(int(m_field.minimum), int(m_field.maximum) + 1)]
+    nm_rules.append({"if": when("nm", {"not": {"required": ["m"]}}),
+                     "then": {"properties": {"n": {"maximum": default.m}}}})
+    structured = {"if": when("structured"),
+                  "then": {"required": ["sparsity"], "properties": {"sparsity": {"type": "number"}}}}
+    return [*nm_rules, structured]
+
+
+def _selector_schema() -> dict:
+    return {"anyOf": [{"pattern": f"^{REGEX_PREFIX}.+$"},
+                      {"pattern": f"^{TYPE_PREFIX}[A-Za-z_][A-Za-z0-9_]*$"},
+                      {"pattern": f"^(?!{REGEX_PREFIX}|{TYPE_PREFIX}).+$"}]}
+
+
+def json_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of a configuration file, from the same tables the parser checks with.
+
+    What it cannot say and qtradeoff checks itself: that a regular expression compiles, that selectors match
+    the model's layers, and the recipe rules for an override that sets no prune method (its n, m and sparsity
+    combine with the defaults' and with weaker selectors').
+    """
+    nullable_object = {"oneOf": [{"type": "null"}, {"type": "object"}]}
+    override = {"type": "object", "additionalProperties": False,
+                "properties": {"weight": {"$ref": "#/$defs/weight"}, "activation": {"$ref": "#/$defs/activation"},
+                               "prune": {"$ref": "#/$defs/prune"}, "skip": {"type": "boolean"}}}
+    prune = _spec_schema("prune")
+    prune["allOf"] = _prune_rules_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://qtradeoff.invalid/schema/config-1.json",
+        "title": "qtradeoff compression configuration",
+        "description": (f"Defaults plus overrides keyed by layer selector (a layer name, \"re:<regex>\" or "
+                        f"\"type:<ModuleClass>\") for quantization and pruning ({SCHEMA}). Generated from "
+                        f"qtradeoff.core.config (make schema). qtradeoff itself also checks that regular "
+                        f"expressions compile, that selectors match the model's layers, and the N:M and "
+                        f"structured rules for overrides that set no prune method."),
+        "type": "object",
+        "required": ["schema"],
+        "additionalProperties": False,
+        "properties": {
+            "schema": {"const": SCHEMA},
+            "model": {"oneOf": [{"type": "null"}, {
+                "type": "object", "required": ["file"], "additionalProperties": False,
+                "properties": {"file": {"type": "string"}, "sha256": {"type": "string"},
+                               "format": {"type": "string"}}}]},
+            "defaults": {"type": "object", "additionalProperties": False,
+                         "properties": {part: {"$ref": f"#/$defs/{part}"} for part in _PARTS}},
+            "layers": {"type": "object", "propertyNames": {"$ref": "#/$defs/selector"},
+                       "additionalProperties": override},
+            "locked": {"type": "array", "uniqueItems": True, "items": {"type": "string",
+                                                                       "$ref": "#/$defs/selector"}},
+            "metrics": nullable_object,
+            "environment": nullable_object,
+        },
+        "$defs": {
+            "precision": {"enum": list(PRECISIONS)},
+            "selector": _selector_schema(),
+            "weight": _spec_schema("weight"),
+            "activation": _spec_schema("activation"),
+            "prune": prune,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m qtradeoff.core.config --schema``: print the generated JSON Schema."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m qtradeoff.core.config", description=main.__doc__)
+    parser.add_argument("--schema", action="store_true", help="print the configuration's JSON Schema")
+    args = parser.parse_args(argv)
+    if not args.schema:
+        parser.print_usage(sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qtradeoff.core.precision import label
 from qtradeoff.gui.backend import THRESHOLD_STEP, THRESHOLD_STEPS
 from qtradeoff.gui.layer_table import PRECISION_ORDER
 
@@ -208,8 +209,8 @@ class GlobalControls(QGroupBox):
             self.edited.emit("eval_size", self.eval_size_value(), "eval_size")
 
     def _update_labels(self) -> None:
-        self.weight_precision.setText(PRECISION_ORDER[self.weight_precision.value()])
-        self.activation_precision.setText(PRECISION_ORDER[self.activation_precision.value()])
+        self.weight_precision.setText(label(PRECISION_ORDER[self.weight_precision.value()]))
+        self.activation_precision.setText(label(PRECISION_ORDER[self.activation_precision.value()]))
         index = self.threshold.value()
         threshold = index * THRESHOLD_STEP
         if index == 0:

@@ -12,11 +12,10 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from qtradeoff.core.config import PRECISIONS, bits_of
+from qtradeoff.core.precision import DISPLAY_ORDER, bits_of, label
 
 # Slider and combobox order: floats from widest to narrowest, then integers from widest to narrowest.
-PRECISION_ORDER: tuple[str, ...] = ("fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2") + tuple(
-    f"int{bits}" for bits in range(16, 1, -1) if f"int{bits}" in PRECISIONS)
+PRECISION_ORDER: tuple[str, ...] = DISPLAY_ORDER
 
 COLUMNS = ("Layer", "Type", "Params", "MACs", "Size share", "Weights", "Activations", "Sparsity", "Sensitivity")
 COL_NAME, COL_TYPE, COL_PARAMS, COL_MACS, COL_SHARE, COL_WEIGHT, COL_ACT, COL_SPARSITY, COL_SENS = range(9)
@@ -114,11 +113,15 @@ class LayerTableModel(QAbstractTableModel):
             return bool(override.prune)
         return False
 
+    def _kind(self, name: str) -> str:
+        """Module class of layer ``name`` (what ``type:`` selectors match)."""
+        return next((layer.kind for layer in self._layers if layer.name == name), "")
+
     def sparsity_of(self, name: str) -> float:
         """Sparsity the resolved prune settings produce for one layer (target, or the threshold's curve)."""
         if self._config is None:
             return 0.0
-        prune = self._config.resolve(name).prune
+        prune = self._config.resolve(name, self._kind(name)).prune
         if prune.method == "none":
             return 0.0
         if prune.sparsity is not None:
@@ -211,11 +214,13 @@ class LayerTableModel(QAbstractTableModel):
             return human_count(layer.macs)
         if column == COL_SHARE:
             return f"{layer.params / self._total_params:.1%}"
-        settings = self._config.resolve(layer.name)
+        settings = self._config.resolve(layer.name, layer.kind)
         if column == COL_WEIGHT:
-            return "fp32 (skip)" if settings.skip and role == Qt.DisplayRole else settings.weight.precision
+            if role != Qt.DisplayRole:
+                return settings.weight.precision
+            return f"{label('fp32')} (skip)" if settings.skip else label(settings.weight.precision)
         if column == COL_ACT:
-            return settings.activation.precision
+            return settings.activation.precision if role != Qt.DisplayRole else label(settings.activation.precision)
         if column == COL_SPARSITY:
             sparsity = self.sparsity_of(layer.name)
             return sparsity if role == Qt.EditRole else f"{sparsity:.1%}"
@@ -235,7 +240,7 @@ class LayerTableModel(QAbstractTableModel):
             return int(layer.macs)
         if self._config is None:
             return 0
-        settings = self._config.resolve(layer.name)
+        settings = self._config.resolve(layer.name, layer.kind)
         if column == COL_WEIGHT:
             return 32 if settings.skip else bits_of(settings.weight.precision)
         if column == COL_ACT:
@@ -264,7 +269,8 @@ class PrecisionDelegate(QStyledItemDelegate):
 
     def createEditor(self, parent: QWidget, option: Any, index: QModelIndex) -> QWidget:  # noqa: N802
         editor = QComboBox(parent)
-        editor.addItems(PRECISION_ORDER)
+        for name in PRECISION_ORDER:
+            editor.addItem(label(name), name)
         editor.setToolTip("Precision for this layer; it overrides the global default.")
         return editor
 
@@ -274,7 +280,7 @@ class PrecisionDelegate(QStyledItemDelegate):
             editor.setCurrentIndex(PRECISION_ORDER.index(value))
 
     def setModelData(self, editor: QComboBox, model: Any, index: QModelIndex) -> None:  # noqa: N802
-        model.setData(index, editor.currentText(), Qt.EditRole)
+        model.setData(index, editor.currentData(), Qt.EditRole)
 
 
 class SparsityDelegate(QStyledItemDelegate):

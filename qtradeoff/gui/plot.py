@@ -18,6 +18,7 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from qtradeoff.core.measurement.pareto import pareto_front_2d
+from qtradeoff.core.precision import is_integer, label
 
 REDRAW_INTERVAL_MS = 66  # ~15 Hz
 N_COLOURS = 16
@@ -117,10 +118,10 @@ class PointStore:
 
 def describe_config(config: Any) -> str:
     """A few lines summarising a configuration (hover text)."""
-    lines = [f"weights {config.weight.precision}"
+    lines = [f"weights {label(config.weight.precision)}"
              + (f" {config.weight.granularity}, {'sym' if config.weight.symmetric else 'asym'}"
-                if config.weight.precision.startswith("int") else ""),
-             f"activations {config.activation.precision}"
+                if is_integer(config.weight.precision) else ""),
+             f"activations {label(config.activation.precision)}"
              + (f" ({config.activation.calibration})" if config.activation.precision != "fp32" else "")]
     prune = config.prune
     if prune.method != "none":

@@ -210,7 +210,7 @@ class Compressor:
         """Resolve ``config`` for every compressible layer, with the pruning masks of the weights it rewrites."""
         layers = []
         for info in self.layers:
-            settings = config.resolve(info.name)
+            settings = config.resolve(info.name, info.kind)
             masks = {name: self.mask(info.name, name, settings) for name in info.weight_names}
             numel = sum(self._folded[info.name][name].numel() for name in info.weight_names)
             kept = sum(int(mask.sum()) if mask is not None else self._folded[info.name][name].numel()

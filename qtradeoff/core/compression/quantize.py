@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from qtradeoff.core.config import PRECISIONS, is_integer
+from qtradeoff.core.precision import PRECISIONS, REGISTRY, bits_of, is_integer, torch_dtype
 
-_FLOAT_DTYPES = {
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-    "fp8_e4m3": torch.float8_e4m3fn,
-    "fp8_e5m2": torch.float8_e5m2,
-}
+_FLOAT_DTYPES = {name: torch_dtype(name) for name, p in REGISTRY.items() if p.kind == "float" and name != "fp32"}
 # Same floor as torch.ao's observers, so an all-zero channel gets a tiny positive scale rather than a division by 0.
 _EPS = torch.finfo(torch.float32).eps
 # Calibration keeps at most this many values per layer for percentile and MSE search (exact min/max are kept apart).
@@ -116,7 +111,7 @@ def fake_quantize(x: torch.Tensor, precision: str, *, symmetric: bool = True, ax
     if precision not in PRECISIONS:
         raise ValueError(f"{precision!r} is not a precision")
     if is_integer(precision):
-        return quantize_int(x, int(precision[3:]), symmetric=symmetric, axis=axis, scale=scale,
+        return quantize_int(x, bits_of(precision), symmetric=symmetric, axis=axis, scale=scale,
                             zero_point=zero_point)
     return cast_float(x, precision)
 

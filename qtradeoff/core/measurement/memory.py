@@ -28,7 +28,8 @@ from torch import nn
 from qtradeoff.core.compression.compress import clone_structure
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.compression.quantize import int_qparams, int_range
-from qtradeoff.core.config import LayerSettings, bits_of, is_integer
+from qtradeoff.core.config import LayerSettings
+from qtradeoff.core.precision import bits_of, is_integer, torch_dtype
 
 SCALE_BYTES = 4
 
@@ -149,9 +150,7 @@ def _pack_bits(codes: np.ndarray, bits: int) -> bytes:
 
 def _values_bytes(values: torch.Tensor, precision: str) -> bytes:
     """Float values in their storage format."""
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
-              "fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
-    stored = values.to(dtypes[precision]).contiguous()
+    stored = values.to(torch_dtype(precision)).contiguous()
     return stored.view(torch.uint8).numpy().tobytes()
 
 

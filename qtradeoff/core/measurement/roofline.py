@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 from torch.utils.benchmark import Timer
 
-from qtradeoff.core.config import LayerSettings, bits_of, is_integer
+from qtradeoff.core.config import LayerSettings
 from qtradeoff.core.paths import cache_dir
+from qtradeoff.core.precision import FLOAT_FAMILIES, REGISTRY, bits_of, is_integer, torch_dtype
 
 ASSUMPTIONS = {
     "int<8": "integer weights and activations below 8 bits: throughput = int8 peak x 8/bits (a packed kernel is "
@@ -35,6 +36,9 @@ ASSUMPTIONS = {
               "(measured as a tiny Conv2d+BatchNorm+ReLU call)",
 }
 CALIBRATION_VERSION = 4
+# Floats narrower than fp32 that run on a kernel of their own, and floats computed in another family (fp8).
+_REDUCED_FLOATS = tuple(family for family in FLOAT_FAMILIES if family != "fp32")
+_EMULATED_FLOATS = tuple(name for name, p in REGISTRY.items() if p.kind == "float" and p.family != name)
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,8 @@ def _measure(threads: int, min_run_time: float) -> Roofline:
     a = torch.randn(rows, inner)
     b = torch.randn(inner, cols)
     with torch.inference_mode():
-        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
-            x, w = a.to(dtype), b.to(dtype)
+        for name in FLOAT_FAMILIES:
+            x, w = a.to(torch_dtype(name)), b.to(torch_dtype(name))
             peaks[name] = macs / _seconds("torch.mm(x, w)", {"torch": torch, "x": x, "w": w}, threads, min_run_time)
         peaks["int8"] = macs / _int8_linear_seconds(a, cols, threads, min_run_time)
         source = torch.empty(1 << 24)  # 64 MiB: far larger than any cache level
@@ -169,11 +173,11 @@ def compute_family(settings: LayerSettings) -> tuple[str, float, str]:
         if bits < 8:
             return "int8", 8.0 / bits, "int<8"
         return "fp32", 1.0, "int9-16"
-    if act in ("bf16", "fp16") and weight in (act, "fp32"):
+    if act in _REDUCED_FLOATS and weight in (act, "fp32"):
         return act, 1.0, ""
-    if weight in ("bf16", "fp16") and act == "fp32":
+    if weight in _REDUCED_FLOATS and act == "fp32":
         return weight, 1.0, ""
-    if weight.startswith("fp8") or act.startswith("fp8"):
+    if weight in _EMULATED_FLOATS or act in _EMULATED_FLOATS:
         return "fp32", 1.0, "fp8"
     if is_integer(weight) or is_integer(act):
         return ("fp32" if act == "fp32" or is_integer(act) else act), 1.0, "weight-only"

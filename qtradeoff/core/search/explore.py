@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from qtradeoff.core.config import CompressionConfig, bits_of
@@ -77,27 +77,27 @@ def set_layer(config: CompressionConfig, layer: str, *, bits: int | None = None,
     return config
 
 
-def pin_layers(config: CompressionConfig, base: CompressionConfig, locked: Iterable[str]) -> CompressionConfig:
-    """``config`` with every locked layer set exactly as ``base`` resolves it (whatever the defaults say)."""
+def pin_layers(config: CompressionConfig, base: CompressionConfig,
+               locked: Iterable[str] | Mapping[str, str]) -> CompressionConfig:
+    """``config`` with every locked layer set exactly as ``base`` resolves it (whatever the defaults say).
+
+    ``locked``: layer names, or layer name -> module class (needed when ``base`` has ``type:`` selectors).
+    """
+    kinds = locked if isinstance(locked, Mapping) else {}
     for layer in sorted(locked):
-        settings = base.resolve(layer)
+        settings = base.resolve(layer, kinds.get(layer, ""))
         config = config.with_layer(layer, weight=dataclasses.asdict(settings.weight),
                                    activation=dataclasses.asdict(settings.activation),
                                    prune=dataclasses.asdict(settings.prune), skip=settings.skip)
     return config
 
 
-def layer_bits(config: CompressionConfig, layer: str) -> int:
-    settings = config.resolve(layer)
+def layer_bits(config: CompressionConfig, layer: str, kind: str = "") -> int:
+    settings = config.resolve(layer, kind)
     return 32 if settings.skip else bits_of(settings.weight.precision)
 
 
-def layer_sparsity(config: CompressionConfig, layer: str) -> float:
-    prune = config.resolve(layer).prune
-    return float(prune.sparsity or 0.0) if prune.method == "magnitude" else 0.0
-
-
-def uniform(base: CompressionConfig, bits: int, locked: Iterable[str] = ()) -> CompressionConfig:
+def uniform(base: CompressionConfig, bits: int, locked: Iterable[str] | Mapping[str, str] = ()) -> CompressionConfig:
     """Every unlocked layer's weights at ``intN`` (activations as in ``base``)."""
     precision = "fp32" if bits >= 32 else f"int{bits}"
     return pin_layers(base.with_defaults(weight={"precision": precision}), base, locked)
@@ -146,6 +146,21 @@ def _check_layers(session, names: Iterable[str], what: str) -> None:
             raise SearchError(f"{what} layer {name!r} is not a compressible layer of this model")
 
 
+def _kinds(session) -> dict[str, str]:
+    """Layer name -> module class, for resolving ``type:`` selectors."""
+    found = {info.name: info.kind for info in getattr(session, "layers", []) or []}
+    return {name: found.get(name, "") for name in session.layer_names}
+
+
+def locked_layers(session, base: CompressionConfig, locked: Iterable[str] = ()) -> dict[str, str]:
+    """The layers a search must leave as ``base`` sets them: those named in ``locked`` and those the
+    configuration itself locks (``base.locked`` selectors), as layer name -> module class."""
+    locked = set(locked)
+    _check_layers(session, locked, "locked")
+    kinds = _kinds(session)
+    return {name: kind for name, kind in kinds.items() if name in locked or base.is_locked(name, kind)}
+
+
 def _default_evaluate(session) -> Evaluate:
     return lambda config: session.evaluate(config, latency="estimated")
 
@@ -187,8 +202,7 @@ def grid(session, *, precisions: Sequence[str] = DEFAULT_PRECISIONS,
          should_stop: Callable[[], bool] = lambda: False) -> Iterator[Point]:
     """Uniform weight precisions × uniform magnitude sparsities (activations and locked layers as in the base)."""
     base = base_config if base_config is not None else CompressionConfig()
-    locked = set(locked)
-    _check_layers(session, locked, "locked")
+    locked = locked_layers(session, base, locked)
     evaluate = evaluate or _default_evaluate(session)
     spend = _Budget(budget)
     step = 0
@@ -288,8 +302,7 @@ def greedy(session, *, max_drop: float = 1.0, sensitivity=None, ladder: Sequence
 def _descent_setup(session, base_config, locked, evaluate, verify, budget) -> tuple:
     """What greedy descents share: base config, locked set (checked), evaluators, budget, layers, free layers."""
     base = base_config if base_config is not None else CompressionConfig()
-    locked = set(locked)
-    _check_layers(session, locked, "locked")
+    locked = locked_layers(session, base, locked)
     evaluate = evaluate or _default_evaluate(session)
     verify = verify or (lambda config: session.evaluate_full(config, latency="estimated"))
     layers = _Layers.of(session)
@@ -474,8 +487,8 @@ def evolutionary(session, *, seed: int = 0, budget: int | None = 50, seeds: Iter
     Deterministic for a given ``seed`` and ``seeds``.
     """
     base = base_config if base_config is not None else CompressionConfig()
-    locked = set(locked)
-    _check_layers(session, locked, "locked")
+    locked = locked_layers(session, base, locked)
+    kinds = _kinds(session)
     evaluate = evaluate or _default_evaluate(session)
     spend = _Budget(budget)
     rng = random.Random(seed)
@@ -519,7 +532,7 @@ def evolutionary(session, *, seed: int = 0, budget: int | None = 50, seeds: Iter
         child = parent
         for name in rng.sample(free, k=min(len(free), 1 + (rng.random() < 0.35))):
             if rng.random() < 0.75:
-                here = layer_bits(child, name)
+                here = layer_bits(child, name, kinds[name])
                 index = widths.index(here) if here in widths else 0
                 index = min(max(index + rng.choice((-1, 1)), 0), len(widths) - 1)
                 child = set_layer(child, name, bits=widths[index])
@@ -579,9 +592,11 @@ def run(strategy: str, session, **kwargs) -> Iterator[Point]:
 
 
 def planned_evaluations(strategy: str, session, *, budget: int | None = None, precisions=DEFAULT_PRECISIONS,
-                        sparsities=DEFAULT_SPARSITIES, ladder=DEFAULT_LADDER, locked: Iterable[str] = ()) -> int:
+                        sparsities=DEFAULT_SPARSITIES, ladder=DEFAULT_LADDER, locked: Iterable[str] = (),
+                        base_config: CompressionConfig | None = None) -> int:
     """An upper bound on how many configurations ``strategy`` evaluates (for done/total progress and ETA)."""
-    free = len([name for name in session.layer_names if name not in set(locked)])
+    locked = locked_layers(session, base_config or CompressionConfig(), locked)
+    free = len([name for name in session.layer_names if name not in locked])
     if strategy == "grid":
         bound = len(precisions) * len(sparsities)
     elif strategy in ("greedy", "smallest"):
@@ -651,7 +666,8 @@ def stream(session, strategy: str, *, budget: int | None = None, should_stop: Ca
         yield sensitivity
     if strategy == "sensitivity":
         return
-    total = planned_evaluations(strategy, session, budget=budget, locked=options.get("locked", ()))
+    total = planned_evaluations(strategy, session, budget=budget, locked=options.get("locked", ()),
+                                base_config=options.get("base_config"))
     yield SearchProgress(0, total, "search")
     done = 0
     for config, result in run(strategy, session, budget=budget, should_stop=should_stop, sensitivity=sensitivity,
