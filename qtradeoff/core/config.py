@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from qtradeoff.core.errors import InputError
+
 SCHEMA = "qtradeoff.config/1"
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2") + tuple(
@@ -27,7 +29,7 @@ PRUNE_METHODS = ("none", "magnitude", "nm", "structured")
 NORMS = ("l1", "l2")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """An invalid configuration; ``path`` is the JSON path of the problem (``$`` is the document root)."""
 
     def __init__(self, path: str, problem: str):

@@ -22,6 +22,7 @@ import torch
 
 import qtradeoff
 from qtradeoff.core.config import CompressionConfig
+from qtradeoff.core.errors import CancelledError
 from qtradeoff.core.measurement import memory as memory_mod
 from qtradeoff.core.measurement import roofline as roofline_mod
 from qtradeoff.core.measurement.latency import LatencySettings, LatencyStats, time_forward
@@ -34,7 +35,7 @@ LATENCY_MODES = ("both", "measured", "estimated", "none")
 EVAL_BATCH = 64
 
 
-class Cancelled(Exception):
+class Cancelled(CancelledError):
     """The evaluation was stopped by ``should_stop`` before it produced a result."""
 
 
