@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterable, Sequence
 
 from qtradeoff.core.errors import CancelledError, InputError, QtradeoffError, UsageError
 
+EXIT_CODES_HELP = ("exit codes: 0 done, 2 bad option or value, 3 bad input file (model, data, config, results), "
+                   "4 the model needs --trust, 130 interrupted, 1 a bug (with its traceback)")
+
 # name -> (configure(subparser), run(args) -> exit code). Headless commands add themselves here.
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -159,7 +162,7 @@ def _gui_parser() -> argparse.ArgumentParser:
         prog="qtradeoff",
         description="Explore the accuracy–speed–size trade-offs of quantizing and pruning a neural network. "
                     "Without a subcommand, opens the desktop app.",
-        epilog=("subcommands: " + ", ".join(sorted(SUBCOMMANDS))) if SUBCOMMANDS else None,
+        epilog=(("subcommands: " + ", ".join(sorted(SUBCOMMANDS)) + "; ") if SUBCOMMANDS else "") + EXIT_CODES_HELP,
     )
     parser.add_argument("model", nargs="?", help="model file to open (default: the bundled digits_cnn sample)")
     return parser
@@ -167,7 +170,7 @@ def _gui_parser() -> argparse.ArgumentParser:
 
 def command_parser(name: str) -> argparse.ArgumentParser:
     """The parser of subcommand ``name`` alone (building the others' would import what they need for nothing)."""
-    parser = _Parser(prog=f"qtradeoff {name}")
+    parser = _Parser(prog=f"qtradeoff {name}", epilog=EXIT_CODES_HELP)
     SUBCOMMANDS[name][0](parser)
     parser.set_defaults(command=name)
     return parser
