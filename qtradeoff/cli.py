@@ -1,16 +1,145 @@
 """The ``qtradeoff`` command: with no subcommand it opens the desktop app (optionally on a model file); the
 headless subcommands (``inspect``, ``evaluate``, ``sweep``…) register themselves in ``SUBCOMMANDS``.
+
+Every subcommand runs inside one wrapper, :func:`run_guarded`: an expected failure (a
+:class:`~qtradeoff.core.errors.QtradeoffError`, an ``OSError`` on a named file, Ctrl+C) becomes one line
+``qtradeoff <command>: error: <message>`` on stderr and the exit code documented in :mod:`qtradeoff.core.errors`;
+anything else is a bug and keeps its traceback. The argparse ``type=`` checks below are shared by every subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+
+from qtradeoff.core.errors import CancelledError, InputError, QtradeoffError, UsageError
+
+EXIT_CODES_HELP = ("exit codes: 0 done, 2 bad option or value, 3 bad input file (model, data, config, results), "
+                   "4 the model needs --trust, 130 interrupted, 1 a bug (with its traceback)")
 
 # name -> (configure(subparser), run(args) -> exit code). Headless commands add themselves here.
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
+
+# -- option values argparse cannot check by itself ------------------------------------------------------------------
+# Raising ArgumentTypeError lets argparse name the option: "argument --eval-size: must be ... got '0'".
+
+def _number(text: str, kind: type) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1 (a count of samples, threads, configurations, a batch size)."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (at least 1), got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer of at least 0 (a size where 0 means none)."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (a time limit)."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number of at least 0 (a tolerance)."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def shape(text: str) -> tuple[int, ...]:
+    """One sample's shape written like ``3,224,224`` (or ``3x224x224``): positive integers."""
+    try:
+        dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        dims = ()
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape; write it like 3,224,224")
+    return dims
+
+
+# -- one way to fail -----------------------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but a bad option raises UsageError so that it is reported like every other failure:
+    one line, exit code 2 (argparse's own code)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def escaped(text: str) -> str:
+    """``text`` with every non-printable character written as its Python escape (a newline becomes ``\\n``)."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def one_line(message: str, names: Iterable[str] = ()) -> str:
+    """``message`` on one line: the user's own names (file paths…) escaped, so that a file called ``a\\nb`` reads
+    as that, then any other run of whitespace collapsed to one space."""
+    odd = {part for name in names if isinstance(name, str) and not name.isprintable()
+           for part in (name, os.path.basename(name)) if part and not part.isprintable()}
+    for name in sorted(odd, key=len, reverse=True):  # a whole path before its last component
+        message = message.replace(name, escaped(name))
+    return escaped(" ".join(message.split()))
+
+
+def _describe_os_error(error: OSError) -> str:
+    names = [os.fsdecode(name) if isinstance(name, bytes | str) else str(name)
+             for name in (error.filename, error.filename2) if name is not None]
+    return f"{' -> '.join(names)}: {error.strerror or type(error).__name__}"
+
+
+def report(error: BaseException, prog: str, names: Iterable[str] = ()) -> int:
+    """Print ``error`` as one line on stderr and return its exit code (for an expected failure)."""
+    if isinstance(error, KeyboardInterrupt):
+        error = CancelledError("interrupted")
+    elif isinstance(error, OSError) and not isinstance(error, QtradeoffError):
+        error = InputError(_describe_os_error(error))
+    message = str(error) or type(error).__name__
+    print(f"{prog}: error: {one_line(message, names)}", file=sys.stderr)
+    sys.stderr.flush()
+    return error.exit_code if isinstance(error, QtradeoffError) else 1
+
+
+def run_guarded(prog: str, action: Callable[[], int | None], names: Iterable[str] = ()) -> int:
+    """Run ``action`` and return its exit code, or report an expected failure (see the module docstring).
+
+    ``names`` are the strings the user typed (file names among them), escaped wherever a message repeats them.
+    An OSError that names no file, like any other exception, is not expected and propagates with its traceback.
+    """
+    try:
+        return int(action() or 0)
+    except (QtradeoffError, KeyboardInterrupt) as error:
+        return report(error, prog, names)
+    except OSError as error:
+        if error.filename is None:
+            raise
+        return report(error, prog, names)
+
+
+# -- the command ---------------------------------------------------------------------------------------------------
 
 def _register_builtin_commands() -> None:
     from qtradeoff.cli_inspect import configure_inspect, inspect_command  # light: imports torch only when run
@@ -29,22 +158,27 @@ _register_builtin_commands()
 
 
 def _gui_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qtradeoff",
         description="Explore the accuracy–speed–size trade-offs of quantizing and pruning a neural network. "
                     "Without a subcommand, opens the desktop app.",
-        epilog=("subcommands: " + ", ".join(sorted(SUBCOMMANDS))) if SUBCOMMANDS else None,
+        epilog=(("subcommands: " + ", ".join(sorted(SUBCOMMANDS)) + "; ") if SUBCOMMANDS else "") + EXIT_CODES_HELP,
     )
     parser.add_argument("model", nargs="?", help="model file to open (default: the bundled digits_cnn sample)")
     return parser
 
 
-def _command_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qtradeoff")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (configure, _run) in SUBCOMMANDS.items():
-        configure(sub.add_parser(name))
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name`` alone (building the others' would import what they need for nothing)."""
+    parser = _Parser(prog=f"qtradeoff {name}", epilog=EXIT_CODES_HELP)
+    SUBCOMMANDS[name][0](parser)
+    parser.set_defaults(command=name)
     return parser
+
+
+def _run_subcommand(name: str, argv: Sequence[str]) -> int | None:
+    args = command_parser(name).parse_args(argv)
+    return SUBCOMMANDS[name][1](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,9 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_allocator()  # before any tensor is allocated: forwards run 2-4x faster without re-faulting their buffers
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
-        args = _command_parser().parse_args(argv)
-        return int(SUBCOMMANDS[args.command][1](args) or 0)
-    args = _gui_parser().parse_args(argv)
+        name = argv[0]
+        return run_guarded(f"qtradeoff {name}", lambda: _run_subcommand(name, argv[1:]), names=argv)
+    try:
+        args = _gui_parser().parse_args(argv)
+    except UsageError as error:
+        return report(error, "qtradeoff", argv)
     from qtradeoff.gui.app import run_gui
 
     return run_gui(sys.argv[:1], model_path=args.model)

@@ -1,6 +1,7 @@
 """``qtradeoff evaluate MODEL``: measure one configuration headless and print the Result (table or JSON).
 
-Exit code 0 on success; expected failures (bad model, data or config file) print one line on stderr and exit 2.
+Exit codes as documented in qtradeoff.core.errors (0 done, 2 bad option, 3 bad model/data/config file, 4 needs
+``--trust``, 130 interrupted); qtradeoff.cli's wrapper prints every expected failure as one line on stderr.
 """
 
 from __future__ import annotations
@@ -11,34 +12,40 @@ import math
 import sys
 from pathlib import Path
 
-EXIT_ERROR = 2
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (used by qtradeoff.cli's subcommand registry)."""
+    from qtradeoff.cli import positive_int
+
     parser.description = "Evaluate one compression configuration: accuracy, memory and latency."
     parser.add_argument("model", help="model file, or the name of a bundled sample (e.g. digits_cnn)")
     parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory or a tensor file "
                                        "(default: the bundled sample data, for sample models)")
     parser.add_argument("--config", help="configuration JSON (default: fp32, i.e. the unmodified model)")
-    parser.add_argument("--batch", type=int, default=32, help="second latency batch size besides 1 (default 32)")
+    parser.add_argument("--batch", type=positive_int, default=32,
+                        help="second latency batch size besides 1 (default 32)")
     parser.add_argument("--latency", choices=("both", "measured", "estimated", "none"), default="both",
                         help="which latency figures to produce (default both)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for timing (default: torch's)")
-    parser.add_argument("--eval-size", type=int, default=None, help="use only the first N evaluation samples")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for timing (default: torch's)")
+    parser.add_argument("--eval-size", type=positive_int, default=None, help="use only the first N evaluation samples")
     parser.add_argument("--trust", action="store_true", help="allow loading a pickled model that imports code")
     parser.add_argument("--json", action="store_true", help="print the Result as JSON instead of a table")
 
 
-def _load(args):
+def load_model_argument(name: str, *, trust: bool, architecture: str | None = None):
+    """The LoadedModel a MODEL argument names: a file, or else a bundled sample (shared by the subcommands)."""
     from qtradeoff.core.loading import model_io
 
-    if not Path(args.model).exists() and args.model in model_io.sample_names():
-        return model_io.load_sample_model(args.model)
-    if not Path(args.model).exists():
-        raise FileNotFoundError(f"model file {args.model} not found; give a path or a sample name "
-                                f"({', '.join(model_io.sample_names())})")
-    return model_io.load_model(args.model, trust=args.trust)
+    if not Path(name).exists() and name in model_io.sample_names():
+        return model_io.load_sample_model(name)
+    if not Path(name).exists():
+        raise model_io.ModelLoadError(f"model file {name} not found; give a path or a sample name "
+                                      f"({', '.join(model_io.sample_names())})")
+    return model_io.load_model(name, trust=trust, architecture=architecture)
+
+
+def _load(args):
+    return load_model_argument(args.model, trust=args.trust)
 
 
 def _data(args, loaded):
@@ -51,16 +58,23 @@ def _data(args, loaded):
         data = sample_data_for(loaded, eval_size=args.eval_size)
     else:
         data = data_mod.load_data(args.data, preprocessing=loaded.preprocessing, eval_size=args.eval_size)
+    if len(data.eval_inputs) == 0:  # caught here, where the user's --data and --eval-size are known
+        raise data_mod.DataLoadError(f"{data.name} has no evaluation samples; choose a larger evaluation split")
     data_mod.check_compatible(loaded, data)
     return data
 
 
 def _config(args, layer_names):
-    from qtradeoff.core.config import CompressionConfig, from_json
+    from qtradeoff.core.config import CompressionConfig, ConfigError, from_json
+    from qtradeoff.core.errors import InputError
 
     if args.config is None:
         return CompressionConfig()
-    return from_json(Path(args.config).read_text(encoding="utf-8"), layer_names=layer_names)
+    text = Path(args.config).read_text(encoding="utf-8")
+    try:
+        return from_json(text, layer_names=layer_names)
+    except ConfigError as error:  # its JSON path alone does not say which file is wrong
+        raise InputError(f"{args.config}: {error}") from error
 
 
 def _percent(value, ci) -> str:
@@ -107,52 +121,34 @@ def format_table(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``evaluate``; returns the exit code."""
-    from qtradeoff.core.config import ConfigError
-    from qtradeoff.core.loading.data import DataLoadError
-    from qtradeoff.core.loading.inventory import InventoryError
-    from qtradeoff.core.loading.model_io import ModelLoadError
+    """Run ``evaluate``; returns the exit code (failures are raised, for qtradeoff.cli's wrapper to report)."""
+    import torch
 
-    expected = (ModelLoadError, DataLoadError, ConfigError, InventoryError, OSError, ValueError)
-    try:
-        if args.batch < 1:
-            raise ValueError(f"--batch must be at least 1, got {args.batch}")
-        import torch
+    from qtradeoff.core.engine.measure import Cancelled, Progress, Result, evaluate_iter, layer_names
+    from qtradeoff.core.measurement.latency import LatencySettings
 
-        from qtradeoff.core.engine.measure import Cancelled, Progress, Result, evaluate_iter
-        from qtradeoff.core.measurement.latency import LatencySettings
+    loaded = _load(args)
+    data = _data(args, loaded)
+    config = _config(args, layer_names(loaded, data))
+    threads = args.threads or torch.get_num_threads()
+    batches = (1,) if args.batch == 1 else (1, args.batch)
+    settings = LatencySettings(batch_sizes=batches, threads=threads)
+    result = None
+    progress = None
+    if sys.stderr.isatty() and not args.json:
+        from tqdm import tqdm
 
-        loaded = _load(args)
-        data = _data(args, loaded)
-        from qtradeoff.core.engine.measure import layer_names
-
-        config = _config(args, layer_names(loaded, data))
-        threads = args.threads or torch.get_num_threads()
-        batches = (1,) if args.batch == 1 else (1, args.batch)
-        settings = LatencySettings(batch_sizes=batches, threads=threads)
-        result = None
-        progress = None
-        if sys.stderr.isatty() and not args.json:
-            from tqdm import tqdm
-
-            progress = tqdm(total=100, unit="%", file=sys.stderr, leave=False)
-        for item in evaluate_iter(loaded, data, config, latency=args.latency, latency_settings=settings):
-            if isinstance(item, Result):
-                result = item
-            elif isinstance(item, Progress) and progress is not None:
-                progress.set_description(item.stage)
-                progress.update(round(100 * item.fraction) - progress.n)
-        if progress is not None:
-            progress.close()
-        if result is None:
-            raise Cancelled("evaluation cancelled")
-    except KeyboardInterrupt:
-        print("qtradeoff evaluate: interrupted", file=sys.stderr)
-        return 130
-    except expected as error:
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"qtradeoff evaluate: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
+        progress = tqdm(total=100, unit="%", file=sys.stderr, leave=False)
+    for item in evaluate_iter(loaded, data, config, latency=args.latency, latency_settings=settings):
+        if isinstance(item, Result):
+            result = item
+        elif isinstance(item, Progress) and progress is not None:
+            progress.set_description(item.stage)
+            progress.update(round(100 * item.fraction) - progress.n)
+    if progress is not None:
+        progress.close()
+    if result is None:
+        raise Cancelled("evaluation cancelled")
     if args.json:
         print(json.dumps(result.to_dict(), allow_nan=False))
     else:

@@ -1,7 +1,8 @@
 """``qtradeoff inspect FILE``: what a model file is, whether loading it needs trust, and its layers.
 
-Exit codes: 0 inspected; 1 bad file (one line on stderr); 3 the file needs ``--trust`` (the verdict and the
-globals it wants are still printed on stdout, the refusal on stderr).
+Exit codes as documented in qtradeoff.core.errors: 0 inspected; 2 bad option; 3 bad file (one line on stderr);
+4 the file needs ``--trust`` (the verdict and the globals it wants are still printed on stdout, the refusal on
+stderr).
 """
 
 from __future__ import annotations
@@ -11,45 +12,30 @@ import json
 import os
 import sys
 
-EXIT_BAD_FILE = 1
-EXIT_NEEDS_TRUST = 3
-
 
 def configure_inspect(parser: argparse.ArgumentParser) -> None:
+    from qtradeoff.cli import shape
+
     parser.description = "Show a model file's format, trust verdict, parameter count and layer inventory."
     parser.add_argument("file", help="model file (safetensors, torch.save, TorchScript, torch.export .pt2)")
     parser.add_argument("--trust", action="store_true", help="allow loading that can run code from the file")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--architecture", help="registry name (torchvision.resnet18) or package.module:callable")
-    parser.add_argument("--input-shape", help="one sample's shape for the layer inventory, e.g. 3,224,224")
-
-
-def _parse_shape(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    return tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    parser.add_argument("--input-shape", type=shape, help="one sample's shape for the layer inventory, e.g. 3,224,224")
 
 
 def inspect_command(args: argparse.Namespace) -> int:
-    from qtradeoff.core.loading.model_io import ModelLoadError, NeedsTrust, load_model
+    """Run ``inspect``; returns the exit code (failures are raised, for qtradeoff.cli's wrapper to report)."""
+    from qtradeoff.core.loading.model_io import NeedsTrust, load_model
 
-    try:
-        input_shape = _parse_shape(getattr(args, "input_shape", None))
-    except ValueError:
-        print(f"--input-shape {args.input_shape!r} is not a shape; write it like 3,224,224.", file=sys.stderr)
-        return EXIT_BAD_FILE
     report: dict = {"file": args.file}
     try:
         loaded = load_model(args.file, trust=args.trust, architecture=getattr(args, "architecture", None),
-                            input_shape=input_shape)
-    except NeedsTrust as error:
+                            input_shape=getattr(args, "input_shape", None))
+    except NeedsTrust as error:  # the verdict is the answer the user asked for; the refusal follows on stderr
         report.update(format=error.format, trust={"required": True, "trusted": False, "globals": error.globals})
         _emit(report, args.json)
-        print(str(error), file=sys.stderr)
-        return EXIT_NEEDS_TRUST
-    except ModelLoadError as error:
-        print(str(error), file=sys.stderr)
-        return EXIT_BAD_FILE
+        raise
     wanted: list[str] = []
     if loaded.format in ("pickle", "state_dict") and args.trust:
         wanted = _unsafe_globals(loaded.path)
@@ -151,7 +137,7 @@ def _emit(report: dict, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (the lead wires ``qtradeoff inspect`` through qtradeoff.cli)."""
-    parser = argparse.ArgumentParser(prog="qtradeoff inspect")
-    configure_inspect(parser)
-    return inspect_command(parser.parse_args(argv))
+    """Stand-alone entry point: the same as ``qtradeoff inspect`` (exit codes and error lines included)."""
+    from qtradeoff.cli import main as qtradeoff_main
+
+    return qtradeoff_main(["inspect", *(sys.argv[1:] if argv is None else argv)])

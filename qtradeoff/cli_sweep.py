@@ -1,7 +1,8 @@
 """``qtradeoff sweep MODEL``: run a search strategy headless and write one JSON line per configuration.
 
-Exit codes: 0 done; 1 bad model, data or results file (one line on stderr); 3 the model needs ``--trust``;
-130 interrupted (everything measured so far is in the file; rerun with ``--resume``).
+Exit codes as documented in qtradeoff.core.errors: 0 done; 2 bad option; 3 bad model, data or results file;
+4 the model needs ``--trust``; 130 interrupted (everything measured so far is in the file; rerun with ``--resume``).
+qtradeoff.cli's wrapper prints every expected failure as one line on stderr.
 """
 
 from __future__ import annotations
@@ -10,13 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-EXIT_ERROR = 1
-EXIT_NEEDS_TRUST = 3
-EXIT_INTERRUPTED = 130
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``qtradeoff sweep`` (for the ``SUBCOMMANDS`` registry of :mod:`qtradeoff.cli`)."""
+    from qtradeoff.cli import non_negative_float, non_negative_int, positive_float, positive_int
     from qtradeoff.core.search.explore import STRATEGIES
 
     parser.description = ("Search configurations of MODEL with a strategy and write one JSON line per evaluated "
@@ -25,29 +23,38 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory or a tensor file "
                                        "(default: the sample's own data for a bundled sample)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="greedy")
-    parser.add_argument("--budget", type=int, default=None, help="at most N configurations evaluated")
+    parser.add_argument("--budget", type=positive_int, default=None, help="at most N configurations evaluated")
     parser.add_argument("--out", required=True, help="results file (JSON lines)")
     parser.add_argument("--resume", action="store_true", help="continue an existing results file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing results file")
-    parser.add_argument("--max-drop", type=float, default=1.0,
+    parser.add_argument("--max-drop", type=non_negative_float, default=1.0,
                         help="greedy/smallest: largest accuracy drop vs fp32, in percentage points (default 1.0)")
-    parser.add_argument("--max-bytes", type=int, help="budget strategy: weight bytes the answer must fit in")
-    parser.add_argument("--max-ms", type=float, help="budget strategy: estimated batch-1 latency limit (ms)")
+    parser.add_argument("--max-bytes", type=positive_int, help="budget strategy: weight bytes the answer must fit in")
+    parser.add_argument("--max-ms", type=positive_float, help="budget strategy: estimated batch-1 latency limit (ms)")
     parser.add_argument("--weight-by", choices=("memory", "latency"), default="memory",
                         help="greedy: order layers by the memory or the compute share they save (default memory)")
-    parser.add_argument("--cache-mb", type=int, default=512,
+    parser.add_argument("--cache-mb", type=non_negative_int, default=512,
                         help="memory for cached activations of incremental evaluation, MiB (default 512)")
     parser.add_argument("--lock", action="append", default=[], metavar="LAYER",
                         help="a layer the search never changes (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="random/evolutionary seed (default 0)")
-    parser.add_argument("--eval-size", type=int, help="use only the first N evaluation samples")
-    parser.add_argument("--calib-size", type=int, help="use only the first N calibration samples")
+    parser.add_argument("--eval-size", type=positive_int, help="use only the first N evaluation samples")
+    parser.add_argument("--calib-size", type=positive_int, help="use only the first N calibration samples")
     parser.add_argument("--trust", action="store_true", help="allow loading that can run code from the file")
     parser.add_argument("--architecture", help="registry name (torchvision.resnet18) for weight-only files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _load(args):
+    loaded, data = _load_model_and_data(args)
+    if len(data.eval_inputs) == 0:  # caught here, where the user's --data and --eval-size are known
+        from qtradeoff.core.loading.data import DataLoadError
+
+        raise DataLoadError(f"{data.name} has no evaluation samples; choose a larger evaluation split")
+    return loaded, data
+
+
+def _load_model_and_data(args):
     from qtradeoff.core.loading import model_io
     from qtradeoff.core.loading.data import load_data
 
@@ -57,7 +64,9 @@ def _load(args):
         data = load_data(args.data, **sizes) if args.data and args.data != "digits" else \
             model_io.sample_data_for(loaded, **sizes)
         return loaded, data
-    loaded = model_io.load_model(args.model, trust=args.trust, architecture=args.architecture)
+    from qtradeoff.cli_evaluate import load_model_argument
+
+    loaded = load_model_argument(args.model, trust=args.trust, architecture=args.architecture)
     if not args.data:
         if loaded.preprocessing is None:
             raise model_io.ModelLoadError(f"{args.model} is not a bundled sample; pass --data (an ImageFolder "
@@ -71,38 +80,27 @@ def _load(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the sweep described by ``args``; returns the exit code."""
-    from qtradeoff.core.loading.data import DataLoadError
-    from qtradeoff.core.loading.model_io import ModelLoadError, NeedsTrust
-    from qtradeoff.core.search.explore import SearchError, planned_evaluations
-    from qtradeoff.core.search.sweep import SweepError, sweep_iter
+    """Run the sweep described by ``args``; returns the exit code (failures are raised, for qtradeoff.cli's
+    wrapper to report)."""
+    from qtradeoff.core.errors import CancelledError, UsageError
+    from qtradeoff.core.search.explore import planned_evaluations
+    from qtradeoff.core.search.sweep import sweep_iter
 
-    if args.budget is not None and args.budget < 1:
-        print("--budget must be at least 1 configuration.", file=sys.stderr)
-        return EXIT_ERROR
     if args.strategy == "budget" and args.max_bytes is None and args.max_ms is None:
-        print("--strategy budget needs --max-bytes and/or --max-ms.", file=sys.stderr)
-        return EXIT_ERROR
-    try:
-        loaded, data = _load(args)
-        from qtradeoff.core.engine.engine import Engine
+        raise UsageError("--strategy budget needs --max-bytes and/or --max-ms")
+    loaded, data = _load(args)
+    from qtradeoff.core.engine.engine import Engine
 
-        session = Engine(loaded, data, cache_bytes=max(args.cache_mb, 0) * 1024 * 1024)
-        total = planned_evaluations(args.strategy, session, budget=args.budget, locked=args.lock)
-        points = sweep_iter(session, args.strategy, args.out, resume=args.resume, overwrite=args.overwrite,
-                            budget=args.budget, seed=args.seed, max_drop=args.max_drop, max_bytes=args.max_bytes,
-                            max_ms=args.max_ms, locked=tuple(args.lock), weight_by=args.weight_by)
+    session = Engine(loaded, data, cache_bytes=args.cache_mb * 1024 * 1024)
+    total = planned_evaluations(args.strategy, session, budget=args.budget, locked=args.lock)
+    points = sweep_iter(session, args.strategy, args.out, resume=args.resume, overwrite=args.overwrite,
+                        budget=args.budget, seed=args.seed, max_drop=args.max_drop, max_bytes=args.max_bytes,
+                        max_ms=args.max_ms, locked=tuple(args.lock), weight_by=args.weight_by)
+    try:
         final = _drive(points, total, args.quiet)
-    except NeedsTrust as error:
-        print(str(error), file=sys.stderr)
-        return EXIT_NEEDS_TRUST
-    except (ModelLoadError, DataLoadError, SweepError, SearchError) as error:
-        print(str(error), file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"interrupted; {args.out} keeps every finished configuration — rerun with --resume to continue.",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # the wrapper would say "interrupted"; here the user can be told how to go on
+        raise CancelledError(f"interrupted; {args.out} keeps every finished configuration — rerun with --resume "
+                             "to continue") from None
     if session.note and not session.evaluator.traceable:
         print(f"note: {session.note}", file=sys.stderr)
     if final is not None:

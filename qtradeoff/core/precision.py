@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
+from qtradeoff.core.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError, ValueError):
     """An invalid configuration; ``path`` is the JSON path of the problem (``$`` is the document root)."""
 
     def __init__(self, path: str, problem: str):

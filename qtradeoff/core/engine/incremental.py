@@ -22,6 +22,7 @@ import torch
 from torch import fx, nn
 
 from qtradeoff.core.config import CompressionConfig, LayerSettings
+from qtradeoff.core.errors import InputError
 from qtradeoff.core.loading import data as data_mod
 
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
@@ -34,7 +35,7 @@ _INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itru
                       operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.setitem}
 
 
-class IncrementalError(RuntimeError):
+class IncrementalError(InputError, RuntimeError):
     """The incremental engine was used inconsistently (e.g. a layer name the model does not have)."""
 
 

@@ -17,6 +17,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from qtradeoff.core.errors import InputError
+
 GIB = 1 << 30
 MIB = 1 << 20
 # An archive whose members claim to decompress to this many times the archive's size is treated as a zip bomb.
@@ -40,7 +42,7 @@ _NOT_MODELS = (
 )
 
 
-class FileCheckError(Exception):
+class FileCheckError(InputError):
     """A file failed a pre-parse check; the message is one sentence naming the file and what to do."""
 
 

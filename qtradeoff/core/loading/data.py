@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from qtradeoff.core.errors import InputError
+
 SAMPLE_DIR = Path(__file__).resolve().parents[3] / "sample_models"
 DIGITS_FILE = SAMPLE_DIR / "digits.npz"
 
@@ -109,7 +111,7 @@ DEFAULT_EVAL_SIZE = 1000
 DIGITS_PREPROCESSING = {"size": 32, "channels": 1, "flatten": False, "mean": 0.3, "std": 0.4}
 
 
-class DataLoadError(Exception):
+class DataLoadError(InputError):
     """A dataset could not be loaded or does not fit the model; one sentence naming the file and what to do."""
 
 

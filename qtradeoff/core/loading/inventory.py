@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from qtradeoff.core.errors import InputError
+
 _CONV = {f"Conv{d}d" for d in (1, 2, 3)}
 _CONV_T = {f"ConvTranspose{d}d" for d in (1, 2, 3)}
 _RNN = {"LSTM", "GRU", "RNN"}
@@ -44,7 +46,7 @@ class LayerInfo:
     in_axis: int = 1
 
 
-class InventoryError(RuntimeError):
+class InventoryError(InputError, RuntimeError):
     """The example forward failed, so the model's layers cannot be listed."""
 
 

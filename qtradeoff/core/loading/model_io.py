@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from qtradeoff.core.errors import InputError, NeedsTrustError
 from qtradeoff.core.loading import _files, architectures
 from qtradeoff.core.loading._files import FileCheckError, human_bytes
 from qtradeoff.core.paths import cache_dir
@@ -48,11 +49,11 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "net"
 _KEY_PREFIXES = ("module.", "_orig_mod.", "model.")
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(InputError):
     """A model file could not be loaded; the message is one sentence naming the file and what to do."""
 
 
-class NeedsTrust(ModelLoadError):
+class NeedsTrust(NeedsTrustError, ModelLoadError):
     """Loading the file could run code from it; the user must pass ``trust=True`` (``--trust``) to proceed."""
 
     def __init__(self, message: str, *, globals: list[str] | None = None, format: str | None = None):  # noqa: A002

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 import torch
 
 from qtradeoff.core.config import CompressionConfig
+from qtradeoff.core.errors import CancelledError
 from qtradeoff.core.measurement.latency import LatencyStats
 
 Z95 = 1.959963984540054
 LATENCY_MODES = ("both", "measured", "estimated", "none")
 
 
-class Cancelled(Exception):
+class Cancelled(CancelledError):
     """The evaluation was stopped by ``should_stop`` before it produced a result."""
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from qtradeoff.core.config import CompressionConfig, bits_of
+from qtradeoff.core.errors import UsageError
 from qtradeoff.core.measurement.pareto import Frontier
 
 STRATEGIES = ("grid", "greedy", "random", "evolutionary", "smallest", "budget")
@@ -29,7 +30,7 @@ Evaluate = Callable[[CompressionConfig], "object"]
 Point = tuple[CompressionConfig, "object"]
 
 
-class SearchError(ValueError):
+class SearchError(UsageError, ValueError):
     """A search was asked for something it cannot do (unknown strategy or layer, no budget objective)."""
 
 

@@ -15,13 +15,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from qtradeoff.core.errors import InputError
 from qtradeoff.core.search import explore
 
 SCHEMA = "qtradeoff.sweep/1"
 _VERIFIED = "verified:"  # key prefix of a solver's final, non-incremental re-measurement
 
 
-class SweepError(Exception):
+class SweepError(InputError):
     """A results file cannot be written or resumed; the message names the file and what to do."""
 
 

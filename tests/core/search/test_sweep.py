@@ -109,10 +109,10 @@ def test_cli_sweep_writes_and_resumes(tmp_path, capsys):
               "--calib-size", "16", "--quiet"]
     assert cli.main(common + ["--budget", "2"]) == 0
     assert len(read_records(out)) == 2
-    assert cli.main(common + ["--budget", "2"]) == 1
+    assert cli.main(common + ["--budget", "2"]) == 3  # the results file exists: an input-file error
     assert "--resume" in capsys.readouterr().err
     assert cli.main(common + ["--budget", "3", "--resume"]) == 0
     records = read_records(out)
     assert len(records) == 3 and len({r["key"] for r in records}) == 3
     assert all(r["result"]["latency_estimated"] for r in records)  # search latency is the estimate, marked
-    assert cli.main(["sweep", str(tmp_path / "nope.pt"), "--out", str(out), "--quiet"]) == 1
+    assert cli.main(["sweep", str(tmp_path / "nope.pt"), "--out", str(out), "--quiet"]) == 3
