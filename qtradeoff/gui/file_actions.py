@@ -96,6 +96,8 @@ def results_from_file(path: Path) -> list[Any]:
     # Imported here: the search package pulls in torch, which the window's first paint does without.
     from qtradeoff.core.search.sweep import SweepError, read_results
 
+    if not path.is_file():  # the core reads a missing file as an empty sweep (one that has not started)
+        raise FileError(f"{path} does not exist or is not a file.")
     try:
         results = read_results(path)
     except SweepError as error:
