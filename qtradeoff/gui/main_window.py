@@ -80,9 +80,7 @@ class MainWindow(QMainWindow):
         layers = self.layers  # its parts under the names tests and the Explore panel reach them by
         self.table, self.table_model, self.table_proxy = layers.table, layers.table_model, layers.table_proxy
         self.selection_field, self.selection_value = layers.selection_field, layers.selection_value
-        self.set_selection_button, self.clear_selection_button = layers.set_selection_button, \
-            layers.clear_selection_button
-        self.reset_button = layers.reset_button
+        self.set_selection_button, self.reset_button = layers.set_selection_button, layers.reset_button
 
         self.arrangement = arrange(self.messages, (self.model_panel, self.controls, self.current_panel), self.plot,
                                    self.layers)
