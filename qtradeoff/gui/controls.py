@@ -177,9 +177,6 @@ class GlobalControls(QGroupBox):
             self._syncing = False
         self._update_labels()
 
-    def threshold_index(self) -> int:
-        return self.threshold.value()
-
     # -- showing a configuration ---------------------------------------------------------------------------------
     def show_config(self, config: Any) -> None:
         """Reflect a configuration's defaults in the widgets without emitting edits."""

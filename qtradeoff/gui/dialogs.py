@@ -4,7 +4,9 @@ where errors are shown as one sentence (never a traceback).
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from collections.abc import Callable
+
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWidget
 
 
@@ -28,10 +30,24 @@ def trust_dialog(parent: QWidget | None, path: str, globals_: list[str], fmt: st
     return box
 
 
+def ask_trust(parent: QWidget | None, path: str, globals_: list[str], fmt: str,
+              answered: Callable[[bool], None]) -> QMessageBox:
+    """Open the trust prompt without blocking; ``answered(trusted)`` is called once the user has chosen."""
+    box = trust_dialog(parent, path, globals_, fmt)
+
+    def finished(_code: int) -> None:
+        trusted = box.clickedButton() is box.property("trust_button")
+        box.deleteLater()
+        answered(trusted)
+
+    box.finished.connect(finished)
+    box.open()
+    return box
+
+
 class MessageBar(QWidget):
     """A dismissable one-line message strip at the top of the window, coloured by severity."""
 
-    dismissed = Signal()
     STYLES = {
         "error": "background:#fde2e1; color:#7a1010; border:1px solid #e9a5a1; border-radius:4px;",
         "warning": "background:#fff4d6; color:#6b4e00; border:1px solid #e9cf8a; border-radius:4px;",
@@ -50,13 +66,9 @@ class MessageBar(QWidget):
         layout.setContentsMargins(8, 4, 8, 4)
         layout.addWidget(self.label, 1)
         layout.addWidget(self.close_button)
-        self.severity = ""
-        self.history: list[tuple[str, str]] = []
         self.hide()
 
     def show_message(self, text: str, severity: str = "error") -> None:
-        self.severity = severity
-        self.history.append((severity, text))
         self.label.setText(text)
         self.setStyleSheet(f"MessageBar {{{self.STYLES.get(severity, '')}}} QLabel {{border:none;}}")
         self.label.setStyleSheet(self.STYLES.get(severity, ""))
@@ -67,4 +79,3 @@ class MessageBar(QWidget):
 
     def dismiss(self) -> None:
         self.hide()
-        self.dismissed.emit()

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidg
 
 from qtradeoff.core.measurement.pareto import pareto_front_2d
 from qtradeoff.core.precision import is_integer, label
+from qtradeoff.gui.formatting import format_bytes
 
 REDRAW_INTERVAL_MS = 66  # ~15 Hz
 N_COLOURS = 16
@@ -133,12 +134,6 @@ def describe_config(config: Any) -> str:
         names = ", ".join(list(overrides)[:3]) + ("…" if len(overrides) > 3 else "")
         lines.append(f"{len(overrides)} layer override(s): {names}")
     return "\n".join(lines)
-
-
-def _format_bytes(value: float) -> str:
-    if value >= 1 << 20:
-        return f"{value / (1 << 20):.2f} MiB"
-    return f"{value / 1024:.1f} KiB"
 
 
 class ParetoPlot(QWidget):
@@ -337,7 +332,7 @@ class ParetoPlot(QWidget):
         lat = (f"latency {measured:.3f} ms measured" if measured is not None
                else f"latency ≈{estimated:.3f} ms estimated" if estimated is not None else "latency n/a")
         head = "fp32 baseline" if meta.get("tag") == "baseline" else "configuration"
-        return (f"{head}\n{acc}\n{lat}\nweights {_format_bytes(result.weight_bytes)} "
+        return (f"{head}\n{acc}\n{lat}\nweights {format_bytes(result.weight_bytes)} "
                 f"({result.weight_bytes / max(1, result.fp32_weight_bytes):.0%} of fp32)\n"
                 f"{describe_config(result.config)}\nclick to load it")
 

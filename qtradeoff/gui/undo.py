@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtGui import QUndoCommand, QUndoStack
+from PySide6.QtGui import QAction, QKeySequence, QUndoCommand, QUndoStack
 
 # Command ids for mergeable edits: consecutive moves of one slider collapse into one undo step.
 MERGE_IDS = {
@@ -74,3 +74,14 @@ def push_edit(stack: QUndoStack, state: ConfigState, after: Any, text: str, merg
         return False
     stack.push(ConfigEdit(state, before, after, text, merge_key))
     return True
+
+
+def undo_actions(stack: QUndoStack, parent: QObject) -> tuple[QAction, QAction]:
+    """Undo and Redo actions for the Edit menu: they name the step they would undo or redo, and grey out."""
+    undo = stack.createUndoAction(parent, "Undo")
+    undo.setShortcut(QKeySequence("Ctrl+Z"))
+    undo.setToolTip("Undo the last configuration edit.")
+    redo = stack.createRedoAction(parent, "Redo")
+    redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+    redo.setToolTip("Redo the last undone configuration edit.")
+    return undo, redo

@@ -133,6 +133,32 @@ def test_exported_json_validates_and_reimports(make_window, qtbot, tmp_path):
     wait_idle(qtbot, window)
 
 
+def test_exported_configuration_carries_the_environment_it_was_measured_in(make_window, tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    import torch
+
+    import qtradeoff
+    from qtradeoff.core.engine import report
+
+    window = make_window()
+    baseline = window.baseline
+    assert window.plot.store.find(window.state.config.key()) is not None  # fp32 is the current configuration
+    path = tmp_path / "fp32.json"
+    assert window.export_configuration(path)
+    doc = json.loads(path.read_text())
+    jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    env = doc["environment"]
+    assert {"qtradeoff", "torch", "python", "cpu", "threads", "quantized_engine"} <= set(env)
+    assert env["qtradeoff"] == qtradeoff.__version__ and env["torch"] == torch.__version__
+    assert env["cpu"] and env["threads"] >= 1 and env["quantized_engine"]
+    assert env == report.environment(baseline)  # where the exported numbers were measured
+    metrics = doc["metrics"]
+    assert metrics["accuracy"] == baseline.accuracy and metrics["eval_samples"] == baseline.eval_samples
+    assert metrics["latency_ms"]["measured"] is False  # the fixture's baseline is only estimated
+    assert metrics["latency_ms"]["batch1"] == baseline.latency_ms(1, measured=False)
+    assert metrics["weight_bytes"] == baseline.weight_bytes and metrics["fp32_weight_bytes"] > 0
+
+
 def test_clicking_a_point_restores_its_config(make_window, qtbot):
     window = make_window()
     window.controls.weight_precision.slider.setValue(PRECISION_ORDER.index("int4"))
@@ -220,12 +246,23 @@ def test_results_jsonl_csv_and_png(make_window, qtbot, tmp_path):
     wait_idle(qtbot, window)
     sweep = tmp_path / "sweep.jsonl"
     lines = [json.dumps({"config": r.config.to_dict(), "result": r.to_dict()}) for r in window.plot.store.results]
-    sweep.write_text("\n".join(lines) + "\nnot json\n")
+    # The core reads sweep files: a cut-off last line (an interrupted sweep) is left out, a bad line elsewhere
+    # rejects the file with one sentence naming it.
+    sweep.write_text("\n".join(lines) + '\n{"config": {"schema"\n')
     other = make_window(load=False)
     other._on_model_loaded(window.summary)  # same model, no evaluation: the plot only shows the sweep
     drop(other, sweep)
     assert len(other.plot.store) == 2
-    assert "skipped 1" in other.messages.text()
+    assert [r.config_key for r in other.plot.store.results] == [r.config_key for r in window.plot.store.results]
+    assert all(meta["tag"] == "sweep" for meta in other.plot.store.meta)
+    assert not other.messages.text()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(lines[0] + "\nnot json\n" + lines[1] + "\n")
+    assert other.import_results(broken) == 0
+    message = other.messages.text()
+    assert "broken.jsonl:2" in message and "sweep" in message and "Traceback" not in message
+    assert message.count("\n") == 0 and message.endswith((".", "?"))
+    assert len(other.plot.store) == 2
     csv_path = tmp_path / "results.csv"
     assert window.export_csv(csv_path)
     rows = csv_path.read_text().splitlines()

@@ -9,8 +9,8 @@ from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from qtradeoff.core.config import CompressionConfig
+from qtradeoff.gui.file_actions import classify_path
 from qtradeoff.gui.layer_table import COL_WEIGHT, PRECISION_ORDER
-from qtradeoff.gui.main_window import classify_path
 
 
 def drop(window, *paths):

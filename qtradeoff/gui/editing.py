@@ -1,0 +1,111 @@
+"""Every user gesture as a CompressionConfig edit: pure functions from (configuration, gesture) to the next
+configuration and the name of its undo step. No widgets and no Qt, so the rules are testable on their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qtradeoff.core.config import CompressionConfig
+from qtradeoff.gui.backend import THRESHOLD_STEP
+
+# What "Set for selection" can change, in the order of its combobox, and the sparsities it offers.
+SELECTION_FIELDS: tuple[tuple[str, str], ...] = (
+    ("weight_precision", "Weight precision"),
+    ("activation_precision", "Activation precision"),
+    ("sparsity", "Sparsity"),
+)
+SELECTION_SPARSITIES = (0, 25, 50, 75, 90)  # percent
+
+
+@dataclass(frozen=True)
+class Edit:
+    """The configuration a gesture leads to; ``text`` names the undo step, ``merge_key`` lets slider moves merge."""
+
+    config: CompressionConfig
+    text: str
+    merge_key: str | None = None
+
+
+def _threshold_prune(threshold: float) -> dict[str, Any]:
+    if threshold > 0:
+        return {"method": "magnitude", "threshold": threshold, "relative": True, "sparsity": None}
+    return {"method": "none", "threshold": 0.0, "relative": False, "sparsity": None}
+
+
+def edit_default(config: CompressionConfig, field: str, value: Any, merge_key: str = "") -> Edit | None:
+    """A change of one global default (a control of the Defaults panel); None for a field that is no default."""
+    if field == "weight_precision":
+        new, text = config.with_defaults(weight={"precision": value}), f"Weights → {value}"
+    elif field == "activation_precision":
+        new, text = config.with_defaults(activation={"precision": value}), f"Activations → {value}"
+    elif field == "granularity":
+        new, text = config.with_defaults(weight={"granularity": value}), f"Granularity → {value}"
+    elif field == "weight_symmetric":
+        new, text = config.with_defaults(weight={"symmetric": bool(value)}), "Weight symmetry"
+    elif field == "activation_symmetric":
+        new, text = config.with_defaults(activation={"symmetric": bool(value)}), "Activation symmetry"
+    elif field == "calibration":
+        new, text = config.with_defaults(activation={"calibration": value}), f"Calibration → {value}"
+    elif field == "threshold":
+        threshold = float(value)
+        new, text = config.with_defaults(prune=_threshold_prune(threshold)), f"Pruning threshold → {threshold:g} σ"
+    else:
+        return None
+    return Edit(new, text, merge_key or None)
+
+
+def edit_layers(config: CompressionConfig, names: Sequence[str], field: str, value: Any) -> Edit:
+    """Override one per-layer setting (``weight_precision``, ``activation_precision`` or ``sparsity``) on layers."""
+    for name in names:
+        if field == "weight_precision":
+            config = config.with_layer(name, weight={"precision": value})
+        elif field == "activation_precision":
+            config = config.with_layer(name, activation={"precision": value})
+        elif field == "sparsity":
+            sparsity = float(value)
+            prune = ({"method": "magnitude", "sparsity": sparsity} if sparsity > 0
+                     else {"method": "none", "sparsity": None})
+            config = config.with_layer(name, prune=prune)
+    label = names[0] if len(names) == 1 else f"{len(names)} layers"
+    pretty = f"{float(value):.0%}" if field == "sparsity" else value
+    return Edit(config, f"{label}: {field.replace('_', ' ')} → {pretty}")
+
+
+def clear_layers(config: CompressionConfig, names: Sequence[str]) -> Edit:
+    """Make layers follow the defaults again."""
+    for name in names:
+        config = config.without_layer(name)
+    return Edit(config, f"Clear overrides of {len(names)} layer(s)")
+
+
+def reset_layers(config: CompressionConfig) -> Edit:
+    """Drop every per-layer override, keeping the defaults."""
+    return Edit(clear_layers(config, list(config.overrides())).config, "Reset layers to defaults")
+
+
+def reset_all(config: CompressionConfig) -> Edit:
+    """Back to the uncompressed fp32 configuration of the same model."""
+    return Edit(CompressionConfig(model=config.model), "Reset everything to fp32")
+
+
+def for_model(config: CompressionConfig, model: Any) -> CompressionConfig:
+    """``config`` aimed at the loaded ``model``: a configuration from a file or the plot keeps the model edited."""
+    if model is not None and config.model != model:
+        return config.with_model(model)
+    return config
+
+
+def threshold_index(config: CompressionConfig) -> int:
+    """The threshold slider's step a configuration's default pruning sits on (0 when it is not a σ threshold)."""
+    prune = config.prune
+    if prune.method == "magnitude" and prune.relative and prune.sparsity is None:
+        return round(prune.threshold / THRESHOLD_STEP)
+    return 0
+
+
+def selection_value(field: str, text: str) -> Any:
+    """The value a "Set for selection" choice stands for (a sparsity fraction, or a precision name)."""
+    return float(text.rstrip(" %")) / 100.0 if field == "sparsity" else text
