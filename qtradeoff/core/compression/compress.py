@@ -34,8 +34,9 @@ from torch import nn
 from qtradeoff.core.compression.plan import LayerPlan, Plan
 from qtradeoff.core.compression.prune import prune_mask, sparsity_for_threshold
 from qtradeoff.core.compression.quantize import RangeObserver, cast_float, fake_quantize, int_range, qparams_from_range
-from qtradeoff.core.config import CompressionConfig, LayerSettings, PruneSpec, WeightSpec, is_integer
+from qtradeoff.core.config import CompressionConfig, LayerSettings, PruneSpec, WeightSpec
 from qtradeoff.core.loading.inventory import LayerInfo, inventory
+from qtradeoff.core.precision import bits_of, is_integer
 
 _CALIB_BATCH = 64
 _NATIVE_8BIT = {(0, 255): torch.quint8, (-128, 127): torch.qint8}
@@ -346,7 +347,7 @@ class Compressor:
         observer = (observers or {}).get(layer)
         if observer is None or observer.hi < observer.lo:
             return None  # never observed: this layer is not called as a module (noted at calibration)
-        bits = int(spec.precision[3:])
+        bits = bits_of(spec.precision)
         range_key = (layer, where, spec.calibration, spec.percentile if spec.calibration == "percentile" else None,
                      bits, spec.symmetric)
         with self._lock:

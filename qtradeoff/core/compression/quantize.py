@@ -12,10 +12,10 @@ from qtradeoff.core.precision import PRECISIONS, REGISTRY, bits_of, is_integer, 
 
 _FLOAT_DTYPES = {name: torch_dtype(name) for name, p in REGISTRY.items() if p.kind == "float" and name != "fp32"}
 # Same floor as torch.ao's observers, so an all-zero channel gets a tiny positive scale rather than a division by 0.
-_EPS = torch.finfo(torch.float32).eps
+_EPS = 1.1920928955078125e-07  # torch.finfo(torch.float32).eps
 # Calibration keeps at most this many values per layer for percentile and MSE search (exact min/max are kept apart).
 CALIB_SAMPLE = 1 << 20
-MSE_RATIOS = torch.linspace(0.25, 1.0, 61)
+MSE_STEPS = 61  # candidate clipping ratios from 0.25 to 1.0
 MSE_SAMPLE = 1 << 16
 
 
@@ -201,9 +201,10 @@ def calibrate_range(values: torch.Tensor, method: str, *, percentile: float = 99
     if method == "mse":
         if values.numel() > MSE_SAMPLE:  # a strided subset: the error curve over ratios barely moves
             values = values[:: -(-values.numel() // MSE_SAMPLE)]
-        ratios = MSE_RATIOS.unsqueeze(1)
+        candidates = torch.linspace(0.25, 1.0, MSE_STEPS)
+        ratios = candidates.unsqueeze(1)
         qmin, qmax = int_range(bits, symmetric)
-        scale, zero_point = qparams_from_range(lo * MSE_RATIOS, hi * MSE_RATIOS, bits, symmetric)
+        scale, zero_point = qparams_from_range(lo * candidates, hi * candidates, bits, symmetric)
         scale, zero_point = scale.unsqueeze(1), zero_point.unsqueeze(1).to(torch.float32)
         # all candidate ranges at once, same arithmetic as fake_quantize_per_tensor_affine
         grid = torch.clamp(torch.round(values.unsqueeze(0) * (1.0 / scale) + zero_point), qmin, qmax)

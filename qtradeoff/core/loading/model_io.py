@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -212,22 +213,18 @@ class _ParamsOnMeta(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-_SIGNATURES: dict[tuple[str, int | None], dict[str, tuple[int, ...]] | None] = {}
-
-
-def _signature(name: str, num_classes: int | None) -> dict[str, tuple[int, ...]] | None:
-    """Parameter names and shapes of a registry architecture, built on meta; cached for the process."""
-    key = (name, num_classes)
-    if key not in _SIGNATURES:
-        kwargs = {} if num_classes is None else {"num_classes": num_classes}
-        try:
-            with warnings.catch_warnings(), _ParamsOnMeta():
-                warnings.simplefilter("ignore")
-                model = architectures.build(name, **kwargs)
-            _SIGNATURES[key] = _comparable({k: tuple(v.shape) for k, v in model.state_dict().items()})
-        except Exception:  # noqa: BLE001 - a builder that cannot be built this way is simply not a candidate
-            _SIGNATURES[key] = None
-    return _SIGNATURES[key]
+@functools.cache
+def _signature(name: str, num_classes: int | None) -> Mapping[str, tuple[int, ...]] | None:
+    """Parameter names and shapes of a registry architecture, built on meta (a pure function of the installed
+    code, memoized for the process; read-only)."""
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    try:
+        with warnings.catch_warnings(), _ParamsOnMeta():
+            warnings.simplefilter("ignore")
+            model = architectures.build(name, **kwargs)
+    except Exception:  # noqa: BLE001 - a builder that cannot be built this way is simply not a candidate
+        return None
+    return MappingProxyType(_comparable({k: tuple(v.shape) for k, v in model.state_dict().items()}))
 
 
 def match_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, int | None] | None:
@@ -262,19 +259,16 @@ def _keys_digest(keys) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
 
 
-_KEY_INDEX: dict[str, str | None] = {}
-
-
-def _torchvision_key_index() -> dict[str, str | None]:
-    """Digest of each torchvision classifier's state-dict key names, cached on disk per torchvision version.
+@functools.cache
+def _torchvision_key_index() -> Mapping[str, str | None]:
+    """Digest of each torchvision classifier's state-dict key names, cached on disk per torchvision version
+    (and memoized for the process: a pure function of the installed torchvision; read-only).
 
     Building all ~80 classifiers on the meta device takes ~2.5 s; the loader runs in a fresh child process
-    each time, so an in-process cache alone would pay that on every load.
+    each time, so an in-process memo alone would pay that on every load.
     """
     from qtradeoff.core import tvcompat
 
-    if _KEY_INDEX:
-        return _KEY_INDEX
     tv = tvcompat.torchvision()
     models = tvcompat.models()
     # Classification builders only: detection/segmentation builders download backbone weights by default,
@@ -284,17 +278,17 @@ def _torchvision_key_index() -> dict[str, str | None]:
     with contextlib.suppress(OSError, ValueError):
         cached = json.loads(cache_file.read_text())
         if isinstance(cached, dict) and set(names) <= set(cached):
-            _KEY_INDEX.update({name: cached[name] for name in names})
-            return _KEY_INDEX
+            return MappingProxyType({name: cached[name] for name in names})
+    index = {}
     for name in names:
         signature = _signature(name, None)
-        _KEY_INDEX[name] = None if signature is None else _keys_digest(signature)
+        index[name] = None if signature is None else _keys_digest(signature)
     with contextlib.suppress(OSError):
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         scratch = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        scratch.write_text(json.dumps(_KEY_INDEX, indent=0, sort_keys=True))
+        scratch.write_text(json.dumps(index, indent=0, sort_keys=True))
         os.replace(scratch, cache_file)  # atomic: concurrent loaders never read half a file
-    return _KEY_INDEX
+    return MappingProxyType(index)
 
 
 def _candidate_architectures(keys_digest: str):

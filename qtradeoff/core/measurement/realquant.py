@@ -25,10 +25,13 @@ from torch import nn
 
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.compression.quantize import RangeObserver, int_range, qparams_from_range
-from qtradeoff.core.config import LayerSettings, bits_of, is_integer
+from qtradeoff.core.config import LayerSettings
+from qtradeoff.core.precision import FLOAT_FAMILIES, bits_of, is_integer, torch_dtype
 
 ENGINE = "x86"
-_FLOAT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Float precisions with kernels of their own on CPU (the registry's float families besides fp32): name -> dtype.
+_FLOAT_DTYPES = {name: torch_dtype(name) for name in FLOAT_FAMILIES if name != "fp32"}
+_FLOAT_NAMES = {dtype: name for name, dtype in _FLOAT_DTYPES.items()}
 
 
 @dataclass(eq=False)
@@ -196,15 +199,15 @@ def _executed(module: nn.Module, name: str) -> str:
         # FX traces through _CastLayer, keeping only its inner layer: read the dtype the weights really have
         inner = getattr(layer, "layer", None)
         dtype = getattr(getattr(inner, "weight", None), "dtype", None)
-        if dtype in (torch.bfloat16, torch.float16):
-            return {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+        if dtype in _FLOAT_NAMES:
+            return _FLOAT_NAMES[dtype]
     origin = type(layer).__module__
     if "quantized.dynamic" in origin:
         return "int8-dynamic"
     if "quantized" in origin:
         return "int8"
     if isinstance(layer, _CastLayer):
-        return {torch.bfloat16: "bf16", torch.float16: "fp16"}[layer.dtype]
+        return _FLOAT_NAMES[layer.dtype]
     return "fp32"
 
 

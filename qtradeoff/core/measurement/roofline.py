@@ -22,6 +22,7 @@ import torch
 from torch.utils.benchmark import Timer
 
 from qtradeoff.core.config import LayerSettings
+from qtradeoff.core.measurement.realquant import quantized_engine
 from qtradeoff.core.paths import cache_dir
 from qtradeoff.core.precision import FLOAT_FAMILIES, REGISTRY, bits_of, is_integer, torch_dtype
 
@@ -87,12 +88,19 @@ def _seconds(stmt: str, env: dict, threads: int, min_run_time: float) -> float:
 
 
 def _measure(threads: int, min_run_time: float) -> Roofline:
+    # The probe modules' initialisation draws from the global RNG: keep the caller's stream where it was.
+    with torch.random.fork_rng(devices=[]):
+        return _measure_constants(threads, min_run_time)
+
+
+def _measure_constants(threads: int, min_run_time: float) -> Roofline:
     started = time.perf_counter()
     rows, inner, cols = 128, 512, 512  # big enough for peak, small enough for emulated fp16
     macs = rows * inner * cols
     peaks: dict[str, float] = {}
-    a = torch.randn(rows, inner)
-    b = torch.randn(inner, cols)
+    generator = torch.Generator().manual_seed(0)  # local: calibration never moves the global RNG
+    a = torch.randn(rows, inner, generator=generator)
+    b = torch.randn(inner, cols, generator=generator)
     with torch.inference_mode():
         for name in FLOAT_FAMILIES:
             x, w = a.to(torch_dtype(name)), b.to(torch_dtype(name))
@@ -105,7 +113,7 @@ def _measure(threads: int, min_run_time: float) -> Roofline:
         # A layer's fixed cost is its own call plus the element-wise ops riding on it (BatchNorm, activation):
         # time the smallest such block.
         tiny = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
-        small = torch.randn(1, 4, 2, 2)
+        small = torch.randn(1, 4, 2, 2, generator=generator)
         overhead = _seconds("tiny(small)", {"tiny": tiny, "small": small}, threads, min_run_time)
     return Roofline(peaks, bandwidth, overhead, cpu_model(), threads, torch.__version__, time.time(),
                     time.perf_counter() - started)
@@ -118,14 +126,15 @@ def _int8_linear_seconds(a: torch.Tensor, cols: int, threads: int, min_run_time:
         warnings.simplefilter("ignore")
         from torch.ao.nn.quantized import Linear as QuantLinear
 
-        torch.backends.quantized.engine = "x86"
-        layer = QuantLinear(a.shape[1], cols)
-        weight = torch.quantize_per_channel(torch.randn(cols, a.shape[1]), torch.full((cols,), 0.02),
-                                            torch.zeros(cols, dtype=torch.long), 0, torch.qint8)
-        layer.set_weight_bias(weight, torch.zeros(cols))
-        layer.scale, layer.zero_point = 0.5, 64
-        qa = torch.quantize_per_tensor(a, 0.05, 128, torch.quint8)
-        return _seconds("layer(qa)", {"layer": layer, "qa": qa}, threads, min_run_time)
+        with quantized_engine():
+            layer = QuantLinear(a.shape[1], cols)
+            values = torch.randn(cols, a.shape[1], generator=torch.Generator().manual_seed(1))
+            weight = torch.quantize_per_channel(values, torch.full((cols,), 0.02),
+                                                torch.zeros(cols, dtype=torch.long), 0, torch.qint8)
+            layer.set_weight_bias(weight, torch.zeros(cols))
+            layer.scale, layer.zero_point = 0.5, 64
+            qa = torch.quantize_per_tensor(a, 0.05, 128, torch.quint8)
+            return _seconds("layer(qa)", {"layer": layer, "qa": qa}, threads, min_run_time)
 
 
 def calibrate(threads: int | None = None, *, force: bool = False, min_run_time: float = 0.08) -> Roofline:
