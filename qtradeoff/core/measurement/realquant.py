@@ -222,7 +222,9 @@ def build_real_model(base: nn.Module, plan: Plan, calib_inputs: torch.Tensor, *,
 
     Activation observers are calibrated on ``calib_inputs``; pruned weights are zeroed with the plan's masks.
     """
-    with quantized_engine():
+    # torch.ao's converted modules initialise weights from the global RNG before loading ours: keep the
+    # caller's random stream where it was
+    with quantized_engine(), torch.random.fork_rng(devices=[]):
         return _build_real_model(base, plan, calib_inputs, calib_batch)
 
 

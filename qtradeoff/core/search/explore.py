@@ -515,7 +515,9 @@ def evolutionary(session, *, seed: int = 0, budget: int | None = 50, seeds: Iter
             admit(config, result)
     step = 0
     if not archive:
-        for config in (_reference_config(base), uniform(base, ladder[0], locked)):
+        # the fp32 seed keeps the base's locks (and locked layers as the base sets them): its mutants must too
+        fp32 = pin_layers(dataclasses.replace(_reference_config(base), locked=base.locked), base, locked)
+        for config in (fp32, uniform(base, ladder[0], locked)):
             if should_stop() or not spend.take():
                 return
             result = evaluate(config)

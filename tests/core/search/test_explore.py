@@ -118,3 +118,24 @@ def test_greedy_prunes_only_where_the_counted_bytes_shrink(session, tmp_path):
             assert result.weight_bytes < last_bytes and search["drop"] <= 1.0
             assert config.resolve(search["layer"]).prune.sparsity == search["sparsity"]
         last_bytes = result.weight_bytes
+
+
+@pytest.mark.parametrize("strategy", ["grid", "greedy", "evolutionary", "budget"])
+def test_every_search_honours_locks_written_in_the_configuration(session, sensitivity, strategy):
+    # locks as selectors in the configuration itself: a regex for the first block, a type for the classifier
+    base = CompressionConfig().with_locked(["re:features\\.0\\..*", "type:Linear"])
+    kinds = {info.name: info.kind for info in session.layers}
+    locked = [name for name in session.layer_names if base.is_locked(name, kinds[name])]
+    assert locked == ["features.0.conv", "classifier.2"]
+    options = {"grid": {"precisions": ("fp32", "int4"), "sparsities": (0.0, 0.5)},
+               "greedy": {"max_drop": 1.0, "sensitivity": sensitivity, "budget": 8},
+               "evolutionary": {"budget": 6, "seed": 1},
+               "budget": {"max_bytes": 60_000, "sensitivity": sensitivity, "budget": 8}}[strategy]
+    points = list(explore.run(strategy, session, base_config=base, evaluate=fast(session), **options))
+    assert len(points) >= 3
+    for config, _ in points:
+        if explore.role_of(_) == "reference":  # the fp32 point drops are measured against
+            continue
+        assert config.locked == base.locked  # the answer still says what was locked
+        for name in locked:
+            assert config.resolve(name, kinds[name]) == base.resolve(name, kinds[name]), (strategy, name)
