@@ -64,7 +64,7 @@ def _data(args, loaded):
     return data
 
 
-def _config(args, layer_names):
+def _config(args, layers):
     from qtradeoff.core.config import CompressionConfig, ConfigError, from_json
     from qtradeoff.core.errors import InputError
 
@@ -72,7 +72,7 @@ def _config(args, layer_names):
         return CompressionConfig()
     text = Path(args.config).read_text(encoding="utf-8")
     try:
-        return from_json(text, layer_names=layer_names)
+        return from_json(text, layers=layers)  # names, re: and type: selectors checked against the model
     except ConfigError as error:  # its JSON path alone does not say which file is wrong
         raise InputError(f"{args.config}: {error}") from error
 
@@ -124,12 +124,14 @@ def run(args: argparse.Namespace) -> int:
     """Run ``evaluate``; returns the exit code (failures are raised, for qtradeoff.cli's wrapper to report)."""
     import torch
 
-    from qtradeoff.core.engine.measure import Cancelled, Progress, Result, evaluate_iter, layer_names
+    from qtradeoff.core.engine.engine import Engine
+    from qtradeoff.core.engine.measure import Cancelled, Progress, Result
     from qtradeoff.core.measurement.latency import LatencySettings
 
     loaded = _load(args)
     data = _data(args, loaded)
-    config = _config(args, layer_names(loaded, data))
+    engine = Engine(loaded, data)
+    config = _config(args, engine.layers)
     threads = args.threads or torch.get_num_threads()
     batches = (1,) if args.batch == 1 else (1, args.batch)
     settings = LatencySettings(batch_sizes=batches, threads=threads)
@@ -139,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         progress = tqdm(total=100, unit="%", file=sys.stderr, leave=False)
-    for item in evaluate_iter(loaded, data, config, latency=args.latency, latency_settings=settings):
+    for item in engine.evaluate_iter(config, latency=args.latency, latency_settings=settings):
         if isinstance(item, Result):
             result = item
         elif isinstance(item, Progress) and progress is not None:

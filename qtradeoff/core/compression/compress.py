@@ -265,21 +265,6 @@ class Compressor:
             return 0.0
         return sum(sparsity_for_threshold(t, threshold, relative) * t.numel() for t in tensors) / total
 
-    def processed_weights(self, layer: str, config: CompressionConfig) -> dict[str, torch.Tensor]:
-        """The weights ``layer`` runs with under ``config`` (cached)."""
-        layer_plan = self.plan(config)[layer]
-        return {name: self._processed(layer_plan, name) for name in layer_plan.weight_names}
-
-    def sparsity(self, config: CompressionConfig) -> dict[str, float]:
-        """Actual fraction of zero weights per compressible layer under ``config`` (pruned or rounded to 0)."""
-        out = {}
-        plan = self.plan(config)
-        for layer in plan:
-            tensors = [self._processed(layer, name) for name in layer.weight_names]
-            total = sum(t.numel() for t in tensors)
-            out[layer.name] = float(sum(int((t == 0).sum()) for t in tensors)) / max(total, 1)
-        return out
-
     def close(self) -> None:
         """Drop the caches (simulated models already built stay usable)."""
         with self._lock:
@@ -514,9 +499,3 @@ def process_weight(weight: torch.Tensor, spec: WeightSpec, prune: PruneSpec | to
         if mask is not None:
             weight = weight * mask
     return weight.contiguous()
-
-
-def compress(base: nn.Module, config: CompressionConfig, calib_inputs: torch.Tensor | None = None, *,
-             example_input_shape: tuple[int, ...] | None = None) -> nn.Module:
-    """One-off simulated model of ``config`` (use a :class:`Compressor` to reuse its caches)."""
-    return Compressor(base, calib_inputs, example_input_shape=example_input_shape).apply(config)

@@ -33,24 +33,6 @@ def sparsity_for_threshold(weight: torch.Tensor, threshold: float, relative: boo
     return float((_magnitudes(weight) < limit).sum()) / weight.numel()
 
 
-def threshold_for_sparsity(weight: torch.Tensor, sparsity: float, relative: bool = False) -> float:
-    """The smallest threshold that prunes at least ``round(sparsity * numel)`` weights by ``|w| < threshold``.
-
-    With ties at the boundary the threshold prunes fewer; ``prune_mask`` with ``sparsity`` is exact regardless.
-    """
-    magnitudes = _magnitudes(weight).reshape(-1)
-    count = int(round(sparsity * magnitudes.numel()))
-    if count <= 0:
-        return 0.0
-    ordered = magnitudes.sort().values
-    limit = float(ordered[count]) if count < ordered.numel() else float(torch.nextafter(ordered[-1],
-                                                                                         torch.tensor(float("inf"))))
-    if relative:
-        std = weight_std(weight)
-        return limit / std if std > 0 else 0.0
-    return limit
-
-
 def sparsity_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep-mask pruning exactly ``round(sparsity * numel)`` smallest-magnitude weights (stable on ties)."""
     magnitudes = _magnitudes(weight).reshape(-1)

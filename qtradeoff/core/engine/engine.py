@@ -131,10 +131,6 @@ class Engine:
         self._activations: memory_mod.ActivationProfile | None = None
         self._baseline: QuickScore | None = None
 
-    @classmethod
-    def from_spec(cls, spec: EngineSpec) -> Engine:
-        return spec.build()
-
     # -- what the engine knows about the model ---------------------------------------------------------------
     @property
     def note(self) -> str:
@@ -154,11 +150,6 @@ class Engine:
         weights compression prunes (BatchNorm folded), so a label shows what the plan applies and memory counts."""
         return {name: tuple(self.compressor.sparsity_for_threshold(name, float(t), relative) for t in thresholds)
                 for name in self.layer_names}
-
-    def weight_counts(self) -> dict[str, int]:
-        """Layer -> number of compressible weights (what overall sparsity is weighted by)."""
-        return {info.name: sum(self.compressor.weight(info.name, n).numel() for n in info.weight_names)
-                for info in self.layers}
 
     def subset(self, eval_size: int | None) -> int:
         """The number of evaluation samples ``eval_size`` asks for (None or 0: all)."""

@@ -239,11 +239,6 @@ class IncrementalEvaluator:
         """Forget every cached activation (the traced graphs are kept)."""
         self.cache.clear()
 
-    @property
-    def fraction_recomputed(self) -> float:
-        """Nodes run over nodes a full evaluation of every call would have run (1.0 when nothing was saved)."""
-        return self.stats.nodes_run / self.stats.nodes_total if self.stats.nodes_total else 1.0
-
     # -- internals -------------------------------------------------------------------------------------------
     def _plan_for(self, module: nn.Module) -> _Plan | None:
         if isinstance(module, torch.jit.ScriptModule):

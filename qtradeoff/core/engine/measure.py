@@ -35,10 +35,5 @@ def evaluate(loaded, data, config: CompressionConfig, *, should_stop: Callable[[
     return Engine(loaded, data).evaluate(config, should_stop=should_stop, latency=latency, **kwargs)
 
 
-def layer_names(loaded, data) -> list[str]:
-    """Compressible layer names of ``loaded`` in execution order (what a config's overrides may name)."""
-    return list(Engine(loaded, data).layer_names)
-
-
 __all__ = ["EVAL_BATCH", "LATENCY_MODES", "Cancelled", "Engine", "Progress", "Result", "evaluate", "evaluate_iter",
-           "layer_names", "sqnr_db", "wilson_interval"]
+           "sqnr_db", "wilson_interval"]

@@ -73,11 +73,6 @@ _BUILTIN: dict[str, Callable[..., nn.Module]] = {
 SAFE_CLASSES: tuple[type, ...] = (ConvBNReLU, DigitsCNN, DigitsMLP)
 
 
-def known_architectures() -> list[str]:
-    """Names accepted by :func:`build`: the bundled ones, then ``torchvision.<builder>`` for each classifier."""
-    return sorted(_BUILTIN) + [f"torchvision.{name}" for name in tvcompat.models().list_models()]
-
-
 def is_known(name: str) -> bool:
     """Whether ``name`` can be built from this registry (no code from elsewhere)."""
     if name in _BUILTIN:
