@@ -64,3 +64,14 @@ def test_sample_readme_credits_the_data():
     text = (SAMPLE_DIR / "README.md").read_text()
     assert "UCI" in text and "CC BY 4.0" in text
     json.loads((SAMPLE_DIR / "manifest.json").read_text())
+
+
+def test_core_public_api_is_lazy_and_complete():
+    probe = (
+        "import sys, qtradeoff.core as core\n"
+        "assert 'torch' not in sys.modules, 'importing qtradeoff.core loaded torch'\n"
+        "missing = [name for name in core.__all__ if getattr(core, name, None) is None]\n"
+        "print(missing)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
