@@ -64,7 +64,7 @@ def _data(args, loaded):
     return data
 
 
-def _config(args, layers):
+def config_argument(args, layers):
     from qtradeoff.core.config import CompressionConfig, ConfigError, from_json
     from qtradeoff.core.errors import InputError
 
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = _load(args)
     data = _data(args, loaded)
     engine = Engine(loaded, data)
-    config = _config(args, engine.layers)
+    config = config_argument(args, engine.layers)
     threads = args.threads or torch.get_num_threads()
     batches = (1,) if args.batch == 1 else (1, args.batch)
     settings = LatencySettings(batch_sizes=batches, threads=threads)

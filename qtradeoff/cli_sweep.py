@@ -35,8 +35,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="greedy: order layers by the memory or the compute share they save (default memory)")
     parser.add_argument("--cache-mb", type=non_negative_int, default=512,
                         help="memory for cached activations of incremental evaluation, MiB (default 512)")
-    parser.add_argument("--lock", action="append", default=[], metavar="LAYER",
-                        help="a layer the search never changes (repeatable)")
+    parser.add_argument("--config", help="configuration JSON to start from: its defaults (e.g. activation "
+                                         "precision), per-layer settings and locked layers (default: fp32)")
+    parser.add_argument("--lock", action="append", default=[], metavar="SELECTOR",
+                        help="a layer the search never changes: a name, re:<regex> or type:<Class> (repeatable; "
+                             "added to the configuration's own locks)")
     parser.add_argument("--seed", type=int, default=0, help="random/evolutionary seed (default 0)")
     parser.add_argument("--eval-size", type=positive_int, help="use only the first N evaluation samples")
     parser.add_argument("--calib-size", type=positive_int, help="use only the first N calibration samples")
@@ -79,6 +82,23 @@ def _load_model_and_data(args):
     return loaded, data
 
 
+def _base_config(args, layers):
+    """The configuration searches start from: ``--config`` (or fp32) with ``--lock`` selectors added, checked
+    against the model's layers."""
+    from qtradeoff.cli_evaluate import config_argument
+    from qtradeoff.core.config import CompressionConfig, ConfigError
+    from qtradeoff.core.errors import UsageError
+
+    base = config_argument(args, layers)
+    if not args.lock:
+        return base
+    locked = base.with_locked((*base.locked, *args.lock))
+    try:
+        return CompressionConfig.from_dict(locked.to_dict(), layers=layers)
+    except ConfigError as error:
+        raise UsageError(f"--lock: {error.problem}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the sweep described by ``args``; returns the exit code (failures are raised, for qtradeoff.cli's
     wrapper to report)."""
@@ -92,10 +112,11 @@ def run(args: argparse.Namespace) -> int:
     from qtradeoff.core.engine.engine import Engine
 
     session = Engine(loaded, data, cache_bytes=args.cache_mb * 1024 * 1024)
-    total = planned_evaluations(args.strategy, session, budget=args.budget, locked=args.lock)
+    base = _base_config(args, session.layers)
+    total = planned_evaluations(args.strategy, session, budget=args.budget, base_config=base)
     points = sweep_iter(session, args.strategy, args.out, resume=args.resume, overwrite=args.overwrite,
                         budget=args.budget, seed=args.seed, max_drop=args.max_drop, max_bytes=args.max_bytes,
-                        max_ms=args.max_ms, locked=tuple(args.lock), weight_by=args.weight_by)
+                        max_ms=args.max_ms, base_config=base, weight_by=args.weight_by)
     try:
         final = _drive(points, total, args.quiet)
     except KeyboardInterrupt:  # the wrapper would say "interrupted"; here the user can be told how to go on

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from qtradeoff import cli
+from qtradeoff.core.config import CompressionConfig
 from qtradeoff.core.engine.engine import Engine
 from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
 from qtradeoff.core.search.sensitivity import SensitivitySettings, analyze
@@ -116,3 +117,24 @@ def test_cli_sweep_writes_and_resumes(tmp_path, capsys):
     assert len(records) == 3 and len({r["key"] for r in records}) == 3
     assert all(r["result"]["latency_estimated"] for r in records)  # search latency is the estimate, marked
     assert cli.main(["sweep", str(tmp_path / "nope.pt"), "--out", str(out), "--quiet"]) == 3
+
+
+def test_cli_sweep_starts_from_a_configuration_and_lock_selectors(tmp_path, capsys):
+    from qtradeoff.core.config import to_json
+
+    base = tmp_path / "base.json"
+    base.write_text(to_json(CompressionConfig().with_defaults(activation={"precision": "int8"})
+                            .with_locked(["re:features\\.0\\..*"])))
+    out = tmp_path / "locked.jsonl"
+    common = ["sweep", "digits_cnn", "--strategy", "grid", "--out", str(out), "--eval-size", "32",
+              "--calib-size", "16", "--quiet", "--budget", "3", "--config", str(base)]
+    assert cli.main(common + ["--lock", "type:Linear"]) == 0
+    records = read_records(out)
+    assert len(records) == 3
+    for record in records:
+        config = CompressionConfig.from_dict(record["config"])
+        assert config.locked == ("re:features\\.0\\..*", "type:Linear")
+        assert config.activation.precision == "int8"  # the file's defaults are where the search starts
+        assert config.resolve("classifier.2", "Linear").weight.precision == "fp32"  # locked at the base's fp32
+    assert cli.main(common + ["--overwrite", "--lock", "re:no_such_layer"]) == 2
+    assert "--lock" in capsys.readouterr().err
