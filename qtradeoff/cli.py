@@ -10,7 +10,6 @@ anything else is a bug and keeps its traceback. The argparse ``type=`` checks be
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -22,62 +21,6 @@ EXIT_CODES_HELP = ("exit codes: 0 done, 2 bad option or value, 3 bad input file 
 
 # name -> (configure(subparser), run(args) -> exit code). Headless commands add themselves here.
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
-
-
-# -- option values argparse cannot check by itself ------------------------------------------------------------------
-# Raising ArgumentTypeError lets argparse name the option: "argument --eval-size: must be ... got '0'".
-
-def _number(text: str, kind: type) -> int | float:
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if kind is float and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """An integer of at least 1 (a count of samples, threads, configurations, a batch size)."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (at least 1), got {text!r}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An integer of at least 0 (a size where 0 means none)."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number above 0 (a time limit)."""
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number of at least 0 (a tolerance)."""
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
-def shape(text: str) -> tuple[int, ...]:
-    """One sample's shape written like ``3,224,224`` (or ``3x224x224``): positive integers."""
-    try:
-        dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
-    except ValueError:
-        dims = ()
-    if not dims or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a shape; write it like 3,224,224")
-    return dims
 
 
 # -- one way to fail -----------------------------------------------------------------------------------------------

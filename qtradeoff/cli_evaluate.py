@@ -10,12 +10,11 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (used by qtradeoff.cli's subcommand registry)."""
-    from qtradeoff.cli import positive_int
+    from qtradeoff.cli_args import positive_int
 
     parser.description = "Evaluate one compression configuration: accuracy, memory and latency."
     parser.add_argument("model", help="model file, or the name of a bundled sample (e.g. digits_cnn)")
@@ -30,51 +29,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-size", type=positive_int, default=None, help="use only the first N evaluation samples")
     parser.add_argument("--trust", action="store_true", help="allow loading a pickled model that imports code")
     parser.add_argument("--json", action="store_true", help="print the Result as JSON instead of a table")
-
-
-def load_model_argument(name: str, *, trust: bool, architecture: str | None = None):
-    """The LoadedModel a MODEL argument names: a file, or else a bundled sample (shared by the subcommands)."""
-    from qtradeoff.core.loading import model_io
-
-    if not Path(name).exists() and name in model_io.sample_names():
-        return model_io.load_sample_model(name)
-    if not Path(name).exists():
-        raise model_io.ModelLoadError(f"model file {name} not found; give a path or a sample name "
-                                      f"({', '.join(model_io.sample_names())})")
-    return model_io.load_model(name, trust=trust, architecture=architecture)
-
-
-def _load(args):
-    return load_model_argument(args.model, trust=args.trust)
-
-
-def _data(args, loaded):
-    from qtradeoff.core.loading import data as data_mod
-    from qtradeoff.core.loading.model_io import sample_data_for
-
-    if args.data is None:
-        if loaded.preprocessing is None:
-            raise data_mod.DataLoadError(f"{loaded.path} is not a bundled sample; pass --data with evaluation data")
-        data = sample_data_for(loaded, eval_size=args.eval_size)
-    else:
-        data = data_mod.load_data(args.data, preprocessing=loaded.preprocessing, eval_size=args.eval_size)
-    if len(data.eval_inputs) == 0:  # caught here, where the user's --data and --eval-size are known
-        raise data_mod.DataLoadError(f"{data.name} has no evaluation samples; choose a larger evaluation split")
-    data_mod.check_compatible(loaded, data)
-    return data
-
-
-def config_argument(args, layers):
-    from qtradeoff.core.config import CompressionConfig, ConfigError, from_json
-    from qtradeoff.core.errors import InputError
-
-    if args.config is None:
-        return CompressionConfig()
-    text = Path(args.config).read_text(encoding="utf-8")
-    try:
-        return from_json(text, layers=layers)  # names, re: and type: selectors checked against the model
-    except ConfigError as error:  # its JSON path alone does not say which file is wrong
-        raise InputError(f"{args.config}: {error}") from error
 
 
 def _percent(value, ci) -> str:
@@ -124,13 +78,11 @@ def run(args: argparse.Namespace) -> int:
     """Run ``evaluate``; returns the exit code (failures are raised, for qtradeoff.cli's wrapper to report)."""
     import torch
 
-    from qtradeoff.core.engine.engine import Engine
+    from qtradeoff.cli_args import config_argument, engine_spec
     from qtradeoff.core.engine.measure import Cancelled, Progress, Result
     from qtradeoff.core.measurement.latency import LatencySettings
 
-    loaded = _load(args)
-    data = _data(args, loaded)
-    engine = Engine(loaded, data)
+    engine = engine_spec(args).build()
     config = config_argument(args, engine.layers)
     threads = args.threads or torch.get_num_threads()
     batches = (1,) if args.batch == 1 else (1, args.batch)

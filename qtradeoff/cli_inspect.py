@@ -14,7 +14,7 @@ import sys
 
 
 def configure_inspect(parser: argparse.ArgumentParser) -> None:
-    from qtradeoff.cli import shape
+    from qtradeoff.cli_args import shape
 
     parser.description = "Show a model file's format, trust verdict, parameter count and layer inventory."
     parser.add_argument("file", help="model file (safetensors, torch.save, TorchScript, torch.export .pt2)")
@@ -134,10 +134,3 @@ def _emit(report: dict, as_json: bool) -> None:
         sys.stdout.flush()
     except BrokenPipeError:  # `qtradeoff inspect x | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: the same as ``qtradeoff inspect`` (exit codes and error lines included)."""
-    from qtradeoff.cli import main as qtradeoff_main
-
-    return qtradeoff_main(["inspect", *(sys.argv[1:] if argv is None else argv)])

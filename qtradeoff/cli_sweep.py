@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``qtradeoff sweep`` (for the ``SUBCOMMANDS`` registry of :mod:`qtradeoff.cli`)."""
-    from qtradeoff.cli import non_negative_float, non_negative_int, positive_float, positive_int
+    from qtradeoff.cli_args import non_negative_float, non_negative_int, positive_float, positive_int
     from qtradeoff.core.search.explore import STRATEGIES
 
     parser.description = ("Search configurations of MODEL with a strategy and write one JSON line per evaluated "
@@ -48,44 +47,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _load(args):
-    loaded, data = _load_model_and_data(args)
-    if len(data.eval_inputs) == 0:  # caught here, where the user's --data and --eval-size are known
-        from qtradeoff.core.loading.data import DataLoadError
-
-        raise DataLoadError(f"{data.name} has no evaluation samples; choose a larger evaluation split")
-    return loaded, data
-
-
-def _load_model_and_data(args):
-    from qtradeoff.core.loading import model_io
-    from qtradeoff.core.loading.data import load_data
-
-    sizes = {k: v for k, v in (("calib_size", args.calib_size), ("eval_size", args.eval_size)) if v is not None}
-    if not Path(args.model).exists() and args.model in model_io.sample_names():
-        loaded = model_io.load_sample_model(args.model)
-        data = load_data(args.data, **sizes) if args.data and args.data != "digits" else \
-            model_io.sample_data_for(loaded, **sizes)
-        return loaded, data
-    from qtradeoff.cli_evaluate import load_model_argument
-
-    loaded = load_model_argument(args.model, trust=args.trust, architecture=args.architecture)
-    if not args.data:
-        if loaded.preprocessing is None:
-            raise model_io.ModelLoadError(f"{args.model} is not a bundled sample; pass --data (an ImageFolder "
-                                          "directory, a tensor file or 'digits').")
-        return loaded, model_io.sample_data_for(loaded, **sizes)
-    data = load_data(args.data, preprocessing=loaded.preprocessing, **sizes)
-    from qtradeoff.core.loading.data import check_compatible
-
-    check_compatible(loaded, data)
-    return loaded, data
-
-
 def _base_config(args, layers):
     """The configuration searches start from: ``--config`` (or fp32) with ``--lock`` selectors added, checked
     against the model's layers."""
-    from qtradeoff.cli_evaluate import config_argument
+    from qtradeoff.cli_args import config_argument
     from qtradeoff.core.config import CompressionConfig, ConfigError
     from qtradeoff.core.errors import UsageError
 
@@ -108,9 +73,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.strategy == "budget" and args.max_bytes is None and args.max_ms is None:
         raise UsageError("--strategy budget needs --max-bytes and/or --max-ms")
-    loaded, data = _load(args)
+    from qtradeoff.cli_args import engine_spec
     from qtradeoff.core.engine.engine import Engine
 
+    loaded, data = engine_spec(args).load()
     session = Engine(loaded, data, cache_bytes=args.cache_mb * 1024 * 1024)
     base = _base_config(args, session.layers)
     total = planned_evaluations(args.strategy, session, budget=args.budget, base_config=base)

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from qtradeoff import cli
+from qtradeoff import cli, cli_args
 from qtradeoff.core.errors import (
     EXIT_CANCELLED,
     EXIT_INPUT,
@@ -28,8 +28,8 @@ from qtradeoff.core.loading.model_io import SAMPLE_DIR
 
 COMMANDS = sorted(cli.SUBCOMMANDS)
 # A value each shared check rejects, so a bad option value can be built for any subcommand, present or future.
-BAD_VALUES = {cli.positive_int: "0", cli.non_negative_int: "-1", cli.positive_float: "0",
-              cli.non_negative_float: "-1", cli.shape: "3,a"}
+BAD_VALUES = {cli_args.positive_int: "0", cli_args.non_negative_int: "-1", cli_args.positive_float: "0",
+              cli_args.non_negative_float: "-1", cli_args.shape: "3,a"}
 
 
 def _actions(name: str) -> list[argparse.Action]:
@@ -155,7 +155,7 @@ def fake_command(monkeypatch):
     box: dict = {}
 
     def configure(parser):
-        parser.add_argument("--count", type=cli.positive_int, default=1)
+        parser.add_argument("--count", type=cli_args.positive_int, default=1)
 
     def run(args):
         if "raise" in box:

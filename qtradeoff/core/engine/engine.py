@@ -71,34 +71,49 @@ class QuickScore:
 class EngineSpec:
     """What rebuilds an engine in any process: the model file (or a bundled sample's name), the data, settings.
 
-    ``data`` None means the bundled sample data (sample models only). ``trust`` is the user's consent to run code
-    from the model file, given once in the process that made the spec.
+    ``data`` None (or ``"digits"``) means the bundled sample data, for the sample models. ``trust`` is the user's
+    consent to run code from the model file, given once in the process that made the spec; ``architecture``
+    names the builder of a weights-only file. This is also how the CLI reads its MODEL and ``--data`` arguments.
     """
 
     model: str
     data: str | None = None
     trust: bool = False
+    architecture: str | None = None
     eval_size: int | None = None
     calib_size: int | None = None
     cache_bytes: int = DEFAULT_CACHE_BYTES
 
-    def load(self):
-        """``(LoadedModel, EvalData)`` as the spec names them; raises the loaders' typed errors."""
+    def load_model(self):
+        """The LoadedModel the spec names: a file, or else a bundled sample; raises ModelLoadError/NeedsTrust."""
         from pathlib import Path
 
+        from qtradeoff.core.loading import model_io
+
+        if Path(self.model).exists():
+            return model_io.load_model(self.model, trust=self.trust, architecture=self.architecture)
+        if self.model in model_io.sample_names():
+            return model_io.load_sample_model(self.model)
+        raise model_io.ModelLoadError(f"model file {self.model} not found; give a path or a sample name "
+                                      f"({', '.join(model_io.sample_names())})")
+
+    def load(self):
+        """``(LoadedModel, EvalData)`` as the spec names them, checked to fit each other; raises typed errors."""
         from qtradeoff.core.loading import data as data_mod
         from qtradeoff.core.loading import model_io
 
-        if not Path(self.model).exists() and self.model in model_io.sample_names():
-            loaded = model_io.load_sample_model(self.model)
-        else:
-            loaded = model_io.load_model(self.model, trust=self.trust)
+        loaded = self.load_model()
         sizes = {key: value for key, value in (("eval_size", self.eval_size), ("calib_size", self.calib_size))
                  if value is not None}
-        if self.data is None:
+        if self.data is None or self.data == "digits" and loaded.preprocessing is not None:
+            if loaded.preprocessing is None:
+                raise data_mod.DataLoadError(f"{loaded.path} is not a bundled sample; pass --data with evaluation "
+                                             "data (an ImageFolder directory, a tensor file or 'digits')")
             data = model_io.sample_data_for(loaded, **sizes)
         else:
             data = data_mod.load_data(self.data, preprocessing=loaded.preprocessing, **sizes)
+        if len(data.eval_inputs) == 0:
+            raise data_mod.DataLoadError(f"{data.name} has no evaluation samples; choose a larger evaluation split")
         data_mod.check_compatible(loaded, data)
         return loaded, data
 

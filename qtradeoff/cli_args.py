@@ -1,0 +1,86 @@
+"""What the headless subcommands share about their arguments: option value types argparse cannot check by itself,
+and the readers of MODEL/--data/--config (one place, so every subcommand accepts and refuses the same things)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+# -- option values argparse cannot check by itself ------------------------------------------------------------------
+# Raising ArgumentTypeError lets argparse name the option: "argument --eval-size: must be ... got '0'".
+
+def _number(text: str, kind: type) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1 (a count of samples, threads, configurations, a batch size)."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (at least 1), got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer of at least 0 (a size where 0 means none)."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (a time limit)."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number of at least 0 (a tolerance)."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def shape(text: str) -> tuple[int, ...]:
+    """One sample's shape written like ``3,224,224`` (or ``3x224x224``): positive integers."""
+    try:
+        dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        dims = ()
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape; write it like 3,224,224")
+    return dims
+
+
+def engine_spec(args: argparse.Namespace):
+    """The EngineSpec that a subcommand's MODEL, --data, --trust, --architecture and size options describe."""
+    from qtradeoff.core.engine.engine import EngineSpec
+
+    return EngineSpec(args.model, getattr(args, "data", None), trust=getattr(args, "trust", False),
+                      architecture=getattr(args, "architecture", None), eval_size=getattr(args, "eval_size", None),
+                      calib_size=getattr(args, "calib_size", None))
+
+
+def config_argument(args: argparse.Namespace, layers):
+    """The configuration ``--config`` names (fp32 when absent), checked against the model's ``layers``."""
+    from qtradeoff.core.config import CompressionConfig, ConfigError, from_json
+    from qtradeoff.core.errors import InputError
+
+    if getattr(args, "config", None) is None:
+        return CompressionConfig()
+    text = Path(args.config).read_text(encoding="utf-8")
+    try:
+        return from_json(text, layers=layers)  # names, re: and type: selectors checked against the model
+    except ConfigError as error:  # its JSON path alone does not say which file is wrong
+        raise InputError(f"{args.config}: {error}") from error
