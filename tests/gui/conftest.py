@@ -103,6 +103,12 @@ class FakeResult:
     sqnr_db: float = 40.0
     peak_activation_bytes: int = 4096
     provenance: dict = field(default_factory=dict)
+    # what an exported configuration's metrics also read (no latency stats: the fake has one number)
+    top5: float | None = None
+    top5_ci95: tuple | None = None
+    latency_measured: tuple = ()
+    latency_estimated: tuple = ()
+    measured_note: str = ""
 
     def latency_ms(self, batch=1, measured=True):
         if measured:
@@ -139,6 +145,8 @@ class FakeBackend:
         # searches: every point after the first waits on ``search_gate`` if set (or a stop)
         self.search_gate: threading.Event | None = None
         self.search_started = threading.Event()
+        self.search_done = threading.Event()  # set when a search generator has run out
+        self.search_ignores_stop = False  # a search that runs on after a stop (what the service must not forward)
         self.searches: list[tuple[str, dict]] = []
 
     def _summary(self, name: str) -> ModelSummary:
@@ -210,12 +218,13 @@ class FakeBackend:
             return
         budget = min(int(options.get("budget", 3)), 5)
         yield SearchStep(0, budget, "search")
+        stopped = (lambda: False) if self.search_ignores_stop else should_stop
         for step, bits in enumerate((8, 6, 4, 3, 2)[:budget]):
             if step and self.search_gate is not None:
                 while not self.search_gate.wait(0.01):
-                    if should_stop():
+                    if stopped():
                         return
-            if should_stop():
+            if stopped():
                 return
             config = base.with_defaults(weight={"precision": f"int{bits}"})
             for layer in self.LAYERS:
@@ -223,6 +232,7 @@ class FakeBackend:
                     precision = base.resolve(layer.name, layer.kind).weight.precision
                     config = config.with_layer(layer.name, weight={"precision": precision})
             yield SearchPoint(config, self._result(config, None, "estimated"), step + 1, budget)
+        self.search_done.set()
 
 
 @pytest.fixture

@@ -122,3 +122,24 @@ def test_layers_ticked_in_the_table_are_locked_for_search(qtbot, make_window, tm
     assert any(result.config.resolve("features.1.conv") != untouched for result in found)
     window.close()
     assert not running_threads()
+
+
+def test_the_backend_searches_on_the_engine_edits_use(context, monkeypatch):
+    from qtradeoff.core.search import explore
+    from qtradeoff.gui.backend import SearchPoint, SearchStep
+
+    backend = CoreBackend()
+    backend.loaded, backend.data = context["loaded"], context["data"]
+    sessions = []
+
+    def stream(session, strategy, **options):
+        sessions.append((session, strategy, options))
+        yield explore.SearchProgress(0, 1, "search")
+        yield explore.Found(CompressionConfig(), "result", 1, 1)
+
+    monkeypatch.setattr(explore, "stream", stream)
+    base = CompressionConfig().with_locked(["features.5.conv"])
+    events = list(backend.search_iter("grid", {"budget": 1, "base_config": base}, should_stop=lambda: False))
+    assert events == [SearchStep(0, 1, "search"), SearchPoint(CompressionConfig(), "result", 1, 1)]
+    (session, strategy, options), = sessions
+    assert session is backend.engine() and strategy == "grid" and options["base_config"] is base
