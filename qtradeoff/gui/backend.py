@@ -1,11 +1,14 @@
-"""The GUI's only door into the core: loads models and data, evaluates configurations, summarises a model as plain
-data. Runs in the worker thread; the GUI thread only ever sees the plain :class:`ModelSummary` and core ``Result``s.
+"""The GUI's only door into the core: loads models and data, evaluates configurations, runs searches, summarises a
+model as plain data. Runs in the service's threads (the worker evaluates, the search thread searches, both on the
+one Engine); the GUI thread only ever sees the plain :class:`ModelSummary`, search events and core ``Result``s.
 
 Tests can substitute a fake with the same methods (dependency injection into :class:`~qtradeoff.gui.worker.Worker`).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +48,32 @@ class ModelSummary:
         return [layer.name for layer in self.layers if getattr(layer, "compressible", True)]
 
 
+@dataclass(frozen=True)
+class SearchStep:
+    """A running search is ``done`` of ``total`` in ``stage`` ("sensitivity" trials or "search" evaluations)."""
+
+    done: int
+    total: int
+    stage: str
+
+
+@dataclass(frozen=True)
+class SearchPoint:
+    """One configuration a search evaluated, the ``done``-th of at most ``total`` so far."""
+
+    config: Any
+    result: Any
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class SearchScores:
+    """Per-layer sensitivity: accuracy drop as a fraction (0.012 = 1.2 points), what the layer table draws."""
+
+    drops: dict[str, float]
+
+
 class Backend(Protocol):
     NeedsTrust: type[Exception]
     Cancelled: type[Exception]
@@ -58,6 +87,8 @@ class Backend(Protocol):
     def evaluate_iter(self, config: Any, *, eval_size: int | None, latency: str,
                       should_stop: Callable[[], bool]) -> Iterator[Any]: ...
     def is_result(self, item: Any) -> bool: ...
+    def search_iter(self, strategy: str, options: dict, *,
+                    should_stop: Callable[[], bool]) -> Iterator[SearchStep | SearchPoint | SearchScores]: ...
 
 
 class CoreBackend:
@@ -81,6 +112,8 @@ class CoreBackend:
         self.loaded = None
         self.data = None
         self._engine = None  # built on the first evaluation of a (model, data) pair
+        # The worker and the search thread both ask for the engine: it must be built once, not once per thread.
+        self._engine_lock = threading.Lock()
         self._shape_guessed = False  # the layer table's MACs/shapes came from a guessed input shape
         self._refreshed: ModelSummary | None = None
 
@@ -164,8 +197,7 @@ class CoreBackend:
                 f"{Path(loaded.path).name} does not run on inputs of shape {tuple(shape)} "
                 f"({str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__}); "
                 "open a dataset that fits it first, then the model.") from None
-        self.loaded = loaded
-        self._set_data(data)
+        self._set_data(data, loaded)
         curve, per_layer = self._sparsity_curves(loaded.module, layers)
         params = sum(p.numel() for p in loaded.module.parameters())
         params = params or sum(layer.params for layer in layers)
@@ -180,9 +212,13 @@ class CoreBackend:
             num_classes=loaded.num_classes, load_seconds=float(getattr(loaded, "load_seconds", 0.0)),
         )
 
-    def _set_data(self, data: Any) -> None:
-        self.data = data
-        self._engine = None
+    def _set_data(self, data: Any, loaded: Any = None) -> None:
+        """New data (and model): the engine of the old pair is dropped, both at once for the other thread."""
+        with self._engine_lock:
+            if loaded is not None:
+                self.loaded = loaded
+            self.data = data
+            self._engine = None
 
     def _data_info(self) -> dict:
         if self.data is None:
@@ -216,11 +252,12 @@ class CoreBackend:
         if self.data is None:
             raise self._model_io.ModelLoadError(
                 "No evaluation data fits this model: drop a dataset folder or tensor file on the window.")
-        if self._engine is None:
-            from qtradeoff.core.engine.engine import Engine
+        with self._engine_lock:
+            if self._engine is None:
+                from qtradeoff.core.engine.engine import Engine
 
-            self._engine = Engine(self.loaded, self.data)
-        return self._engine
+                self._engine = Engine(self.loaded, self.data)
+            return self._engine
 
     def evaluate_iter(self, config: Any, *, eval_size: int | None, latency: str,
                       should_stop: Callable[[], bool]) -> Iterator[Any]:
@@ -228,3 +265,24 @@ class CoreBackend:
 
     def is_result(self, item: Any) -> bool:
         return isinstance(item, self._measure.Result)
+
+    def search_iter(self, strategy: str, options: dict, *,
+                    should_stop: Callable[[], bool]) -> Iterator[SearchStep | SearchPoint | SearchScores]:
+        """:func:`qtradeoff.core.search.explore.stream` on the engine edits are evaluated with (it is thread-safe),
+        as plain events. ``options`` are the stream's keyword options (``budget``, ``max_drop``, ``base_config``,
+        ...); the locked layers are those of ``options["base_config"]``."""
+        from qtradeoff.core.search import explore
+        from qtradeoff.core.search.sensitivity import SensitivityReport
+
+        engine = self.engine()
+        last = 0.0
+        for event in explore.stream(engine, strategy, should_stop=should_stop, **options):
+            if isinstance(event, explore.Found):
+                yield SearchPoint(event.config, event.result, event.done, event.total)
+            elif isinstance(event, explore.SearchProgress):
+                now = time.monotonic()  # sensitivity trials are fast: a few updates a second are enough
+                if event.stage != "sensitivity" or now - last > 0.1 or event.done == event.total:
+                    last = now
+                    yield SearchStep(event.done, event.total, event.stage)
+            elif isinstance(event, SensitivityReport):
+                yield SearchScores({layer: drop / 100.0 for layer, drop in event.scores().items()})

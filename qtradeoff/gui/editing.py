@@ -87,8 +87,38 @@ def reset_layers(config: CompressionConfig) -> Edit:
 
 
 def reset_all(config: CompressionConfig) -> Edit:
-    """Back to the uncompressed fp32 configuration of the same model."""
-    return Edit(CompressionConfig(model=config.model), "Reset everything to fp32")
+    """Back to the uncompressed fp32 configuration of the same model; the locks stay (they say what searches may
+    change, not how the layers are compressed)."""
+    return Edit(CompressionConfig(model=config.model, locked=config.locked), "Reset everything to fp32")
+
+
+def lock_layers(config: CompressionConfig, layers: Sequence[Any], names: Sequence[str], locked: bool) -> Edit:
+    """Lock layers ``names`` for searches, or unlock them. ``layers`` are the model's layers (``.name`` and
+    ``.kind``): a ``re:`` or ``type:`` selector that locks a layer being unlocked is replaced by the names of the
+    other layers it locks, so unlocking one layer never unlocks another."""
+    names = list(names)
+    label = names[0] if len(names) == 1 else f"{len(names)} layers"
+    if locked:
+        new = [name for name in names if name not in config.locked]
+        return Edit(config.with_locked((*config.locked, *new)), f"Lock {label}")
+    kinds = {layer.name: layer.kind for layer in layers}
+    released = set(names)
+    kept: list[str] = []
+    for selector in config.locked:
+        if selector in released:
+            continue
+        alone = CompressionConfig().with_locked([selector])
+        if selector.startswith(("re:", "type:")) and any(alone.is_locked(n, kinds.get(n, "")) for n in released):
+            kept.extend(name for name, kind in kinds.items()
+                        if name not in released and alone.is_locked(name, kind))
+        else:
+            kept.append(selector)
+    return Edit(config.with_locked(kept), f"Unlock {label}")
+
+
+def locked_names(config: CompressionConfig, layers: Sequence[Any]) -> list[str]:
+    """The names of the ``layers`` (``.name``, ``.kind``) that ``config`` locks, in the given order."""
+    return [layer.name for layer in layers if config.is_locked(layer.name, layer.kind)]
 
 
 def for_model(config: CompressionConfig, model: Any) -> CompressionConfig:

@@ -1,21 +1,19 @@
 """The Explore panel: pick a search strategy, a constraint and a budget; stream the points it finds into the plot.
 
-The search itself is :func:`qtradeoff.core.search.explore.stream`, run by :class:`ExploreRunner` — a QObject living in a
-QThread owned by the panel (started on first use, stopped by :meth:`ExplorePanel.shutdown`). Stop sets a
-``threading.Event`` directly from the GUI thread; everything found before it stays. The panel never reads a
-model: at Start it snapshots what its context provider returns (model, data, current config, earlier points).
+The search is a request to the :class:`~qtradeoff.gui.worker.EvaluationService`, which runs
+:func:`qtradeoff.core.search.explore.stream` on its own search thread with the engine edits use. The panel only
+snapshots its widgets and what its context provider returns (the configuration to start from, whose locked layers
+the search keeps, and earlier points) into plain options, and renders the service's search signals. Stop keeps
+everything found so far.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -30,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qtradeoff.gui.worker import _LIVE_THREADS, running_threads  # noqa: F401 - one registry of every GUI thread
+from qtradeoff.gui.worker import EvaluationService
 
 STRATEGY_CHOICES: tuple[tuple[str, str, str], ...] = (
     ("greedy", "Greedy mixed precision",
@@ -48,91 +46,8 @@ STRATEGY_CHOICES: tuple[tuple[str, str, str], ...] = (
 
 
 
-@dataclass
-class ExploreJob:
-    """A snapshot of everything a search needs; built on the GUI thread, read only by the runner."""
-
-    loaded: Any
-    data: Any
-    strategy: str
-    budget: int
-    max_drop: float
-    max_bytes: int | None = None
-    base_config: Any = None
-    locked: tuple[str, ...] = ()
-    seeds: list = field(default_factory=list)  # (config, Result) already measured, for the evolutionary search
-    seed: int = 0
-
-
-class ExploreRunner(QObject):
-    """Runs one :class:`ExploreJob` at a time in its thread; emits plain data only."""
-
-    found = Signal(object, object)  # config, Result
-    progress = Signal(int, int, str)  # done, total, stage ("sensitivity" | "search")
-    sensitivity = Signal(object)  # dict: layer -> accuracy drop as a fraction (0.012 = 1.2 points)
-    finished = Signal(bool, str)  # completed (False when stopped or failed), summary message
-    failed = Signal(str)
-
-    def __init__(self, stop: threading.Event) -> None:
-        super().__init__()
-        self._stop = stop
-        self._sessions: dict[tuple, Any] = {}
-
-    def _session(self, loaded: Any, data: Any) -> Any:
-        from qtradeoff.core.engine.engine import Engine
-
-        key = (id(loaded.module), data.fingerprint)
-        session = self._sessions.get(key)
-        if session is None:
-            self._sessions = {key: Engine(loaded, data)}  # one model at a time: free the old caches
-            session = self._sessions[key]
-        return session
-
-    @Slot(object)
-    def run(self, job: ExploreJob) -> None:
-        from qtradeoff.core.search import explore
-        from qtradeoff.core.search.sensitivity import SensitivityReport
-
-        found = 0
-        final = None
-        try:
-            session = self._session(job.loaded, job.data)
-            options: dict[str, Any] = {"max_drop": job.max_drop, "locked": tuple(job.locked), "seed": job.seed,
-                                       "base_config": job.base_config}
-            if job.max_bytes is not None:
-                options["max_bytes"] = job.max_bytes
-            if job.strategy == "random" and job.seeds:
-                options["seeds"] = list(job.seeds)
-            last = 0.0
-            for event in explore.stream(session, job.strategy, budget=job.budget, should_stop=self._stop.is_set,
-                                        **options):
-                if isinstance(event, explore.Found):
-                    found += 1
-                    if explore.role_of(event.result) == "final":
-                        final = event.result
-                    self.found.emit(event.config, event.result)
-                    self.progress.emit(event.done, event.total, "search")
-                elif isinstance(event, explore.SearchProgress):
-                    now = time.monotonic()  # sensitivity trials are fast: a few updates a second are enough
-                    if event.stage != "sensitivity" or now - last > 0.1 or event.done == event.total:
-                        last = now
-                        self.progress.emit(event.done, event.total, event.stage)
-                elif isinstance(event, SensitivityReport):
-                    self.sensitivity.emit({layer: drop / 100.0 for layer, drop in event.scores().items()})
-        except Exception as error:  # noqa: BLE001 - reported on the panel, never lost in the thread
-            if not isinstance(error, ValueError | RuntimeError):
-                traceback.print_exc()
-            self.failed.emit(f"The search stopped with an error: {error}")
-            self.finished.emit(False, f"Failed after {found} point(s).")
-            return
-        if self._stop.is_set():
-            self.finished.emit(False, f"Stopped — kept the {found} point(s) found so far.")
-        else:
-            self.finished.emit(True, _summary(job, found, final))
-
-
-def _summary(job: ExploreJob, found: int, final: Any) -> str:
-    if job.strategy == "sensitivity":
+def _summary(strategy: str, found: int, final: Any) -> str:
+    if strategy == "sensitivity":
         return "Sensitivity done: see the layer table's sensitivity column."
     text = f"Done — {found} point(s)."
     if final is not None:
@@ -152,21 +67,26 @@ def _eta(seconds: float) -> str:
 
 
 class ExplorePanel(QGroupBox):
-    """Strategy, constraint, budget, Start/Stop, progress with ETA. Emits what it finds; owns its worker thread."""
+    """Strategy, constraint, budget, Start/Stop, progress with ETA. Asks ``service`` for the search and emits
+    what it finds.
+
+    ``context_provider`` returns ``{"config": CompressionConfig to start from, "seeds": [(config, Result), ...]}``,
+    or None while there is no model and data to search.
+    """
 
     result_found = Signal(object, object)  # Result, meta dict ({"tag": "explore", "role": ...})
     sensitivity_ready = Signal(object)  # dict: layer -> drop fraction (what LayerTableModel.set_sensitivity takes)
     running_changed = Signal(bool)
     message = Signal(str)
-    _start = Signal(object)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, service: EvaluationService, parent: QWidget | None = None) -> None:
         super().__init__("Explore", parent)
+        self.service = service
         self.context_provider: Callable[[], dict | None] | None = None
-        self._thread: QThread | None = None
-        self._runner: ExploreRunner | None = None
-        self._stop = threading.Event()
         self._running = False
+        self._strategy = ""
+        self._failed = False
+        self._final: Any = None
         self._started_at = 0.0
         self._search_started_at: float | None = None
         self.points_found = 0
@@ -206,6 +126,11 @@ class ExplorePanel(QGroupBox):
         self.progress.setTextVisible(False)
         self.status = QLabel("Idle.")
         self.status.setWordWrap(True)
+        self.locks = QLabel()
+        self.locks.setWordWrap(True)
+        self.locks.setToolTip("Layers ticked in the layer table are locked: every search leaves them as the "
+                              "current configuration sets them.")
+        self.show_locked(())
 
         form = QFormLayout()
         form.addRow("Strategy", self.strategy)
@@ -218,11 +143,17 @@ class ExplorePanel(QGroupBox):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addWidget(self.locks)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
 
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
+        service.search_found.connect(self._on_found)
+        service.search_progress.connect(self._on_progress)
+        service.search_sensitivity.connect(self.sensitivity_ready)
+        service.search_failed.connect(self._on_failed)
+        service.search_finished.connect(self._on_finished)
         self.strategy.currentIndexChanged.connect(self._update_fields)
         self._update_fields()
 
@@ -257,76 +188,73 @@ class ExplorePanel(QGroupBox):
         self.last_message = text
         self.status.setText(text)
 
+    def show_locked(self, names: tuple[str, ...] | list[str]) -> None:
+        """Say which layers the next search keeps as they are (those the configuration locks)."""
+        names = list(names)
+        if not names:
+            self.locks.setText("Locked: none — tick layers in the table to keep them as they are.")
+        else:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            self.locks.setText(f"Locked: {shown} — searches leave {'it' if len(names) == 1 else 'them'} as set.")
+
     # -- actions ---------------------------------------------------------------------------------------------
+    def options(self, context: dict) -> dict[str, Any]:
+        """The search stream's options from the widgets and ``context``: plain data, nothing that reads a widget
+        later. The searches keep the locked layers of ``base_config``."""
+        key = self.current_strategy()
+        options: dict[str, Any] = {"budget": int(self.budget.value()), "max_drop": float(self.max_drop.value()),
+                                   "seed": 0, "base_config": context.get("config")}
+        if key == "budget":
+            options["max_bytes"] = int(self.max_size.value() * 1024)
+        seeds = list(context.get("seeds", ()))
+        if key == "random" and seeds:
+            options["seeds"] = seeds
+        return options
+
     @Slot()
     def start(self) -> bool:
-        """Snapshot the context and start the search; False (with a message) when there is nothing to search."""
+        """Snapshot the context and ask for the search; False (with a message) when there is nothing to search."""
         if self._running:
             return False
         context = self.context_provider() if self.context_provider is not None else None
-        if not context or context.get("loaded") is None or context.get("data") is None:
+        if not context:
             self._say("Load a model and its data first.")
             self.message.emit(self.last_message)
             return False
         key = self.current_strategy()
-        job = ExploreJob(
-            loaded=context["loaded"], data=context["data"], strategy=key, budget=int(self.budget.value()),
-            max_drop=float(self.max_drop.value()),
-            max_bytes=int(self.max_size.value() * 1024) if key == "budget" else None,
-            base_config=context.get("config"), locked=tuple(context.get("locked", ())),
-            seeds=list(context.get("seeds", ())) if key == "random" else [],
-        )
-        self._ensure_thread()
-        self._stop.clear()
+        if not self.service.start_search(key, self.options(context)):
+            return False
+        self._strategy = key
+        self._failed = False
+        self._final = None
         self.points_found = 0
         self._started_at = time.monotonic()
         self._search_started_at = None
         self.progress.setRange(0, 0)  # busy until the first progress report
         self._say("Starting…")
         self._set_running(True)
-        self._start.emit(job)
         return True
 
     @Slot()
     def stop(self) -> None:
-        """Ask the search to stop at its next check (set directly: a queued signal would wait for the search)."""
+        """Ask the search to stop after the current evaluation; every point found so far is kept."""
         if self._running:
-            self._stop.set()
+            self.service.stop_search()
             self._say("Stopping after the current evaluation…")
 
-    def shutdown(self) -> None:
-        """Stop the search and the thread and wait for it (the window calls this when it closes)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.quit()
-            self._thread.wait()
-            self._thread = None
-            self._runner = None
-
-    def _ensure_thread(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = QThread()
-        self._thread.setObjectName("qtradeoff-explore")
-        self._runner = ExploreRunner(self._stop)
-        self._runner.moveToThread(self._thread)
-        self._start.connect(self._runner.run)
-        self._runner.found.connect(self._on_found)
-        self._runner.progress.connect(self._on_progress)
-        self._runner.sensitivity.connect(self.sensitivity_ready)
-        self._runner.finished.connect(self._on_finished)
-        self._runner.failed.connect(self.message)
-        _LIVE_THREADS.add(self._thread)
-        self._thread.start()
-
-    # -- from the runner (queued, GUI thread) -----------------------------------------------------------------
-    @Slot(object, object)
-    def _on_found(self, config: Any, result: Any) -> None:
+    # -- from the service (queued, GUI thread) ----------------------------------------------------------------
+    @Slot(object, object, int, int)
+    def _on_found(self, config: Any, result: Any, done: int, total: int) -> None:
         from qtradeoff.core.search.explore import role_of
 
+        if not self._running:
+            return
         self.points_found += 1
-        self.result_found.emit(result, {"tag": "explore", "role": role_of(result),
-                                        "strategy": self.current_strategy()})
+        role = role_of(result)
+        if role == "final":
+            self._final = result
+        self.result_found.emit(result, {"tag": "explore", "role": role, "strategy": self._strategy})
+        self._on_progress(done, total, "search")
 
     @Slot(int, int, str)
     def _on_progress(self, done: int, total: int, stage: str) -> None:
@@ -343,8 +271,21 @@ class ExplorePanel(QGroupBox):
             text += f" · ETA {_eta((now - started) / done * (total - done))}"
         self._say(text)
 
-    @Slot(bool, str)
-    def _on_finished(self, completed: bool, text: str) -> None:
+    @Slot(str)
+    def _on_failed(self, text: str) -> None:
+        self._failed = True
+        self.message.emit(text)
+
+    @Slot(bool)
+    def _on_finished(self, completed: bool) -> None:
+        if not self._running:
+            return
+        if completed:
+            text = _summary(self._strategy, self.points_found, self._final)
+        elif self._failed:
+            text = f"Failed after {self.points_found} point(s)."
+        else:
+            text = f"Stopped — kept the {self.points_found} point(s) found so far."
         self._set_running(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if completed else 0)
@@ -352,33 +293,19 @@ class ExplorePanel(QGroupBox):
         self.message.emit(text)
 
 
-class _CloseWatcher(QObject):
-    """Stops the panel's thread when the window closes, without touching the window's own closeEvent."""
-
-    def __init__(self, panel: ExplorePanel, parent: QObject) -> None:
-        super().__init__(parent)
-        self._panel = panel
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
-        if event.type() == QEvent.Close:
-            self._panel.shutdown()
-        return False
-
-
 def attach_explore_panel(window: Any) -> ExplorePanel:
-    """Add an Explore panel to a :class:`~qtradeoff.gui.main_window.MainWindow`: below its controls, points into
-    its Pareto plot, sensitivity into its layer table, stopped when the window closes."""
-    panel = ExplorePanel(window)
+    """Add an Explore panel to a :class:`~qtradeoff.gui.main_window.MainWindow`: below its controls, searching
+    from its configuration through its service, points into its Pareto plot, sensitivity into its layer table."""
+    panel = ExplorePanel(window.service, window)
 
     def context() -> dict | None:
-        backend = getattr(window.service, "backend", None)
-        loaded, data = getattr(backend, "loaded", None), getattr(backend, "data", None)
-        if loaded is None or data is None:
+        summary = window.summary
+        if summary is None or not summary.eval_samples_total:
             return None
+        # the searches measure on the whole evaluation split: only points on it can seed the evolutionary one
         seeds = [(result.config, result) for result in window.plot.store.results
-                 if int(result.eval_samples) == int(data.eval_inputs.shape[0])]
-        return {"loaded": loaded, "data": data, "config": window.state.config, "seeds": seeds,
-                "locked": window.table_model.locked_layers()}
+                 if int(result.eval_samples) == int(summary.eval_samples_total)]
+        return {"config": window.state.config, "seeds": seeds}
 
     panel.context_provider = context
     panel.result_found.connect(window.plot.add_result)
@@ -386,5 +313,4 @@ def attach_explore_panel(window: Any) -> ExplorePanel:
     panel.message.connect(lambda text: window.statusBar().showMessage(text, 10000))
     left = getattr(window, "left_layout", None) or window.main_splitter.widget(0).layout()
     left.insertWidget(max(left.count() - 1, 0), panel)  # above the trailing stretch
-    window.installEventFilter(_CloseWatcher(panel, window))
     return panel

@@ -1,7 +1,7 @@
 """The per-layer panel: the sortable layer table (with its editors) and the "Selected layers" bar under it.
 
-It reports what the user asks for as plain data (layer names, field, value); the window turns that into
-undoable configuration edits and hands the panel the configuration to show.
+It reports what the user asks for as plain data (layer names, field, value; layer names to lock or unlock); the
+window turns that into undoable configuration edits and hands the panel the configuration to show.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class LayerPanel(QWidget):
 
     edit_requested = Signal(object, str, object)  # layer names, field, value
     clear_requested = Signal(object)  # layer names
+    lock_requested = Signal(object, bool)  # layer names, locked
     reset_requested = Signal()
     message = Signal(str)  # a hint for the status bar
 
@@ -49,6 +50,7 @@ class LayerPanel(QWidget):
         super().__init__(parent)
         self.table_model = LayerTableModel(self)
         self.table_model.edit_handler = lambda names, field, value: self.edit_requested.emit(names, field, value)
+        self.table_model.lock_handler = lambda names, locked: self.lock_requested.emit(names, locked)
         self.table = QTableView()
         # Sorting goes through a proxy so the model's rows stay in execution order; selections map back.
         self.table_proxy = QSortFilterProxyModel(self)
@@ -74,7 +76,8 @@ class LayerPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setAlternatingRowColors(True)
-        self.table.setToolTip("Per-layer settings: select rows and use “Set for selection”, or double-click a cell.")
+        self.table.setToolTip("Per-layer settings: select rows and use “Set for selection”, or double-click a cell. "
+                              "Tick a layer's name to lock it for searches.")
 
         self.selection_field = QComboBox()
         self.selection_field.addItems([label for _, label in editing.SELECTION_FIELDS])

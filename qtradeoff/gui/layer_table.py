@@ -1,6 +1,6 @@
 """The per-layer table: a QAbstractTableModel over the model's layers and the edited configuration, plus the
-combobox/spinbox delegates. Edits never mutate anything here; they are handed to ``edit_handler`` which pushes an
-undoable configuration change.
+combobox/spinbox delegates. Edits never mutate anything here, not even a lock tick: they are handed to
+``edit_handler`` / ``lock_handler``, which push an undoable configuration change, and the table shows the result.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ HEADER_TIPS = {
 }
 SORT_ROLE = Qt.UserRole + 1  # numbers to sort by (the display text of "1.18 M" would sort as a string)
 OVERRIDE_TINT = QColor(255, 236, 179)  # amber: a cell that differs from the global default
+LOCK_TINT = QColor(207, 226, 243)  # pale blue: a layer the configuration locks (searches leave it as it is)
 
 
 def human_count(value: int | float) -> str:
@@ -55,9 +56,10 @@ class LayerTableModel(QAbstractTableModel):
         self._threshold_index = 0
         self._layer_curve: dict[str, tuple[float, ...]] = {}
         self._sensitivity: dict[str, float] = {}
-        self._locked: set[str] = set()  # layers automatic search must leave as they are (not part of the config)
         # Called with (layer names, field, value) when a cell is edited; the window turns it into an undo command.
         self.edit_handler: Callable[[list[str], str, Any], None] | None = None
+        # Called with (layer names, locked) when a name's tick is toggled; likewise an undoable edit of the config.
+        self.lock_handler: Callable[[list[str], bool], None] | None = None
 
     # -- feeding -------------------------------------------------------------------------------------------------
     def set_model(self, summary: Any) -> None:
@@ -66,14 +68,13 @@ class LayerTableModel(QAbstractTableModel):
         self._total_params = max(1, sum(int(layer.params) for layer in self._layers))
         self._layer_curve = dict(summary.layer_sparsity_curve)
         self._sensitivity = {}
-        self._locked = set()
         self.endResetModel()
 
     def set_config(self, config: Any, threshold_index: int = 0) -> None:
         self._config = config
         self._threshold_index = threshold_index
-        if self._layers:
-            self.dataChanged.emit(self.index(0, COL_WEIGHT), self.index(len(self._layers) - 1, COL_SPARSITY))
+        if self._layers:  # from the name column: its tick shows whether the config locks the layer
+            self.dataChanged.emit(self.index(0, COL_NAME), self.index(len(self._layers) - 1, COL_SPARSITY))
 
     def set_sensitivity(self, sensitivity: dict[str, float]) -> None:
         """Fill the sensitivity column: accuracy drop (fraction, e.g. 0.012) per layer name; missing = empty."""
@@ -85,9 +86,14 @@ class LayerTableModel(QAbstractTableModel):
         """The largest accuracy drop in the sensitivity column (bars are drawn relative to it); 0 when empty."""
         return max((value for value in self._sensitivity.values() if value > 0), default=0.0)
 
+    def is_locked(self, row: int) -> bool:
+        """Whether the configuration locks the layer of ``row`` (by name, ``re:`` or ``type:`` selector)."""
+        layer = self._layers[row]
+        return self._config is not None and self._config.is_locked(layer.name, layer.kind)
+
     def locked_layers(self) -> tuple[str, ...]:
-        """Layers ticked in the name column: searches in the Explore panel never change them."""
-        return tuple(name for name in self.layer_names() if name in self._locked)
+        """The layers the configuration locks (ticked in the name column), in execution order."""
+        return tuple(layer.name for row, layer in enumerate(self._layers) if self.is_locked(row))
 
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self._layers]
@@ -165,7 +171,7 @@ class LayerTableModel(QAbstractTableModel):
     def flags(self, index: QModelIndex) -> Qt.ItemFlag:
         base = Qt.ItemIsEnabled | Qt.ItemIsSelectable
         if index.column() == COL_NAME:
-            return base | Qt.ItemIsUserCheckable
+            return base | Qt.ItemIsUserCheckable if self._config is not None else base
         if index.column() in EDITABLE and self._config is not None:
             return base | Qt.ItemIsEditable
         return base
@@ -179,8 +185,11 @@ class LayerTableModel(QAbstractTableModel):
             return self._value(layer, column, role)
         if role == SORT_ROLE:
             return self._sort_key(row, layer, column)
-        if role == Qt.CheckStateRole and column == COL_NAME:
-            return Qt.Checked if layer.name in self._locked else Qt.Unchecked
+        if column == COL_NAME:
+            if role == Qt.CheckStateRole:
+                return Qt.Checked if self.is_locked(row) else Qt.Unchecked
+            if role == Qt.BackgroundRole and self.is_locked(row):
+                return QBrush(LOCK_TINT)
         if role == Qt.TextAlignmentRole and column in (COL_PARAMS, COL_MACS, COL_SHARE, COL_SPARSITY, COL_SENS):
             return int(Qt.AlignRight | Qt.AlignVCenter)
         if column in EDITABLE and self.is_overridden(row, column):
@@ -196,8 +205,10 @@ class LayerTableModel(QAbstractTableModel):
             if column in EDITABLE:
                 return f"Follows the default ({self._default_text(column)}); double-click to override it."
             if column == COL_NAME:
-                return (f"{layer.name} ({layer.kind}), output shape {tuple(getattr(layer, 'output_shape', ()))}. "
-                        "Tick it to lock the layer: automatic search leaves it as it is.")
+                text = f"{layer.name} ({layer.kind}), output shape {tuple(getattr(layer, 'output_shape', ()))}. "
+                if self.is_locked(row):
+                    return text + "Locked: automatic search leaves it as it is; untick to unlock."
+                return text + "Tick it to lock the layer: automatic search leaves it as it is."
             return HEADER_TIPS.get(column)
         return None
 
@@ -253,10 +264,10 @@ class LayerTableModel(QAbstractTableModel):
 
     def setData(self, index: QModelIndex, value: Any, role: int = Qt.EditRole) -> bool:  # noqa: N802
         if role == Qt.CheckStateRole and index.column() == COL_NAME:
-            name = self._layers[index.row()].name
-            checked = value in (Qt.Checked, Qt.Checked.value, 2, True)
-            (self._locked.add if checked else self._locked.discard)(name)
-            self.dataChanged.emit(index, index, [Qt.CheckStateRole])
+            if self.lock_handler is None or self._config is None:
+                return False
+            # the tick follows once the edited configuration comes back through set_config
+            self.lock_handler([self._layers[index.row()].name], value in (Qt.Checked, Qt.Checked.value, 2, True))
             return True
         if role != Qt.EditRole or index.column() not in EDITABLE or self.edit_handler is None:
             return False

@@ -23,7 +23,7 @@ from qtradeoff.gui.job_status import JobStatus
 from qtradeoff.gui.layer_panel import LayerPanel
 from qtradeoff.gui.layout import arrange
 from qtradeoff.gui.model_panel import ModelPanel
-from qtradeoff.gui.plot import ParetoPlot
+from qtradeoff.gui.plot import ParetoPlot, point_key
 from qtradeoff.gui.undo import ConfigState, push_edit, undo_actions
 from qtradeoff.gui.worker import EvaluationService
 
@@ -127,6 +127,7 @@ class MainWindow(QMainWindow):
             lambda names, field, value: self.apply_edit(editing.edit_layers(self.state.config, names, field, value)))
         self.layers.clear_requested.connect(
             lambda names: self.apply_edit(editing.clear_layers(self.state.config, names)))
+        self.layers.lock_requested.connect(self.lock_layers)
         self.layers.reset_requested.connect(self.reset_overrides)
         self.layers.message.connect(self._set_status)
         files = self.files
@@ -218,13 +219,13 @@ class MainWindow(QMainWindow):
             self.baseline = result
             self.model_panel.show_baseline(result)
             self.controls.set_baseline_accuracy(result.accuracy if result.accuracy is not None else result.agreement)
-        self.plot.set_current(self.state.config.key())
+        self.plot.set_current(point_key(self.state.config))
         self._show_current_metrics()
         self._set_status(f"Evaluated configuration #{index + 1}.")
 
     def current_result(self) -> Any:
         """The latest result of the edited configuration, or None while it has not been evaluated."""
-        index = self.plot.store.find(self.state.config.key())
+        index = self.plot.store.find(point_key(self.state.config))
         return None if index is None else self.plot.store.results[index]
 
     @Slot(str, str)
@@ -267,6 +268,12 @@ class MainWindow(QMainWindow):
     def selected_layers(self) -> list[str]:
         return self.layers.selected_layers()
 
+    @Slot(object, bool)
+    def lock_layers(self, names: list[str], locked: bool) -> None:
+        """Lock layers for searches (or unlock them): an undoable edit of the configuration's ``locked``."""
+        layers = self.summary.layers if self.summary is not None else ()
+        self.apply_edit(editing.lock_layers(self.state.config, layers, names, locked))
+
     def reset_overrides(self) -> None:
         self.apply_edit(editing.reset_layers(self.state.config))
 
@@ -281,8 +288,9 @@ class MainWindow(QMainWindow):
     def _show_config(self, config: Any) -> None:
         self.controls.show_config(config)
         self.layers.show_config(config)
-        self.plot.set_current(config.key())
+        self.plot.set_current(point_key(config))
         self._show_current_metrics()
+        self.explore_panel.show_locked(self.table_model.locked_layers())
 
     def _show_current_metrics(self) -> None:
         self.current_panel.show(self.current_result(), self.baseline,
@@ -294,7 +302,7 @@ class MainWindow(QMainWindow):
             return
         config = self.state.config
         measured = self.controls.measure_latency.isChecked() if measured is None else measured
-        index = self.plot.store.lookup(config.key(), self.eval_size)
+        index = self.plot.store.lookup(point_key(config), self.eval_size)
         if index is not None:
             has_measured = self.plot.store.results[index].latency_ms(1, measured=True) is not None
             if has_measured or not measured:
@@ -307,7 +315,7 @@ class MainWindow(QMainWindow):
         if self.summary is None or self._closing:
             return
         baseline = cfg.CompressionConfig(model=self.state.config.model)
-        if self.plot.store.lookup(baseline.key(), self.eval_size) is None:
+        if self.plot.store.lookup(point_key(baseline), self.eval_size) is None:
             self.service.evaluate(baseline, eval_size=self.eval_size, latency="estimated", tag="baseline")
 
     def measure_current(self) -> None:
@@ -316,7 +324,9 @@ class MainWindow(QMainWindow):
     @Slot(int)
     def _on_point_clicked(self, index: int) -> None:
         result = self.plot.store.results[index]
-        self.apply_config(result.config, f"Load configuration #{index + 1} from the plot")
+        # a point is how layers are compressed; which layers are locked stays the user's current choice
+        config = result.config.with_locked(self.state.config.locked)
+        self.apply_config(config, f"Load configuration #{index + 1} from the plot")
         self._set_status(f"Loaded configuration #{index + 1} from the plot.")
 
     # -- status --------------------------------------------------------------------------------------------------

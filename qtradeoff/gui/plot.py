@@ -25,6 +25,17 @@ REDRAW_INTERVAL_MS = 66  # ~15 Hz
 N_COLOURS = 16
 
 
+def point_key(config: Any) -> str:
+    """What identifies a point: the configuration's key without its locked layers. Locks steer searches, not
+    what a configuration measures, so locking a layer neither adds a point nor re-evaluates one."""
+    return config.with_locked(()).key() if config.locked else config.key()
+
+
+def _point_key(result: Any) -> str:
+    config = getattr(result, "config", None)
+    return point_key(config) if config is not None and config.locked else result.config_key
+
+
 @dataclass
 class PointStore:
     """All evaluated configurations and their metrics, one row per (configuration, subset size)."""
@@ -38,20 +49,21 @@ class PointStore:
     latency_estimated: np.ndarray = field(default_factory=lambda: np.empty(0))  # ms
     memory: np.ndarray = field(default_factory=lambda: np.empty(0))  # weight bytes
     baseline: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
+    _keys: list[str] = field(default_factory=list)  # point_key of each row
     _index: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.results)
 
-    def find(self, config_key: str) -> int | None:
-        """Index of the latest point evaluated for a configuration key, or None."""
-        for i in range(len(self.results) - 1, -1, -1):
-            if self.results[i].config_key == config_key:
+    def find(self, key: str) -> int | None:
+        """Index of the latest point evaluated for a :func:`point_key` (a config's key when it locks nothing)."""
+        for i in range(len(self._keys) - 1, -1, -1):
+            if self._keys[i] == key:
                 return i
         return None
 
-    def lookup(self, config_key: str, eval_samples: int) -> int | None:
-        return self._index.get((config_key, eval_samples))
+    def lookup(self, key: str, eval_samples: int) -> int | None:
+        return self._index.get((key, eval_samples))
 
     def add(self, result: Any, meta: dict) -> int:
         """Add a result; one evaluated again on the same subset (e.g. now measured) replaces its old point."""
@@ -66,7 +78,7 @@ class PointStore:
                math.nan if measured is None else float(measured),
                math.nan if estimated is None else float(estimated), float(result.weight_bytes),
                meta.get("tag") == "baseline")
-        key = (result.config_key, int(result.eval_samples))
+        key = (_point_key(result), int(result.eval_samples))
         index = self._index.get(key)
         if index is not None:
             old = self.results[index]
@@ -79,6 +91,7 @@ class PointStore:
             return index
         self.results.append(result)
         self.meta.append(meta)
+        self._keys.append(key[0])
         (self.accuracy, self.ci_low, self.ci_high, self.latency_measured, self.latency_estimated, self.memory,
          self.baseline) = (np.append(a, v) for a, v in zip(self._arrays(), row, strict=True))
         self._index[key] = len(self.results) - 1

@@ -1,9 +1,10 @@
-"""The background worker: one QObject living in a QThread for the window's lifetime, running model loads and
-evaluations from the core, with coalesced requests and cooperative cancellation.
+"""The background workers: one QObject in a QThread for the window's lifetime running model loads and
+evaluations from the core, with coalesced requests and cooperative cancellation, and a second one running searches.
 
-The GUI thread talks to it only through :class:`EvaluationService`: requests go into a locked mailbox (the newest
-evaluation request replaces an older pending one), cancellation sets a ``threading.Event`` directly, and everything
-comes back as queued signals carrying plain data.
+The GUI thread talks to them only through :class:`EvaluationService`: evaluation requests go into a locked mailbox
+(the newest replaces an older pending one), a search request replaces the running search (the latest wins),
+cancellation sets a ``threading.Event`` directly, and everything comes back as queued signals carrying plain data.
+Both workers use the backend's one engine, so edits keep being evaluated while a search runs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from qtradeoff.gui.backend import Backend, CoreBackend
+from qtradeoff.gui.backend import Backend, CoreBackend, SearchPoint, SearchScores, SearchStep
 
 # Every QThread this module starts, so tests can prove none is left running.
 _LIVE_THREADS: weakref.WeakSet[QThread] = weakref.WeakSet()
@@ -220,6 +221,53 @@ class Worker(QObject):
         return False
 
 
+@dataclass
+class SearchRequest:
+    """One search: a strategy and the stream's options, snapshotted on the GUI thread. ``stop`` is set from there."""
+
+    id: int
+    strategy: str
+    options: dict[str, Any]
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class SearchWorker(QObject):
+    """Runs search requests in the search thread, one at a time. Every signal carries its request's id, so the
+    service can drop what a superseded search still says after a newer one started."""
+
+    progress = Signal(int, int, int, str)  # request id, done, total, stage
+    found = Signal(int, object, object, int, int)  # request id, config, Result, done, total
+    sensitivity = Signal(int, object)  # request id, dict: layer -> accuracy drop as a fraction
+    failed = Signal(int, str)  # request id, one-sentence message
+    finished = Signal(int, bool)  # request id, completed (False when stopped or failed)
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    @Slot(object)
+    def run(self, request: SearchRequest) -> None:
+        stop = request.stop
+        if stop.is_set():  # superseded before it began
+            self.finished.emit(request.id, False)
+            return
+        try:
+            for event in self._backend.search_iter(request.strategy, dict(request.options), should_stop=stop.is_set):
+                if isinstance(event, SearchPoint):
+                    self.found.emit(request.id, event.config, event.result, event.done, event.total)
+                elif isinstance(event, SearchStep):
+                    self.progress.emit(request.id, event.done, event.total, event.stage)
+                elif isinstance(event, SearchScores):
+                    self.sensitivity.emit(request.id, dict(event.drops))
+        except Exception as error:  # noqa: BLE001 - reported on the panel, never lost in the thread
+            if not isinstance(error, (ValueError, RuntimeError, *self._backend.expected_errors)):
+                traceback.print_exc()
+            self.failed.emit(request.id, f"The search stopped with an error: {error}")
+            self.finished.emit(request.id, False)
+            return
+        self.finished.emit(request.id, not stop.is_set())
+
+
 class EvaluationService(QObject):
     """GUI-thread facade over the worker thread: submit, cancel, shut down. Re-emits the worker's signals."""
 
@@ -231,7 +279,14 @@ class EvaluationService(QObject):
     result_ready = Signal(object, object)
     failed = Signal(str, str)
     needs_trust = Signal(str, object, str)
+    # The running search (see start_search); nothing of a superseded or abandoned search comes through.
+    search_progress = Signal(int, int, str)  # done, total, stage ("sensitivity" | "search")
+    search_found = Signal(object, object, int, int)  # config, Result, done, total
+    search_sensitivity = Signal(object)  # dict: layer -> accuracy drop as a fraction (0.012 = 1.2 points)
+    search_finished = Signal(bool)  # completed (False when stopped, failed or abandoned by a model load)
+    search_failed = Signal(str)
     _wake = Signal()
+    _run_search = Signal(object)
 
     def __init__(self, backend: Backend | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -248,20 +303,27 @@ class EvaluationService(QObject):
         _LIVE_THREADS.add(self._thread)
         self._thread.start()
         self._shut = False
+        self._search_thread: QThread | None = None  # started by the first search
+        self._search_worker: SearchWorker | None = None
+        self._search: SearchRequest | None = None
+        self._search_ids = 0
 
     # -- requests (GUI thread) -------------------------------------------------------------------------------
     # ``baseline_latency``: how the fp32 baseline evaluated after a load is timed ("both" = measured + estimated).
     def load_sample(self, name: str = "digits_cnn", *, eval_size: int | None = None,
                     baseline_latency: str = "both") -> None:
+        self._abandon_search()
         self._submit(Job("sample", {"name": name, "eval_size": eval_size, "baseline_latency": baseline_latency},
                          description=f"loading sample {name}"))
 
     def load_model(self, path: str, *, trust: bool = False, eval_size: int | None = None,
                    baseline_latency: str = "both") -> None:
+        self._abandon_search()
         self._submit(Job("load", {"path": path, "trust": trust, "eval_size": eval_size,
                                   "baseline_latency": baseline_latency}, description=f"loading {path}"))
 
     def load_data(self, path: str, *, eval_size: int | None = None, baseline_latency: str = "both") -> None:
+        self._abandon_search()
         self._submit(Job("data", {"path": path, "eval_size": eval_size, "baseline_latency": baseline_latency},
                          description=f"loading data {path}"))
 
@@ -277,14 +339,98 @@ class EvaluationService(QObject):
     def has_pending(self) -> bool:
         return self._mailbox.has_pending()
 
+    # -- searches (GUI thread) ------------------------------------------------------------------------------
+    def start_search(self, strategy: str, options: dict[str, Any]) -> bool:
+        """Run ``strategy`` (an Explore strategy or "sensitivity") with the search stream's ``options`` on the
+        search thread; a running search is stopped and its signals are no longer forwarded (the latest wins).
+        Locked layers come from ``options["base_config"]``. False after shutdown."""
+        if self._shut:
+            return False
+        if self._search is not None:
+            self._search.stop.set()
+        self._search_ids += 1
+        self._search = SearchRequest(self._search_ids, strategy, dict(options))
+        self._ensure_search_thread()
+        self._run_search.emit(self._search)
+        return True
+
+    def stop_search(self) -> None:
+        """Ask the running search to stop at its next check (set directly: a queued signal would wait for the
+        search); what it found stays, and ``search_finished(False)`` follows."""
+        if self._search is not None:
+            self._search.stop.set()
+
+    def search_running(self) -> bool:
+        return self._search is not None
+
+    def _abandon_search(self) -> None:
+        """A new model or dataset: the running search's points would belong to the old one, so it is stopped and
+        disconnected now, and finished for whoever waits on it."""
+        if self._search is None:
+            return
+        self._search.stop.set()
+        self._search = None
+        self.search_finished.emit(False)
+
+    def _ensure_search_thread(self) -> None:
+        if self._search_thread is not None:
+            return
+        self._search_thread = QThread()
+        self._search_thread.setObjectName("qtradeoff-search")
+        self._search_worker = SearchWorker(self.backend)
+        self._search_worker.moveToThread(self._search_thread)
+        self._run_search.connect(self._search_worker.run)
+        self._search_worker.progress.connect(self._on_search_progress)
+        self._search_worker.found.connect(self._on_search_found)
+        self._search_worker.sensitivity.connect(self._on_search_sensitivity)
+        self._search_worker.failed.connect(self._on_search_failed)
+        self._search_worker.finished.connect(self._on_search_finished)
+        _LIVE_THREADS.add(self._search_thread)
+        self._search_thread.start()
+
+    def _current(self, request_id: int) -> bool:
+        return self._search is not None and self._search.id == request_id
+
+    @Slot(int, int, int, str)
+    def _on_search_progress(self, request_id: int, done: int, total: int, stage: str) -> None:
+        if self._current(request_id):
+            self.search_progress.emit(done, total, stage)
+
+    @Slot(int, object, object, int, int)
+    def _on_search_found(self, request_id: int, config: Any, result: Any, done: int, total: int) -> None:
+        if self._current(request_id):
+            self.search_found.emit(config, result, done, total)
+
+    @Slot(int, object)
+    def _on_search_sensitivity(self, request_id: int, drops: dict) -> None:
+        if self._current(request_id):
+            self.search_sensitivity.emit(drops)
+
+    @Slot(int, str)
+    def _on_search_failed(self, request_id: int, message: str) -> None:
+        if self._current(request_id):
+            self.search_failed.emit(message)
+
+    @Slot(int, bool)
+    def _on_search_finished(self, request_id: int, completed: bool) -> None:
+        if self._current(request_id):
+            self._search = None
+            self.search_finished.emit(completed)
+
     def shutdown(self) -> None:
-        """Cancel everything, stop the thread and wait for it: call from the window's closeEvent."""
+        """Cancel everything, stop the threads and wait for them: call from the window's closeEvent."""
         if self._shut:
             return
         self._shut = True
+        if self._search is not None:
+            self._search.stop.set()
+            self._search = None
         self._mailbox.close()
         self._thread.quit()
         self._thread.wait()
+        if self._search_thread is not None:
+            self._search_thread.quit()
+            self._search_thread.wait()
 
     def _submit(self, job: Job) -> None:
         if self._shut:

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 from shiboken6 import isValid  # noqa: E402
 
 from qtradeoff.core.config import CompressionConfig, bits_of  # noqa: E402
-from qtradeoff.gui.backend import THRESHOLDS, ModelSummary  # noqa: E402
+from qtradeoff.gui.backend import THRESHOLDS, ModelSummary, SearchPoint, SearchScores, SearchStep  # noqa: E402
 from qtradeoff.gui.worker import running_threads  # noqa: E402
 
 
@@ -103,6 +103,12 @@ class FakeResult:
     sqnr_db: float = 40.0
     peak_activation_bytes: int = 4096
     provenance: dict = field(default_factory=dict)
+    # what an exported configuration's metrics also read (no latency stats: the fake has one number)
+    top5: float | None = None
+    top5_ci95: tuple | None = None
+    latency_measured: tuple = ()
+    latency_estimated: tuple = ()
+    measured_note: str = ""
 
     def latency_ms(self, batch=1, measured=True):
         if measured:
@@ -136,6 +142,12 @@ class FakeBackend:
         self.started = threading.Event()
         self.evaluated: list[Any] = []
         self.trusted_paths: set[str] = set()
+        # searches: every point after the first waits on ``search_gate`` if set (or a stop)
+        self.search_gate: threading.Event | None = None
+        self.search_started = threading.Event()
+        self.search_done = threading.Event()  # set when a search generator has run out
+        self.search_ignores_stop = False  # a search that runs on after a stop (what the service must not forward)
+        self.searches: list[tuple[str, dict]] = []
 
     def _summary(self, name: str) -> ModelSummary:
         curve = tuple(min(0.9, t / 3) for t in THRESHOLDS)
@@ -178,16 +190,49 @@ class FakeBackend:
                 raise FakeCancelled()
             yield FakeProgress(step + 1, self.steps, "fake")
         self.evaluated.append(config)
+        yield self._result(config, eval_size, latency)
+
+    @staticmethod
+    def _result(config, eval_size, latency):
         bits = bits_of(config.weight.precision)
         accuracy = 0.98 - (0.3 if bits <= 3 else 0.05 if bits <= 4 else 0.0) - 0.01 * len(config.overrides())
         weight_bytes = int(9920 * bits / 32)
-        yield FakeResult(config=config, config_key=config.key(), accuracy=accuracy,
-                         accuracy_ci95=(accuracy - 0.02, min(1.0, accuracy + 0.02)), weight_bytes=weight_bytes,
-                         fp32_weight_bytes=9920, eval_samples=eval_size or 359, latency=0.1 + bits / 100,
-                         measured=latency == "measured")
+        return FakeResult(config=config, config_key=config.key(), accuracy=accuracy,
+                          accuracy_ci95=(accuracy - 0.02, min(1.0, accuracy + 0.02)), weight_bytes=weight_bytes,
+                          fp32_weight_bytes=9920, eval_samples=eval_size or 359, latency=0.1 + bits / 100,
+                          measured=latency == "measured")
 
     def is_result(self, item):
         return isinstance(item, FakeResult)
+
+    def search_iter(self, strategy, options, *, should_stop):
+        """A uniform-bits walk (int8, int6, ...) keeping the layers ``base_config`` locks, ``budget`` points."""
+        self.searches.append((strategy, dict(options)))
+        self.search_started.set()
+        if strategy not in ("grid", "greedy", "sensitivity"):
+            raise ValueError(f"unknown strategy {strategy!r}")
+        base = options.get("base_config") or CompressionConfig()
+        if strategy == "sensitivity":
+            yield SearchStep(1, 1, "sensitivity")
+            yield SearchScores({layer.name: 0.01 * (i + 1) for i, layer in enumerate(self.LAYERS)})
+            return
+        budget = min(int(options.get("budget", 3)), 5)
+        yield SearchStep(0, budget, "search")
+        stopped = (lambda: False) if self.search_ignores_stop else should_stop
+        for step, bits in enumerate((8, 6, 4, 3, 2)[:budget]):
+            if step and self.search_gate is not None:
+                while not self.search_gate.wait(0.01):
+                    if stopped():
+                        return
+            if stopped():
+                return
+            config = base.with_defaults(weight={"precision": f"int{bits}"})
+            for layer in self.LAYERS:
+                if base.is_locked(layer.name, layer.kind):
+                    precision = base.resolve(layer.name, layer.kind).weight.precision
+                    config = config.with_layer(layer.name, weight={"precision": precision})
+            yield SearchPoint(config, self._result(config, None, "estimated"), step + 1, budget)
+        self.search_done.set()
 
 
 @pytest.fixture

@@ -84,3 +84,34 @@ def test_selection_values_and_model_reference():
     aimed = editing.for_model(foreign, MODEL)
     assert aimed.model == MODEL and aimed.weight.precision == "int8"
     assert editing.for_model(foreign, None) is foreign
+
+
+class _Layer:
+    def __init__(self, name, kind):
+        self.name, self.kind = name, kind
+
+
+LAYERS = [_Layer("features.0.conv", "Conv2d"), _Layer("features.3.conv", "Conv2d"), _Layer("classifier", "Linear")]
+
+
+def test_lock_and_unlock_by_name():
+    edit = editing.lock_layers(BASE, LAYERS, ["classifier"], True)
+    assert edit.config.locked == ("classifier",) and edit.text == "Lock classifier"
+    assert editing.locked_names(edit.config, LAYERS) == ["classifier"]
+    again = editing.lock_layers(edit.config, LAYERS, ["features.0.conv", "classifier"], True)
+    assert again.config.locked == ("classifier", "features.0.conv") and again.text == "Lock 2 layers"
+    back = editing.lock_layers(again.config, LAYERS, ["features.0.conv"], False)
+    assert back.config == edit.config and back.text == "Unlock features.0.conv"
+
+
+@pytest.mark.parametrize("selector", ["type:Conv2d", "re:features\\..*"])
+def test_unlocking_a_layer_a_selector_locks_keeps_the_others_locked(selector):
+    config = BASE.with_locked([selector, "classifier"])
+    edit = editing.lock_layers(config, LAYERS, ["features.0.conv"], False)
+    assert editing.locked_names(edit.config, LAYERS) == ["features.3.conv", "classifier"]
+    assert edit.config.locked == ("classifier", "features.3.conv")
+
+
+def test_reset_all_keeps_the_locks():
+    config = BASE.with_defaults(weight={"precision": "int4"}).with_locked(["classifier"])
+    assert editing.reset_all(config).config == BASE.with_locked(["classifier"])

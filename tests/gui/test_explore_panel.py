@@ -1,4 +1,5 @@
-"""The Explore panel on the real core: streams points, reports progress, stops keeping what it found."""
+"""The Explore panel on the real core, searching through the evaluation service: streams points, reports
+progress, stops keeping what it found, keeps the layers the configuration locks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pytest
 from qtradeoff.core.config import CompressionConfig
 from qtradeoff.core.loading.inventory import compressible_names, inventory
 from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
-from qtradeoff.gui.explore_panel import ExplorePanel, running_threads
+from qtradeoff.gui.backend import CoreBackend
+from qtradeoff.gui.explore_panel import ExplorePanel
+from qtradeoff.gui.worker import EvaluationService, running_threads
 
 
 @pytest.fixture(scope="module")
@@ -19,14 +22,17 @@ def context():
 @pytest.fixture
 def panel(qtbot, context, tmp_path, monkeypatch):
     monkeypatch.setenv("QTRADEOFF_CACHE_DIR", str(tmp_path))  # sensitivity reports stay out of ~/.cache
-    widget = ExplorePanel()
+    backend = CoreBackend()
+    backend.loaded, backend.data = context["loaded"], context["data"]  # as a load would leave them, smaller data
+    service = EvaluationService(backend=backend)
+    widget = ExplorePanel(service)
     qtbot.addWidget(widget)
-    widget.context_provider = lambda: context
+    widget.context_provider = lambda: {"config": CompressionConfig()}
     found = []
     widget.result_found.connect(lambda result, meta: found.append((result, meta)))
     widget.found = found
     yield widget
-    widget.shutdown()
+    service.shutdown()
     assert not running_threads()
 
 
@@ -99,8 +105,10 @@ def test_layers_ticked_in_the_table_are_locked_for_search(qtbot, make_window, tm
     locked = "features.5.conv"
     row = model.layer_names().index(locked)
     assert model.setData(model.index(row, 0), Qt.Checked, Qt.CheckStateRole)
+    assert window.state.config.locked == (locked,)  # the tick is an edit of the configuration
     assert model.locked_layers() == (locked,)
     assert model.data(model.index(row, 0), Qt.CheckStateRole) == Qt.Checked
+    assert locked in window.explore_panel.locks.text()
     panel = window.explore_panel
     panel.set_strategy("grid")
     panel.budget.setValue(5)  # fp32 at four sparsities, then int8
@@ -114,3 +122,24 @@ def test_layers_ticked_in_the_table_are_locked_for_search(qtbot, make_window, tm
     assert any(result.config.resolve("features.1.conv") != untouched for result in found)
     window.close()
     assert not running_threads()
+
+
+def test_the_backend_searches_on_the_engine_edits_use(context, monkeypatch):
+    from qtradeoff.core.search import explore
+    from qtradeoff.gui.backend import SearchPoint, SearchStep
+
+    backend = CoreBackend()
+    backend.loaded, backend.data = context["loaded"], context["data"]
+    sessions = []
+
+    def stream(session, strategy, **options):
+        sessions.append((session, strategy, options))
+        yield explore.SearchProgress(0, 1, "search")
+        yield explore.Found(CompressionConfig(), "result", 1, 1)
+
+    monkeypatch.setattr(explore, "stream", stream)
+    base = CompressionConfig().with_locked(["features.5.conv"])
+    events = list(backend.search_iter("grid", {"budget": 1, "base_config": base}, should_stop=lambda: False))
+    assert events == [SearchStep(0, 1, "search"), SearchPoint(CompressionConfig(), "result", 1, 1)]
+    (session, strategy, options), = sessions
+    assert session is backend.engine() and strategy == "grid" and options["base_config"] is base

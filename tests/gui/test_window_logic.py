@@ -259,3 +259,83 @@ def test_sensitivity_column_sorts_by_number_and_selection_follows_the_sort(make_
     window.table.grab()  # paints the bars through the delegate
     window.table.sortByColumn(0, Qt.AscendingOrder)
     assert [proxy.index(row, 0).data() for row in range(proxy.rowCount())] == ["conv1", "conv2", "fc"]
+
+
+def _tick(window, name, checked):
+    model = window.table_model
+    index = model.index(model.layer_names().index(name), 0)
+    assert model.setData(index, Qt.Checked if checked else Qt.Unchecked, Qt.CheckStateRole)
+    return index
+
+
+def test_lock_is_an_undoable_edit_exported_and_restored(make_window, fake_backend, qtbot, tmp_path):
+    window = make_window(fake_backend)
+    qtbot.waitUntil(lambda: window.current_result() is not None, timeout=10000)
+    before, points = window.state.config, len(window.plot.store)
+    index = _tick(window, "conv2", True)
+    assert window.state.config.locked == ("conv2",) and window.undo_stack.count() == 1
+    assert window.undo_stack.undoText() == "Lock conv2"
+    assert index.data(Qt.CheckStateRole) == Qt.Checked
+    assert "Locked" in index.data(Qt.ToolTipRole) and index.data(Qt.BackgroundRole) is not None
+    assert "conv2" in window.explore_panel.locks.text()
+    # locks say what a search may change, not what is measured: the same point, no new evaluation
+    assert not window.service.has_pending() and len(window.plot.store) == points
+    assert window.current_result() is not None
+
+    path = tmp_path / "locked.json"
+    assert window.export_configuration(path)
+    assert json.loads(path.read_text())["locked"] == ["conv2"]
+
+    window.undo_action.trigger()
+    assert window.state.config == before and window.state.config.locked == ()
+    assert index.data(Qt.CheckStateRole) == Qt.Unchecked and "none" in window.explore_panel.locks.text()
+    window.redo_action.trigger()
+    assert window.state.config.locked == ("conv2",)
+    _tick(window, "conv2", False)
+    assert window.state.config == before and window.undo_stack.undoText() == "Unlock conv2"
+
+    assert window.import_configuration(path)
+    assert window.state.config.locked == ("conv2",) and index.data(Qt.CheckStateRole) == Qt.Checked
+
+
+def test_clicking_a_point_keeps_the_current_locks(make_window, fake_backend, qtbot):
+    window = make_window(fake_backend)
+    window.apply_config(CompressionConfig().with_defaults(weight={"precision": "int8"}), "int8")
+    qtbot.waitUntil(lambda: window.current_result() is not None, timeout=10000)
+    _tick(window, "fc", True)
+    window._on_point_clicked(window.plot.store.find(CompressionConfig().key()))  # the fp32 baseline
+    assert window.state.config.weight.precision == "fp32" and window.state.config.locked == ("fc",)
+
+
+def test_explore_from_the_window_starts_from_the_current_config_and_its_locks(make_window, fake_backend, qtbot):
+    window = make_window(fake_backend)
+    _tick(window, "conv1", True)
+    panel = window.explore_panel
+    panel.set_strategy("grid")
+    panel.budget.setValue(3)
+    with qtbot.waitSignal(panel.running_changed, timeout=10000, check_params_cb=lambda running: not running):
+        assert panel.start()
+    strategy, options = fake_backend.searches[-1]
+    assert strategy == "grid" and options["base_config"] == window.state.config
+    assert options["base_config"].locked == ("conv1",)
+    found = [r for r, meta in zip(window.plot.store.results, window.plot.store.meta, strict=True)
+             if meta.get("tag") == "explore"]
+    assert len(found) == 3 and panel.last_message.startswith("Done — 3 point(s)")
+    assert all(r.config.resolve("conv1", "Conv2d").weight.precision == "fp32" for r in found)
+    assert "Locked: conv1" in panel.locks.text()
+
+
+def test_loading_a_model_during_a_search_stops_it(make_window, fake_backend, qtbot):
+    import threading
+
+    fake_backend.search_gate = threading.Event()
+    window = make_window(fake_backend)
+    panel = window.explore_panel
+    panel.set_strategy("grid")
+    panel.budget.setValue(5)
+    assert panel.start()
+    qtbot.waitUntil(lambda: panel.points_found == 1, timeout=10000)
+    with qtbot.waitSignal(window.service.model_loaded, timeout=10000):
+        window.load_sample()
+        assert not panel.running and "Stopped" in panel.last_message
+    fake_backend.search_gate.set()
