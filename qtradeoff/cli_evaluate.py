@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-size", type=positive_int, default=None, help="use only the first N evaluation samples")
     parser.add_argument("--trust", action="store_true", help="allow loading a pickled model that imports code")
     parser.add_argument("--json", action="store_true", help="print the Result as JSON instead of a table")
+    parser.add_argument("--export", metavar="PATH", help="also write the configuration file (qtradeoff.config/1) "
+                                                         "with the measured metrics and environment")
 
 
 def _percent(value, ci) -> str:
@@ -103,8 +106,32 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     if result is None:
         raise Cancelled("evaluation cancelled")
+    if args.export:
+        _export(args.export, config, result, engine.loaded)
     if args.json:
         print(json.dumps(result.to_dict(), allow_nan=False))
     else:
         print(format_table(result))
     return 0
+
+
+def _export(path: str, config, result, loaded) -> None:
+    """Write the configuration file the GUI's File → Export writes, atomically (a failed write leaves no file)."""
+    import os
+
+    from qtradeoff.core.config import ModelRef
+    from qtradeoff.core.engine.report import config_document
+
+    if config.model is None:
+        config = config.with_model(ModelRef(Path(loaded.path).name, loaded.sha256, loaded.format))
+    from qtradeoff.core.errors import InputError
+
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{path} is a folder; give --export a file name (e.g. {target / 'config.json'})")
+    scratch = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        scratch.write_text(config_document(config, result) + "\n", encoding="utf-8")
+        os.replace(scratch, target)
+    finally:
+        scratch.unlink(missing_ok=True)

@@ -158,6 +158,16 @@ def test_cli_evaluate_json_and_errors(capsys, tmp_path):
     assert result.eval_samples == 60 and result.config.resolve("layers.0").weight.precision == "int8"
     assert main(["evaluate", "digits_mlp", "--latency", "none", "--eval-size", "60"]) == 0
     assert "accuracy (top-1)" in capsys.readouterr().out
+    exported = tmp_path / "chosen.json"
+    assert main(["evaluate", "digits_mlp", "--config", str(config), "--latency", "estimated", "--eval-size", "60",
+                 "--export", str(exported)]) == 0
+    capsys.readouterr()
+    document = json.loads(exported.read_text())
+    assert document["model"]["file"] == "digits_mlp.pth" and len(document["model"]["sha256"]) == 64
+    assert document["metrics"]["latency_ms"]["measured"] is False  # only the estimate was asked for: marked
+    assert {"qtradeoff", "torch", "cpu", "threads", "quantized_engine"} <= set(document["environment"])
+    assert main(["evaluate", "digits_mlp", "--latency", "none", "--export", str(tmp_path)]) == 3  # a directory
+    assert "folder" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing.pt")]) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.pt" in err
