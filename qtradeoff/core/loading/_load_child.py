@@ -30,8 +30,84 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the directory holding the
 _HEADROOM = 1 << 30  # address space beyond twice the budget: allocator arenas, temporary copies
 _SERVER_GRACE = 60.0  # extra seconds the parent waits for the server beyond the child's own timeout
 
-_lock = threading.Lock()
-_server: subprocess.Popen | None = None
+
+
+class LoaderServer:
+    """The long-lived loader process of this process: started on first use, restarted when found dead, one
+    request at a time. Holds nothing but the process handle; every file is inspected in a fresh child of it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        return self._process
+
+    def start(self) -> None:
+        """Start the server now (it imports torch once, ~1–2 s) so the first request does not wait for it."""
+        with self._lock:
+            self._ensure()
+
+    def ask(self, request: dict, wait: float) -> dict | None:
+        """Send one request (starting the server if needed) and read its reply; None if the server failed.
+
+        A server found dead (e.g. killed from outside) is restarted once; one that does not answer within
+        ``wait`` is stopped and not retried.
+        """
+        with self._lock:
+            for _attempt in range(2):
+                server = self._ensure()
+                answered = False
+                try:
+                    server.stdin.write(json.dumps(request) + "\n")
+                    server.stdin.flush()
+                    answered = bool(select.select([server.stdout], [], [], wait)[0])
+                    line = server.stdout.readline() if answered else ""
+                except (OSError, ValueError):
+                    line = ""
+                if line:
+                    return json.loads(line)
+                self._stop()  # dead or wedged: the next request starts a fresh one
+                if not answered:
+                    return None
+            return None
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _ensure(self) -> subprocess.Popen:
+        if self._process is not None and self._process.poll() is None:
+            return self._process
+        self._stop()  # a dead server's pipes still need closing
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
+        env["OMP_NUM_THREADS"] = "1"
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "qtradeoff.core.loading._load_child"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=env, text=True, bufsize=1, start_new_session=True,
+        )
+        return self._process
+
+    def _stop(self) -> None:
+        server, self._process = self._process, None
+        if server is None:
+            return
+        for stream in (server.stdin, server.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+
+
+# The process's one loader (a resource like a thread pool, not a cache): nothing runs until the first request.
+SERVER = LoaderServer()
+atexit.register(SERVER.stop)
 
 
 # ---------------------------------------------------------------------------------------------------- parent side
@@ -47,8 +123,7 @@ def run_isolated(kwargs: dict, *, timeout: float, memory_bytes: int, label: str,
     from qtradeoff.core.loading.model_io import ModelLoadError
 
     request = {"target": target, "kwargs": kwargs, "memory_bytes": memory_bytes, "timeout": timeout}
-    with _lock:
-        reply = _ask_server(request, timeout + _SERVER_GRACE)
+    reply = SERVER.ask(request, timeout + _SERVER_GRACE)
     if reply is None:
         raise ModelLoadError(f"{label}: the loader process stopped unexpectedly; try loading the file again.")
     if reply.get("timed_out"):
@@ -70,64 +145,6 @@ def run_isolated(kwargs: dict, *, timeout: float, memory_bytes: int, label: str,
     raise ModelLoadError(
         f"{label}: the loader exited without an answer (exit code {reply.get('exit')}); try loading it again."
     )
-
-
-def _ask_server(request: dict, wait: float) -> dict | None:
-    """Send one request to the server (starting it if needed) and read its reply; None if the server failed.
-
-    A server found dead (e.g. killed from outside) is restarted once; one that does not answer within ``wait``
-    is stopped and not retried.
-    """
-    for _attempt in range(2):
-        server = _ensure_server()
-        answered = False
-        try:
-            server.stdin.write(json.dumps(request) + "\n")
-            server.stdin.flush()
-            answered = bool(select.select([server.stdout], [], [], wait)[0])
-            line = server.stdout.readline() if answered else ""
-        except (OSError, ValueError):
-            line = ""
-        if line:
-            return json.loads(line)
-        _stop_server()  # dead or wedged: the next request starts a fresh one
-        if not answered:
-            return None
-    return None
-
-
-def _ensure_server() -> subprocess.Popen:
-    global _server
-    if _server is not None and _server.poll() is None:
-        return _server
-    _stop_server()  # a dead server's pipes still need closing
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    env["OMP_NUM_THREADS"] = "1"
-    _server = subprocess.Popen(
-        [sys.executable, "-m", "qtradeoff.core.loading._load_child"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        env=env, text=True, bufsize=1, start_new_session=True,
-    )
-    return _server
-
-
-def _stop_server() -> None:
-    global _server
-    server, _server = _server, None
-    if server is None:
-        return
-    for stream in (server.stdin, server.stdout):
-        try:
-            stream.close()
-        except OSError:
-            pass
-    if server.poll() is None:
-        server.kill()
-    server.wait()
-
-
-atexit.register(_stop_server)
 
 
 # ---------------------------------------------------------------------------------------------------- server side

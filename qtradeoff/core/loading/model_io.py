@@ -662,8 +662,7 @@ def start_loader() -> None:
     first :func:`load_model` does not wait for it. Optional: ``load_model`` starts it when needed."""
     from qtradeoff.core.loading import _load_child
 
-    with _load_child._lock:
-        _load_child._ensure_server()
+    _load_child.SERVER.start()
 
 
 def check_forward(loaded: LoadedModel | nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:

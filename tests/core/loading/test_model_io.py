@@ -355,11 +355,11 @@ def test_checkpoint_without_batchnorm_counters_and_safetensors_metadata(tmp_path
 
 def test_loader_server_killed_from_outside_is_restarted():
     load_model(SAMPLE_DIR / "digits_cnn.safetensors")  # make sure the server runs
-    server = _load_child._server
+    server = _load_child.SERVER.process
     server.kill()
     server.wait()
     loaded = load_model(SAMPLE_DIR / "digits_cnn.safetensors")
-    assert loaded.format == "safetensors" and _load_child._server is not server
+    assert loaded.format == "safetensors" and _load_child.SERVER.process is not server
 
 
 @pytest.mark.parametrize("builder", ["squeezenet1_0", "mnasnet0_5"])
