@@ -20,36 +20,24 @@ def _number(text: str, kind: type) -> int | float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer of at least 1 (a count of samples, threads, configurations, a batch size)."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (at least 1), got {text!r}")
-    return value
+def _bounded(kind: type, low: float, inclusive: bool, what: str, doc: str):
+    """An argparse type: a ``kind`` number at least ``low`` (above it when not ``inclusive``)."""
+
+    def check(text: str):
+        value = _number(text, kind)
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    check.__doc__ = doc
+    return check
 
 
-def non_negative_int(text: str) -> int:
-    """An integer of at least 0 (a size where 0 means none)."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number above 0 (a time limit)."""
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number of at least 0 (a tolerance)."""
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
+positive_int = _bounded(int, 1, True, "a positive integer (at least 1)",
+                        "An integer of at least 1 (a count of samples, threads, configurations, a batch size).")
+non_negative_int = _bounded(int, 0, True, "0 or more", "An integer of at least 0 (a size where 0 means none).")
+positive_float = _bounded(float, 0.0, False, "a number above 0", "A finite number above 0 (a time limit).")
+non_negative_float = _bounded(float, 0.0, True, "0 or more", "A finite number of at least 0 (a tolerance).")
 
 
 def shape(text: str) -> tuple[int, ...]:

@@ -31,7 +31,6 @@ _HEADROOM = 1 << 30  # address space beyond twice the budget: allocator arenas, 
 _SERVER_GRACE = 60.0  # extra seconds the parent waits for the server beyond the child's own timeout
 
 
-
 class LoaderServer:
     """The long-lived loader process of this process: started on first use, restarted when found dead, one
     request at a time. Holds nothing but the process handle; every file is inspected in a fresh child of it."""

@@ -122,19 +122,22 @@ def unique_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def _compressed(state: Mapping[str, torch.Tensor], plan: Plan):
+    """``(state key, layer plan, weight name)`` of every compressible weight of ``plan`` held in ``state``."""
+    for layer in plan:
+        for name in layer.weight_names:
+            key = f"{layer.name}.{name}"
+            if key in state:
+                yield key, layer, name
+
+
 def weight_memory(state: Mapping[str, torch.Tensor], plan: Plan) -> WeightMemory:
     """Exact weight storage under ``plan``. ``state`` is the base model's :func:`unique_state`; each compressible
     weight is counted at its layer's precision with the plan's masks (computed on the weights compression prunes)."""
     fp32_bytes = sum(t.numel() * t.element_size() for t in state.values())
-    tensors = []
-    compressed_keys = set()
-    for layer in plan:
-        for name in layer.weight_names:
-            key = f"{layer.name}.{name}"
-            if key not in state:
-                continue
-            compressed_keys.add(key)
-            tensors.append(tensor_storage(key, state[key], layer.settings, layer.masks.get(name), layer.out_axis))
+    tensors = [tensor_storage(key, state[key], layer.settings, layer.masks.get(name), layer.out_axis)
+               for key, layer, name in _compressed(state, plan)]
+    compressed_keys = {tensor.name for tensor in tensors}
     other = sum(t.numel() * t.element_size() for k, t in state.items() if k not in compressed_keys)
     return WeightMemory(sum(t.total_bytes for t in tensors) + other, fp32_bytes, other, tuple(tensors))
 
@@ -205,15 +208,10 @@ def _encode_tensor(weight: torch.Tensor, settings: LayerSettings, mask: torch.Te
 def pack_weights(state: Mapping[str, torch.Tensor], plan: Plan) -> bytes:
     """A real serialization of the compressed weights: bit-packed integer codes, qparams, sparse indices, and
     every other tensor at its dtype. No header or alignment padding beyond per-tensor byte boundaries."""
-    chunks = []
-    compressed = set()
-    for layer in plan:
-        for name in layer.weight_names:
-            key = f"{layer.name}.{name}"
-            if key not in state:
-                continue
-            compressed.add(key)
-            chunks.append(_encode_tensor(state[key], layer.settings, layer.masks.get(name), layer.out_axis))
+    chunks, compressed = [], set()
+    for key, layer, name in _compressed(state, plan):
+        compressed.add(key)
+        chunks.append(_encode_tensor(state[key], layer.settings, layer.masks.get(name), layer.out_axis))
     for key, tensor in state.items():
         if key not in compressed:
             chunks.append(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())

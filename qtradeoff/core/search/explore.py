@@ -237,17 +237,11 @@ def greedy(session, *, max_drop: float = 1.0, sensitivity=None, ladder: Sequence
     base, locked, evaluate, verify, spend, layers, free = _descent_setup(session, base_config, locked, evaluate,
                                                                           verify, budget)
 
-    if should_stop() or not spend.take():
+    started = yield from _descent_start(session, base, locked, free, ladder, evaluate, spend, sensitivity,
+                                        should_stop, strategy, lambda reference: {})
+    if started is None:
         return
-    reference = evaluate(_reference_config(base))
-    yield reference.config, tagged(reference, strategy, 0, "reference")
-    sensitivity = _sensitivity(session, sensitivity, should_stop)
-    if sensitivity is None or should_stop() or not spend.take():
-        return
-    current = pin_layers(base, base, locked)
-    for name in free:
-        current = set_layer(current, name, bits=ladder[0])
-    result = evaluate(current)
+    reference, sensitivity, current, result = started
     step = 1
     ok = drop_points(reference, result) <= max_drop
     yield current, tagged(result, strategy, step, "start", drop=drop_points(reference, result), feasible=ok)
@@ -309,6 +303,23 @@ def _descent_setup(session, base_config, locked, evaluate, verify, budget) -> tu
     layers = _Layers.of(session)
     free = [name for name in layers.names if name not in locked]
     return base, locked, evaluate, verify, _Budget(budget), layers, free
+
+
+def _descent_start(session, base, locked, free, ladder, evaluate, spend, sensitivity, should_stop, strategy,
+                   reference_tags) -> Iterator[Point]:
+    """The opening descents share: yield the fp32 reference, get the sensitivity report, evaluate every free layer
+    at ``ladder[0]`` bits. Returns ``(reference, sensitivity, start config, its result)``, or None when stopped."""
+    if should_stop() or not spend.take():
+        return None
+    reference = evaluate(_reference_config(base))
+    yield reference.config, tagged(reference, strategy, 0, "reference", **reference_tags(reference))
+    sensitivity = _sensitivity(session, sensitivity, should_stop)
+    if sensitivity is None or should_stop() or not spend.take():
+        return None
+    current = pin_layers(base, base, locked)
+    for name in free:
+        current = set_layer(current, name, bits=ladder[0])
+    return reference, sensitivity, current, evaluate(current)
 
 
 def _prune_descent(current, current_result, free, level, ladder, layers, sensitivity, reference, max_drop,
@@ -401,17 +412,11 @@ def most_accurate_under(session, *, max_bytes: int | None = None, max_ms: float 
             over += math.inf if ms is None else max(ms / max_ms - 1.0, 0.0)
         return over
 
-    if should_stop() or not spend.take():
+    started = yield from _descent_start(session, base, locked, free, ladder, evaluate, spend, sensitivity,
+                                        should_stop, strategy, lambda reference: {"fits": fits(reference)})
+    if started is None:
         return
-    reference = evaluate(_reference_config(base))
-    yield reference.config, tagged(reference, strategy, 0, "reference", fits=fits(reference))
-    sensitivity = _sensitivity(session, sensitivity, should_stop)
-    if sensitivity is None or should_stop() or not spend.take():
-        return
-    current = pin_layers(base, base, locked)
-    for name in free:
-        current = set_layer(current, name, bits=ladder[0])
-    result = evaluate(current)
+    reference, sensitivity, current, result = started
     step = 1
     yield current, tagged(result, strategy, step, "start", fits=fits(result))
     level = {name: 0 for name in free}
