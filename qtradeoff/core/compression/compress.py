@@ -25,12 +25,13 @@ import copy
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from qtradeoff.core import runtime
 from qtradeoff.core.compression.plan import LayerPlan, Plan
 from qtradeoff.core.compression.prune import prune_mask, sparsity_for_threshold
 from qtradeoff.core.compression.quantize import RangeObserver, cast_float, fake_quantize, int_range, qparams_from_range
@@ -73,27 +74,48 @@ def get_submodule(root: nn.Module, name: str) -> nn.Module:
     return module
 
 
-def clone_structure(module: nn.Module) -> nn.Module:
+def _shallow(original: nn.Module) -> nn.Module:
+    """A copy of one module object with its own parameter, buffer, submodule and hook tables (no tensor copied)."""
+    # object.__new__: GraphModule.__new__ would make a fresh class without the generated forward
+    new = object.__new__(type(original))
+    state = dict(original.__dict__)
+    for key, value in state.items():
+        if key.startswith("_") and isinstance(value, dict | set):
+            # the builtin copy methods: copy.copy goes through __reduce_ex__ for OrderedDict, 10x slower
+            state[key] = value.copy() if type(value) in (dict, OrderedDict, set) else copy.copy(value)
+    new.__dict__ = state
+    return new
+
+
+def clone_structure(module: nn.Module, paths: Iterable[str] | None = None) -> nn.Module:
     """A new module tree that shares every parameter and buffer with ``module``.
 
-    Each module object is copied shallowly with its own parameter, buffer, submodule and hook tables, so a
-    tensor or hook installed on the clone never reaches the original. Cheap (no tensor is copied); not for
-    TorchScript modules, whose attributes live in C++.
+    Each module object on the way is copied shallowly with its own tables (see :func:`_shallow`), so a tensor or
+    hook installed on the clone never reaches the original. With ``paths`` (qualified submodule names) only those
+    modules and their ancestors are copied; every other submodule is shared with ``module``. Cheap (no tensor is
+    copied); not for TorchScript modules, whose attributes live in C++.
     """
+    if paths is not None:
+        root = _shallow(module)
+        copied = {id(root)}
+        for path in paths:
+            parent = root
+            for part in path.split(".") if path else ():
+                child = parent._modules[part]
+                if id(child) not in copied:
+                    child = _shallow(child)
+                    parent._modules[part] = child
+                    copied.add(id(child))
+                parent = child
+        return root
+
     memo: dict[int, nn.Module] = {}
 
     def clone(original: nn.Module) -> nn.Module:
         found = memo.get(id(original))
         if found is not None:
             return found
-        # object.__new__: GraphModule.__new__ would make a fresh class without the generated forward
-        new = object.__new__(type(original))
-        state = dict(original.__dict__)
-        for key, value in state.items():
-            if key.startswith("_") and isinstance(value, dict | set):
-                state[key] = copy.copy(value)
-        new.__dict__ = state
-        memo[id(original)] = new
+        new = memo[id(original)] = _shallow(original)
         for key, child in original._modules.items():
             new._modules[key] = None if child is None else clone(child)
         return new
@@ -101,12 +123,29 @@ def clone_structure(module: nn.Module) -> nn.Module:
     return clone(module)
 
 
+def hides_submodules(module: nn.Module) -> str:
+    """Where ``module`` keeps a submodule or a layer's parameter outside torch's tables (a plain list or dict
+    attribute), so that a shallow clone would still run the original: the first such place, or ""."""
+    for name, sub in module.named_modules():
+        for key, value in sub.__dict__.items():
+            if key in ("_modules", "_parameters", "_buffers") or not isinstance(value, list | tuple | dict):
+                continue
+            items = value.values() if isinstance(value, dict) else value
+            for item in items:
+                hidden = isinstance(item, nn.Module) or (
+                    isinstance(item, nn.Parameter) and not isinstance(sub, nn.RNNBase))  # RNNs refresh theirs
+                if hidden:
+                    return f"{name or type(module).__name__}.{key}"
+    return ""
+
+
 def _find_conv_bn_pairs(module: nn.Module) -> tuple[dict[str, str], str]:
     """``{conv name: bn name}`` for each BatchNorm that is the sole consumer of a convolution, found by FX."""
     from torch.fx import symbolic_trace
 
     try:
-        graph_module = symbolic_trace(module)
+        with runtime.tracing():
+            graph_module = symbolic_trace(module)
     except Exception as error:  # noqa: BLE001 - any tracing failure means "not traceable"
         return {}, f"BatchNorm not folded: the model is not FX-traceable ({type(error).__name__}); " \
                    "weights are quantized unfolded"
@@ -165,6 +204,9 @@ class Compressor:
         self.layers: list[LayerInfo] = [info for info in self.inventory if info.compressible]
         self._by_name = {info.name: info for info in self.layers}
         self._scripted = isinstance(base_module, torch.jit.ScriptModule)
+        # a model that holds submodules in plain lists/dicts is simulated on a private deep copy instead of a
+        # shallow clone, so the compressed layers are the ones its forward really calls
+        self._deep_copy = self._scripted or bool(hides_submodules(base_module))
         self._lock = threading.RLock()
 
         self._pairs, note = _find_conv_bn_pairs(base_module) if not self._scripted else (
@@ -228,10 +270,13 @@ class Compressor:
             self._ensure_calibrated()
         with self._lock:
             self.stats.applies += 1
-        if self._scripted:
-            return self._simulate_scripted(plan)
-        model = clone_structure(self.base)
-        for layer in plan:
+        if self._deep_copy:
+            return self._simulate_copy(plan)
+        touched = [layer for layer in plan if layer.rewrites or self._casts_activations(layer)]
+        paths = [layer.name for layer in touched]
+        paths += [self._pairs[layer.name] for layer in touched if layer.rewrites and layer.folded]
+        model = clone_structure(self.base, paths)  # untouched layers stay shared with the base
+        for layer in touched:
             self._install(model, layer)
         return _inference_mode(model)
 
@@ -313,9 +358,14 @@ class Compressor:
         self._install_activation(module, layer)
 
     # -- activations -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _casts_activations(layer: LayerPlan) -> bool:
+        spec = layer.settings.activation
+        return not (layer.settings.skip or spec.precision == "fp32" or layer.kind == "Embedding")
+
     def _install_activation(self, module: nn.Module, layer: LayerPlan) -> None:
         spec = layer.settings.activation
-        if layer.settings.skip or spec.precision == "fp32" or layer.kind == "Embedding":
+        if not self._casts_activations(layer):
             return
         if not is_integer(spec.precision):
             input_cast = output_cast = _float_caster(spec.precision)
@@ -378,7 +428,7 @@ class Compressor:
                 get_submodule(model, name).register_forward_pre_hook(_InputObserver(observer))
             for name, observer in outputs.items():
                 get_submodule(model, name).register_forward_hook(_OutputObserver(observer))
-            with torch.no_grad():
+            with torch.no_grad(), runtime.running():
                 try:
                     _run_batches(model, self.calib_inputs, _CALIB_BATCH)
                 except Exception:  # noqa: BLE001 - e.g. an export program specialised to batch size 1
@@ -393,13 +443,17 @@ class Compressor:
                                   + ", ".join(silent))
             self._observers, self._output_observers = observers, outputs
 
-    def _simulate_scripted(self, plan: Plan) -> nn.Module:
-        # TorchScript attributes live in C++: a private deep copy per simulated model, weights swapped in place
+    def _simulate_copy(self, plan: Plan) -> nn.Module:
+        """A private deep copy per simulated model, for TorchScript (attributes live in C++: weights are swapped in
+        place, nothing else is simulated) and for models that reference submodules outside torch's tables."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             model = copy.deepcopy(self.base)
         for layer in plan:
-            if layer.rewrites:
+            if not self._scripted:
+                if layer.rewrites or self._casts_activations(layer):
+                    self._install(model, layer)
+            elif layer.rewrites:
                 module = get_submodule(model, layer.name)
                 for name in layer.weight_names:
                     getattr(module, name).data = self._processed(layer, name)

@@ -18,6 +18,7 @@ import math
 import platform
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 import torch
 
 import qtradeoff
+from qtradeoff.core import runtime
 from qtradeoff.core.compression.compress import Compressor
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.config import CompressionConfig
@@ -144,6 +146,7 @@ class Engine:
         self._lock = threading.Lock()
         self._references: dict[int, torch.Tensor] = {}  # evaluation subset size -> fp32 outputs
         self._activations: memory_mod.ActivationProfile | None = None
+        self._simulated: OrderedDict[str, torch.nn.Module] = OrderedDict()  # config key -> simulated model
         self._baseline: QuickScore | None = None
 
     # -- what the engine knows about the model ---------------------------------------------------------------
@@ -184,7 +187,7 @@ class Engine:
     def logits(self, config: CompressionConfig, *, store: bool = True) -> torch.Tensor:
         """The simulated model's outputs on the whole evaluation split under ``config``."""
         plan = self.plan(config)
-        module = self.compressor.simulate(plan)
+        module = self.simulated(plan)
         return self.evaluator.forward(config, self.data.eval_inputs, fingerprint=self._eval_fingerprint,
                                       module=module, store=store, settings=plan.settings)
 
@@ -196,7 +199,7 @@ class Engine:
         if found is not None:
             return found
         inputs = self.data.eval_inputs[:samples]
-        with torch.inference_mode():
+        with torch.inference_mode(), runtime.running():
             outputs = [self.module(inputs[i:i + EVAL_BATCH]).float() for i in range(0, len(inputs), EVAL_BATCH)]
         reference = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         with self._lock:
@@ -280,7 +283,7 @@ class Engine:
         if (p := progress.step("reference")) is not None:
             yield p
         plan = self.plan(config)
-        simulated = self.compressor.simulate(plan)
+        simulated = self.simulated(plan)
         layer_settings = plan.settings
         if (p := progress.step("compress")) is not None:
             yield p
@@ -293,7 +296,7 @@ class Engine:
                 out = self.evaluator.forward_chunk(config, chunk, f"{self._eval_fingerprint}[{start}:{end}]",
                                                    module=simulated, settings=layer_settings)
             else:
-                with torch.inference_mode():
+                with torch.inference_mode(), runtime.running():
                     out = simulated(chunk)
             outputs.append(out.float())
             if (p := progress.step("accuracy")) is not None:
@@ -319,7 +322,8 @@ class Engine:
             timings = time_forward(real.module, inputs, settings, should_stop=should_stop)
             try:
                 while True:
-                    with quantized_engine():  # the int8 kernels run on the engine they were packed for
+                    # the int8 kernels run on the engine they were packed for
+                    with quantized_engine(), runtime.running():
                         stats = next(timings, None)
                     if stats is None:
                         break
@@ -356,6 +360,21 @@ class Engine:
             peak_activation_bytes=peak, latency_measured=tuple(measured), executed_precisions=executed,
             measured_note=note, latency_estimated=tuple(estimated), provenance=provenance, **fidelity,
         )
+
+    def simulated(self, plan: Plan) -> torch.nn.Module:
+        """The simulated model of ``plan`` (a few recent ones are kept: they never change once built)."""
+        key = plan.config.key()
+        with self._lock:
+            found = self._simulated.get(key)
+            if found is not None:
+                self._simulated.move_to_end(key)
+                return found
+        module = self.compressor.simulate(plan)
+        with self._lock:
+            self._simulated[key] = module
+            while len(self._simulated) > 4:
+                self._simulated.popitem(last=False)
+        return module
 
     # -- real kernels ----------------------------------------------------------------------------------------
     def real_model(self, plan: Plan) -> RealModel:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from qtradeoff.core import runtime
 from qtradeoff.core.config import CompressionConfig, LayerSettings
 from qtradeoff.core.errors import InputError
 from qtradeoff.core.loading import data as data_mod
@@ -196,6 +198,9 @@ class IncrementalEvaluator:
         self.stats = IncrementalStats()
         self._plans: dict[str, _Plan | None] = {}
         self._plans_lock = threading.Lock()
+        # the module seen last and its graph: an evaluation runs one simulated module over many chunks, and the
+        # structure signature (a walk over every submodule) need not be recomputed for each
+        self._last: tuple[weakref.ref, _Plan | None] | None = None
         self.traceable: bool | None = None  # unknown until the first model is seen
         self.note = ""
 
@@ -228,8 +233,8 @@ class IncrementalEvaluator:
                       store: bool = True, settings: Mapping[str, LayerSettings] | None = None) -> Any:
         """One batch through ``module`` (the simulated model of ``config``), cached under data key ``key``."""
         self.stats.calls += 1
-        plan = self._plan_for(module)
-        with torch.no_grad():
+        plan = self._plan_for(module)  # before running(): tracing waits for every running forward
+        with torch.no_grad(), runtime.running():
             if plan is None:
                 self.stats.full_runs += 1
                 return module(inputs)
@@ -246,11 +251,19 @@ class IncrementalEvaluator:
             self.note = ("TorchScript models cannot be traced by torch.fx; every configuration is evaluated in "
                          "full (no incremental re-use)")
             return None
+        last = self._last
+        if last is not None and last[0]() is module:
+            return last[1]
         signature = _structure_signature(module)
         with self._plans_lock:
-            if signature in self._plans:
-                return self._plans[signature]
-            return self._trace(module, signature)
+            known = signature in self._plans
+            plan = self._plans.get(signature)
+        if not known:  # traced without holding the lock (tracing waits for other threads' forwards)
+            plan = self._trace(module, signature)
+            with self._plans_lock:
+                plan = self._plans.setdefault(signature, plan)
+        self._last = (weakref.ref(module), plan)
+        return plan
 
     def _trace(self, module: nn.Module, signature: str) -> _Plan | None:
         missing = [name for name in self.layer_names if not _has_submodule(module, name)]
@@ -258,9 +271,9 @@ class IncrementalEvaluator:
             raise IncrementalError(f"the simulated model has no layer {missing[0]!r}; pass the layer names of "
                                    "the model being compressed")
         try:
-            graph = _LayerTracer(self._leaf_names).trace(module)
+            with runtime.tracing():
+                graph = _LayerTracer(self._leaf_names).trace(module)
         except Exception as error:  # noqa: BLE001 - any tracing failure means "evaluate in full"
-            self._plans[signature] = None
             self.traceable = False
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             self.note = (f"the model is not FX-traceable ({reason[:160]}); every configuration is evaluated in "
@@ -268,7 +281,6 @@ class IncrementalEvaluator:
             return None
         self.stats.traces += 1
         plan = _build_plan(graph, self._leaf_names, signature)
-        self._plans[signature] = plan
         if self.traceable is None:
             self.traceable = True
             self.note = f"incremental evaluation over {len(plan.cut_layers)} layer boundaries (torch.fx)"

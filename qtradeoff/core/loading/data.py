@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from qtradeoff.core import runtime
 from qtradeoff.core.errors import InputError
 
 SAMPLE_DIR = Path(__file__).resolve().parents[3] / "sample_models"
@@ -307,7 +308,7 @@ def check_compatible(model, data: EvalData) -> None:
             "change the data's preprocessing (size, channels, flatten)."
         )
     try:
-        with torch.no_grad():
+        with torch.no_grad(), runtime.running():
             output = module(data.eval_inputs[:1])
     except Exception as error:  # noqa: BLE001 - user model code may raise anything
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from qtradeoff.core import runtime
 from qtradeoff.core.errors import InputError
 
 _CONV = {f"Conv{d}d" for d in (1, 2, 3)}
@@ -211,7 +212,7 @@ def inventory(module: nn.Module | torch.export.ExportedProgram, example_input_sh
     recorder = _OpRecorder(storages)
     was_training = _set_eval(module, True)
     try:
-        with torch.no_grad(), recorder:
+        with torch.no_grad(), runtime.running(), recorder:
             module(example_input)
     except Exception as error:  # noqa: BLE001 - any failure of the user's forward is reported the same way
         raise InventoryError(f"the example forward with input shape {tuple(example_input.shape)} failed: "

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from qtradeoff.core import runtime
 from qtradeoff.core.errors import InputError, NeedsTrustError
 from qtradeoff.core.loading import _files, architectures
 from qtradeoff.core.loading._files import FileCheckError, human_bytes
@@ -670,7 +671,7 @@ def check_forward(loaded: LoadedModel | nn.Module, input_shape: tuple[int, ...])
     module = loaded.module if isinstance(loaded, LoadedModel) else loaded
     where = loaded.path if isinstance(loaded, LoadedModel) else type(module).__name__
     try:
-        with torch.no_grad():
+        with torch.no_grad(), runtime.running():
             output = module(torch.zeros((1, *input_shape)))
     except Exception as error:  # noqa: BLE001 - any failure of user code is reported, not raised through
         raise ModelLoadError(

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qtradeoff.core import runtime
 from qtradeoff.core.compression.compress import clone_structure
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.compression.quantize import int_qparams, int_range
@@ -274,7 +275,7 @@ def activation_profile(module: nn.Module, example: torch.Tensor, layers: Sequenc
     clone = clone_structure(module)  # the hooks go on a clone: the base may be running in another thread
     for name in names:
         clone.get_submodule(name).register_forward_hook(hook(name))
-    with torch.inference_mode():
+    with torch.inference_mode(), runtime.running():
         clone(example[:1])
     return ActivationProfile(dict(sizes))  # in the order the layers ran
 

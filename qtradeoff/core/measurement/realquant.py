@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from qtradeoff.core import runtime
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.compression.quantize import RangeObserver, int_range, qparams_from_range
 from qtradeoff.core.config import LayerSettings
@@ -288,7 +289,7 @@ def _checked(model: nn.Module, calib_inputs: torch.Tensor) -> nn.Module:
     """``model`` after one forward on a calibration sample: conversion errors that only show at run time
     (mixed quantized/float operands) must surface here, where they can still fall back."""
     # A failing fx GraphModule prints its generated code to stderr before raising; the caller reports the error.
-    with _Silenced(), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+    with _Silenced(), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()), runtime.running():
         model(calib_inputs[:2])
     return model
 
@@ -312,7 +313,7 @@ def _convert_fx(model: nn.Module, settings, static, dynamic, calib_inputs, calib
     for name in dynamic:
         activation = PlaceholderObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True)
         mapping.set_module_name(name, QConfig(activation=activation, weight=_weight_observer(settings[name])))
-    with _Silenced(), torch.no_grad():
+    with _Silenced(), torch.no_grad(), runtime.tracing():  # prepare_fx traces; its calibration runs inside
         prepared = prepare_fx(model, mapping, example_inputs=(calib_inputs[:1],))
         for start in range(0, len(calib_inputs), calib_batch):
             prepared(calib_inputs[start:start + calib_batch])

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.benchmark import Timer
 
+from qtradeoff.core import runtime
 from qtradeoff.core.config import LayerSettings
 from qtradeoff.core.measurement.realquant import quantized_engine
 from qtradeoff.core.paths import cache_dir
@@ -101,7 +102,7 @@ def _measure_constants(threads: int, min_run_time: float) -> Roofline:
     generator = torch.Generator().manual_seed(0)  # local: calibration never moves the global RNG
     a = torch.randn(rows, inner, generator=generator)
     b = torch.randn(inner, cols, generator=generator)
-    with torch.inference_mode():
+    with torch.inference_mode(), runtime.running():
         for name in FLOAT_FAMILIES:
             x, w = a.to(torch_dtype(name)), b.to(torch_dtype(name))
             peaks[name] = macs / _seconds("torch.mm(x, w)", {"torch": torch, "x": x, "w": w}, threads, min_run_time)

@@ -132,3 +132,36 @@ def test_an_engine_rebuilt_in_a_spawned_process_gives_the_same_result():
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
         there = pool.submit(_evaluate_in_child, spec, to_json(config)).result(timeout=300)
     assert there == here
+
+
+def test_tracing_in_one_thread_never_captures_another_threads_forward():
+    # torch.fx patches nn.Module for the whole process while it traces; forwards elsewhere must wait for it
+    from qtradeoff.core.compression.compress import Compressor
+
+    mlp_loaded, cnn_loaded = load_sample_model("digits_mlp"), load_sample_model("digits_cnn")
+    evaluating = Engine(mlp_loaded, sample_data_for(mlp_loaded, calib_size=16, eval_size=64))
+    calib = sample_data_for(cnn_loaded, calib_size=16, eval_size=16).calib_inputs
+    expected = _numbers(evaluating.evaluate_full(W8A8, latency="none"))
+    errors, results = [], []
+
+    def evaluate() -> None:
+        try:
+            results.extend(_numbers(evaluating.evaluate_full(W8A8, latency="none")) for _ in range(12))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    def trace() -> None:
+        try:
+            for _ in range(4):
+                compressor = Compressor(cnn_loaded.module, calib)  # symbolic_trace of the model
+                Engine(cnn_loaded, sample_data_for(cnn_loaded, calib_size=16, eval_size=16),
+                       compressor=compressor).real_model(compressor.plan(W8A8))  # prepare_fx/convert_fx
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=evaluate), threading.Thread(target=trace)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors and results == [expected] * 12
