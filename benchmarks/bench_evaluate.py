@@ -1,27 +1,32 @@
-"""Benchmark of qtradeoff.core.engine.measure, every figure measured in this run.
+"""Benchmark of qtradeoff.core.engine.Engine.evaluate, every figure measured in this run.
 
 For each sample model:
-- accuracy-evaluation overhead: time of ``evaluate(..., latency="none")`` for a weight-only int8 config and a W8A8
-  config (warm caches: the Compressor's processed weights, calibration and the fp32 reference are reused, as in the
-  GUI and sweeps) divided by a plain fp32 forward over the same evaluation data in the same chunks of EVAL_BATCH.
-  Runs are interleaved and the median of ``--repeats`` is used, so machine load hits baseline and configs alike.
+- accuracy-evaluation overhead: time of ``Engine.evaluate(config, latency="none", incremental=False)`` for a
+  weight-only int8 config and a W8A8 config on one Engine (warm caches: the engine's compressor — processed weights,
+  masks, calibration — the fp32 reference and the activation profile are reused, as in the GUI and sweeps) divided
+  by a plain fp32 forward over the same evaluation data in the same chunks of EVAL_BATCH. ``incremental=False``: the
+  same config is evaluated again and again here, so the cut cache would serve every chunk from memory and the
+  ratio would no longer measure an evaluation; a full simulated forward is what the pre-engine ``measure.evaluate``
+  ran and what this ratio has always measured. Runs are interleaved and the median of ``--repeats`` is used, so
+  machine load hits baseline and configs alike.
 - measured latency ratio int8/fp32 (real kernels: torch.ao x86 int8 vs fp32 eager) at batch 1 and ``--batch``.
 
 Targets: <= 1.2 weight-only, <= 1.5 W8A8, int8 latency <= 0.5x fp32 on digits_cnn at batch 32.
-Usage: .venv/bin/python benchmarks/bench_evaluate.py [--repeats 15] [--batch 32] [--threads N]
+``--json`` adds one JSON line per model with every figure (for comparing runs by script).
+Usage: .venv/bin/python benchmarks/bench_evaluate.py [--repeats 15] [--batch 32] [--threads N] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
 import torch
 
-from qtradeoff.core.compression.compress import Compressor
 from qtradeoff.core.config import CompressionConfig
-from qtradeoff.core.engine.measure import EVAL_BATCH, evaluate
+from qtradeoff.core.engine.engine import EVAL_BATCH, Engine
 from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
 from qtradeoff.core.measurement.latency import LatencySettings
 from qtradeoff.core.runtime import tune_allocator
@@ -40,7 +45,7 @@ def _seconds(fn) -> float:
 def bench_model(name: str, repeats: int, batch: int, threads: int) -> dict:
     loaded = load_sample_model(name)
     data = sample_data_for(loaded)
-    compressor = Compressor(loaded.module, data.calib_inputs)
+    engine = Engine(loaded, data)
     configs = {"weight-only int8": WEIGHT_ONLY, "W8A8": W8A8}
 
     inputs = data.eval_inputs
@@ -51,7 +56,7 @@ def bench_model(name: str, repeats: int, batch: int, threads: int) -> dict:
                 loaded.module(inputs[start:start + EVAL_BATCH])
 
     def accuracy_of(config):
-        return lambda: evaluate(loaded, data, config, latency="none", compressor=compressor)
+        return lambda: engine.evaluate(config, latency="none", incremental=False)
 
     runs = {"fp32 forward": plain, **{label: accuracy_of(c) for label, c in configs.items()}}
     for fn in runs.values():  # warm-up: calibration, weight cache, fp32 reference, allocator
@@ -64,9 +69,8 @@ def bench_model(name: str, repeats: int, batch: int, threads: int) -> dict:
     medians = {label: statistics.median(values) for label, values in times.items()}
 
     settings = LatencySettings(batch_sizes=(1, batch), threads=threads, min_run_time=1.0, min_repeats=15)
-    fp32 = evaluate(loaded, data, CompressionConfig(), latency="measured", latency_settings=settings,
-                    compressor=compressor)
-    int8 = evaluate(loaded, data, W8A8, latency="measured", latency_settings=settings, compressor=compressor)
+    fp32 = engine.evaluate(CompressionConfig(), latency="measured", latency_settings=settings, incremental=False)
+    int8 = engine.evaluate(W8A8, latency="measured", latency_settings=settings, incremental=False)
     return {
         "model": name,
         "eval_samples": len(data.eval_inputs),
@@ -85,6 +89,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--json", action="store_true", help="also print one JSON line per model")
     args = parser.parse_args()
     tune_allocator()  # as the app does at start
     threads = args.threads or torch.get_num_threads()
@@ -101,6 +106,12 @@ def main() -> None:
               f"{f1:>12.3f}{i1:>12.3f}{i1 / f1:>10.2f}{fb:>13.3f}{ib:>13.3f}{ib / fb:>10.2f}")
         print(f"{'':<28}int8 run executed as {', '.join(row['executed'])}"
               + (f"; {row['note']}" if row["note"] else ""))
+        if args.json:
+            print("JSON " + json.dumps({
+                "model": name, "fp32_forward_ms": row["fp32_forward_ms"],
+                "weight_only_ratio": row["weight_only_ratio"], "w8a8_ratio": row["w8a8_ratio"],
+                "b1_fp32_ms": f1, "b1_int8_ms": i1, "b1_ratio": i1 / f1,
+                f"b{args.batch}_fp32_ms": fb, f"b{args.batch}_int8_ms": ib, f"b{args.batch}_ratio": ib / fb}))
     print("targets: wo-int8/fp32 <= 1.2, W8A8/fp32 <= 1.5, digits_cnn int8/fp32 latency <= 0.5 at batch 32")
 
 

@@ -7,12 +7,19 @@ the same approach in that process: CPU allocator state left by one approach chan
 2x on this machine, so sharing a process would measure the order, not the method. Approaches alternate over
 ``--repeats`` rounds; medians are reported.
 
-- incremental: ``sensitivity.analyze`` through the cut cache (only the graph from the changed layer on re-runs);
-- naive forward: for every configuration, the simulated model's full forward + top-1 accuracy;
-- naive evaluate: for every configuration, ``measure.evaluate(..., latency="none")`` — the tool's full
-  re-evaluation path (accuracy, fidelity, exact memory), what a sweep without incremental evaluation pays;
-- executor, no cache: ``analyze`` with the cut cache disabled — every configuration runs in full through the
-  incremental engine's own executor, which separates the cache's gain from the executor's.
+- incremental: ``sensitivity.analyze`` on an :class:`~qtradeoff.core.engine.engine.Engine` through the cut cache
+  (only the graph from the changed layer on re-runs);
+- naive forward: for every configuration, the simulated model's full forward + top-1 accuracy (``Compressor.apply``
+  builds a new simulated module per configuration);
+- naive evaluate: for every configuration, ``Engine.evaluate_full(config, latency="none")`` on one fresh Engine per
+  analysis — the tool's full re-evaluation path (accuracy, fidelity, exact memory) with the cut cache *off*, what a
+  sweep without incremental evaluation pays. (``Engine.evaluate`` now defaults to the cut cache; the pre-engine
+  ``measure.evaluate`` after ``clear_caches()`` ran every configuration in full, so ``evaluate_full`` keeps the
+  meaning of this line.)
+- executor, no cache: ``analyze`` with the cut cache disabled (``cache_bytes=0``) — every configuration runs in full
+  through the incremental evaluator's own executor, which separates the cache's gain from the executor's.
+
+``--json`` prints one JSON line with every median and ratio (for comparing runs by script).
 
 Times are process CPU seconds (robust to other work on a shared machine), wall seconds beside them; one torch
 thread by default so that CPU time is the work done.
@@ -58,7 +65,6 @@ def _analysis(approach: str, loaded, data, settings) -> dict[str, float]:
     from qtradeoff.core.compression.compress import Compressor
     from qtradeoff.core.config import CompressionConfig
     from qtradeoff.core.engine.engine import Engine
-    from qtradeoff.core.engine.measure import clear_caches, evaluate
     from qtradeoff.core.search.sensitivity import analyze
 
     compressor = Compressor(loaded.module, data.calib_inputs)
@@ -72,10 +78,10 @@ def _analysis(approach: str, loaded, data, settings) -> dict[str, float]:
                 logits = compressor.apply(config)(data.eval_inputs)
             return int((logits.argmax(1) == data.eval_labels).sum()) / len(data.eval_labels)
     else:
-        clear_caches()
+        engine = Engine(loaded, data, compressor=compressor)  # fresh: no reference, profile or cut cache yet
 
         def accuracy(config):
-            return evaluate(loaded, data, config, latency="none", compressor=compressor).accuracy
+            return engine.evaluate_full(config, latency="none").accuracy
 
     base = accuracy(CompressionConfig())
     return {name: 100.0 * (base - accuracy(config)) for name, config in _trials(compressor.layer_names, settings)}
@@ -106,6 +112,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--json", action="store_true", help="also print one JSON line with every figure")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -143,6 +150,11 @@ def main() -> int:
     for name in APPROACHES[1:]:
         print(f"incremental vs {name}: {cpu[name] / cpu['incremental']:.2f}x faster (cpu), "
               f"{wall[name] / wall['incremental']:.2f}x (wall)")
+    if args.json:
+        print("JSON " + json.dumps({
+            "cpu": cpu, "wall": wall, "cpu_runs": {name: [r["cpu"] for r in runs[name]] for name in APPROACHES},
+            "speedup_cpu": {name: cpu[name] / cpu["incremental"] for name in APPROACHES[1:]},
+            "speedup_wall": {name: wall[name] / wall["incremental"] for name in APPROACHES[1:]}}))
     return 0
 
 
