@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.fx import symbolic_trace
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from qtradeoff.core import runtime
 from qtradeoff.core.compression.plan import LayerPlan, Plan
@@ -141,8 +143,6 @@ def hides_submodules(module: nn.Module) -> str:
 
 def _find_conv_bn_pairs(module: nn.Module) -> tuple[dict[str, str], str]:
     """``{conv name: bn name}`` for each BatchNorm that is the sole consumer of a convolution, found by FX."""
-    from torch.fx import symbolic_trace
-
     try:
         with runtime.tracing():
             graph_module = symbolic_trace(module)
@@ -529,8 +529,6 @@ def _float_caster(precision: str) -> Callable:
 
 def _fold(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode BatchNorm folded into the preceding convolution: ``(weight, bias)``."""
-    from torch.nn.utils.fusion import fuse_conv_bn_weights
-
     transpose = isinstance(conv, nn.modules.conv._ConvTransposeNd)
     weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
                                         bn.weight, bn.bias, transpose=transpose)

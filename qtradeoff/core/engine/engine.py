@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import torch
 
@@ -31,6 +32,8 @@ from qtradeoff.core.compression.compress import Compressor
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.config import CompressionConfig
 from qtradeoff.core.engine.incremental import DEFAULT_CACHE_BYTES, IncrementalEvaluator
+from qtradeoff.core.loading import data as data_mod
+from qtradeoff.core.loading import model_io
 from qtradeoff.core.measurement import memory as memory_mod
 from qtradeoff.core.measurement import roofline as roofline_mod
 from qtradeoff.core.measurement.latency import LatencySettings, LatencyStats, time_forward
@@ -88,10 +91,6 @@ class EngineSpec:
 
     def load_model(self):
         """The LoadedModel the spec names: a file, or else a bundled sample; raises ModelLoadError/NeedsTrust."""
-        from pathlib import Path
-
-        from qtradeoff.core.loading import model_io
-
         if Path(self.model).exists():
             return model_io.load_model(self.model, trust=self.trust, architecture=self.architecture)
         if self.model in model_io.sample_names():
@@ -101,9 +100,6 @@ class EngineSpec:
 
     def load(self):
         """``(LoadedModel, EvalData)`` as the spec names them, checked to fit each other; raises typed errors."""
-        from qtradeoff.core.loading import data as data_mod
-        from qtradeoff.core.loading import model_io
-
         loaded = self.load_model()
         sizes = {key: value for key, value in (("eval_size", self.eval_size), ("calib_size", self.calib_size))
                  if value is not None}

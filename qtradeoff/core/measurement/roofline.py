@@ -12,8 +12,10 @@ from __future__ import annotations
 import functools
 import json
 import math
+import platform
 import re
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,8 +73,6 @@ def cpu_model() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
-
     return platform.processor() or platform.machine() or "unknown"
 
 
@@ -121,8 +121,6 @@ def _measure_constants(threads: int, min_run_time: float) -> Roofline:
 
 
 def _int8_linear_seconds(a: torch.Tensor, cols: int, threads: int, min_run_time: float) -> float:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from torch.ao.nn.quantized import Linear as QuantLinear

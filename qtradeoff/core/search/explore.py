@@ -11,6 +11,7 @@ Accuracy drops are in percentage points against the fp32 configuration (agreemen
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from qtradeoff.core.config import CompressionConfig, bits_of
 from qtradeoff.core.errors import UsageError
 from qtradeoff.core.measurement.pareto import Frontier
+from qtradeoff.core.search.sensitivity import SensitivityProgress, SensitivityReport, sensitivity_iter
 
 STRATEGIES = ("grid", "greedy", "random", "evolutionary", "smallest", "budget")
 DEFAULT_LADDER: tuple[int, ...] = (8, 6, 4, 3, 2)
@@ -169,8 +171,6 @@ def _default_evaluate(session) -> Evaluate:
 def _sensitivity(session, report, should_stop):
     if report is not None:
         return report.by_layer() if hasattr(report, "by_layer") else dict(report)
-    from qtradeoff.core.search.sensitivity import SensitivityReport, sensitivity_iter
-
     for item in sensitivity_iter(session, should_stop=should_stop):
         if isinstance(item, SensitivityReport):
             return item.by_layer()
@@ -579,8 +579,6 @@ def run(strategy: str, session, **kwargs) -> Iterator[Point]:
 
     Options that do not apply to the chosen strategy are ignored, so the CLI and the GUI can pass one set.
     """
-    import inspect
-
     functions = {"grid": grid, "greedy": greedy, "random": random_search, "evolutionary": evolutionary,
                  "smallest": smallest_within, "budget": most_accurate_under}
     if strategy not in functions:
@@ -656,8 +654,6 @@ def stream(session, strategy: str, *, budget: int | None = None, should_stop: Ca
     Yields :class:`SearchProgress`, the :class:`~qtradeoff.core.search.sensitivity.SensitivityReport` once known, and a
     :class:`Found` per evaluated configuration. Stops quietly when ``should_stop()`` becomes true.
     """
-    from qtradeoff.core.search.sensitivity import SensitivityProgress, SensitivityReport, sensitivity_iter
-
     if strategy != "sensitivity" and strategy not in STRATEGIES:
         raise SearchError(f"unknown strategy {strategy!r}; choose one of sensitivity, {', '.join(STRATEGIES)}")
     if sensitivity is None and (strategy == "sensitivity" or strategy in NEEDS_SENSITIVITY):

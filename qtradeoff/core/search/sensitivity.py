@@ -21,6 +21,7 @@ import torch
 from qtradeoff import __version__
 from qtradeoff.core import paths
 from qtradeoff.core.config import CompressionConfig
+from qtradeoff.core.measurement.result import Cancelled
 
 DEFAULT_BITS: tuple[int, ...] = (8, 6, 4, 3, 2)
 DEFAULT_SPARSITIES: tuple[float, ...] = (0.25, 0.5, 0.75)
@@ -260,8 +261,6 @@ def analyze(session, **kwargs) -> SensitivityReport:
     for item in sensitivity_iter(session, **kwargs):
         if isinstance(item, SensitivityReport):
             return item
-    from qtradeoff.core.engine.measure import Cancelled
-
     raise Cancelled("sensitivity analysis stopped before it finished")
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qtradeoff.core.errors import InputError
+from qtradeoff.core.measurement.result import Result
 from qtradeoff.core.search import explore
 
 SCHEMA = "qtradeoff.sweep/1"
@@ -68,8 +69,6 @@ def read_records(path: str | Path) -> list[dict]:
 
 def read_results(path: str | Path) -> list:
     """Every Result in a results file, in the order they were written (what the GUI plots)."""
-    from qtradeoff.core.engine.measure import Result
-
     out = []
     for number, record in enumerate(read_records(path), start=1):
         try:
@@ -143,8 +142,6 @@ def sweep_iter(session, strategy: str, out: str | Path, *, resume: bool = False,
         known[record["key"]] = record
     base_evaluate = evaluate or (lambda config: session.evaluate(config, latency="estimated"))
     base_verify = verify or (lambda config: session.evaluate_full(config, latency="estimated"))
-
-    from qtradeoff.core.engine.measure import Result
 
     fresh: set[str] = set()
     counters = {"evaluated": 0}
