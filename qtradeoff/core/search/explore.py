@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from qtradeoff.core.config import CompressionConfig, bits_of
 from qtradeoff.core.errors import UsageError
 from qtradeoff.core.measurement.pareto import Frontier
-from qtradeoff.core.search.sensitivity import SensitivityProgress, SensitivityReport, sensitivity_iter
 
 STRATEGIES = ("grid", "greedy", "random", "evolutionary", "smallest", "budget")
 DEFAULT_LADDER: tuple[int, ...] = (8, 6, 4, 3, 2)
@@ -169,6 +168,9 @@ def _default_evaluate(session) -> Evaluate:
 
 
 def _sensitivity(session, report, should_stop):
+    # sensitivity imports torch: deferred so that `qtradeoff sweep --help` (which reads STRATEGIES) stays instant
+    from qtradeoff.core.search.sensitivity import SensitivityReport, sensitivity_iter
+
     if report is not None:
         return report.by_layer() if hasattr(report, "by_layer") else dict(report)
     for item in sensitivity_iter(session, should_stop=should_stop):
@@ -654,6 +656,8 @@ def stream(session, strategy: str, *, budget: int | None = None, should_stop: Ca
     Yields :class:`SearchProgress`, the :class:`~qtradeoff.core.search.sensitivity.SensitivityReport` once known, and a
     :class:`Found` per evaluated configuration. Stops quietly when ``should_stop()`` becomes true.
     """
+    from qtradeoff.core.search.sensitivity import SensitivityProgress, SensitivityReport, sensitivity_iter
+
     if strategy != "sensitivity" and strategy not in STRATEGIES:
         raise SearchError(f"unknown strategy {strategy!r}; choose one of sensitivity, {', '.join(STRATEGIES)}")
     if sensitivity is None and (strategy == "sensitivity" or strategy in NEEDS_SENSITIVITY):
