@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 # -- option values argparse cannot check by itself ------------------------------------------------------------------
 # Raising ArgumentTypeError lets argparse name the option: "argument --eval-size: must be ... got '0'".
@@ -61,14 +60,12 @@ def engine_spec(args: argparse.Namespace):
 
 
 def config_argument(args: argparse.Namespace, layers):
-    """The configuration ``--config`` names (fp32 when absent), checked against the model's ``layers``."""
-    from qtradeoff.core.config import CompressionConfig, ConfigError, from_json
-    from qtradeoff.core.errors import InputError
+    """The configuration ``--config`` names (fp32 when absent), checked against the model's ``layers``.
+
+    Read by the core's one configuration-file reader: never blocks on a pipe or device, bounded in size, UTF-8
+    only, duplicate keys refused; its errors name the file (exit 3)."""
+    from qtradeoff.core.config import CompressionConfig, from_json_file
 
     if getattr(args, "config", None) is None:
         return CompressionConfig()
-    text = Path(args.config).read_text(encoding="utf-8")
-    try:
-        return from_json(text, layers=layers)  # names, re: and type: selectors checked against the model
-    except ConfigError as error:  # its JSON path alone does not say which file is wrong
-        raise InputError(f"{args.config}: {error}") from error
+    return from_json_file(args.config, layers=layers)  # names, re: and type: selectors checked against the model
