@@ -73,6 +73,8 @@ def format_table(result) -> str:
     prov = result.provenance
     for note in prov.get("simulation_notes") or ():
         lines.append(f"simulation         {note}")
+    for warning in prov.get("warnings") or ():
+        lines.append(f"warning            {warning}")
     lines.append(f"environment        torch {prov.get('torch')}, {prov.get('cpu')}, {prov.get('threads')} threads")
     return "\n".join(lines)
 
