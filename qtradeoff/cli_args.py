@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 # -- option values argparse cannot check by itself ------------------------------------------------------------------
 # Raising ArgumentTypeError lets argparse name the option: "argument --eval-size: must be ... got '0'".
@@ -40,15 +39,34 @@ positive_float = _bounded(float, 0.0, False, "a number above 0", "A finite numbe
 non_negative_float = _bounded(float, 0.0, True, "0 or more", "A finite number of at least 0 (a tolerance).")
 
 
+# One sample of 2^28 float32 values is 1 GiB: far beyond any image or sequence a CPU model is profiled on, and a
+# shape above it is a typo (100000,100000,100000) that would fail allocating, or take the machine's memory.
+MAX_SAMPLE_ELEMENTS = 1 << 28
+# Latency is timed at batch 1 and one larger batch; beyond this a CPU measurement says nothing about deployment.
+MAX_BATCH = 4096
+
+
 def shape(text: str) -> tuple[int, ...]:
-    """One sample's shape written like ``3,224,224`` (or ``3x224x224``): positive integers."""
+    """One sample's shape written like ``3,224,224`` (or ``3x224x224``): positive integers, at most
+    ``MAX_SAMPLE_ELEMENTS`` values in all."""
     try:
         dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
     except ValueError:
         dims = ()
     if not dims or min(dims) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape; write it like 3,224,224")
+    if math.prod(dims) > MAX_SAMPLE_ELEMENTS:
+        raise argparse.ArgumentTypeError(f"{text!r} is {math.prod(dims):,} values per sample, more than "
+                                         f"{MAX_SAMPLE_ELEMENTS:,} (1 GiB of float32); check the shape")
     return dims
+
+
+def batch_size(text: str) -> int:
+    """A latency batch size: an integer from 1 to ``MAX_BATCH``."""
+    value = positive_int(text)
+    if value > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH}, got {text!r}")
+    return value
 
 
 def engine_spec(args: argparse.Namespace):
@@ -61,14 +79,12 @@ def engine_spec(args: argparse.Namespace):
 
 
 def config_argument(args: argparse.Namespace, layers):
-    """The configuration ``--config`` names (fp32 when absent), checked against the model's ``layers``."""
-    from qtradeoff.core.config import CompressionConfig, ConfigError, from_json
-    from qtradeoff.core.errors import InputError
+    """The configuration ``--config`` names (fp32 when absent), checked against the model's ``layers``.
+
+    Read by the core's one configuration-file reader: never blocks on a pipe or device, bounded in size, UTF-8
+    only, duplicate keys refused; its errors name the file (exit 3)."""
+    from qtradeoff.core.config import CompressionConfig, from_json_file
 
     if getattr(args, "config", None) is None:
         return CompressionConfig()
-    text = Path(args.config).read_text(encoding="utf-8")
-    try:
-        return from_json(text, layers=layers)  # names, re: and type: selectors checked against the model
-    except ConfigError as error:  # its JSON path alone does not say which file is wrong
-        raise InputError(f"{args.config}: {error}") from error
+    return from_json_file(args.config, layers=layers)  # names, re: and type: selectors checked against the model

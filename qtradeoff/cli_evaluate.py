@@ -15,14 +15,14 @@ from pathlib import Path
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (used by qtradeoff.cli's subcommand registry)."""
-    from qtradeoff.cli_args import positive_int
+    from qtradeoff.cli_args import batch_size, positive_int
 
     parser.description = "Evaluate one compression configuration: accuracy, memory and latency."
     parser.add_argument("model", help="model file, or the name of a bundled sample (e.g. digits_cnn)")
     parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory or a tensor file "
                                        "(default: the bundled sample data, for sample models)")
     parser.add_argument("--config", help="configuration JSON (default: fp32, i.e. the unmodified model)")
-    parser.add_argument("--batch", type=positive_int, default=32,
+    parser.add_argument("--batch", type=batch_size, default=32,
                         help="second latency batch size besides 1 (default 32)")
     parser.add_argument("--latency", choices=("both", "measured", "estimated", "none"), default="both",
                         help="which latency figures to produce (default both)")
@@ -73,6 +73,8 @@ def format_table(result) -> str:
     prov = result.provenance
     for note in prov.get("simulation_notes") or ():
         lines.append(f"simulation         {note}")
+    for warning in prov.get("warnings") or ():
+        lines.append(f"warning            {warning}")
     lines.append(f"environment        torch {prov.get('torch')}, {prov.get('cpu')}, {prov.get('threads')} threads")
     return "\n".join(lines)
 
@@ -87,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     engine = engine_spec(args).build()
     config = config_argument(args, engine.layers)
+    _check_batch_fits(args.batch, engine.data.input_shape)
     threads = args.threads or torch.get_num_threads()
     batches = (1,) if args.batch == 1 else (1, args.batch)
     settings = LatencySettings(batch_sizes=batches, threads=threads)
@@ -113,6 +116,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(result))
     return 0
+
+
+def _check_batch_fits(batch: int, input_shape) -> None:
+    """Refuse a --batch whose input tensor alone would not fit the memory budget (activations need more still),
+    before the latency run would fail allocating it."""
+    from qtradeoff.core.errors import UsageError
+    from qtradeoff.core.loading._files import human_bytes, memory_budget
+
+    needed = batch * math.prod(input_shape) * 4
+    budget = memory_budget()
+    if needed > budget:
+        raise UsageError(f"argument --batch: a batch of {batch} inputs of shape {tuple(input_shape)} takes "
+                         f"{human_bytes(needed)}, more than the memory budget of {human_bytes(budget)}; "
+                         "choose a smaller batch")
 
 
 def _export(path: str, config, result, loaded) -> None:

@@ -50,6 +50,7 @@ def inspect_command(args: argparse.Namespace) -> int:
         num_classes=loaded.num_classes,
         input_shape=list(loaded.input_shape) if loaded.input_shape else None,
         load_seconds=round(loaded.load_seconds, 3),
+        warnings=list(loaded.warnings),
     )
     shape, guessed = loaded.input_shape, False
     if shape is None:
@@ -117,6 +118,7 @@ def _emit(report: dict, as_json: bool) -> None:
             f"classes:      {report.get('num_classes') if report.get('num_classes') is not None else 'unknown'}",
             f"input shape:  {tuple(shape) if shape else 'unknown (pass --input-shape)'}",
         ]
+        lines += [f"warning:      {warning}" for warning in report.get("warnings") or ()]
         layers = report.get("layers")
         if layers is None:
             lines.append(f"layers:       {report.get('inventory_note')}")

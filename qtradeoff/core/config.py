@@ -27,19 +27,24 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from qtradeoff.core import precision as _precision
+from qtradeoff.core.errors import InputError
 from qtradeoff.core.precision import PRECISIONS, ConfigError, bits_of, is_integer
 
 __all__ = [
     "SCHEMA", "PRECISIONS", "GRANULARITIES", "CALIBRATIONS", "PRUNE_METHODS", "NORMS", "ConfigError", "bits_of",
     "is_integer", "WeightSpec", "ActivationSpec", "PruneSpec", "Partial", "LayerOverride", "LayerSettings",
     "ModelRef", "CompressionConfig", "to_json", "read_json", "from_json", "from_json_document", "json_schema",
+    "MAX_CONFIG_BYTES", "ConfigFileError", "read_file_bytes", "read_json_file", "from_json_file",
+    "from_json_document_file",
 ]
 
 SCHEMA = "qtradeoff.config/1"
@@ -755,17 +760,190 @@ def to_json(config: CompressionConfig, *, metrics: Mapping | None = None, enviro
     return json.dumps(doc, indent=indent, allow_nan=False)
 
 
-def read_json(text: str) -> Any:
-    """Parse JSON text, turning syntax errors (e.g. a truncated file) into :class:`ConfigError` with line/column."""
-    if not isinstance(text, str | bytes | bytearray):
+def read_json(text: str | bytes | bytearray) -> Any:
+    """Parse JSON text, turning every failure into :class:`ConfigError` at ``$`` (syntax errors with line/column).
+
+    Bytes must be UTF-8 (a byte-order mark is tolerated); a key given twice in one object is an error at that
+    object's JSON path, not "last one wins": the two values may disagree and the user would not know which applied.
+    """
+    if isinstance(text, bytes | bytearray):
+        text = _decode_utf8(bytes(text))
+    if not isinstance(text, str):
         raise ConfigError("$", f"expected JSON text, got {_type_name(text)}")
+    text = text.removeprefix("\ufeff")
+    duplicates = False
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict:
+        nonlocal duplicates
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj
+        duplicates = True
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                return _ObjectWithDuplicate(obj, key)
+            seen.add(key)
+        return obj  # pragma: no cover - unreachable: fewer keys than pairs means one repeats
+
     try:
-        return json.loads(text)
+        doc = json.loads(text, object_pairs_hook=pairs_hook)
     except json.JSONDecodeError as error:
         problem = "the file ends early (truncated?)" if error.pos >= len(text.rstrip()) else error.msg
         raise ConfigError("$", f"invalid JSON at line {error.lineno}, column {error.colno}: {problem}") from None
-    except (UnicodeDecodeError, RecursionError) as error:
-        raise ConfigError("$", f"invalid JSON: {error}") from None
+    except RecursionError:
+        raise ConfigError("$", "invalid JSON: nested too deeply") from None
+    if duplicates:
+        path, key = _first_duplicate(doc)
+        raise ConfigError(path, f"the key {key!r} appears more than once in this object; keep only one")
+    return doc
+
+
+class _ObjectWithDuplicate(dict):
+    """A parsed JSON object one of whose keys appeared twice (``repeated``), marked so the path can be found."""
+
+    def __init__(self, values: dict, repeated: str):
+        super().__init__(values)
+        self.repeated = repeated
+
+
+def _json_path_step(key: str) -> str:
+    return f".{key}" if key.isidentifier() else f"[{json.dumps(key)}]"
+
+
+def _first_duplicate(doc: Any) -> tuple[str, str]:
+    """JSON path and key of the first object (in document order) with a repeated key. Iterative: the document
+    may be as deep as the JSON parser allows, deeper than Python's recursion limit."""
+    stack: list[tuple[str, Any]] = [("$", doc)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, _ObjectWithDuplicate):
+            return path, value.repeated
+        if isinstance(value, dict):
+            children = [(path + _json_path_step(key), item) for key, item in value.items()]
+        elif isinstance(value, list):
+            children = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+        else:
+            continue
+        stack.extend(reversed(children))
+    raise AssertionError("a duplicate was flagged but not found")  # pragma: no cover
+
+
+def _decode_utf8(raw: bytes) -> str:
+    """UTF-8 text of a configuration (BOM tolerated), or ConfigError at ``$`` saying what the bytes are instead."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
+        # JSON text never holds a NUL byte; UTF-16/32 text is full of them (and json.loads would guess it).
+        raise ConfigError("$", "the file is UTF-16 or UTF-32 text; a configuration must be UTF-8 JSON "
+                               "(save it again as UTF-8)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigError("$", f"byte {error.start} (line {line}) is not valid UTF-8; a configuration must be "
+                               "UTF-8 JSON (save it again as UTF-8)") from None
+
+
+# -- configuration files ---------------------------------------------------------------------------------------
+# A real configuration is a few KiB; a file this large is something else (or /dev/zero behind a link), and
+# reading it whole would cost memory for nothing.
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+class ConfigFileError(ConfigError):
+    """A configuration *file* that cannot be used: ``file`` names it; ``path``/``problem`` as for ConfigError,
+    with ``path`` None when the problem is the file itself (missing, a pipe, too large), not its content."""
+
+    def __init__(self, file: str, path: str | None, problem: str):
+        InputError.__init__(self, f"{file}: {path}: {problem}" if path is not None else f"{file}: {problem}")
+        self.file = file
+        self.path = path
+        self.problem = problem
+
+    def __reduce__(self):
+        return (type(self), (self.file, self.path, self.problem))
+
+
+def _refuse(file: Any, problem: str) -> ConfigFileError:
+    return ConfigFileError(str(file), None, problem)
+
+
+def read_file_bytes(path: str | os.PathLike, *, limit: int = MAX_CONFIG_BYTES, what: str = "configuration") -> bytes:
+    """The bytes of a small user file, read without ever blocking: a directory, pipe, socket or device is
+    refused from its type before it is opened (a FIFO would wait for a writer, /dev/zero never ends), the file
+    is opened non-blocking and checked again through the descriptor (it may have been swapped since), and at
+    most ``limit`` bytes are read. Failures are :class:`ConfigFileError` naming the file.
+
+    The model loader's checks (``qtradeoff.core.loading._files``) do the same for model files; this base module
+    stands below the loading package and may not import it, and a configuration needs no format sniffing."""
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        raise _refuse(path, f"{error.strerror or type(error).__name__}; choose an existing {what} file") from None
+    _check_kind(path, info, limit, what)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise _refuse(path, f"cannot be opened ({error.strerror}); check its permissions") from None
+    try:
+        _check_kind(path, os.fstat(descriptor), limit, what)
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(descriptor, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as error:
+        raise _refuse(path, f"cannot be read ({error.strerror}); check the disk and the file") from None
+    finally:
+        os.close(descriptor)
+    if total > limit:  # it grew while we read
+        raise _refuse(path, f"is larger than {limit // (1 << 20)} MiB, too large for a {what} file")
+    return b"".join(chunks)
+
+
+def _check_kind(path: Any, info: os.stat_result, limit: int, what: str) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise _refuse(path, f"is a directory, not a {what} file; choose the file inside it")
+    if not stat.S_ISREG(info.st_mode):
+        raise _refuse(path, f"is not a regular file (a pipe, socket or device); choose a saved {what} file")
+    if info.st_size > limit:
+        raise _refuse(path, f"is {info.st_size} bytes, more than the {limit // (1 << 20)} MiB a {what} file "
+                            "may be; choose a {what} file")
+
+
+def read_json_file(path: str | os.PathLike) -> Any:
+    """The JSON document in a configuration file (see :func:`read_file_bytes` and :func:`read_json`); every
+    failure is :class:`ConfigFileError` naming the file (and the JSON path, for a problem inside it)."""
+    raw = read_file_bytes(path)
+    try:
+        return read_json(raw)
+    except ConfigError as error:
+        raise ConfigFileError(str(path), error.path, error.problem) from None
+
+
+def _parse_file(path: str | os.PathLike, model: list[tuple[str, str | None]] | None) -> tuple[CompressionConfig, Any]:
+    doc = read_json_file(path)
+    try:
+        return _parse(doc, model), doc
+    except ConfigError as error:
+        raise ConfigFileError(str(path), error.path, error.problem) from None
+
+
+def from_json_file(path: str | os.PathLike, *, layer_names: Iterable[str] | None = None,
+                   layers: Iterable[Any] | None = None) -> CompressionConfig:
+    """Read, parse and validate a configuration file: the one way every caller (CLI, GUI) reads one.
+
+    Raises :class:`ConfigFileError` (a ConfigError naming the file); nothing is half-applied.
+    """
+    return _parse_file(path, _model_layers(layer_names, layers))[0]
+
+
+def from_json_document_file(path: str | os.PathLike, *, layer_names: Iterable[str] | None = None,
+                            layers: Iterable[Any] | None = None) -> tuple[CompressionConfig, dict, dict]:
+    """Like :func:`from_json_file` but also returns the file's ``metrics`` and ``environment`` (empty if absent)."""
+    config, doc = _parse_file(path, _model_layers(layer_names, layers))
+    return config, dict(doc.get("metrics") or {}), dict(doc.get("environment") or {})
 
 
 def from_json(text: str, *, layer_names: Iterable[str] | None = None,

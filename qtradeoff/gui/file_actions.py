@@ -81,14 +81,17 @@ def write_atomically(path: str | Path, data: bytes, what: str) -> None:
 
 
 def configuration_from_file(path: Path, layer_names: list[str] | None) -> cfg.CompressionConfig:
-    """A validated configuration file, whole, or a FileError saying why nothing can be applied."""
+    """A validated configuration file, whole, or a FileError saying why nothing can be applied.
+
+    Read by the core's configuration-file reader, as the CLI's ``--config`` is: a pipe or device is refused
+    without blocking the window, the size is bounded, UTF-8 only, duplicate keys refused."""
     try:
-        text = path.read_text(encoding="utf-8")
-        return cfg.from_json(text, layer_names=layer_names)
-    except (OSError, UnicodeDecodeError) as error:
-        raise FileError(f"Could not read {path.name}: {error}. Nothing was applied.") from None
-    except cfg.ConfigError as error:
-        raise FileError(f"{path.name} is not a valid configuration: {error}. Nothing was applied.") from None
+        return cfg.from_json_file(path, layer_names=layer_names)
+    except cfg.ConfigFileError as error:
+        if error.path is None:  # the file itself (missing, a pipe, too large), not what it says
+            raise FileError(f"Could not read {path.name}: {error.problem}. Nothing was applied.") from None
+        raise FileError(f"{path.name} is not a valid configuration: {error.path}: {error.problem}. "
+                        "Nothing was applied.") from None
 
 
 def results_from_file(path: Path) -> list[Any]:

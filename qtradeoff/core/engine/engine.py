@@ -434,6 +434,7 @@ class Engine:
                       "format": getattr(loaded, "format", "")},
             "data": {"name": data.name, "fingerprint": self.subset_fingerprint(samples)},
             "simulation_notes": list(self.compressor.notes),
+            "warnings": list(getattr(loaded, "warnings", ())),  # e.g. NaN weights: every Result says so
             "roofline": roofline_info,
             "started": started.isoformat(timespec="seconds"),
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),

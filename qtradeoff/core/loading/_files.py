@@ -24,7 +24,7 @@ MIB = 1 << 20
 # An archive whose members claim to decompress to this many times the archive's size is treated as a zip bomb.
 # torch.save archives are stored uncompressed (ratio ~1); savez_compressed reaches ~10 on real data.
 MAX_ZIP_RATIO = 200
-_ZIP_RATIO_FLOOR = 64 * MIB  # small archives may compress well; only flag ratios once the total is substantial
+ZIP_RATIO_FLOOR = 64 * MIB  # small archives may compress well; only flag ratios once the total is substantial
 
 _NOT_MODELS = (
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),
@@ -218,13 +218,13 @@ def _sniff_zip(path: Path, size: int, budget: int) -> Sniff:
             f"{path} unpacks to {human_bytes(total)}, more than the memory budget of {human_bytes(budget)}; "
             "raise the budget or use a smaller file."
         )
-    if total > _ZIP_RATIO_FLOOR and total > MAX_ZIP_RATIO * size:
+    if total > ZIP_RATIO_FLOOR and total > MAX_ZIP_RATIO * size:
         raise FileCheckError(
             f"{path} claims to unpack to {human_bytes(total)} from {human_bytes(size)} (a zip bomb?); "
             "refusing to read it."
         )
     for info in infos:
-        if info.file_size > _ZIP_RATIO_FLOOR and info.compress_size * MAX_ZIP_RATIO < info.file_size:
+        if info.file_size > ZIP_RATIO_FLOOR and info.compress_size * MAX_ZIP_RATIO < info.file_size:
             raise FileCheckError(
                 f"{path} has a member {info.filename!r} that unpacks to {human_bytes(info.file_size)} from "
                 f"{human_bytes(info.compress_size)} (a zip bomb?); refusing to read it."

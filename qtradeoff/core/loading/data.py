@@ -7,6 +7,8 @@ The calibration split (used to set activation ranges) and the evaluation split
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,10 +198,20 @@ def _read_tensor_file(path: Path, sniffed) -> tuple[torch.Tensor, torch.Tensor |
     inputs, labels = content["inputs"], content.get("labels")
     if inputs.ndim < 2 or inputs.shape[0] == 0:
         raise DataLoadError(f"{path}: 'inputs' must be a batch of samples (shape N×…), got {tuple(inputs.shape)}.")
+    not_real = DataLoadError(f"{path}: 'inputs' are {str(inputs.dtype).removeprefix('torch.')}, not real "
+                             "numbers; save real-valued (float or integer) inputs.")
+    if inputs.is_complex() or inputs.is_quantized:
+        # Casting complex to float drops the imaginary part without a word; quantized tensors need their scale.
+        raise not_real
     if not inputs.is_floating_point():
-        inputs = inputs.float()
+        try:
+            inputs = inputs.float()
+        except (RuntimeError, TypeError):  # bit-packed and other dtypes with no numeric meaning
+            raise not_real from None
+    _check_finite(path, inputs)
     if labels is not None:
-        if not isinstance(labels, torch.Tensor) or labels.shape != inputs.shape[:1] or labels.is_floating_point():
+        if (not isinstance(labels, torch.Tensor) or labels.shape != inputs.shape[:1] or labels.is_floating_point()
+                or labels.is_complex() or labels.dtype == torch.bool):
             raise DataLoadError(
                 f"{path}: 'labels' must be N integer class indices matching 'inputs' ({inputs.shape[0]} samples)."
             )
@@ -207,6 +219,25 @@ def _read_tensor_file(path: Path, sniffed) -> tuple[torch.Tensor, torch.Tensor |
         if labels.min() < 0:
             raise DataLoadError(f"{path}: 'labels' contains negative class indices; use 0-based class indices.")
     return inputs.float(), labels
+
+
+_FINITE_CHUNK = 1 << 24  # elements checked at a time: the check's own mask stays small beside the data
+
+
+def _check_finite(path: Path, inputs: torch.Tensor) -> None:
+    """Refuse inputs holding NaN or ±Inf: every accuracy, calibration range and SQNR computed from them would be
+    meaningless (a NaN range poisons every layer's quantization grid), so no number is better than a wrong one."""
+    per_sample = max(1, inputs[0].numel())
+    step = max(1, _FINITE_CHUNK // per_sample)
+    bad = torch.zeros(inputs.shape[0], dtype=torch.bool)
+    for start in range(0, inputs.shape[0], step):
+        chunk = inputs[start:start + step].reshape(min(step, inputs.shape[0] - start), -1)
+        bad[start:start + step] = ~torch.isfinite(chunk).all(dim=1)
+    count = int(bad.sum())
+    if count:
+        first = int(bad.nonzero()[0])
+        raise DataLoadError(f"{path}: 'inputs' hold NaN or infinite values in {count} of {inputs.shape[0]} samples "
+                            f"(the first is sample {first}); remove those samples or fix the preprocessing.")
 
 
 def _split_indices(count: int, calib_size: int | None, eval_size: int | None, seed: int,
@@ -256,7 +287,7 @@ def _load_image_folder(root: Path, image_size: int, crop_size: int, mean, std, c
         transforms.Normalize(list(mean), list(std)),
     ])
     try:
-        folder = tv.datasets.ImageFolder(str(root), transform=transform)
+        folder = tv.datasets.ImageFolder(str(root), transform=transform, loader=_open_image)
     except (FileNotFoundError, OSError) as error:
         raise DataLoadError(
             f"{root} is not an image folder in ImageFolder layout ({str(error).splitlines()[0][:120]}); "
@@ -277,12 +308,32 @@ def _load_image_folder(root: Path, image_size: int, crop_size: int, mean, std, c
     )
 
 
+def _open_image(file: str):
+    """An image file as RGB, opened only once it is known to be a regular file: a FIFO or device named like an
+    image (``x.png``) would block ``open`` forever. Opened non-blocking and checked through the descriptor, so a
+    file swapped for a pipe after a first look cannot block either."""
+    from PIL import Image
+
+    try:
+        descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise DataLoadError(f"{file} cannot be opened ({error.strerror}); check its permissions.") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise DataLoadError(f"{file} is not a regular file (a pipe, socket or device) although it is named like "
+                                "an image; remove it from the folder.")
+        image = Image.open(handle)
+        return image.convert("RGB")
+
+
 def _decode(folder, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for index in indices.tolist():
         file, label = folder.samples[index]
         try:
             image, _ = folder[index]
+        except DataLoadError:
+            raise
         except Exception as error:  # noqa: BLE001 - PIL raises many types for damaged images
             raise DataLoadError(
                 f"{file} could not be read as an image ({type(error).__name__}); remove or replace it."

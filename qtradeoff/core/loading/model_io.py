@@ -25,10 +25,10 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -80,10 +80,46 @@ class LoadedModel:
     architecture: str | None
     load_seconds: float
     preprocessing: dict | None = None  # bundled samples only: how to turn digits into inputs
+    # One sentence each about something wrong that does not stop evaluation (NaN/Inf weights); the engine
+    # copies them into every Result's provenance, so they reach the table, the JSON and the sweep file.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def parameter_count(self) -> int:
         return parameter_count(self.module)
+
+
+def nonfinite_weights(module: nn.Module) -> dict[str, int]:
+    """How many NaN or infinite values each floating-point parameter or buffer of ``module`` holds (only the
+    tensors that have any). A float64 sum per tensor finds them without a mask; only a non-finite sum (a NaN,
+    an Inf, or an overflow of huge values) pays for counting."""
+    found: dict[str, int] = {}
+    try:
+        tensors = module.state_dict()
+    except Exception:  # noqa: BLE001 - exotic modules without a state_dict: nothing to check
+        return found
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.device.type == "meta":
+            continue
+        with torch.no_grad():
+            if torch.isfinite(tensor.sum(dtype=torch.float64)):
+                continue
+            count = tensor.numel() - int(torch.isfinite(tensor).sum())
+        if count:
+            found[name] = count
+    return found
+
+
+def _weight_warnings(path: Path, module: nn.Module) -> list[str]:
+    """Weights with NaN/Inf are loaded, not refused: the model is the user's to inspect and the values may sit
+    in a layer a configuration skips; but every number measured with them carries this warning."""
+    bad = nonfinite_weights(module)
+    if not bad:
+        return []
+    names = sorted(bad, key=lambda name: -bad[name])
+    shown = ", ".join(f"{name} ({bad[name]})" for name in names[:3]) + (", …" if len(names) > 3 else "")
+    return [f"{path.name}: {sum(bad.values())} weight values are NaN or infinite, in {len(bad)} "
+            f"tensor{'s' if len(bad) > 1 else ''}: {shown}; outputs computed with them are not meaningful"]
 
 
 def parameter_count(module: nn.Module) -> int:
@@ -214,10 +250,16 @@ class _ParamsOnMeta(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+class _MetaBuild(NamedTuple):
+    shapes: Mapping[str, tuple[int, ...]]  # parameter and buffer names -> shapes (step counters left out)
+    size: int  # bytes the real build would allocate for them
+    converts: bool  # some module rewrites old checkpoints while loading (torchvision's MNASNet does)
+
+
 @functools.cache
-def _signature(name: str, num_classes: int | None) -> Mapping[str, tuple[int, ...]] | None:
-    """Parameter names and shapes of a registry architecture, built on meta (a pure function of the installed
-    code, memoized for the process; read-only)."""
+def _meta_build(name: str, num_classes: int | None) -> _MetaBuild | None:
+    """What building a registry architecture would give, from a build on the meta device (nothing allocated;
+    a pure function of the installed code, memoized for the process; read-only)."""
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     try:
         with warnings.catch_warnings(), _ParamsOnMeta():
@@ -225,7 +267,17 @@ def _signature(name: str, num_classes: int | None) -> Mapping[str, tuple[int, ..
             model = architectures.build(name, **kwargs)
     except Exception:  # noqa: BLE001 - a builder that cannot be built this way is simply not a candidate
         return None
-    return MappingProxyType(_comparable({k: tuple(v.shape) for k, v in model.state_dict().items()}))
+    state = model.state_dict()
+    size = sum(tensor.numel() * tensor.element_size() for tensor in state.values())
+    converts = any(not type(sub)._load_from_state_dict.__module__.startswith("torch.nn.") for sub in model.modules()
+                   if type(sub)._load_from_state_dict is not nn.Module._load_from_state_dict)
+    return _MetaBuild(MappingProxyType(_comparable({k: tuple(v.shape) for k, v in state.items()})), size, converts)
+
+
+def _signature(name: str, num_classes: int | None) -> Mapping[str, tuple[int, ...]] | None:
+    """Parameter names and shapes of a registry architecture, built on meta (see :func:`_meta_build`)."""
+    built = _meta_build(name, num_classes)
+    return None if built is None else built.shapes
 
 
 def match_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, int | None] | None:
@@ -336,7 +388,9 @@ def _short(error: BaseException) -> str:
 
 
 def _build_from_state(path: Path, state: dict[str, torch.Tensor], fmt: str, architecture: str | None,
-                      trust: bool, num_classes: int | None = None) -> _Loaded:
+                      trust: bool, num_classes: int | None = None, budget: int | None = None) -> _Loaded:
+    budget = budget or _files.memory_budget()
+    _check_state_size(path, state, budget)
     if architecture is None:
         match = match_architecture(state)
         if match is None:
@@ -345,11 +399,13 @@ def _build_from_state(path: Path, state: dict[str, torch.Tensor], fmt: str, arch
                 "pass --architecture package.module:callable (needs --trust)."
             )
         architecture, num_classes = match
+        _check_buildable(path, state, architecture, num_classes, budget)
         module = _build_registry(path, architecture, num_classes)
     elif architectures.is_known(architecture):
         if num_classes is None:
             default = _signature(architecture, None)
             num_classes = _head_classes({k: tuple(v.shape) for k, v in state.items()}, default) if default else None
+        _check_buildable(path, state, architecture, num_classes, budget)
         module = _build_registry(path, architecture, num_classes)
     elif ":" in architecture:
         if not trust:
@@ -379,6 +435,67 @@ def _build_from_state(path: Path, state: dict[str, torch.Tensor], fmt: str, arch
             f"{path} does not fit the architecture {architecture} ({detail}); choose the matching architecture."
         ) from None
     return _Loaded(module, fmt, architecture, num_classes)
+
+
+def _check_state_size(path: Path, state: Mapping[str, torch.Tensor], budget: int) -> None:
+    """Refuse tensors whose shapes claim more memory than the budget, or far more than the file holds. The file's
+    size does not bound them: a tensor saved as a broadcast view (stride 0) keeps one element on disk whatever
+    its shape, and loading it into a model materializes (and first initializes) every element. Trained weights
+    are never such views; tied weights share storage at most a few times, far below the zip-bomb ratio."""
+    if not state:
+        return
+    claimed = sum(tensor.numel() * tensor.element_size() for tensor in state.values())
+    largest = max(state, key=lambda key: state[key].numel())
+    shape = "×".join(map(str, state[largest].shape))
+    if claimed > budget:
+        raise ModelLoadError(
+            f"{path}: its tensors' shapes add up to {human_bytes(claimed)} (the largest, {largest!r}, is {shape}), "
+            f"more than the memory budget of {human_bytes(budget)}; refusing to build it."
+        )
+    with contextlib.suppress(OSError):
+        stored = path.stat().st_size
+        if claimed > _files.ZIP_RATIO_FLOOR and claimed > _files.MAX_ZIP_RATIO * stored:
+            raise ModelLoadError(
+                f"{path}: its tensors' shapes claim {human_bytes(claimed)} (the largest, {largest!r}, is {shape}) "
+                f"from {human_bytes(stored)} on disk, so they are broadcast views, not trained weights; "
+                "refusing to build it."
+            )
+
+
+def _check_buildable(path: Path, state: Mapping[str, torch.Tensor], architecture: str, num_classes: int | None,
+                     budget: int) -> None:
+    """Before a registry architecture is really built (which allocates and initializes every parameter, tens
+    of seconds for an absurd head), build it on the meta device: refuse it above the memory budget, and refuse a
+    state dict whose shapes it would not accept anyway — both in well under a second."""
+    built = _meta_build(architecture, num_classes)
+    if built is None:
+        return  # not buildable on meta: the real build below reports its own failure
+    shapes = built.shapes
+    what = f"{architecture}" + (f" with {num_classes} classes" if num_classes is not None else "")
+    if built.size > budget:
+        raise ModelLoadError(
+            f"{path}: building {what} needs {human_bytes(built.size)} for its parameters, more than the memory "
+            f"budget of {human_bytes(budget)}; refusing to build it."
+        )
+    if built.converts:
+        return  # its own loading code may reshape an old checkpoint: load_state_dict below is the judge
+    given = _comparable({k: tuple(v.shape) for k, v in state.items()})
+    missing = [k for k in shapes if k not in given]
+    unexpected = [k for k in given if k not in shapes]
+    mismatched = [k for k in shapes if k in given and given[k] != shapes[k]]
+    if missing or unexpected or mismatched:
+        details = []
+        if mismatched:
+            key = mismatched[0]
+            details.append(f"{key} is {'×'.join(map(str, given[key]))} in the file, "
+                           f"{'×'.join(map(str, shapes[key]))} in the model"
+                           + (f", and {len(mismatched) - 1} more" if len(mismatched) > 1 else ""))
+        if missing or unexpected:
+            details.append(f"missing {', '.join(missing[:3]) or 'none'}; "
+                           f"unexpected {', '.join(unexpected[:3]) or 'none'}")
+        raise ModelLoadError(
+            f"{path} does not fit the architecture {what} ({'; '.join(details)}); choose the matching architecture."
+        )
 
 
 def _last_linear_rows(state: Mapping[str, torch.Tensor]) -> int | None:
@@ -422,7 +539,8 @@ def _torch_load(path: Path, *, weights_only: bool, allow_list: bool = True) -> A
         return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def _load_pickle(path: Path, kind: str, trust: bool, architecture: str | None) -> _Loaded:
+def _load_pickle(path: Path, kind: str, trust: bool, architecture: str | None,
+                 budget: int | None = None) -> _Loaded:
     wanted = unsafe_globals(path, kind)
     if wanted and not trust:
         raise NeedsTrust(
@@ -460,10 +578,11 @@ def _load_pickle(path: Path, kind: str, trust: bool, architecture: str | None) -
             ) from None
         raise ModelLoadError(f"{path} could not be unpickled ({_short(error)}); it may be truncated or damaged.") \
             from None
-    return _interpret_object(path, obj, architecture, trust)
+    return _interpret_object(path, obj, architecture, trust, budget)
 
 
-def _interpret_object(path: Path, obj: Any, architecture: str | None, trust: bool) -> _Loaded:
+def _interpret_object(path: Path, obj: Any, architecture: str | None, trust: bool,
+                      budget: int | None = None) -> _Loaded:
     if isinstance(obj, nn.Module):
         return _Loaded(obj, "pickle", _registry_name_of(obj), _out_features(obj))
     if isinstance(obj, Mapping):
@@ -472,7 +591,7 @@ def _interpret_object(path: Path, obj: Any, architecture: str | None, trust: boo
                 return _Loaded(obj[key], "pickle", _registry_name_of(obj[key]), _out_features(obj[key]))
         state = unwrap_state_dict(obj)
         if state is not None:
-            return _build_from_state(path, state, "state_dict", architecture, trust)
+            return _build_from_state(path, state, "state_dict", architecture, trust, budget=budget)
         raise ModelLoadError(
             f"{path} holds a dictionary without model weights (keys: {', '.join(map(str, list(obj)[:5]))}); "
             "choose a file saved with torch.save(model) or torch.save(model.state_dict())."
@@ -499,7 +618,8 @@ def _out_features(module: nn.Module) -> int | None:
     return last
 
 
-def _load_safetensors(path: Path, sniffed: _files.Sniff, architecture: str | None, trust: bool) -> _Loaded:
+def _load_safetensors(path: Path, sniffed: _files.Sniff, architecture: str | None, trust: bool,
+                      budget: int | None = None) -> _Loaded:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -511,7 +631,7 @@ def _load_safetensors(path: Path, sniffed: _files.Sniff, architecture: str | Non
     if architecture is None and architectures.is_known(str(metadata.get("architecture", ""))):
         architecture = metadata["architecture"]
     num_classes = int(metadata["num_classes"]) if str(metadata.get("num_classes", "")).isdigit() else None
-    loaded = _build_from_state(path, dict(state), "safetensors", architecture, trust, num_classes)
+    loaded = _build_from_state(path, dict(state), "safetensors", architecture, trust, num_classes, budget)
     loaded.metadata = metadata
     return loaded
 
@@ -554,11 +674,11 @@ def load_in_process(path: Path, *, trust: bool, architecture: str | None, budget
             "choose a PyTorch model file."
         )
     if kind == "safetensors":
-        loaded = _load_safetensors(path, sniffed, architecture, trust)
+        loaded = _load_safetensors(path, sniffed, architecture, trust, budget)
     elif kind in ("torchscript", "export"):
         loaded = _load_code_archive(path, kind, trust)
     else:
-        loaded = _load_pickle(path, kind, trust, architecture)
+        loaded = _load_pickle(path, kind, trust, architecture, budget)
     with contextlib.suppress(NotImplementedError):  # torch.export modules refuse eval(); they are traced in eval
         loaded.module.eval()
     return loaded, size
@@ -643,6 +763,7 @@ def load_model(path: str | Path, *, trust: bool = False, architecture: str | Non
         architecture=loaded.architecture or (sample or {}).get("architecture"),
         load_seconds=time.perf_counter() - started,
         preprocessing=dict(sample["preprocessing"]) if sample else None,
+        warnings=_weight_warnings(path, loaded.module),
     )
 
 
@@ -745,6 +866,6 @@ def sample_data_for(model: LoadedModel, **sizes) -> Any:
 
 __all__ = [
     "FORMATS", "LoadedModel", "ModelLoadError", "NeedsTrust", "check_forward", "human_bytes", "inspect_file",
-    "load_model", "load_sample_model", "match_architecture", "parameter_count", "safe_module_classes",
-    "sample_data_for", "sample_names", "start_loader", "unsafe_globals", "unwrap_state_dict",
+    "load_model", "load_sample_model", "match_architecture", "nonfinite_weights", "parameter_count",
+    "safe_module_classes", "sample_data_for", "sample_names", "start_loader", "unsafe_globals", "unwrap_state_dict",
 ]
