@@ -15,7 +15,8 @@ FIELDS = (
     ("latency", "Latency", "Batch-1 latency: measured on real kernels, or estimated from MACs and bytes."),
     ("weights", "Weights", "Weight storage of the current configuration and its share of fp32."),
     ("activations", "Peak activations", "Largest activation memory alive at once, at batch size 1."),
-    ("note", "Note", "What the measurement could not do for real (e.g. no sparse kernel)."),
+    ("note", "Note", "Warnings about the model (e.g. NaN weights) and what the measurement could not do for real "
+                     "(e.g. no sparse kernel)."),
 )
 
 
@@ -55,4 +56,7 @@ class CurrentPanel(QGroupBox):
         fields["weights"].setText(f"{format_bytes(result.weight_bytes)} "
                                   f"({result.weight_bytes / max(1, result.fp32_weight_bytes):.1%} of fp32)")
         fields["activations"].setText(format_bytes(result.peak_activation_bytes))
-        fields["note"].setText(getattr(result, "measured_note", "") or "—")
+        provenance = getattr(result, "provenance", None)
+        warnings = list(provenance.get("warnings") or ()) if isinstance(provenance, dict) else []
+        notes = [f"Warning: {text}" for text in warnings] + [getattr(result, "measured_note", "") or ""]
+        fields["note"].setText("; ".join(filter(None, notes)) or "—")

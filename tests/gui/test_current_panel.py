@@ -1,0 +1,22 @@
+"""The current-configuration panel says what a result warns about, beside what the measurement could not do."""
+
+from __future__ import annotations
+
+from qtradeoff.gui.current_panel import CurrentPanel
+from tests.gui.conftest import FakeResult
+
+
+def _result(**provenance) -> FakeResult:
+    return FakeResult(config=None, config_key="k", accuracy=0.9, accuracy_ci95=(0.85, 0.94), weight_bytes=10,
+                      fp32_weight_bytes=40, eval_samples=100, latency=0.2, measured=False,
+                      measured_note="pruned weights run dense", provenance=provenance)
+
+
+def test_model_warnings_come_first_in_the_note(qtbot):
+    panel = CurrentPanel()
+    qtbot.addWidget(panel)
+    panel.show(_result(warnings=["model.pt: 3 weights of fc.weight are NaN"]))
+    note = panel.fields["note"].text()
+    assert note.startswith("Warning: model.pt: 3 weights of fc.weight are NaN") and "pruned weights" in note
+    panel.show(_result())
+    assert panel.fields["note"].text() == "pruned weights run dense"
