@@ -82,47 +82,64 @@ def _lines(data: bytes) -> Iterator[_Line]:
         start = end
 
 
-def _parse(text: bytes) -> tuple[dict, Result]:
-    """The record on one line and its Result; ValueError/TypeError/KeyError say why it is not one."""
-    record = json.loads(text.decode("utf-8"))
-    if not isinstance(record, dict) or not isinstance(record.get("key"), str) or "result" not in record:
-        raise ValueError("not a sweep record")
-    return record, Result.from_dict(record["result"])
+class _Corrupt(ValueError):
+    """A complete line that is not a usable record (``result``: it is a record, but its result is invalid)."""
+
+    def __init__(self, problem: str, *, result: bool):
+        super().__init__(problem)
+        self.problem, self.result = problem, result
+
+    def message(self, path: Path, line: int, record: int) -> str:
+        if self.result:
+            return (f"{path}:{line}: record {record} has an invalid result ({self.problem}); the file was written "
+                    "by another version or edited")
+        return (f"{path}:{line} is not a qtradeoff sweep record ({self.problem}); is this a results file written "
+                "by `qtradeoff sweep`?")
 
 
-def _problem(error: Exception) -> str:
-    if isinstance(error, UnicodeDecodeError):
-        return "not UTF-8 text"
-    if isinstance(error, json.JSONDecodeError):
-        return f"not JSON: {error.msg}"
-    if isinstance(error, KeyError):
-        return f"missing field {error}"
-    return str(error) or type(error).__name__
+def _parse(text: bytes, *, need_key: bool) -> tuple[dict, Result]:
+    """The record on one line and its Result, or _Corrupt saying why it is not one."""
+    try:
+        record = json.loads(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _Corrupt("not UTF-8 text", result=False) from None
+    except json.JSONDecodeError as error:
+        raise _Corrupt(f"not JSON: {error.msg}", result=False) from None
+    if not isinstance(record, dict) or "result" not in record:
+        raise _Corrupt("a JSON value without a result", result=False)
+    if need_key and not isinstance(record.get("key"), str):
+        raise _Corrupt("no configuration key", result=False)
+    try:
+        return record, Result.from_dict(record["result"])
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        problem = f"missing {error}" if isinstance(error, KeyError) else (str(error) or type(error).__name__)
+        raise _Corrupt(problem, result=True) from None
 
 
-def _scan(data: bytes, path: Path, on_corrupt: Callable[[int, str], None] | None
+def _scan(data: bytes, path: Path, on_corrupt: Callable[[int, str], None] | None, *, need_key: bool = False
           ) -> tuple[list[tuple[dict, Result]], int, bool]:
-    """``(records, end, last_is_record)``: the valid records of a file's bytes, the offset after its last complete
+    """``(records, end, whole_tail)``: the valid records of a file's bytes, the offset after its last complete
     line (a torn last line starts there) and whether an unterminated last line parsed as a whole record.
 
     A complete line that is not a record goes to ``on_corrupt(line_number, problem)`` and is skipped, or raises
-    SweepError naming the line when there is no ``on_corrupt``."""
+    SweepError naming the line when there is no ``on_corrupt``. ``need_key``: records must carry their
+    configuration key (to be served on resume)."""
     records: list[tuple[dict, Result]] = []
-    end, whole_tail = 0, False
+    end, whole_tail, count = 0, False, 0
     for line in _lines(data):
         body = data[line.start:line.end]
         if not body.strip():
             end = line.end if line.terminated else end
             continue
+        count += 1
         try:
-            parsed = _parse(body)
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            parsed = _parse(body, need_key=need_key)
+        except _Corrupt as error:
             if not line.terminated:
                 break  # the line an interrupted write left behind: not a record yet
             if on_corrupt is None:
-                raise SweepError(f"{path}:{line.number} is not a valid qtradeoff sweep record ({_problem(error)}); "
-                                 "was the file edited or written by another program?") from None
-            on_corrupt(line.number, _problem(error))
+                raise SweepError(error.message(path, line.number, count)) from None
+            on_corrupt(line.number, error.problem)
             end = line.end
             continue
         records.append(parsed)
@@ -311,7 +328,7 @@ class SweepLog:
         def corrupt(number: int, problem: str) -> None:
             warn(f"{path}:{number}: skipped a corrupted record ({problem}); its configuration is measured again")
 
-        records, end, whole_tail = _scan(data, path, corrupt)
+        records, end, whole_tail = _scan(data, path, corrupt, need_key=True)
         log = cls(path, fd, created=created, regular=True, records=records, end=end)
         if whole_tail:
             log._append_bytes(b"\n", end=size)  # the last record lacked only its newline

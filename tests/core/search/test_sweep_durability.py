@@ -324,7 +324,7 @@ def test_corrupted_records_are_skipped_on_resume_with_their_line_numbers(tmp_pat
     assert out.read_text().endswith("\n")
 
     # for plotting the damage is an error naming the line, unless the caller asks to skip it
-    with pytest.raises(SweepError, match=r"edited\.jsonl:2 .*invalid literal for int"):
+    with pytest.raises(SweepError, match=r"edited\.jsonl:2: record 2 has an invalid result \(invalid literal for int"):
         read_results(out)
     skipped: list[int] = []
     records = read_records(out, on_corrupt=lambda number, problem: skipped.append(number))
