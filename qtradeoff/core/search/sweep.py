@@ -116,17 +116,20 @@ def _parse(text: bytes, *, need_key: bool) -> tuple[dict, Result]:
         raise _Corrupt(problem, result=True) from None
 
 
-def _scan(data: bytes, path: Path, on_corrupt: Callable[[int, str], None] | None, *, need_key: bool = False
-          ) -> tuple[list[tuple[dict, Result]], int, bool]:
+def _scan(data: bytes, path: Path, on_corrupt: Callable[[int, str], None] | None, *, need_key: bool = False,
+          lenient_last: bool = False) -> tuple[list[tuple[dict, Result]], int, bool]:
     """``(records, end, whole_tail)``: the valid records of a file's bytes, the offset after its last complete
     line (a torn last line starts there) and whether an unterminated last line parsed as a whole record.
 
     A complete line that is not a record goes to ``on_corrupt(line_number, problem)`` and is skipped, or raises
     SweepError naming the line when there is no ``on_corrupt``. ``need_key``: records must carry their
-    configuration key (to be served on resume)."""
+    configuration key (to be served on resume). ``lenient_last``: an unparsable (not JSON) last line counts as
+    torn even when it ends with a newline (for reading plots; a writer cuts off only an unterminated one)."""
     records: list[tuple[dict, Result]] = []
     end, whole_tail, count = 0, False, 0
-    for line in _lines(data):
+    lines = list(_lines(data))
+    last = max((line.number for line in lines if data[line.start:line.end].strip()), default=0)
+    for line in lines:
         body = data[line.start:line.end]
         if not body.strip():
             end = line.end if line.terminated else end
@@ -135,7 +138,7 @@ def _scan(data: bytes, path: Path, on_corrupt: Callable[[int, str], None] | None
         try:
             parsed = _parse(body, need_key=need_key)
         except _Corrupt as error:
-            if not line.terminated:
+            if not line.terminated or (lenient_last and line.number == last and not error.result):
                 break  # the line an interrupted write left behind: not a record yet
             if on_corrupt is None:
                 raise SweepError(error.message(path, line.number, count)) from None
@@ -158,7 +161,8 @@ def _check_readable(path: Path, mode: int) -> None:
 
 
 def read_records(path: str | Path, *, on_corrupt: Callable[[int, str], None] | None = None) -> list[dict]:
-    """The records of a results file (empty when it does not exist); a torn last line is ignored.
+    """The records of a results file (empty when it does not exist); a torn or unparsable *last* line is ignored
+    (an interrupted write).
 
     A corrupted complete line raises :class:`SweepError` naming it, unless ``on_corrupt(line_number, problem)``
     is given: then it is reported there and skipped."""
@@ -181,7 +185,7 @@ def _read(path: Path, on_corrupt) -> list[tuple[dict, Result]]:
         raise SweepError(f"{path} cannot be read ({error.strerror or error}); check the path and permissions") from None
     finally:
         os.close(fd)
-    return _scan(data, path, on_corrupt)[0]
+    return _scan(data, path, on_corrupt, lenient_last=True)[0]
 
 
 def read_results(path: str | Path, *, on_corrupt: Callable[[int, str], None] | None = None) -> list:
