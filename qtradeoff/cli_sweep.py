@@ -1,20 +1,27 @@
 """``qtradeoff sweep MODEL``: run a search strategy headless and write one JSON line per configuration.
 
-Exit codes as documented in qtradeoff.core.errors: 0 done; 2 bad option; 3 bad model, data or results file;
-4 the model needs ``--trust``; 130 interrupted (everything measured so far is in the file; rerun with ``--resume``).
+Exit codes as documented in qtradeoff.core.errors: 0 done; 2 bad option; 3 bad model, data or results file
+(including a results file another sweep is writing, a full disk or an I/O error: the file then keeps every
+complete record); 4 the model needs ``--trust``; 130 interrupted by SIGINT (Ctrl+C), 143 by SIGTERM (128 + the
+signal, as shells report it; everything measured so far is in the file; rerun with ``--resume``).
 qtradeoff.cli's wrapper prints every expected failure as one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+
+# explore.STRATEGIES, spelled out: importing the search package pulls in torch, which --help and option errors
+# do without (tests/core/search/test_sweep_durability.py checks that the two agree).
+STRATEGIES = ("grid", "greedy", "random", "evolutionary", "smallest", "budget")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``qtradeoff sweep`` (for the ``SUBCOMMANDS`` registry of :mod:`qtradeoff.cli`)."""
     from qtradeoff.cli_args import non_negative_float, non_negative_int, positive_float, positive_int
-    from qtradeoff.core.search.explore import STRATEGIES
 
     parser.description = ("Search configurations of MODEL with a strategy and write one JSON line per evaluated "
                           "configuration (config + result) to --out; --resume continues an interrupted file.")
@@ -67,27 +74,32 @@ def _base_config(args, layers):
 def run(args: argparse.Namespace) -> int:
     """Run the sweep described by ``args``; returns the exit code (failures are raised, for qtradeoff.cli's
     wrapper to report)."""
-    from qtradeoff.core.errors import CancelledError, UsageError
+    from qtradeoff.core.errors import UsageError
     from qtradeoff.core.search.explore import planned_evaluations
-    from qtradeoff.core.search.sweep import sweep_iter
+    from qtradeoff.core.search.sweep import SweepLog, sweep_iter
 
     if args.strategy == "budget" and args.max_bytes is None and args.max_ms is None:
         raise UsageError("--strategy budget needs --max-bytes and/or --max-ms")
     from qtradeoff.cli_args import engine_spec
     from qtradeoff.core.engine.engine import Engine
 
-    loaded, data = engine_spec(args).load()
-    session = Engine(loaded, data, cache_bytes=args.cache_mb * 1024 * 1024)
-    base = _base_config(args, session.layers)
-    total = planned_evaluations(args.strategy, session, budget=args.budget, base_config=base)
-    points = sweep_iter(session, args.strategy, args.out, resume=args.resume, overwrite=args.overwrite,
-                        budget=args.budget, seed=args.seed, max_drop=args.max_drop, max_bytes=args.max_bytes,
-                        max_ms=args.max_ms, base_config=base, weight_by=args.weight_by)
-    try:
-        final = _drive(points, total, args.quiet)
-    except KeyboardInterrupt:  # the wrapper would say "interrupted"; here the user can be told how to go on
-        raise CancelledError(f"interrupted; {args.out} keeps every finished configuration — rerun with --resume "
-                             "to continue") from None
+    # The results file is locked before the model loads, so a second sweep on it is refused at once.
+    with SweepLog.open(args.out, resume=args.resume, overwrite=args.overwrite, warn=_warn) as log:
+        loaded, data = engine_spec(args).load()
+        session = Engine(loaded, data, cache_bytes=args.cache_mb * 1024 * 1024)
+        base = _base_config(args, session.layers)
+        total = planned_evaluations(args.strategy, session, budget=args.budget, base_config=base)
+        progress = {"done": 0}
+        with _StopOnSignal() as stop:
+            points = sweep_iter(session, args.strategy, log, budget=args.budget, seed=args.seed,
+                                should_stop=stop.requested, max_drop=args.max_drop, max_bytes=args.max_bytes,
+                                max_ms=args.max_ms, base_config=base, weight_by=args.weight_by)
+            try:
+                final = _drive(points, total, args.quiet, progress)
+            except KeyboardInterrupt:  # a second signal, or Ctrl+C where no handler could be installed
+                raise _interrupted(stop.signum or signal.SIGINT, progress["done"], total, log) from None
+            if stop.signum is not None:
+                raise _interrupted(stop.signum, progress["done"], total, log)
     if session.note and not session.evaluator.traceable:
         print(f"note: {session.note}", file=sys.stderr)
     if final is not None:
@@ -95,13 +107,61 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _drive(points, total: int, quiet: bool):
+def _warn(message: str) -> None:
+    from qtradeoff.cli import one_line
+
+    print(f"qtradeoff sweep: warning: {one_line(message)}", file=sys.stderr)
+
+
+class _StopOnSignal:
+    """SIGINT and SIGTERM ask the sweep to stop after the configuration being measured (its record is written
+    whole); a second one stops at once (KeyboardInterrupt; a half-written record is cut off).
+
+    Installed explicitly, even over an inherited "ignore": a shell starts background jobs with SIGINT ignored,
+    and ``kill -INT`` of a background sweep must not be lost. Only the main thread can install handlers; from
+    another one the sweep runs without them (Ctrl+C then arrives as KeyboardInterrupt, if at all)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted(signum: int, done: int, total: int, log):
+    from qtradeoff.core.errors import CancelledError
+
+    name = signal.Signals(signum).name
+    error = CancelledError(f"interrupted by {name} after {done} of {total} configurations; {log.path} keeps "
+                           f"{log.kept} records, resume with --resume")
+    error.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM: what a shell reports for the signal
+    return error
+
+
+def _drive(points, total: int, quiet: bool, progress: dict):
     """Consume the sweep with a tqdm bar on stderr; returns the solver's final point, if any."""
     from tqdm import tqdm
 
     final = None
     with tqdm(total=total, unit="config", file=sys.stderr, disable=quiet, dynamic_ncols=True) as bar:
         for point in points:
+            progress["done"] = point.done
             bar.set_postfix(measured=point.evaluated, resumed=max(point.done - point.evaluated, 0), refresh=False)
             bar.update(1)
             if point.role == "final":
