@@ -14,21 +14,18 @@ import signal
 import sys
 import threading
 
-# explore.STRATEGIES, spelled out: importing the search package pulls in torch, which --help and option errors
-# do without (tests/core/search/test_sweep_durability.py checks that the two agree).
-STRATEGIES = ("grid", "greedy", "random", "evolutionary", "smallest", "budget")
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``qtradeoff sweep`` (for the ``SUBCOMMANDS`` registry of :mod:`qtradeoff.cli`)."""
     from qtradeoff.cli_args import non_negative_float, non_negative_int, positive_float, positive_int
+    from qtradeoff.core.search import explore  # light: the strategies import torch only when they run
 
     parser.description = ("Search configurations of MODEL with a strategy and write one JSON line per evaluated "
                           "configuration (config + result) to --out; --resume continues an interrupted file.")
     parser.add_argument("model", help="model file, or the name of a bundled sample (digits_cnn, digits_mlp, ...)")
     parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory or a tensor file "
                                        "(default: the sample's own data for a bundled sample)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="greedy")
+    parser.add_argument("--strategy", choices=explore.STRATEGIES, default="greedy")
     parser.add_argument("--budget", type=positive_int, default=None, help="at most N configurations evaluated")
     parser.add_argument("--out", required=True, help="results file (JSON lines)")
     parser.add_argument("--resume", action="store_true", help="continue an existing results file")

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from qtradeoff import cli, cli_sweep
+from qtradeoff import cli
 from qtradeoff.core.engine.engine import Engine
 from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
-from qtradeoff.core.search import explore, sweep
+from qtradeoff.core.search import sweep
 from qtradeoff.core.search.sweep import SweepError, SweepLog, read_records, read_results, sweep_iter
 
 GRID = ["sweep", "digits_cnn", "--strategy", "grid", "--eval-size", "32", "--calib-size", "16", "--quiet"]
@@ -331,7 +331,3 @@ def test_corrupted_records_are_skipped_on_resume_with_their_line_numbers(tmp_pat
     assert skipped == [2, 3]
     keys = [record["key"] for record in records]
     assert len(keys) == len(set(keys)) == 5  # the two skipped configurations measured again, plus the fifth
-
-
-def test_the_cli_spells_out_the_strategies_of_explore():
-    assert cli_sweep.STRATEGIES == explore.STRATEGIES
