@@ -258,12 +258,7 @@ def greedy(session, *, max_drop: float = 1.0, sensitivity=None, ladder: Sequence
         if not candidates:
             break
 
-        def cost(name: str) -> tuple[float, str]:
-            here, there = ladder[level[name]], ladder[level[name] + 1]
-            extra = _predicted(sensitivity, name, there) - _predicted(sensitivity, name, here)
-            return (max(extra, 0.0) + _EPSILON_POINTS) / layers.share(name, here, there, weight_by), name
-
-        layer = min(candidates, key=cost)
+        layer = min(candidates, key=lambda name: _lowering_cost(name, level, ladder, sensitivity, layers, weight_by))
         if not spend.take():
             break
         step += 1
@@ -305,6 +300,13 @@ def _descent_setup(session, base_config, locked, evaluate, verify, budget) -> tu
     layers = _Layers.of(session)
     free = [name for name in layers.names if name not in locked]
     return base, locked, evaluate, verify, _Budget(budget), layers, free
+
+
+def _lowering_cost(name: str, level, ladder, sensitivity, layers, weight_by: str) -> tuple[float, str]:
+    """Predicted extra drop of lowering ``name`` one ladder step, per share of memory (or compute) it saves."""
+    here, there = ladder[level[name]], ladder[level[name] + 1]
+    extra = _predicted(sensitivity, name, there) - _predicted(sensitivity, name, here)
+    return (max(extra, 0.0) + _EPSILON_POINTS) / layers.share(name, here, there, weight_by), name
 
 
 def _descent_start(session, base, locked, free, ladder, evaluate, spend, sensitivity, should_stop, strategy,
@@ -432,12 +434,7 @@ def most_accurate_under(session, *, max_bytes: int | None = None, max_ms: float 
         if not candidates or not spend.take():
             break
 
-        def cost(name: str) -> tuple[float, str]:
-            here, there = ladder[level[name]], ladder[level[name] + 1]
-            extra = _predicted(sensitivity, name, there) - _predicted(sensitivity, name, here)
-            return (max(extra, 0.0) + _EPSILON_POINTS) / layers.share(name, here, there, weight_by), name
-
-        layer = min(candidates, key=cost)
+        layer = min(candidates, key=lambda name: _lowering_cost(name, level, ladder, sensitivity, layers, weight_by))
         level[layer] += 1
         current = set_layer(current, layer, bits=ladder[level[layer]])
         current_result = evaluate(current)
