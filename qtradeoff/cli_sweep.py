@@ -156,7 +156,9 @@ def _drive(points, total: int, quiet: bool, progress: dict):
     from tqdm import tqdm
 
     final = None
-    with tqdm(total=total, unit="config", file=sys.stderr, disable=quiet, dynamic_ncols=True) as bar:
+    # no bar when stderr is not a terminal (a log, CI): its carriage-return frames would garble the error lines
+    with tqdm(total=total, unit="config", file=sys.stderr, disable=quiet or not sys.stderr.isatty(),
+              dynamic_ncols=True) as bar:
         for point in points:
             progress["done"] = point.done
             bar.set_postfix(measured=point.evaluated, resumed=max(point.done - point.evaluated, 0), refresh=False)
