@@ -78,6 +78,15 @@ def engine_spec(args: argparse.Namespace):
                       calib_size=getattr(args, "calib_size", None))
 
 
+def precheck_config(args: argparse.Namespace) -> None:
+    """Read and check ``--config`` on its own (file type, size, UTF-8, JSON, every field) before the model and
+    data load, so a bad file fails in milliseconds; :func:`config_argument` then checks it against the model."""
+    from qtradeoff.core.config import from_json_file
+
+    if getattr(args, "config", None) is not None:
+        from_json_file(args.config)
+
+
 def config_argument(args: argparse.Namespace, layers):
     """The configuration ``--config`` names (fp32 when absent), checked against the model's ``layers``.
 

@@ -83,10 +83,11 @@ def run(args: argparse.Namespace) -> int:
     """Run ``evaluate``; returns the exit code (failures are raised, for qtradeoff.cli's wrapper to report)."""
     import torch
 
-    from qtradeoff.cli_args import config_argument, engine_spec
+    from qtradeoff.cli_args import config_argument, engine_spec, precheck_config
     from qtradeoff.core.engine.measure import Cancelled, Progress, Result
     from qtradeoff.core.measurement.latency import LatencySettings
 
+    precheck_config(args)
     engine = engine_spec(args).build()
     config = config_argument(args, engine.layers)
     _check_batch_fits(args.batch, engine.data.input_shape)

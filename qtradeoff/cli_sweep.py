@@ -77,9 +77,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.strategy == "budget" and args.max_bytes is None and args.max_ms is None:
         raise UsageError("--strategy budget needs --max-bytes and/or --max-ms")
-    from qtradeoff.cli_args import engine_spec
+    from qtradeoff.cli_args import engine_spec, precheck_config
     from qtradeoff.core.engine.engine import Engine
 
+    precheck_config(args)
     # The results file is locked before the model loads, so a second sweep on it is refused at once.
     with SweepLog.open(args.out, resume=args.resume, overwrite=args.overwrite, warn=_warn) as log:
         loaded, data = engine_spec(args).load()
