@@ -233,8 +233,7 @@ class CoreBackend:
 
         # with data, the engine's own compressor: the folded weights are computed once and shared
         compressor = self.engine().compressor if self.data is not None else Compressor(module, layers=list(layers))
-        per_layer = {name: tuple(compressor.sparsity_for_threshold(name, t, True) for t in THRESHOLDS)
-                     for name in compressor.layer_names}
+        per_layer = compressor.threshold_sparsity(THRESHOLDS)
         weights = {info.name: sum(compressor.weight(info.name, n).numel() for n in info.weight_names)
                    for info in compressor.layers}
         total = sum(weights.values()) or 1

@@ -310,6 +310,12 @@ class Compressor:
             return 0.0
         return sum(sparsity_for_threshold(t, threshold, relative) * t.numel() for t in tensors) / total
 
+    def threshold_sparsity(self, thresholds, *, relative: bool = True) -> dict[str, tuple[float, ...]]:
+        """Per layer, the fraction of weights a magnitude threshold prunes at each of ``thresholds``: on the
+        weights compression prunes (BatchNorm folded), so a label shows what a plan applies and memory counts."""
+        return {name: tuple(self.sparsity_for_threshold(name, float(t), relative) for t in thresholds)
+                for name in self.layer_names}
+
     def close(self) -> None:
         """Drop the caches (simulated models already built stay usable)."""
         with self._lock:

@@ -159,12 +159,6 @@ class Engine:
         """``config`` resolved for every compressible layer, with its pruning masks (see compression.plan)."""
         return self.compressor.plan(config)
 
-    def threshold_sparsity(self, thresholds, *, relative: bool = True) -> dict[str, tuple[float, ...]]:
-        """Per layer, the fraction of weights a magnitude threshold prunes at each of ``thresholds`` — on the
-        weights compression prunes (BatchNorm folded), so a label shows what the plan applies and memory counts."""
-        return {name: tuple(self.compressor.sparsity_for_threshold(name, float(t), relative) for t in thresholds)
-                for name in self.layer_names}
-
     def subset(self, eval_size: int | None) -> int:
         """The number of evaluation samples ``eval_size`` asks for (None or 0: all)."""
         if not eval_size or eval_size >= self.eval_samples:

@@ -33,7 +33,7 @@ def cnn():
 def test_threshold_label_is_what_is_pruned_and_counted(cnn):
     # features.0.conv is followed by BatchNorm: compression prunes the folded weights, so must the label
     layer, threshold = "features.0.conv", 1.0
-    label = cnn.threshold_sparsity([threshold])[layer][0]
+    label = cnn.compressor.threshold_sparsity([threshold])[layer][0]
     config = CompressionConfig().with_layer(layer, prune={"method": "magnitude", "threshold": threshold,
                                                           "relative": True})
     plan = cnn.plan(config)
@@ -57,7 +57,7 @@ def test_gui_labels_read_the_folded_weights(cnn):
     summary = backend._install(cnn.loaded, cnn.data)
     index = THRESHOLDS.index(1.0)
     assert summary.layer_sparsity_curve["features.0.conv"][index] == pytest.approx(
-        cnn.threshold_sparsity([1.0])["features.0.conv"][0], abs=1e-12)
+        cnn.compressor.threshold_sparsity([1.0])["features.0.conv"][0], abs=1e-12)
 
 
 def test_selectors_resolve_like_the_names_they_match(cnn):
