@@ -24,6 +24,7 @@ from qtradeoff.gui.layer_panel import LayerPanel
 from qtradeoff.gui.layout import arrange
 from qtradeoff.gui.model_panel import ModelPanel
 from qtradeoff.gui.plot import ParetoPlot, point_key
+from qtradeoff.gui.remote import default_backend
 from qtradeoff.gui.undo import ConfigState, push_edit, undo_actions
 from qtradeoff.gui.worker import EvaluationService
 
@@ -42,7 +43,8 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.settings = settings if settings is not None else QSettings(
             QSettings.IniFormat, QSettings.UserScope, ORGANIZATION, APPLICATION)
-        self.service = service if service is not None else EvaluationService(parent=self)
+        # The app's model work runs in worker processes (QTRADEOFF_BACKEND=thread keeps it in the worker thread).
+        self.service = service if service is not None else EvaluationService(backend=default_backend(), parent=self)
         if self.service.parent() is None:
             self.service.setParent(self)
         self.summary: ModelSummary | None = None

@@ -426,6 +426,11 @@ class EvaluationService(QObject):
             self._search.stop.set()
             self._search = None
         self._mailbox.close()
+        # A worker-process backend stops its children now (asked, then terminated after a short grace): the
+        # threads waiting on them return at once, whatever the children were doing.
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
         self._thread.quit()
         self._thread.wait()
         if self._search_thread is not None:
