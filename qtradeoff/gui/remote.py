@@ -137,7 +137,9 @@ def child_main(conn: Any, stop: Any) -> None:
         except (EOFError, OSError):
             return
         if message[0] == "exit":
-            return
+            # Nothing to flush; interpreter teardown with torch loaded takes longer than the close grace.
+            conn.close()
+            os._exit(0)
         _, request_id, op, args, kwargs = message
         try:
             if op in ("evaluate_iter", "search_iter"):
