@@ -26,6 +26,8 @@ from qtradeoff.core.errors import CancelledError, InputError, NeedsTrustError, Q
 
 # How long a closing window waits for a child to exit on its own before terminating it (then killing it).
 CLOSE_GRACE_SECONDS = 0.25
+# Scheduling priority the children lower themselves by (see child_main).
+CHILD_NICENESS = 5
 # How often a waiting call looks at its should_stop and at whether its child is still alive.
 POLL_SECONDS = 0.02
 # A call abandoned by its caller (a superseded evaluation) waits this long for the child to stop by itself;
@@ -129,6 +131,12 @@ def child_main(conn: Any, stop: Any) -> None:
     """The child process: answer requests from ``conn`` until "exit" or the pipe closes. ``stop`` is the shared
     flag the GUI sets to cancel the running request (polled between batches)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in the terminal is the GUI's to handle
+    try:
+        # When the window and a child want the same core, the window goes first: a repaint is a few ms for the
+        # child and a visible stall for the user.
+        os.nice(CHILD_NICENESS)
+    except OSError:
+        pass
     host = _Host()  # imports torch and the core now, before the first request
     conn.send(("ready", 0))
     while True:
