@@ -106,3 +106,21 @@ def test_trust_prompt_and_search_cross_the_process_boundary(tmp_path):
         pids = backend.pids()
         backend.close()
     assert not any(_alive(pid) for pid in pids)
+
+
+def test_the_app_defaults_to_worker_processes_and_the_environment_can_keep_the_thread(monkeypatch):
+    from qtradeoff.gui.backend import CoreBackend
+    from qtradeoff.gui.remote import ProcessBackend, default_backend
+
+    monkeypatch.setenv("QTRADEOFF_BACKEND", "thread")
+    assert isinstance(default_backend(), CoreBackend)
+    monkeypatch.delenv("QTRADEOFF_BACKEND")
+    backend = default_backend()
+    try:
+        assert isinstance(backend, ProcessBackend) and len(backend.pids()) == 2
+    finally:
+        pids = backend.pids()
+        started = time.perf_counter()
+        backend.close()  # children still importing torch: terminated after the grace
+        closing = time.perf_counter() - started
+    assert closing < 1.0 and not any(_alive(pid) for pid in pids)
