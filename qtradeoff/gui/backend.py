@@ -1,6 +1,7 @@
 """The GUI's only door into the core: loads models and data, evaluates configurations, runs searches, summarises a
 model as plain data. Runs in the service's threads (the worker evaluates, the search thread searches, both on the
-one Engine); the GUI thread only ever sees the plain :class:`ModelSummary`, search events and core ``Result``s.
+one Engine) or, in the app, inside the worker processes of :class:`~qtradeoff.gui.remote.ProcessBackend`; the GUI
+thread only ever sees the plain :class:`ModelSummary`, search events and core ``Result``s.
 
 Tests can substitute a fake with the same methods (dependency injection into :class:`~qtradeoff.gui.worker.Worker`).
 """

@@ -4,7 +4,9 @@ evaluations from the core, with coalesced requests and cooperative cancellation,
 The GUI thread talks to them only through :class:`EvaluationService`: evaluation requests go into a locked mailbox
 (the newest replaces an older pending one), a search request replaces the running search (the latest wins),
 cancellation sets a ``threading.Event`` directly, and everything comes back as queued signals carrying plain data.
-Both workers use the backend's one engine, so edits keep being evaluated while a search runs.
+Edits keep being evaluated while a search runs: on the in-thread CoreBackend both workers share its one engine;
+on the app's ProcessBackend (:mod:`qtradeoff.gui.remote`) each thread drives its own worker process, and
+:meth:`EvaluationService.shutdown` closes the backend (its children) before waiting for the threads.
 """
 
 from __future__ import annotations
