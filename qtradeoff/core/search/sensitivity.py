@@ -227,22 +227,29 @@ def sensitivity_iter(session, *, settings: SensitivitySettings = SensitivitySett
     labelled = base.accuracy is not None
     done = 0
     results = []
+    batched = callable(getattr(session, "score_variants", None))
     for layer in layers:
         quant, prune = {}, {}
         trials = [("bits", bits) for bits in settings.bits] + [("sparsity", s) for s in settings.sparsities]
-        for kind, value in trials:
+        configs = [quantized_layer(base_config, layer, int(value), settings) if kind == "bits"
+                   else pruned_layer(base_config, layer, float(value)) for kind, value in trials]
+        if batched:
+            # one layer's trials share everything after it: the engine runs that part once for all of them
             if should_stop():
                 return
             yield SensitivityProgress(done, total, layer)
-            if kind == "bits":
-                config = quantized_layer(base_config, layer, int(value), settings)
-            else:
-                config = pruned_layer(base_config, layer, float(value))
-            # a trial's downstream values are never shared by another trial: read the cache, add nothing
-            score = session.score(config, store=False)
-            drop = 100.0 * (base.metric - score.metric)
-            (quant if kind == "bits" else prune)[value] = drop
-            done += 1
+            scores = session.score_variants(layer, configs)
+        else:
+            scores = []
+            for config in configs:
+                if should_stop():
+                    return
+                yield SensitivityProgress(done + len(scores), total, layer)
+                # a trial's downstream values are never shared by another trial: read the cache, add nothing
+                scores.append(session.score(config, store=False))
+        for (kind, value), score in zip(trials, scores, strict=True):
+            (quant if kind == "bits" else prune)[value] = 100.0 * (base.metric - score.metric)
+        done += len(trials)
         item = LayerSensitivity(layer, quant, prune)
         results.append(item)
         yield item
