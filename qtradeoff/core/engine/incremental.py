@@ -251,8 +251,10 @@ class IncrementalEvaluator:
         ``modules`` and ``settings`` are each configuration's simulated model and resolved settings. Per chunk,
         the values before ``layer`` come from the cache (or one run), each variant runs ``layer`` and the graph up
         to the next layer on its own model, and the values live there are stacked along the batch dimension so
-        that the rest of the graph — the same modules for every variant — runs once for all of them (the sample
-        models are overhead-bound: a few large calls beat many small ones). Top-1 decisions are those of
+        that the rest of the graph — the same modules for every variant — runs once for all of them: one module
+        call per node instead of one per variant, which pays where per-call overhead dominates (small layers).
+        On digits_cnn the convolutions' arithmetic dominates and the gain is small (benchmarks/bench_sensitivity.py
+        prints it: "incremental vs incremental, per trial"). Top-1 decisions are those of
         :meth:`forward` (see :func:`_settle_near_ties`); the other logits may differ in the last bits. Returns
         None when this cannot be shown safe here (untraceable model, a downstream module that differs between
         variants, a value without a batch dimension, or a batched run that is not bit-identical to one variant's

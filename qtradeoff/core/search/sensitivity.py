@@ -1,9 +1,10 @@
 """Per-layer sensitivity: how much accuracy (or fidelity) each layer loses when it alone is quantized or pruned.
 
 :func:`sensitivity_iter` is the engine (a generator with ``should_stop``, yielding progress and per-layer
-results); reports are cached on disk per (model sha256, data fingerprint, settings) as JSON under
-``~/.cache/qtradeoff/sensitivity/``. Drops are in percentage points of accuracy when the data is labelled, else
-of top-1 agreement with the fp32 model.
+results; one layer's trials are scored together through ``session.score_variants`` when the session has it,
+which runs the graph after the layer once for all of them); reports are cached on disk per (model sha256, data
+fingerprint, settings) as JSON under ``~/.cache/qtradeoff/sensitivity/``. Drops are in percentage points of
+accuracy when the data is labelled, else of top-1 agreement with the fp32 model.
 """
 
 from __future__ import annotations
