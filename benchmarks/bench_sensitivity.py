@@ -8,7 +8,8 @@ the same approach in that process: CPU allocator state left by one approach chan
 ``--repeats`` rounds; medians are reported.
 
 - incremental: ``sensitivity.analyze`` on an :class:`~qtradeoff.core.engine.engine.Engine` through the cut cache
-  (only the graph from the changed layer on re-runs);
+  (only the graph from the changed layer on re-runs), one layer's trials stacked along the batch through the
+  graph after that layer (``Engine.score_variants``);
 - naive forward: for every configuration, the simulated model's full forward + top-1 accuracy (``Compressor.apply``
   builds a new simulated module per configuration);
 - naive evaluate: for every configuration, ``Engine.evaluate_full(config, latency="none")`` on one fresh Engine per
@@ -16,6 +17,8 @@ the same approach in that process: CPU allocator state left by one approach chan
   sweep without incremental evaluation pays. (``Engine.evaluate`` now defaults to the cut cache; the pre-engine
   ``measure.evaluate`` after ``clear_caches()`` ran every configuration in full, so ``evaluate_full`` keeps the
   meaning of this line.)
+- incremental, per trial: ``analyze`` through the cut cache with each trial run on its own (``Engine.score``), as
+  before one layer's trials shared their downstream run (``Engine.score_variants``): separates that gain;
 - executor, no cache: ``analyze`` with the cut cache disabled (``cache_bytes=0``) — every configuration runs in full
   through the incremental evaluator's own executor, which separates the cache's gain from the executor's.
 
@@ -38,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-APPROACHES = ("incremental", "naive forward", "naive evaluate", "executor, no cache")
+APPROACHES = ("incremental", "naive forward", "naive evaluate", "executor, no cache", "incremental, per trial")
 
 
 def _trials(layers, settings):
@@ -58,6 +61,18 @@ def _report_drops(report) -> dict[str, float]:
     return drops
 
 
+class _PerTrial:
+    """An Engine without ``score_variants``: the sensitivity analysis then scores each trial on its own."""
+
+    def __init__(self, engine):
+        self._engine = engine
+
+    def __getattr__(self, name):
+        if name == "score_variants":
+            raise AttributeError(name)
+        return getattr(self._engine, name)
+
+
 def _analysis(approach: str, loaded, data, settings) -> dict[str, float]:
     """One whole sensitivity analysis by ``approach``; returns the drop of every configuration (points)."""
     import torch
@@ -68,9 +83,11 @@ def _analysis(approach: str, loaded, data, settings) -> dict[str, float]:
     from qtradeoff.core.search.sensitivity import analyze
 
     compressor = Compressor(loaded.module, data.calib_inputs)
-    if approach in ("incremental", "executor, no cache"):
+    if approach in ("incremental", "executor, no cache", "incremental, per trial"):
         cache = 0 if approach == "executor, no cache" else 512 * 1024 * 1024
         session = Engine(loaded, data, compressor=compressor, cache_bytes=cache)
+        if approach != "incremental":
+            session = _PerTrial(session)
         return _report_drops(analyze(session, settings=settings, use_cache=False))
     if approach == "naive forward":
         def accuracy(config):

@@ -124,6 +124,22 @@ def _run_subcommand(name: str, argv: Sequence[str]) -> int | None:
     return SUBCOMMANDS[name][1](args)
 
 
+def _start_loader_early(name: str, argv: Sequence[str]) -> None:
+    """Start the isolated loader process now when the command will load a model file (its first argument):
+    the loader imports torch too, and started before this process imports it the two imports overlap instead of
+    running one after the other (the loader's import was most of ``inspect``'s time beyond ``import torch``)."""
+    if name not in ("inspect", "evaluate") or not argv or argv[0].startswith("-"):
+        return
+    if not os.path.isfile(argv[0]):  # a sample's name, or a missing file the command will report
+        return
+    from qtradeoff.core.loading import _load_child  # no torch: only the process handle
+
+    try:
+        _load_child.SERVER.start()
+    except OSError:
+        pass  # the command starts it again when it loads, and reports a failure there
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from qtradeoff.core.runtime import tune_allocator
 
@@ -131,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         name = argv[0]
+        _start_loader_early(name, argv[1:])
         return run_guarded(f"qtradeoff {name}", lambda: _run_subcommand(name, argv[1:]), names=argv)
     try:
         args = _gui_parser().parse_args(argv)

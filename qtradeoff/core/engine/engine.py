@@ -211,6 +211,19 @@ class Engine:
         """Accuracy/agreement of ``config`` through the incremental path (no memory or latency accounting)."""
         return self.score_logits(self.logits(config, store=store))
 
+    def score_variants(self, layer: str, configs: list[CompressionConfig]) -> list[QuickScore]:
+        """Scores of configurations that differ from each other only at ``layer`` (a sensitivity analysis's trials
+        of one layer): the graph after it runs once for all of them when that is safe (see
+        ``IncrementalEvaluator.forward_variants``), else each one through :meth:`score` without storing."""
+        plans = [self.plan(config) for config in configs]
+        modules = [self.compressor.simulate(plan) for plan in plans]  # one-off models: not kept in ``simulated``
+        logits = self.evaluator.forward_variants(layer, configs, modules, self.data.eval_inputs,
+                                                 fingerprint=self._eval_fingerprint,
+                                                 settings=[plan.settings for plan in plans])
+        if logits is None:
+            return [self.score(config, store=False) for config in configs]
+        return [self.score_logits(output) for output in logits]
+
     @property
     def baseline(self) -> QuickScore:
         """The score of the fp32 configuration (the base model as the simulator runs it)."""

@@ -30,6 +30,9 @@ from qtradeoff.core.loading import data as data_mod
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 # Inputs run in chunks of this many samples (as measure.evaluate does): small batches keep activations in cache.
 CHUNK_SAMPLES = 64
+# Stacked variants' values per batched run at most this size: beyond a few MiB, activations leave the CPU caches and
+# a larger batch runs slower per sample (digits_cnn's first convolution: 5x slower per sample at 512 than at 64).
+_STACK_BYTES = 16 * 1024 * 1024
 _FREE_BATCH_BYTES = 256 * 1024 * 1024  # dead activations kept at most this long before being freed together
 
 # In-place operators: a value cached at a cut must never be modified by the part of the graph that runs after it.
@@ -240,6 +243,42 @@ class IncrementalEvaluator:
                 return module(inputs)
             return self._run(plan, module, config, inputs, key, store, settings)
 
+    def forward_variants(self, layer: str, configs: Sequence[CompressionConfig], modules: Sequence[nn.Module],
+                         inputs: torch.Tensor, *, fingerprint: str,
+                         settings: Sequence[Mapping[str, LayerSettings]]) -> list[torch.Tensor] | None:
+        """Outputs of several configurations that differ only at ``layer``, the shared downstream run once.
+
+        ``modules`` and ``settings`` are each configuration's simulated model and resolved settings. Per chunk,
+        the values before ``layer`` come from the cache (or one run), each variant runs ``layer`` and the graph up
+        to the next layer on its own model, and the values live there are stacked along the batch dimension so
+        that the rest of the graph — the same modules for every variant — runs once for all of them: one module
+        call per node instead of one per variant, which pays where per-call overhead dominates (small layers).
+        On digits_cnn the convolutions' arithmetic dominates and the gain is small (benchmarks/bench_sensitivity.py
+        prints it: "incremental vs incremental, per trial"). Top-1 decisions are those of
+        :meth:`forward` (see :func:`_settle_near_ties`); the other logits may differ in the last bits. Returns
+        None when this cannot be shown safe here (untraceable model, a downstream module that differs between
+        variants, a value without a batch dimension, or a batched run that is not bit-identical to one variant's
+        own on the first chunk): the caller then evaluates each configuration on its own.
+        """
+        if not configs:
+            return []
+        plans = [self._plan_for(module) for module in modules]
+        plan = plans[0]
+        if plan is None or any(other is not plan for other in plans) or layer not in plan.cut_layers:
+            return None
+        cut = plan.cut_layers.index(layer)
+        if not _same_downstream(plan, cut, modules, settings, layer):
+            return None
+        outputs: list[list[torch.Tensor]] = [[] for _ in configs]
+        for start in range(0, len(inputs), CHUNK_SAMPLES):
+            found = self._variant_chunk(plan, cut, configs, modules, settings, inputs[start:start + CHUNK_SAMPLES],
+                                        f"{fingerprint}[{start}:{start + CHUNK_SAMPLES}]", verify=start == 0)
+            if found is None:
+                return None
+            for parts, output in zip(outputs, found, strict=True):
+                parts.append(output)
+        return [parts[0] if len(parts) == 1 else torch.cat(parts) for parts in outputs]
+
     def clear(self) -> None:
         """Forget every cached activation (the traced graphs are kept)."""
         self.cache.clear()
@@ -303,33 +342,97 @@ class IncrementalEvaluator:
     def _run(self, plan: _Plan, root: nn.Module, config: CompressionConfig, inputs: torch.Tensor,
              fingerprint: str, store: bool = True, settings: Mapping[str, LayerSettings] | None = None) -> Any:
         keys = self._keys(plan, config, fingerprint, settings)
-        total = len(plan.nodes)
-        self.stats.nodes_total += total
-        start_cut, env = -1, None
-        for cut in range(len(keys) - 1, -1, -1):
+        self.stats.nodes_total += len(plan.nodes)
+        start_cut, env = self._cached_start(plan, keys, len(keys) - 1)
+        return self._walk(plan, root, env, start_cut, len(plan.nodes), inputs=inputs, keys=keys, store=store)
+
+    def _variant_chunk(self, plan: _Plan, cut: int, configs: Sequence[CompressionConfig],
+                       modules: Sequence[nn.Module], settings: Sequence[Mapping[str, LayerSettings]],
+                       chunk: torch.Tensor, key: str, *, verify: bool) -> list[torch.Tensor] | None:
+        self.stats.calls += len(configs)
+        self.stats.nodes_total += len(plan.nodes) * len(configs)
+        after, end = plan.cut_positions[cut + 1], len(plan.nodes)
+        with torch.no_grad(), runtime.running():
+            keys = self._keys(plan, configs[0], key, settings[0])  # the keys before the layer are every variant's
+            found_cut, env = self._cached_start(plan, keys, cut)
+            if found_cut < cut:  # the values before the layer: computed once, cached for the next trials
+                self._walk(plan, modules[0], env, found_cut, plan.cut_positions[cut], inputs=chunk, keys=keys,
+                           store=True)
+                if self.cache.max_bytes:
+                    self.cache.put(keys[cut], {node: env[node] for node in plan.live[cut]})
+            outputs: list[torch.Tensor] = []
+            group = None  # variants per batched run: set from the first variant's values (memory bound)
+            index = 0
+            while index < len(modules):
+                envs = []
+                while index + len(envs) < len(modules) and (group is None or len(envs) < group):
+                    # the layer itself (and e.g. its folded BatchNorm) on each variant's own model
+                    own = dict(env)
+                    if self._walk(plan, modules[index + len(envs)], own, cut, after, inputs=chunk) is not None:
+                        return None
+                    envs.append(own)
+                    if group is None:
+                        group = self._group_size(len(modules), sum(_nbytes(own[n]) for n in plan.live[cut + 1]))
+                members = range(index, index + len(envs))
+                stacked = _stack(plan.live[cut + 1], envs, len(chunk))
+                if stacked is None:
+                    return None
+                output = self._walk(plan, modules[index], stacked, cut + 1, end, start=after)
+                if not isinstance(output, torch.Tensor) or output.dim() < 1 or len(output) != len(chunk) * len(envs):
+                    return None
+                parts = list(output.split(len(chunk)))
+                if verify and index == 0:
+                    # Batch-coupled downstream ops (a statistic over the batch, a reshape that folds it) show
+                    # here: the batched run must reproduce one variant's own run bit for bit, else no batching.
+                    alone = self._walk(plan, modules[members[-1]], dict(envs[-1]), cut + 1, end, start=after)
+                    if not (isinstance(alone, torch.Tensor) and torch.equal(alone, parts[-1])):
+                        return None
+                for i, part in zip(members, parts, strict=True):
+                    own = envs[i - index]
+                    outputs.append(_settle_near_ties(
+                        part, lambda i=i, own=own: self._walk(plan, modules[i], dict(own), cut + 1, end, start=after)))
+                index += len(envs)
+            return outputs
+
+    def _group_size(self, count: int, variant_bytes: int) -> int:
+        """How many variants share one batched run: as many as keep their stacked values within
+        :data:`_STACK_BYTES` (and the cache budget); at least one."""
+        budget = min(_STACK_BYTES, self.cache.max_bytes or _STACK_BYTES)
+        return max(1, min(count, budget // max(variant_bytes, 1)))
+
+    def _cached_start(self, plan: _Plan, keys: list[tuple], latest: int) -> tuple[int, dict]:
+        """The latest cut at or before ``latest`` found in the cache and its values (-1 and {} when none)."""
+        for cut in range(latest, -1, -1):
             found = self.cache.get(keys[cut])
             if found is not None:
-                start_cut, env = cut, dict(found)
-                break
-        if env is None:
-            self.stats.full_runs += 1
-            start, env = 0, {}
-        else:
-            self.stats.cut_hits += 1
-            start = plan.cut_positions[start_cut]
+                self.stats.cut_hits += 1
+                return cut, dict(found)
+        self.stats.full_runs += 1
+        return -1, {}
+
+    def _walk(self, plan: _Plan, root: nn.Module, env: dict, start_cut: int, stop: int, *,
+              inputs: torch.Tensor | None = None, keys: list[tuple] | None = None, store: bool = False,
+              start: int | None = None) -> Any:
+        """Run the nodes from ``start`` (default: cut ``start_cut``'s position, 0 for -1) up to ``stop`` on ``env``.
+
+        Returns the model's output when the output node is reached, else None with ``env`` holding the values
+        live at ``stop``. Cuts passed on the way are cached under ``keys`` when ``store``.
+        """
+        if start is None:
+            start = plan.cut_positions[start_cut] if start_cut >= 0 else 0
         shared = {id(value) for value in env.values()}  # values the cache also holds: never mutate them
         for node in plan.nodes[:start]:
             if node.op == "get_attr" and plan.last_use[node] >= start:
                 env[node] = _fetch_attr(root, node.target)
-        cut_at = {position: cut for cut, position in enumerate(plan.cut_positions) if cut > start_cut}
+        cut_at = {position: cut for cut, position in enumerate(plan.cut_positions) if position > start}
         placeholders = iter((inputs,))
         result = None
         dead: list = []
         dead_bytes = 0
         free_batch = _FREE_BATCH_BYTES if self.cache.max_bytes else 0  # no cache: least memory, free at once
-        for position in range(start, total):
+        for position in range(start, stop):
             cut = cut_at.get(position)
-            if cut is not None and store and self.cache.max_bytes:
+            if cut is not None and store and keys is not None and self.cache.max_bytes:
                 values = {node: env[node] for node in plan.live[cut]}
                 self.cache.put(keys[cut], values)
                 shared.update(id(value) for value in values.values())
@@ -363,6 +466,62 @@ class IncrementalEvaluator:
                 dead_bytes = 0
         self.stats.evictions = self.cache.evictions
         return result
+
+
+# A batched top-1 decision is kept only when its margin over the runner-up is larger than this (relative to the
+# logits' scale); a closer one is re-decided by the variant's own run. A batched run differs from a lone one by at
+# most a few ulp (oneDNN gave bit-identical outputs at every batch size on the samples), so 1e-4 is a wide margin.
+_TIE_TOLERANCE = 1e-4
+
+
+def _settle_near_ties(logits: torch.Tensor, alone: Callable[[], Any]) -> torch.Tensor:
+    """``logits`` from a batched run, or the variant's own run (``alone()``) when a top-1 decision is a near tie."""
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        return logits
+    top = logits.topk(2, dim=1).values
+    scale = logits.abs().amax(dim=1).clamp_min(1.0)
+    if bool(((top[:, 0] - top[:, 1]) <= _TIE_TOLERANCE * scale).any()) or not bool(torch.isfinite(top).all()):
+        return alone()
+    return logits
+
+
+def _same_downstream(plan: _Plan, cut: int, modules: Sequence[nn.Module],
+                     settings: Sequence[Mapping[str, LayerSettings]], layer: str) -> bool:
+    """Whether everything after the graph's next layer past ``cut`` is the same for every variant: the same
+    module objects (or, for compressible layers, the same resolved settings) and the same attributes."""
+    first = settings[0]
+    for other in settings[1:]:
+        if any(other.get(name) != value for name, value in first.items() if name != layer):
+            return False
+    compressible = set(plan.cut_layers)
+    after = plan.cut_positions[cut + 1]
+    for position, node in enumerate(plan.nodes):
+        if node.op == "call_module" and node.target not in compressible and position >= after:
+            held = [module.get_submodule(node.target) for module in modules]
+        elif node.op == "get_attr" and plan.last_use[node] >= after:
+            held = [_fetch_attr(module, node.target) for module in modules]
+        else:
+            continue
+        if any(item is not held[0] for item in held[1:]):
+            return False
+    return True
+
+
+def _stack(live: Sequence[fx.Node], envs: list[dict], batch: int) -> dict | None:
+    """The variants' live values stacked along the batch dimension; values without one must be equal objects."""
+    stacked = {}
+    for node in live:
+        values = [env[node] for env in envs]
+        first = values[0]
+        if isinstance(first, torch.Tensor) and first.dim() >= 1 and first.shape[0] == batch:
+            if not all(isinstance(v, torch.Tensor) and v.shape == first.shape for v in values):
+                return None
+            stacked[node] = torch.cat(values)
+        elif all(v is first for v in values) and not isinstance(first, torch.Tensor | int):
+            stacked[node] = first  # e.g. None or a module-level constant, never a size read off the batch
+        else:
+            return None
+    return stacked
 
 
 def _unshare(node: fx.Node, env: dict, shared: set[int]) -> None:

@@ -3,8 +3,8 @@
 A native loader that segfaults, aborts or exhausts memory on a hostile file
 then kills the child, not the application.  To keep each check cheap, a small
 loader server (``python -m qtradeoff.core.loading._load_child``, a fresh interpreter:
-no Qt, no threads of the application) imports torch and torchvision once and
-forks one child per request; a fork costs ~0.05 s where a new interpreter with
+no Qt, no threads of the application) imports torch once (and torchvision after
+its first answer) and forks one child per request; a fork costs ~0.05 s where a new interpreter with
 torch costs 1–2 s.  Requests and verdicts are JSON lines on the server's
 stdin/stdout; children write their verdict to a pipe of their own, and their
 stdout/stderr go to /dev/null so that code in a trusted file cannot corrupt
@@ -153,16 +153,23 @@ def _serve() -> None:
     import torch
 
     torch.set_num_threads(1)  # before any fork: children inherit no thread pool, and every thread costs address space
-    import qtradeoff.core.loading._load_preload  # noqa: F401 - torchvision, once for all children
     import qtradeoff.core.loading.model_io  # noqa: F401
 
     replies = sys.stdout
+    preloaded = False
     for line in sys.stdin:
         if not line.strip():
             continue
         request = json.loads(line)
         replies.write(json.dumps(_fork_one(request)) + "\n")
         replies.flush()
+        if not preloaded:
+            # torchvision's models take longer to import than torch itself (~5 s on a busy 2-core machine), and
+            # the first file of a CLI run rarely needs them: import them once the first verdict is out, while the
+            # parent loads the file, so that every later child starts with them ready.
+            import qtradeoff.core.loading._load_preload  # noqa: F401
+
+            preloaded = True
 
 
 def _fork_one(request: dict) -> dict:

@@ -82,6 +82,13 @@ def _per_sample(shape: Sequence[int]) -> tuple[int, ...]:
 class _OpRecorder(TorchDispatchMode):
     """Records, for each op touching a known parameter storage, the parameter and the op's shapes."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # TorchDispatchMode wraps a subclass's __torch_dispatch__ in torch._disable_dynamo unless told otherwise,
+        # and the first call of that wrapper imports torch._dynamo (sympy included): 1.5-15 s of every process's
+        # first inventory. Nothing here is compiled, so there is no compilation to keep out of this frame.
+        return False
+
     def __init__(self, storages: dict[int, str]):
         super().__init__()
         self.storages = storages

@@ -1,9 +1,10 @@
 """Per-layer sensitivity: how much accuracy (or fidelity) each layer loses when it alone is quantized or pruned.
 
 :func:`sensitivity_iter` is the engine (a generator with ``should_stop``, yielding progress and per-layer
-results); reports are cached on disk per (model sha256, data fingerprint, settings) as JSON under
-``~/.cache/qtradeoff/sensitivity/``. Drops are in percentage points of accuracy when the data is labelled, else
-of top-1 agreement with the fp32 model.
+results; one layer's trials are scored together through ``session.score_variants`` when the session has it,
+which runs the graph after the layer once for all of them); reports are cached on disk per (model sha256, data
+fingerprint, settings) as JSON under ``~/.cache/qtradeoff/sensitivity/``. Drops are in percentage points of
+accuracy when the data is labelled, else of top-1 agreement with the fp32 model.
 """
 
 from __future__ import annotations
@@ -227,22 +228,29 @@ def sensitivity_iter(session, *, settings: SensitivitySettings = SensitivitySett
     labelled = base.accuracy is not None
     done = 0
     results = []
+    batched = callable(getattr(session, "score_variants", None))
     for layer in layers:
         quant, prune = {}, {}
         trials = [("bits", bits) for bits in settings.bits] + [("sparsity", s) for s in settings.sparsities]
-        for kind, value in trials:
+        configs = [quantized_layer(base_config, layer, int(value), settings) if kind == "bits"
+                   else pruned_layer(base_config, layer, float(value)) for kind, value in trials]
+        if batched:
+            # one layer's trials share everything after it: the engine runs that part once for all of them
             if should_stop():
                 return
             yield SensitivityProgress(done, total, layer)
-            if kind == "bits":
-                config = quantized_layer(base_config, layer, int(value), settings)
-            else:
-                config = pruned_layer(base_config, layer, float(value))
-            # a trial's downstream values are never shared by another trial: read the cache, add nothing
-            score = session.score(config, store=False)
-            drop = 100.0 * (base.metric - score.metric)
-            (quant if kind == "bits" else prune)[value] = drop
-            done += 1
+            scores = session.score_variants(layer, configs)
+        else:
+            scores = []
+            for config in configs:
+                if should_stop():
+                    return
+                yield SensitivityProgress(done + len(scores), total, layer)
+                # a trial's downstream values are never shared by another trial: read the cache, add nothing
+                scores.append(session.score(config, store=False))
+        for (kind, value), score in zip(trials, scores, strict=True):
+            (quant if kind == "bits" else prune)[value] = 100.0 * (base.metric - score.metric)
+        done += len(trials)
         item = LayerSensitivity(layer, quant, prune)
         results.append(item)
         yield item

@@ -179,3 +179,64 @@ def test_evaluations_and_scores_share_the_cut_cache(session):
     result = session.evaluate(config, latency="none")
     assert session.evaluator.stats.full_runs == before  # every chunk came from a cached cut
     assert result.accuracy == session.score(config).accuracy
+
+
+def _trials(layer):
+    return [CompressionConfig().with_layer(layer, weight={"precision": f"int{bits}"}) for bits in (8, 4, 2)] + [
+        CompressionConfig().with_layer(layer, prune={"method": "magnitude", "sparsity": 0.5})]
+
+
+def _variants(evaluator, compressor, layer, configs, inputs):
+    plans = [compressor.plan(config) for config in configs]
+    return evaluator.forward_variants(layer, configs, [compressor.simulate(plan) for plan in plans], inputs,
+                                      fingerprint="inputs", settings=[plan.settings for plan in plans])
+
+
+def test_variants_of_one_layer_share_the_downstream_with_the_same_scores(session):
+    for layer in session.layer_names:
+        configs = _trials(layer)
+        batched = _variants(session.evaluator, session.compressor, layer, configs, session.data.eval_inputs)
+        assert batched is not None, layer  # digits_cnn's downstream is batch-independent: batching is used
+        for config, logits in zip(configs, batched, strict=True):
+            full = _full(session.compressor, config, session.data.eval_inputs)
+            assert torch.equal(logits.argmax(1), full.argmax(1)), (layer, config.key())
+            assert torch.allclose(logits, full, rtol=1e-5, atol=1e-5)
+        assert session.score_variants(layer, configs) == [session.score(c, store=False) for c in configs]
+
+
+class BatchCoupled(nn.Module):
+    """Centres the logits over the batch: stacking the variants of ``a`` before ``b`` would change every output."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 6)
+        self.b = nn.Linear(6, 3)
+
+    def forward(self, x):
+        z = self.b(torch.relu(self.a(x)))
+        return z - z.mean(dim=0)
+
+
+def test_a_batch_coupled_downstream_is_not_batched():
+    torch.manual_seed(0)
+    module = BatchCoupled().eval()
+    compressor = Compressor(module, torch.randn(8, 4))
+    evaluator = IncrementalEvaluator(compressor.apply, compressor.layer_names)
+    assert _variants(evaluator, compressor, "a", _trials("a"), torch.randn(10, 4)) is None
+
+
+def test_variants_with_skip_connections_and_inplace_ops():
+    torch.manual_seed(0)
+    module = Residual().eval()
+    inputs = torch.randn(6, 3, 8, 8)
+    compressor = Compressor(module, torch.randn(8, 3, 8, 8))
+    evaluator = IncrementalEvaluator(compressor.apply, compressor.layer_names)
+    for layer in compressor.layer_names:
+        configs = _trials(layer)
+        batched = _variants(evaluator, compressor, layer, configs, inputs)
+        assert batched is not None, layer
+        for config, logits in zip(configs, batched, strict=True):
+            assert torch.equal(logits.argmax(1), _full(compressor, config, inputs).argmax(1))
+    # the cached values before each layer were not mutated by the in-place ReLU of the batched runs
+    for config in _configs(compressor.layer_names):
+        assert torch.equal(evaluator.forward(config, inputs), _full(compressor, config, inputs))

@@ -110,3 +110,26 @@ def test_other_layer_types():
 def test_failing_forward_is_reported(digits_cnn):
     with pytest.raises(InventoryError, match="input shape"):
         inventory(digits_cnn, (3, 7))
+
+
+def test_inventory_imports_neither_dynamo_nor_sympy(tmp_path):
+    """A process's first inventory used to import torch._dynamo (and sympy through it): seconds of every CLI run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import sys\n"
+        "from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for\n"
+        "from qtradeoff.core.loading.inventory import inventory\n"
+        "loaded = load_sample_model('digits_cnn')\n"
+        "layers = inventory(loaded.module, example_input=sample_data_for(loaded).calib_inputs[:1])\n"
+        "assert len(layers) == 13, layers\n"
+        "print(' '.join(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))\n")
+    root = str(Path(__file__).resolve().parents[3])
+    child = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=root,
+                           env={**os.environ, "PYTHONPATH": root}, check=False)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split() == [], f"imported by the inventory: {child.stdout.strip()}"
