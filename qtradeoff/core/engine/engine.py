@@ -303,6 +303,22 @@ class Engine:
         return estimate_mod.MemoryEstimate(model_bytes, data_bytes, activation_bytes, cut_bytes, weight_cache,
                                            estimate_mod.available_memory())
 
+    def subset_hints(self, target_seconds: float = 60.0, config: CompressionConfig | None = None, *,
+                     latency: str = "estimated") -> dict:
+        """Plain values for a UI beside its evaluation-subset control (every figure an estimate): the fp32
+        seconds per sample, the proposed subset for ``target_seconds`` and its estimated time, the estimated time
+        of the whole split, and the memory estimate with its warning (``""`` when none)."""
+        config = config if config is not None else CompressionConfig()
+        proposed = self.propose_eval_size(target_seconds, config, latency=latency)
+        at_proposed = self.estimate_seconds(config, proposed, latency=latency)
+        whole = self.estimate_seconds(config, self.eval_samples, latency=latency)
+        memory = self.memory_estimate(proposed)
+        return {"estimated": True, "fp32_seconds_per_sample": at_proposed.seconds_per_sample,
+                "probed": at_proposed.probed, "target_seconds": float(target_seconds), "proposed_eval_size": proposed,
+                "eval_samples": self.eval_samples, "proposed_seconds": at_proposed.seconds,
+                "all_samples_seconds": whole.seconds, "memory_bytes": memory.total_bytes,
+                "available_bytes": memory.available_bytes, "memory_warning": memory.warning()}
+
     def _work(self, plan: Plan, samples: int, latency: str,
               latency_settings: LatencySettings | None) -> estimate_mod.EvaluationWork:
         if latency not in LATENCY_MODES:

@@ -195,3 +195,11 @@ def test_cli_eval_size_rejects_words_other_than_auto(capsys):
 
     assert cli.main(["evaluate", "digits_mlp", "--eval-size", "some"]) == 2
     assert "--eval-size" in capsys.readouterr().err
+
+
+def test_subset_hints_are_plain_values_a_ui_can_show(cnn):
+    hints = cnn.subset_hints(1000.0, W8A8)
+    assert json.loads(json.dumps(hints)) == hints  # plain JSON values: they cross a process boundary as they are
+    assert hints["estimated"] is True and hints["proposed_eval_size"] == cnn.eval_samples
+    assert 0 < hints["proposed_seconds"] <= hints["all_samples_seconds"] + 1e-9
+    assert hints["memory_warning"] == "" and hints["fp32_seconds_per_sample"] > 0
