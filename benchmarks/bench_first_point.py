@@ -8,8 +8,8 @@ interleaved rounds in this one process:
 
 - first point = ``EngineSpec(model, data, architecture=...).load()`` + ``Engine(...)`` + the fp32 baseline
   ``engine.evaluate(CompressionConfig(), latency="estimated")``, from files to a Result, with a fresh engine;
-- plain = one fp32 forward of the loaded module over the same evaluation samples, in chunks of EVAL_BATCH, as the
-  engine runs them.
+- plain = one fp32 forward of the loaded module over the same evaluation samples, in the engine's chunks
+  (``Engine.eval_chunk``: EVAL_BATCH, fewer on inputs whose activations are large), as the engine runs them.
 
 Prints each stage's median seconds, the ratio first point / plain (target <= 3x), peak RSS (VmHWM) at the first
 point and at the end, the engine's time estimate and proposed subset for a one-minute target for a W8A8 edit, and
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from qtradeoff.core.config import CompressionConfig
-from qtradeoff.core.engine.engine import EVAL_BATCH, Engine, EngineSpec
+from qtradeoff.core.engine.engine import Engine, EngineSpec
 from qtradeoff.core.measurement import roofline
 from qtradeoff.core.runtime import tune_allocator
 from qtradeoff.core.tvcompat import torchvision
@@ -105,11 +105,11 @@ def main() -> None:
             stages["baseline"].append(done_at - built_at)
             stages["first point"].append(done_at - started)
 
-            inputs = data.eval_inputs
+            inputs, chunk = data.eval_inputs, engine.eval_chunk
             started = time.perf_counter()
             with torch.inference_mode():
-                for start in range(0, len(inputs), EVAL_BATCH):
-                    loaded.module(inputs[start:start + EVAL_BATCH])
+                for start in range(0, len(inputs), chunk):
+                    loaded.module(inputs[start:start + chunk])
             stages["plain"].append(time.perf_counter() - started)
             if round_index == 0:
                 # what the engine would have told the user before an int8 edit and how big a subset fits 60 s
@@ -133,7 +133,7 @@ def main() -> None:
     for name in ("load", "engine", "baseline", "first point", "plain"):
         spread = ", ".join(f"{v:.2f}" for v in stages[name])
         print(f"  {name:<12} {medians[name]:7.2f} s   ({spread})")
-    print(f"  time to first point / plain fp32 forward: {ratio:.2f}x  (target <= 3x)")
+    print(f"  time to first point / plain fp32 forward: {ratio:.2f}x  (target <= 3x); chunks of {chunk} samples")
     print(f"  peak RSS (VmHWM) at the first point of round 1: {first_point_rss / 2**30:.2f} GiB; at the end: "
           f"{peak_rss_bytes() / 2**30:.2f} GiB")
     print(f"  roofline calibration: {'read from the cache' if roofline_cached else 'measured in the first round'}")
@@ -146,6 +146,7 @@ def main() -> None:
               f"peak RSS after it {edit_rss / 2**30:.2f} GiB")
     if args.json:
         print(json.dumps({"model": args.model, "samples": args.samples, "threads": threads, "rounds": args.rounds,
+                          "chunk": chunk,
                           "seconds": medians, "ratio": ratio, "peak_rss_bytes": peak_rss_bytes(),
                           "first_point_rss_bytes": first_point_rss,
                           "roofline_cached": roofline_cached, "w8a8_estimate": estimate.to_dict(),

@@ -212,6 +212,7 @@ class Compressor:
         # shallow clone, so the compressed layers are the ones its forward really calls
         self._deep_copy = self._scripted or bool(hides_submodules(base_module))
         self._lock = threading.RLock()
+        self.calib_batch = _CALIB_BATCH  # samples per calibration forward (the engine lowers it for big inputs)
 
         self._pairs, note = _find_conv_bn_pairs(base_module) if not self._scripted else (
             {}, "BatchNorm not folded: TorchScript models cannot be re-traced; weights are quantized unfolded")
@@ -459,7 +460,7 @@ class Compressor:
                 get_submodule(model, name).register_forward_hook(_OutputObserver(observer))
             with torch.no_grad(), runtime.running():
                 try:
-                    _run_batches(model, self.calib_inputs, _CALIB_BATCH)
+                    _run_batches(model, self.calib_inputs, self.calib_batch)
                 except Exception:  # noqa: BLE001 - e.g. an export program specialised to batch size 1
                     for observer in (*observers.values(), *outputs.values()):
                         observer.__init__()

@@ -59,6 +59,10 @@ from qtradeoff.core.precision import is_integer
 # Accuracy forwards run in chunks of this many samples: activations of a chunk stay cache-sized (a single
 # 359-sample batch of digits_cnn runs 3x slower per sample), and should_stop is checked between chunks.
 EVAL_BATCH = 64
+# ...at most this many bytes of the widest layer's input + output per chunk: a resnet50 at 224x224 holds ~4 MB per
+# sample there, so 64-sample chunks kept ~1 GB of activations live (and the real model's calibration at batch 256
+# several GB); 16-sample chunks cost no speed on it. Small models keep EVAL_BATCH.
+CHUNK_ACTIVATION_BYTES = 64 * 1024 * 1024
 # Samples timed when the fp32 time per sample is wanted before any reference forward ran (a few chunks' worth of
 # per-sample cost without paying for a whole split; batch 1 would overstate it on convolutional models).
 PROBE_SAMPLES = 8
@@ -151,6 +155,7 @@ class Engine:
         self._baseline: QuickScore | None = None
         # fp32 forward time of the base per sample, and whether it came from a probe (not yet a reference forward)
         self._seconds_per_sample: tuple[float, bool] | None = None
+        self._chunk: int | None = None
 
     # -- what the engine knows about the model ---------------------------------------------------------------
     @property
@@ -165,6 +170,18 @@ class Engine:
     def plan(self, config: CompressionConfig) -> Plan:
         """``config`` resolved for every compressible layer, with its pruning masks (see compression.plan)."""
         return self.compressor.plan(config)
+
+    @property
+    def eval_chunk(self) -> int:
+        """Samples per forward chunk: EVAL_BATCH, fewer where the widest layer's activations of a chunk would
+        exceed CHUNK_ACTIVATION_BYTES (the bound on live activation memory of real-size models)."""
+        if self._chunk is None:
+            sizes = self._activation_profile().sizes
+            widest = max((i + o for i, o in sizes.values()), default=0) * 4
+            chunk = EVAL_BATCH if widest == 0 else max(1, min(EVAL_BATCH, CHUNK_ACTIVATION_BYTES // widest))
+            self.compressor.calib_batch = min(self.compressor.calib_batch, chunk)
+            self._chunk = chunk
+        return self._chunk
 
     def subset(self, eval_size: int | None) -> int:
         """The number of evaluation samples ``eval_size`` asks for (None or 0: all)."""
@@ -200,9 +217,10 @@ class Engine:
         if found is not None:
             return found
         inputs = self.data.eval_inputs[:samples]
+        chunk = self.eval_chunk
         started = time.perf_counter()
         with torch.inference_mode(), runtime.running():
-            outputs = [self.module(inputs[i:i + EVAL_BATCH]).float() for i in range(0, len(inputs), EVAL_BATCH)]
+            outputs = [self.module(inputs[i:i + chunk]).float() for i in range(0, len(inputs), chunk)]
         elapsed = time.perf_counter() - started
         reference = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         with self._lock:
@@ -286,7 +304,7 @@ class Engine:
 
         return estimate_mod.propose_samples(estimate_for, target_seconds, self.eval_samples, minimum=minimum)
 
-    def memory_estimate(self, eval_size: int | None = None, *, eval_batch: int = EVAL_BATCH
+    def memory_estimate(self, eval_size: int | None = None, *, eval_batch: int | None = None
                         ) -> estimate_mod.MemoryEstimate:
         """Estimated peak bytes of an evaluation of ``eval_size`` samples (an estimate; see MemoryEstimate)."""
         samples = self.subset(eval_size)
@@ -294,7 +312,7 @@ class Engine:
         data_bytes = sum(t.numel() * t.element_size() for t in (self.data.calib_inputs, self.data.eval_inputs))
         sizes = self._activation_profile().sizes
         widest = max((i + o for i, o in sizes.values()), default=math.prod(self.data.input_shape))
-        chunk = min(eval_batch, samples)
+        chunk = min(eval_batch or self.eval_chunk, samples)
         # the two largest buffers of one layer's call, times 3: tensors held for skip connections and blocks the
         # allocator keeps (resnet50 at 224x224 peaks near 3x this in practice); float32 everywhere
         activation_bytes = 3 * widest * 4 * chunk
@@ -366,17 +384,17 @@ class Engine:
     def evaluate_iter(self, config: CompressionConfig, *, should_stop: Callable[[], bool] = lambda: False,
                       latency: str = "both", batch_sizes: tuple[int, ...] = (1, 32),
                       latency_settings: LatencySettings | None = None, eval_size: int | None = None,
-                      incremental: bool = True, eval_batch: int = EVAL_BATCH, seed: int = 0,
+                      incremental: bool = True, eval_batch: int | None = None, seed: int = 0,
                       subset_note: dict | None = None) -> Iterator[Progress | Result]:
         """Evaluate ``config``; yields Progress (when the rounded percentage changes), then one Result.
 
         ``latency``: ``both``, ``measured``, ``estimated`` or ``none``. ``latency_settings`` overrides timing knobs
         (its ``batch_sizes`` wins over ``batch_sizes``). ``eval_size`` evaluates the first N samples only.
         ``incremental`` serves the simulated forward from the cut cache (identical numbers); ``eval_batch`` is the
-        chunk size of the accuracy forwards (should_stop is checked between chunks). Returns without a
-        Result when ``should_stop()`` becomes true (checked between batches). ``seed`` is recorded only: nothing
-        here draws random numbers. ``subset_note`` (plain JSON values, e.g. how ``eval_size`` was chosen) goes into
-        the Result's ``provenance["eval_subset"]`` beside the sample counts.
+        chunk size of the accuracy forwards (default :attr:`eval_chunk`; should_stop is checked between chunks).
+        Returns without a Result when ``should_stop()`` becomes true (checked between batches). ``seed`` is
+        recorded only: nothing here draws random numbers. ``subset_note`` (plain JSON values, e.g. how
+        ``eval_size`` was chosen) goes into the Result's ``provenance["eval_subset"]`` beside the sample counts.
         """
         if latency not in LATENCY_MODES:
             raise ValueError(f"latency must be one of {', '.join(LATENCY_MODES)}, got {latency!r}")
@@ -387,6 +405,7 @@ class Engine:
             raise ValueError(f"{self.data.name} has no evaluation samples; choose a larger evaluation split")
         inputs = self.data.eval_inputs[:samples]
         labels = None if self.data.eval_labels is None else self.data.eval_labels[:samples]
+        eval_batch = eval_batch or self.eval_chunk
         chunks = [(i, min(i + eval_batch, samples)) for i in range(0, samples, eval_batch)]
         measured_units = len(settings.batch_sizes) + 1 if latency in ("both", "measured") else 0
         estimated_units = 1 if latency in ("both", "estimated") else 0
@@ -509,7 +528,10 @@ class Engine:
 
         def build() -> RealModel:
             try:
-                return build_real_model(self.module, plan, self.data.calib_inputs)
+                # real-size inputs calibrate in the engine's bounded chunks; small models keep torch.ao's
+                # batches of 256 (histogram observers depend on the batching: their numbers stay as they were)
+                calib_batch = 256 if self.eval_chunk >= EVAL_BATCH else self.eval_chunk
+                return build_real_model(self.module, plan, self.data.calib_inputs, calib_batch=calib_batch)
             except Exception as error:  # any model we cannot rebuild still has one real execution: itself, in fp32
                 reason = " ".join(str(error).split())[:160] or type(error).__name__
                 return RealModel(self.module, {n: "fp32" for n in precisions},

@@ -37,6 +37,7 @@ def _count_forwards(module: nn.Module) -> list[int]:
     return calls
 
 
+@pytest.mark.slow  # ~5 s on the shared 2-core machine
 def test_an_fp32_point_runs_the_reference_forward_only():
     loaded = load_sample_model("digits_cnn")
     engine = Engine(loaded, sample_data_for(loaded, calib_size=16, eval_size=150))
@@ -203,3 +204,26 @@ def test_subset_hints_are_plain_values_a_ui_can_show(cnn):
     assert hints["estimated"] is True and hints["proposed_eval_size"] == cnn.eval_samples
     assert 0 < hints["proposed_seconds"] <= hints["all_samples_seconds"] + 1e-9
     assert hints["memory_warning"] == "" and hints["fp32_seconds_per_sample"] > 0
+
+
+def test_chunks_are_bounded_on_inputs_with_large_activations():
+    from types import SimpleNamespace
+
+    from qtradeoff.core.engine.engine import CHUNK_ACTIVATION_BYTES
+    from qtradeoff.core.loading.data import EvalData, fingerprint
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                           nn.Linear(64, 10)).eval()
+    calib, inputs = torch.randn(4, 3, 224, 224), torch.randn(12, 3, 224, 224)
+    data = EvalData("big", calib, None, inputs, None, None, fingerprint(calib, inputs))
+    engine = Engine(SimpleNamespace(module=module), data)
+    per_sample = (3 + 64) * 224 * 224 * 4  # the conv's input + output, float32: ~13 MB
+    assert engine.eval_chunk == CHUNK_ACTIVATION_BYTES // per_sample < EVAL_BATCH
+    assert engine.compressor.calib_batch == engine.eval_chunk
+    assert engine.memory_estimate().activation_bytes == 3 * per_sample * engine.eval_chunk
+    result = engine.evaluate(W8A8, latency="none")  # chunked forwards give the whole split's outputs
+    assert result.eval_samples == 12 and result.agreement_ci95 is not None
+    # small inputs keep EVAL_BATCH-sample chunks (their numbers and timings stay as they were)
+    loaded = load_sample_model("digits_cnn")
+    assert Engine(loaded, sample_data_for(loaded, calib_size=8, eval_size=8)).eval_chunk == EVAL_BATCH
