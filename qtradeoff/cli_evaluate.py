@@ -103,6 +103,11 @@ def format_table(result) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``evaluate``; returns the exit code (failures are raised, for qtradeoff.cli's wrapper to report)."""
+    if Path(args.model).is_file():
+        from qtradeoff.core.loading import _load_child
+
+        # the isolated test-load's process imports torch (1-2 s, more under load) while this one does
+        _load_child.SERVER.start()
     import torch
 
     from qtradeoff.cli_args import config_argument, engine_spec, precheck_config
