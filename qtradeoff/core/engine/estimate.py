@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# Simulated forward time relative to a plain fp32 forward (benchmarks/bench_evaluate.py measures these ratios on
-# the sample models: weight-only about 1.0-1.2x, fake-quantized activations about 1.3-1.5x). Upper-end values, so
-# the estimate errs long rather than short.
-SIMULATED_FACTOR_WEIGHTS = 1.2
-SIMULATED_FACTOR_ACTIVATIONS = 1.5
+# Simulated forward time relative to a plain fp32 forward. benchmarks/bench_evaluate.py targets <= 1.2x
+# weight-only and <= 1.5x W8A8 on the small sample models; on a resnet50 at 224x224 (bench_first_point.py) a W8A8
+# edit, calibration included, took about 1x a plain forward: folding BatchNorm saves about what fake-quantization
+# costs when convolutions dominate. Middle values; the estimate is labelled as one.
+SIMULATED_FACTOR_WEIGHTS = 1.0
+SIMULATED_FACTOR_ACTIVATIONS = 1.2
 # Building a real int8 model calibrates it: about one forward of the calibration split, plus conversion.
 REAL_MODEL_FACTOR = 1.5
 # Roofline micro-benchmarks when the machine has no cached calibration (about 2 x 1 s of matmuls and copies).
