@@ -32,7 +32,7 @@ from qtradeoff.core.compression.compress import Compressor
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.config import CompressionConfig
 from qtradeoff.core.engine import estimate as estimate_mod
-from qtradeoff.core.engine.incremental import DEFAULT_CACHE_BYTES, IncrementalEvaluator
+from qtradeoff.core.engine.incremental import DEFAULT_CACHE_BYTES, IncrementalError, IncrementalEvaluator
 from qtradeoff.core.loading import data as data_mod
 from qtradeoff.core.loading import model_io
 from qtradeoff.core.measurement import memory as memory_mod
@@ -202,8 +202,20 @@ class Engine:
         """The simulated model's outputs on the whole evaluation split under ``config``."""
         plan = self.plan(config)
         module = self.simulated(plan)
-        return self.evaluator.forward(config, self.data.eval_inputs, fingerprint=self._eval_fingerprint,
-                                      module=module, store=store, settings=plan.settings)
+        # in the engine's bounded chunks, under the keys evaluate_iter uses: a search's scores and its full
+        # evaluations share every cut
+        inputs, chunk = self.data.eval_inputs, self.eval_chunk
+        outputs = []
+        for start in range(0, len(inputs), chunk):
+            end = min(start + chunk, len(inputs))
+            outputs.append(self.evaluator.forward_chunk(config, inputs[start:end],
+                                                        f"{self._eval_fingerprint}[{start}:{end}]", module=module,
+                                                        store=store, settings=plan.settings))
+        if len(outputs) == 1:
+            return outputs[0]
+        if not all(isinstance(output, torch.Tensor) for output in outputs):
+            raise IncrementalError("the model returns more than one tensor; incremental evaluation needs logits")
+        return torch.cat(outputs)
 
     def reference_logits(self, samples: int | None = None) -> torch.Tensor:
         """Outputs of the untouched base model on the first ``samples`` evaluation samples (default: all)."""
