@@ -12,10 +12,25 @@ import math
 import sys
 from pathlib import Path
 
+# --eval-size auto aims at one evaluation of about this long unless --target-seconds says otherwise
+DEFAULT_TARGET_SECONDS = 60.0
+
+
+def eval_size_argument(text: str):
+    """``--eval-size``: a positive number of samples, or ``auto`` (the engine proposes one for the time target)."""
+    from qtradeoff.cli_args import positive_int
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (used by qtradeoff.cli's subcommand registry)."""
-    from qtradeoff.cli_args import batch_size, positive_int
+    from qtradeoff.cli_args import batch_size, positive_float, positive_int
 
     parser.description = "Evaluate one compression configuration: accuracy, memory and latency."
     parser.add_argument("model", help="model file, or the name of a bundled sample (e.g. digits_cnn)")
@@ -27,7 +42,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency", choices=("both", "measured", "estimated", "none"), default="both",
                         help="which latency figures to produce (default both)")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for timing (default: torch's)")
-    parser.add_argument("--eval-size", type=positive_int, default=None, help="use only the first N evaluation samples")
+    parser.add_argument("--eval-size", type=eval_size_argument, default=None,
+                        help="use only the first N evaluation samples, or 'auto': as many as keep the estimated "
+                             "evaluation time near --target-seconds (at least 100 where the split has them)")
+    parser.add_argument("--target-seconds", type=positive_float, default=None,
+                        help=f"time target of --eval-size auto (default {DEFAULT_TARGET_SECONDS:g}); implies auto "
+                             "when --eval-size is not given")
+    parser.add_argument("--calib-size", type=positive_int, help="use only the first N calibration samples")
+    parser.add_argument("--architecture", help="registry name (torchvision.resnet50) for weight-only files")
     parser.add_argument("--trust", action="store_true", help="allow loading a pickled model that imports code")
     parser.add_argument("--json", action="store_true", help="print the Result as JSON instead of a table")
     parser.add_argument("--export", metavar="PATH", help="also write the configuration file (qtradeoff.config/1) "
@@ -81,6 +103,11 @@ def format_table(result) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``evaluate``; returns the exit code (failures are raised, for qtradeoff.cli's wrapper to report)."""
+    if Path(args.model).is_file():
+        from qtradeoff.core.loading import _load_child
+
+        # the isolated test-load's process imports torch (1-2 s, more under load) while this one does
+        _load_child.SERVER.start()
     import torch
 
     from qtradeoff.cli_args import config_argument, engine_spec, precheck_config
@@ -88,19 +115,24 @@ def run(args: argparse.Namespace) -> int:
     from qtradeoff.core.measurement.latency import LatencySettings
 
     precheck_config(args)
+    auto = args.eval_size == "auto" or (args.eval_size is None and args.target_seconds is not None)
+    if auto:
+        args.eval_size = None  # the whole split loads; the engine picks how much of it to evaluate
     engine = engine_spec(args).build()
     config = config_argument(args, engine.layers)
     _check_batch_fits(args.batch, engine.data.input_shape)
     threads = args.threads or torch.get_num_threads()
     batches = (1,) if args.batch == 1 else (1, args.batch)
     settings = LatencySettings(batch_sizes=batches, threads=threads)
+    eval_size, subset_note = _choose_subset(engine, config, args, settings, auto)
     result = None
     progress = None
     if sys.stderr.isatty() and not args.json:
         from tqdm import tqdm
 
         progress = tqdm(total=100, unit="%", file=sys.stderr, leave=False)
-    for item in engine.evaluate_iter(config, latency=args.latency, latency_settings=settings):
+    for item in engine.evaluate_iter(config, latency=args.latency, latency_settings=settings, eval_size=eval_size,
+                                     subset_note=subset_note):
         if isinstance(item, Result):
             result = item
         elif isinstance(item, Progress) and progress is not None:
@@ -117,6 +149,29 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(result))
     return 0
+
+
+def _choose_subset(engine, config, args: argparse.Namespace, settings, auto: bool) -> tuple[int, dict]:
+    """The evaluation size to run (proposed for the time target with ``auto``), after saying on stderr what the
+    run is estimated to take when that is long, and warning when its memory estimate is near the RAM available."""
+    target = args.target_seconds if args.target_seconds is not None else DEFAULT_TARGET_SECONDS
+    note: dict = {"proposed": auto}
+    if auto:
+        samples = engine.propose_eval_size(target, config, latency=args.latency, latency_settings=settings)
+        note["target_seconds"] = target
+    else:
+        samples = engine.eval_samples
+    estimate = engine.estimate_seconds(config, samples, latency=args.latency, latency_settings=settings)
+    note["estimate"] = estimate.to_dict()
+    if auto:
+        print(f"qtradeoff evaluate: --eval-size auto: {samples} of {engine.eval_samples} evaluation samples for a "
+              f"target of {target:g} s", file=sys.stderr)
+    if estimate.noteworthy or auto:
+        print(f"qtradeoff evaluate: {estimate.describe()}", file=sys.stderr)
+    warning = engine.memory_estimate(samples).warning()
+    if warning:
+        print(f"qtradeoff evaluate: warning: {warning}", file=sys.stderr)
+    return samples, note
 
 
 def _check_batch_fits(batch: int, input_shape) -> None:

@@ -44,6 +44,9 @@ from qtradeoff.core.precision import bits_of, is_integer
 _CALIB_BATCH = 64
 _NATIVE_8BIT = {(0, 255): torch.quint8, (-128, 127): torch.qint8}
 _WEIGHT_CACHE_ENTRIES = 4096
+# Processed weights are full fp32 tensors: on a real-size model (resnet50: 100 MB of weights) 4096 entries could
+# hold tens of GB, so the cache is bounded by bytes too (a few full copies of a resnet50's weights).
+WEIGHT_CACHE_BYTES = 512 * 1024 * 1024
 
 
 def _prime_quantized_tensor_warning() -> None:
@@ -186,7 +189,8 @@ class Compressor:
     """
 
     def __init__(self, base_module: nn.Module, calib_inputs: torch.Tensor | None = None, *,
-                 example_input_shape: tuple[int, ...] | None = None, layers: list[LayerInfo] | None = None):
+                 example_input_shape: tuple[int, ...] | None = None, layers: list[LayerInfo] | None = None,
+                 weight_cache_bytes: int = WEIGHT_CACHE_BYTES):
         _prime_quantized_tensor_warning()
         self.base = base_module
         self.calib_inputs = calib_inputs
@@ -208,6 +212,7 @@ class Compressor:
         # shallow clone, so the compressed layers are the ones its forward really calls
         self._deep_copy = self._scripted or bool(hides_submodules(base_module))
         self._lock = threading.RLock()
+        self.calib_batch = _CALIB_BATCH  # samples per calibration forward (the engine lowers it for big inputs)
 
         self._pairs, note = _find_conv_bn_pairs(base_module) if not self._scripted else (
             {}, "BatchNorm not folded: TorchScript models cannot be re-traced; weights are quantized unfolded")
@@ -237,6 +242,8 @@ class Compressor:
                     self._folded_bias[info.name] = bias.detach() if isinstance(bias, torch.Tensor) else None
 
         self._weight_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._weight_cache_bytes = 0
+        self.weight_cache_limit = int(weight_cache_bytes)
         self._masks: dict[tuple, torch.Tensor | None] = {}
         self._observers: dict[str, RangeObserver] | None = None
         self._output_observers: dict[str, RangeObserver] | None = None
@@ -262,6 +269,18 @@ class Compressor:
                                     info.in_axis, masks, numel, kept, info.name in self._pairs))
         return Plan(config, tuple(layers))
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether activation ranges are calibrated already (the first integer-activation plan costs a pass)."""
+        return self._observers is not None
+
+    def changes_nothing(self, plan: Plan) -> bool:
+        """Whether ``plan``'s simulated model computes exactly what the base does (no weight rewritten, no
+        activation cast): its outputs are the fp32 reference's, so an evaluation need not run it again."""
+        if self._scripted:
+            return not any(layer.rewrites for layer in plan)
+        return not any(layer.rewrites or self.casts_activations(layer) for layer in plan)
+
     def simulate(self, plan: Plan) -> nn.Module:
         """A new simulated model of ``plan`` (the base and earlier simulated models are left as they are)."""
         needs_ranges = any(not layer.settings.skip and is_integer(layer.settings.activation.precision)
@@ -272,7 +291,7 @@ class Compressor:
             self.stats.applies += 1
         if self._deep_copy:
             return self._simulate_copy(plan)
-        touched = [layer for layer in plan if layer.rewrites or self._casts_activations(layer)]
+        touched = [layer for layer in plan if layer.rewrites or self.casts_activations(layer)]
         paths = [layer.name for layer in touched]
         paths += [self._pairs[layer.name] for layer in touched if layer.rewrites and layer.folded]
         model = clone_structure(self.base, paths)  # untouched layers stay shared with the base
@@ -320,6 +339,7 @@ class Compressor:
         """Drop the caches (simulated models already built stay usable)."""
         with self._lock:
             self._weight_cache.clear()
+            self._weight_cache_bytes = 0
             self._masks.clear()
 
     # -- weights ---------------------------------------------------------------------------------------------
@@ -339,9 +359,13 @@ class Compressor:
                                     out_axis=layer.out_axis)
         with self._lock:
             self.stats.weight_computations += 1
-            self._weight_cache[key] = result
-            if len(self._weight_cache) > _WEIGHT_CACHE_ENTRIES:
-                self._weight_cache.popitem(last=False)
+            if key not in self._weight_cache:
+                self._weight_cache[key] = result
+                self._weight_cache_bytes += _tensor_bytes(result)
+            while self._weight_cache and (len(self._weight_cache) > _WEIGHT_CACHE_ENTRIES
+                                          or self._weight_cache_bytes > self.weight_cache_limit):
+                _, dropped = self._weight_cache.popitem(last=False)
+                self._weight_cache_bytes -= _tensor_bytes(dropped)
         return result
 
     def _install(self, model: nn.Module, layer: LayerPlan) -> None:
@@ -365,13 +389,13 @@ class Compressor:
 
     # -- activations -----------------------------------------------------------------------------------------
     @staticmethod
-    def _casts_activations(layer: LayerPlan) -> bool:
+    def casts_activations(layer: LayerPlan) -> bool:
         spec = layer.settings.activation
         return not (layer.settings.skip or spec.precision == "fp32" or layer.kind == "Embedding")
 
     def _install_activation(self, module: nn.Module, layer: LayerPlan) -> None:
         spec = layer.settings.activation
-        if not self._casts_activations(layer):
+        if not self.casts_activations(layer):
             return
         if not is_integer(spec.precision):
             input_cast = output_cast = _float_caster(spec.precision)
@@ -436,7 +460,7 @@ class Compressor:
                 get_submodule(model, name).register_forward_hook(_OutputObserver(observer))
             with torch.no_grad(), runtime.running():
                 try:
-                    _run_batches(model, self.calib_inputs, _CALIB_BATCH)
+                    _run_batches(model, self.calib_inputs, self.calib_batch)
                 except Exception:  # noqa: BLE001 - e.g. an export program specialised to batch size 1
                     for observer in (*observers.values(), *outputs.values()):
                         observer.__init__()
@@ -452,18 +476,36 @@ class Compressor:
     def _simulate_copy(self, plan: Plan) -> nn.Module:
         """A private deep copy per simulated model, for TorchScript (attributes live in C++: weights are swapped in
         place, nothing else is simulated) and for models that reference submodules outside torch's tables."""
+        # Untouched tensors stay shared with the base (a resnet50 would otherwise cost 100 MB per simulated
+        # model): they go into deepcopy's memo as themselves. Touched layers get new tensors from _install
+        # (attributes replaced, never written in place), so the base cannot change. TorchScript modules copy
+        # their attributes in C++ (the memo is not consulted) and get weights swapped in place: a full copy.
+        memo: dict[int, object] = {}
+        if not self._scripted:
+            touched = {layer.name for layer in plan if layer.rewrites}
+            touched.update(self._pairs[name] for name in list(touched) if name in self._pairs)
+            for name, module in self.base.named_modules(remove_duplicate=False):
+                if name in touched:
+                    continue
+                for tensor in (*module._parameters.values(), *module._buffers.values()):
+                    if tensor is not None:
+                        memo[id(tensor)] = tensor
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            model = copy.deepcopy(self.base)
+            model = copy.deepcopy(self.base, memo)
         for layer in plan:
             if not self._scripted:
-                if layer.rewrites or self._casts_activations(layer):
+                if layer.rewrites or self.casts_activations(layer):
                     self._install(model, layer)
             elif layer.rewrites:
                 module = get_submodule(model, layer.name)
                 for name in layer.weight_names:
                     getattr(module, name).data = self._processed(layer, name)
         return _inference_mode(model)
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
 
 
 def _inference_mode(model: nn.Module) -> nn.Module:

@@ -31,7 +31,8 @@ from qtradeoff.core import runtime
 from qtradeoff.core.compression.compress import Compressor
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.config import CompressionConfig
-from qtradeoff.core.engine.incremental import DEFAULT_CACHE_BYTES, IncrementalEvaluator
+from qtradeoff.core.engine import estimate as estimate_mod
+from qtradeoff.core.engine.incremental import DEFAULT_CACHE_BYTES, IncrementalError, IncrementalEvaluator
 from qtradeoff.core.loading import data as data_mod
 from qtradeoff.core.loading import model_io
 from qtradeoff.core.measurement import memory as memory_mod
@@ -53,10 +54,18 @@ from qtradeoff.core.measurement.result import (
     sqnr_db,
     wilson_interval,
 )
+from qtradeoff.core.precision import is_integer
 
 # Accuracy forwards run in chunks of this many samples: activations of a chunk stay cache-sized (a single
 # 359-sample batch of digits_cnn runs 3x slower per sample), and should_stop is checked between chunks.
 EVAL_BATCH = 64
+# ...at most this many bytes of the widest layer's input + output per chunk: a resnet50 at 224x224 holds ~4 MB per
+# sample there, so 64-sample chunks kept ~1 GB of activations live (and the real model's calibration at batch 256
+# several GB); 16-sample chunks cost no speed on it. Small models keep EVAL_BATCH.
+CHUNK_ACTIVATION_BYTES = 64 * 1024 * 1024
+# Samples timed when the fp32 time per sample is wanted before any reference forward ran (a few chunks' worth of
+# per-sample cost without paying for a whole split; batch 1 would overstate it on convolutional models).
+PROBE_SAMPLES = 8
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,9 @@ class Engine:
         self._activations: memory_mod.ActivationProfile | None = None
         self._simulated: OrderedDict[str, torch.nn.Module] = OrderedDict()  # config key -> simulated model
         self._baseline: QuickScore | None = None
+        # fp32 forward time of the base per sample, and whether it came from a probe (not yet a reference forward)
+        self._seconds_per_sample: tuple[float, bool] | None = None
+        self._chunk: int | None = None
 
     # -- what the engine knows about the model ---------------------------------------------------------------
     @property
@@ -158,6 +170,18 @@ class Engine:
     def plan(self, config: CompressionConfig) -> Plan:
         """``config`` resolved for every compressible layer, with its pruning masks (see compression.plan)."""
         return self.compressor.plan(config)
+
+    @property
+    def eval_chunk(self) -> int:
+        """Samples per forward chunk: EVAL_BATCH, fewer where the widest layer's activations of a chunk would
+        exceed CHUNK_ACTIVATION_BYTES (the bound on live activation memory of real-size models)."""
+        if self._chunk is None:
+            sizes = self._activation_profile().sizes
+            widest = max((i + o for i, o in sizes.values()), default=0) * 4
+            chunk = EVAL_BATCH if widest == 0 else max(1, min(EVAL_BATCH, CHUNK_ACTIVATION_BYTES // widest))
+            self.compressor.calib_batch = min(self.compressor.calib_batch, chunk)
+            self._chunk = chunk
+        return self._chunk
 
     def subset(self, eval_size: int | None) -> int:
         """The number of evaluation samples ``eval_size`` asks for (None or 0: all)."""
@@ -178,21 +202,42 @@ class Engine:
         """The simulated model's outputs on the whole evaluation split under ``config``."""
         plan = self.plan(config)
         module = self.simulated(plan)
-        return self.evaluator.forward(config, self.data.eval_inputs, fingerprint=self._eval_fingerprint,
-                                      module=module, store=store, settings=plan.settings)
+        # in the engine's bounded chunks, under the keys evaluate_iter uses: a search's scores and its full
+        # evaluations share every cut
+        inputs, chunk = self.data.eval_inputs, self.eval_chunk
+        outputs = []
+        for start in range(0, len(inputs), chunk):
+            end = min(start + chunk, len(inputs))
+            outputs.append(self.evaluator.forward_chunk(config, inputs[start:end],
+                                                        f"{self._eval_fingerprint}[{start}:{end}]", module=module,
+                                                        store=store, settings=plan.settings))
+        if len(outputs) == 1:
+            return outputs[0]
+        if not all(isinstance(output, torch.Tensor) for output in outputs):
+            raise IncrementalError("the model returns more than one tensor; incremental evaluation needs logits")
+        return torch.cat(outputs)
 
     def reference_logits(self, samples: int | None = None) -> torch.Tensor:
         """Outputs of the untouched base model on the first ``samples`` evaluation samples (default: all)."""
         samples = self.eval_samples if samples is None else samples
         with self._lock:
             found = self._references.get(samples)
+            if found is None:  # the first samples of a longer reference are this one (forwards are per sample)
+                longer = [n for n in self._references if n > samples]
+                if longer:
+                    found = self._references[min(longer)][:samples]
         if found is not None:
             return found
         inputs = self.data.eval_inputs[:samples]
+        chunk = self.eval_chunk
+        started = time.perf_counter()
         with torch.inference_mode(), runtime.running():
-            outputs = [self.module(inputs[i:i + EVAL_BATCH]).float() for i in range(0, len(inputs), EVAL_BATCH)]
+            outputs = [self.module(inputs[i:i + chunk]).float() for i in range(0, len(inputs), chunk)]
+        elapsed = time.perf_counter() - started
         reference = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         with self._lock:
+            if samples >= PROBE_SAMPLES or self._seconds_per_sample is None:
+                self._seconds_per_sample = (elapsed / max(samples, 1), False)
             self._references.setdefault(samples, reference)
             while len(self._references) > 4:
                 self._references.pop(next(iter(self._references)))
@@ -235,6 +280,115 @@ class Engine:
         """How many percentage points ``score`` loses against fp32 (negative when it gains)."""
         return 100.0 * (self.baseline.metric - score.metric)
 
+    # -- estimates before an evaluation (see qtradeoff.core.engine.estimate) --------------------------------
+    def seconds_per_sample(self) -> tuple[float, bool]:
+        """``(seconds, probed)``: the base model's fp32 forward time per sample, measured on the reference forward
+        when it ran, else now on a probe of PROBE_SAMPLES samples (``probed`` True; about 1 s on a resnet50)."""
+        with self._lock:
+            known = self._seconds_per_sample
+        if known is not None:
+            return known
+        probe = self.data.eval_inputs[:PROBE_SAMPLES]
+        elapsed = math.inf
+        with torch.inference_mode(), runtime.running():
+            # the first call at a batch shape pays one-off allocations and kernel selection (x600 on digits_cnn);
+            # the best of the next two is the steady time
+            for call in range(3):
+                started = time.perf_counter()
+                self.module(probe)
+                if call:
+                    elapsed = min(elapsed, time.perf_counter() - started)
+        seconds = elapsed / max(len(probe), 1)
+        with self._lock:
+            if self._seconds_per_sample is None:
+                self._seconds_per_sample = (seconds, True)
+            return self._seconds_per_sample
+
+    def estimate_seconds(self, config: CompressionConfig | None = None, eval_size: int | None = None, *,
+                         latency: str = "estimated", latency_settings: LatencySettings | None = None
+                         ) -> estimate_mod.TimeEstimate:
+        """Estimated wall time of ``evaluate_iter(config, eval_size=..., latency=...)`` now (caches included); an
+        estimate from the measured fp32 time per sample (see :mod:`~qtradeoff.core.engine.estimate`)."""
+        config = config if config is not None else CompressionConfig()
+        seconds, probed = self.seconds_per_sample()
+        work = self._work(self.plan(config), self.subset(eval_size), latency, latency_settings)
+        return estimate_mod.estimate_seconds(work, seconds, probed=probed)
+
+    def propose_eval_size(self, target_seconds: float, config: CompressionConfig | None = None, *,
+                          latency: str = "estimated", latency_settings: LatencySettings | None = None,
+                          minimum: int = estimate_mod.MIN_EVAL_SAMPLES) -> int:
+        """The most evaluation samples whose estimated evaluation time stays within ``target_seconds``, between
+        ``min(minimum, split size)`` and the split size (non-decreasing in the target)."""
+        config = config if config is not None else CompressionConfig()
+        seconds, probed = self.seconds_per_sample()
+        plan = self.plan(config)
+
+        def estimate_for(samples: int) -> estimate_mod.TimeEstimate:
+            work = self._work(plan, samples, latency, latency_settings)
+            return estimate_mod.estimate_seconds(work, seconds, probed=probed)
+
+        return estimate_mod.propose_samples(estimate_for, target_seconds, self.eval_samples, minimum=minimum)
+
+    def memory_estimate(self, eval_size: int | None = None, *, eval_batch: int | None = None
+                        ) -> estimate_mod.MemoryEstimate:
+        """Estimated peak bytes of an evaluation of ``eval_size`` samples (an estimate; see MemoryEstimate)."""
+        samples = self.subset(eval_size)
+        model_bytes = sum(t.numel() * t.element_size() for t in self._state.values())
+        data_bytes = sum(t.numel() * t.element_size() for t in (self.data.calib_inputs, self.data.eval_inputs))
+        sizes = self._activation_profile().sizes
+        widest = max((i + o for i, o in sizes.values()), default=math.prod(self.data.input_shape))
+        chunk = min(eval_batch or self.eval_chunk, samples)
+        # the two largest buffers of one layer's call, times 3: tensors held for skip connections and blocks the
+        # allocator keeps (resnet50 at 224x224 peaks near 3x this in practice); float32 everywhere
+        activation_bytes = 3 * widest * 4 * chunk
+        cut_bytes = min(self.evaluator.cache.max_bytes, 2 * widest * 4 * samples)
+        weight_cache = min(self.compressor.weight_cache_limit, model_bytes)
+        return estimate_mod.MemoryEstimate(model_bytes, data_bytes, activation_bytes, cut_bytes, weight_cache,
+                                           estimate_mod.available_memory())
+
+    def subset_hints(self, target_seconds: float = 60.0, config: CompressionConfig | None = None, *,
+                     latency: str = "estimated") -> dict:
+        """Plain values for a UI beside its evaluation-subset control (every figure an estimate): the fp32
+        seconds per sample, the proposed subset for ``target_seconds`` and its estimated time, the estimated time
+        of the whole split, and the memory estimate with its warning (``""`` when none)."""
+        config = config if config is not None else CompressionConfig()
+        proposed = self.propose_eval_size(target_seconds, config, latency=latency)
+        at_proposed = self.estimate_seconds(config, proposed, latency=latency)
+        whole = self.estimate_seconds(config, self.eval_samples, latency=latency)
+        memory = self.memory_estimate(proposed)
+        return {"estimated": True, "fp32_seconds_per_sample": at_proposed.seconds_per_sample,
+                "probed": at_proposed.probed, "target_seconds": float(target_seconds), "proposed_eval_size": proposed,
+                "eval_samples": self.eval_samples, "proposed_seconds": at_proposed.seconds,
+                "all_samples_seconds": whole.seconds, "memory_bytes": memory.total_bytes,
+                "available_bytes": memory.available_bytes, "memory_warning": memory.warning()}
+
+    def _work(self, plan: Plan, samples: int, latency: str,
+              latency_settings: LatencySettings | None) -> estimate_mod.EvaluationWork:
+        if latency not in LATENCY_MODES:
+            raise ValueError(f"latency must be one of {', '.join(LATENCY_MODES)}, got {latency!r}")
+        settings = latency_settings or LatencySettings()
+        with self._lock:
+            reference_cached = any(n >= samples for n in self._references)
+            profile_known = self._activations is not None
+        casts = any(self.compressor.casts_activations(layer) for layer in plan)
+        integer_activations = any(not layer.settings.skip and is_integer(layer.settings.activation.precision)
+                                  for layer in plan)
+        measured = latency in ("both", "measured")
+        real_precisions = {p for p, _ in planned(plan).values()}
+        threads = settings.resolved_threads()
+        return estimate_mod.EvaluationWork(
+            samples=samples, reference_cached=reference_cached,
+            reuses_reference=self.compressor.changes_nothing(plan), casts_activations=casts,
+            needs_calibration=integer_activations and not self.compressor.calibrated,
+            calib_samples=len(self.data.calib_inputs),
+            measured_batches=tuple(settings.batch_sizes) if measured else (),
+            real_model_cached=(plan.config.key() in self.real_models) or (real_precisions <= {"fp32"}
+                                                                            and not plan.pruned),
+            real_model_calibrates=bool(real_precisions - {"fp32"}),
+            measured_min_run_time=settings.min_run_time, measured_min_repeats=settings.min_repeats,
+            measured_warmup=settings.warmup, roofline=latency in ("both", "estimated"),
+            roofline_calibrated=roofline_mod.cache_path(threads).is_file(), profile_known=profile_known)
+
     # -- full evaluations ------------------------------------------------------------------------------------
     def evaluate(self, config: CompressionConfig, *, should_stop: Callable[[], bool] = lambda: False,
                  latency: str = "estimated", **kwargs) -> Result:
@@ -255,16 +409,17 @@ class Engine:
     def evaluate_iter(self, config: CompressionConfig, *, should_stop: Callable[[], bool] = lambda: False,
                       latency: str = "both", batch_sizes: tuple[int, ...] = (1, 32),
                       latency_settings: LatencySettings | None = None, eval_size: int | None = None,
-                      incremental: bool = True, eval_batch: int = EVAL_BATCH, seed: int = 0
-                      ) -> Iterator[Progress | Result]:
+                      incremental: bool = True, eval_batch: int | None = None, seed: int = 0,
+                      subset_note: dict | None = None) -> Iterator[Progress | Result]:
         """Evaluate ``config``; yields Progress (when the rounded percentage changes), then one Result.
 
         ``latency``: ``both``, ``measured``, ``estimated`` or ``none``. ``latency_settings`` overrides timing knobs
         (its ``batch_sizes`` wins over ``batch_sizes``). ``eval_size`` evaluates the first N samples only.
         ``incremental`` serves the simulated forward from the cut cache (identical numbers); ``eval_batch`` is the
-        chunk size of the accuracy forwards (should_stop is checked between chunks). Returns without a
-        Result when ``should_stop()`` becomes true (checked between batches). ``seed`` is recorded only: nothing
-        here draws random numbers.
+        chunk size of the accuracy forwards (default :attr:`eval_chunk`; should_stop is checked between chunks).
+        Returns without a Result when ``should_stop()`` becomes true (checked between batches). ``seed`` is
+        recorded only: nothing here draws random numbers. ``subset_note`` (plain JSON values, e.g. how
+        ``eval_size`` was chosen) goes into the Result's ``provenance["eval_subset"]`` beside the sample counts.
         """
         if latency not in LATENCY_MODES:
             raise ValueError(f"latency must be one of {', '.join(LATENCY_MODES)}, got {latency!r}")
@@ -275,6 +430,7 @@ class Engine:
             raise ValueError(f"{self.data.name} has no evaluation samples; choose a larger evaluation split")
         inputs = self.data.eval_inputs[:samples]
         labels = None if self.data.eval_labels is None else self.data.eval_labels[:samples]
+        eval_batch = eval_batch or self.eval_chunk
         chunks = [(i, min(i + eval_batch, samples)) for i in range(0, samples, eval_batch)]
         measured_units = len(settings.batch_sizes) + 1 if latency in ("both", "measured") else 0
         estimated_units = 1 if latency in ("both", "estimated") else 0
@@ -286,22 +442,27 @@ class Engine:
         if (p := progress.step("reference")) is not None:
             yield p
         plan = self.plan(config)
-        simulated = self.simulated(plan)
         layer_settings = plan.settings
+        # A plan that rewrites no weight and casts no activation runs the base model's arithmetic: its outputs
+        # are the reference's, bit for bit, so a second forward (the whole cost of an fp32 point on a resnet50)
+        # would only repeat them.
+        reuses_reference = self.compressor.changes_nothing(plan)
+        simulated = None if reuses_reference else self.simulated(plan)
         if (p := progress.step("compress")) is not None:
             yield p
-        outputs = []
+        outputs = [reference] if reuses_reference else []
         for start, end in chunks:
             if should_stop():
                 return
-            chunk = inputs[start:end]
-            if incremental:
-                out = self.evaluator.forward_chunk(config, chunk, f"{self._eval_fingerprint}[{start}:{end}]",
-                                                   module=simulated, settings=layer_settings)
-            else:
-                with torch.inference_mode(), runtime.running():
-                    out = simulated(chunk)
-            outputs.append(out.float())
+            if not reuses_reference:
+                chunk = inputs[start:end]
+                if incremental:
+                    out = self.evaluator.forward_chunk(config, chunk, f"{self._eval_fingerprint}[{start}:{end}]",
+                                                       module=simulated, settings=layer_settings)
+                else:
+                    with torch.inference_mode(), runtime.running():
+                        out = simulated(chunk)
+                outputs.append(out.float())
             if (p := progress.step("accuracy")) is not None:
                 yield p
         output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
@@ -356,7 +517,10 @@ class Engine:
                 yield p
 
         provenance = self._provenance(settings, seed, started, latency, samples, roofline_info)
-        provenance["incremental"] = {"used": bool(incremental and self.evaluator.traceable), "note": self.note}
+        provenance["incremental"] = {"used": bool(incremental and self.evaluator.traceable and not reuses_reference),
+                                     "note": self.note}
+        provenance["reused_reference"] = reuses_reference
+        provenance["eval_subset"] = {"samples": samples, "of": self.eval_samples, **dict(subset_note or {})}
         yield Result(
             config=config, config_key=config.key(), labelled=labels is not None, eval_samples=samples,
             weight_bytes=weights.weight_bytes, fp32_weight_bytes=weights.fp32_weight_bytes,
@@ -389,7 +553,10 @@ class Engine:
 
         def build() -> RealModel:
             try:
-                return build_real_model(self.module, plan, self.data.calib_inputs)
+                # real-size inputs calibrate in the engine's bounded chunks; small models keep torch.ao's
+                # batches of 256 (histogram observers depend on the batching: their numbers stay as they were)
+                calib_batch = 256 if self.eval_chunk >= EVAL_BATCH else self.eval_chunk
+                return build_real_model(self.module, plan, self.data.calib_inputs, calib_batch=calib_batch)
             except Exception as error:  # any model we cannot rebuild still has one real execution: itself, in fp32
                 reason = " ".join(str(error).split())[:160] or type(error).__name__
                 return RealModel(self.module, {n: "fp32" for n in precisions},

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-from torch.utils.benchmark import Timer
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,8 @@ def batch_of(samples: torch.Tensor, batch: int) -> torch.Tensor:
 def time_forward(module: Callable, samples: torch.Tensor, settings: LatencySettings = LatencySettings(),
                  should_stop: Callable[[], bool] = lambda: False) -> Iterable[LatencyStats]:
     """Yield one :class:`LatencyStats` per batch size of ``settings``; stops early when ``should_stop()``."""
+    from torch.utils.benchmark import Timer  # here: importing it pulls setuptools, ~1 s of every start-up
+
     threads = settings.resolved_threads()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -355,6 +355,10 @@ class RealModelCache:
                 self._items.popitem(last=False)
         return real
 
+    def __contains__(self, key: tuple) -> bool:
+        with self._lock:
+            return key in self._items
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.benchmark import Timer
 
 from qtradeoff.core import runtime
 from qtradeoff.core.config import LayerSettings
@@ -85,6 +84,8 @@ def cache_path(threads: int) -> Path:
 def _seconds(stmt: str, env: dict, threads: int, min_run_time: float) -> float:
     # The fastest block, not the median: a peak is the best the machine does, and on a shared machine the
     # median of a short calibration (which is then cached) would record other people's load.
+    from torch.utils.benchmark import Timer  # here: importing it pulls setuptools, ~1 s of every start-up
+
     return min(Timer(stmt, globals=env, num_threads=threads).blocked_autorange(min_run_time=min_run_time).times)
 
 
