@@ -237,9 +237,9 @@ class ProcessPool(Backend):
         child.close()
         return _Slot(process, parent, started=time.monotonic())
 
-    def worker_pids(self) -> list[int]:
-        """The worker processes' pids (the tests kill one)."""
-        return [slot.process.pid for slot in self._slots]
+    def worker_pids(self, *, busy: bool = False) -> list[int]:
+        """The worker processes' pids (``busy``: only those running a configuration); the tests kill one."""
+        return [slot.process.pid for slot in self._slots if slot.task is not None or not busy]
 
     def wait_ready(self) -> None:
         """Block until every worker has built its engine (start-up, separately from the first result)."""
