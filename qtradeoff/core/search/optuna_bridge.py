@@ -11,6 +11,7 @@ Optuna is optional (``pip install qtradeoff[distributed]``); nothing else import
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -55,7 +56,10 @@ def export_records(records: Iterable[dict], journal: str | Path, *, study_name: 
     except OSError as error:
         raise InputError(f"{journal} cannot be written ({error.strerror or error}); choose another "
                          "--optuna-storage") from None
-    study.set_metric_names(list(OBJECTIVES))
+    with warnings.catch_warnings():
+        # experimental since optuna 3.2, stable in behaviour; the dashboard labels the axes with these names
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(OBJECTIVES))
     present = {trial.user_attrs.get("key") for trial in study.get_trials(deepcopy=False)}
     distributions = {"weight_precision": optuna.distributions.CategoricalDistribution(_PRECISIONS),
                      "sparsity": optuna.distributions.FloatDistribution(0.0, 1.0)}
