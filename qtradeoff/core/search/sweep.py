@@ -13,6 +13,13 @@ A results file is a durable log, owned by :class:`SweepLog`:
   corrupted record in the middle with a warning naming its line (that configuration is measured again), replays
   the deterministic strategy with already-measured configurations served from the file and appends only new
   ones.
+- a configuration that could not be evaluated (a backend's worker died twice running it, or its evaluation
+  raised) is one record with ``"role": "failed"``, ``"failed": reason`` and no ``result``: readers skip it, and
+  a resume measures it again (the cause may have been the machine, not the configuration).
+
+The sweep evaluates on the session, or on a backend (:mod:`qtradeoff.core.engine.backends`: a process pool or
+Ray) that runs a grid's independent candidates in parallel; only this process writes the file, and the records
+and keys are the same whatever the backend, so a file resumes on any of them.
 
 :func:`read_records` / :func:`read_results` (what the GUI plots) are stricter: a corrupted record is an error
 naming its line unless the caller asks to skip it, since a plot that silently drops points would mislead.
