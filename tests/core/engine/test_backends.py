@@ -82,6 +82,16 @@ def test_a_pool_of_two_workers_gives_the_in_process_metrics_even_when_one_is_kil
                 killed = busy[0]
                 os.kill(killed, signal.SIGKILL)
         after = set(pool.worker_pids())
+        # a measured timing runs alone: whenever a result arrives, no other worker is computing
+        w8a8 = CompressionConfig().with_defaults(weight={"precision": "int8"}, activation={"precision": "int8"})
+        timed, busy_at_results = [], []
+        for outcome in pool.map([CompressionConfig(), w8a8, explore.uniform(CompressionConfig(), 4)],
+                                latency="measured"):
+            timed.append(outcome)
+            busy_at_results.append(pool.worker_pids(busy=True))
+    assert busy_at_results == [[], [], []]
+    assert all(outcome.ok and outcome.result.latency_measured for outcome in timed)
+    assert {outcome.result.provenance["threads"] for outcome in timed} == {pool.timing_threads}  # all the cores
     check_same(outcomes, reference)
     assert killed in before and killed not in after and len(after) == 2  # replaced by a fresh worker
     assert {outcome.result.provenance["threads"] for outcome in outcomes} == {pool.threads}  # recorded
