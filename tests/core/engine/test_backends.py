@@ -3,8 +3,10 @@ costs nothing but a retry, and a configuration that kills its worker twice is re
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +123,24 @@ def test_in_process_reports_an_evaluation_error_as_a_failed_outcome():
     outcomes = list(InProcess(Broken()).map([CompressionConfig(), explore.uniform(CompressionConfig(), 8)]))
     assert [(outcome.index, outcome.ok, outcome.failure) for outcome in outcomes] == [
         (0, False, "ValueError: no kernel for this layer"), (1, False, "ValueError: no kernel for this layer")]
+
+
+def test_ray_ships_the_model_and_data_files_as_bytes_and_workers_rebuild_the_same_engine(tmp_path):
+    from qtradeoff.core.engine.backends import _payload, _unpack
+    from qtradeoff.core.loading.data import SAMPLE_DIR
+
+    model = SAMPLE_DIR / "digits_cnn.safetensors"
+    folder = tmp_path / "images"
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / "x.bin").write_bytes(b"\x00\x01")
+    spec = EngineSpec(str(model), str(folder), eval_size=32, calib_size=16)
+    payload = _payload(spec)
+    assert set(payload[1]) == {"model", "data"}  # both travel as bytes: no shared filesystem needed
+    elsewhere = tmp_path / "worker"
+    elsewhere.mkdir()
+    rebuilt = _unpack(payload, str(elsewhere))
+    assert Path(rebuilt.model).parent == elsewhere and Path(rebuilt.model).read_bytes() == model.read_bytes()
+    assert (Path(rebuilt.data) / "a" / "x.bin").read_bytes() == b"\x00\x01"
+    assert rebuilt.eval_size == 32 and rebuilt.calib_size == 16
+    with_sample_data = dataclasses.replace(rebuilt, data=None)
+    assert with_sample_data.load_model().sha256 == EngineSpec(str(model)).load_model().sha256
