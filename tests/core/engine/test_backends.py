@@ -59,13 +59,19 @@ def check_same(outcomes, reference) -> None:
 
 
 @pytest.mark.slow
-def test_ray_on_a_local_instance_gives_the_in_process_metrics(reference):
+def test_ray_on_a_local_instance_gives_the_in_process_metrics_even_when_an_actor_is_killed(reference):
     ray = pytest.importorskip("ray")
     with RayBackend(SPEC, workers=2) as backend:
         assert ray.is_initialized() and int(ray.cluster_resources()["CPU"]) == 2
         pids = set(backend.worker_pids())
-        outcomes = list(backend.map(twenty_configs()))
+        outcomes = []
+        for outcome in backend.map(twenty_configs()):
+            outcomes.append(outcome)
+            if len(outcomes) == 1:  # an actor killed mid-sweep: replaced, its configurations retried
+                os.kill(sorted(pids)[0], signal.SIGKILL)
+        after = set(backend.worker_pids())
     assert len(pids) == 2 and os.getpid() not in pids  # evaluated in two actor processes, not here
+    assert sorted(pids)[0] not in after and len(after) == 2
     assert not ray.is_initialized()  # we started it, so closing shut it down
     check_same(outcomes, reference)
 
