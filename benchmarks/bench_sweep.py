@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import time
@@ -63,6 +64,8 @@ def run_round(backend, configs) -> float:
     failed = [outcome.failure for outcome in outcomes if not outcome.ok]
     if failed or len(outcomes) != len(configs):
         raise SystemExit(f"{backend.name}: {len(failed)} failures ({failed[:1]}), {len(outcomes)} results")
+    if len({outcome.index for outcome in outcomes}) != len(configs):
+        raise SystemExit(f"{backend.name}: a configuration came back twice")
     return elapsed
 
 
@@ -92,7 +95,8 @@ def main() -> None:
     torch.set_num_threads(cores)
     spec = EngineSpec(args.model, eval_size=args.eval_size)
     print(f"torch {torch.__version__}, {cores} cores, {args.model}, {args.configs} configurations per round, "
-          f"{args.rounds} rounds, full evaluations with estimated latency")
+          f"{args.rounds} rounds, full evaluations with estimated latency; load average {os.getloadavg()[0]:.1f} "
+          "before (other work on the machine takes cores from the workers)")
     local = InProcess(spec)
     layers = local.engine.layer_names
     print(f"  {local.engine.eval_samples} evaluation samples, {len(layers)} layers; start-up:")
@@ -121,6 +125,7 @@ def main() -> None:
         rate = args.configs / statistics.median(values)
         first = f"{startup[label]:.1f}" if label in startup else "-"
         print(f"{label:<18}{rate:>10.2f}{ratios[label]:>14.2f}{first:>16}")
+    print(f"load average {os.getloadavg()[0]:.1f} after")
     print("throughput ratios exclude start-up (median over rounds of in-process time / backend time, same configs)")
     print("targets on 2 cores: pool of 2 workers >= 1.7x in-process; Ray >= 1.5x")
     if args.json:
