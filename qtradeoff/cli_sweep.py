@@ -51,8 +51,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--architecture", help="registry name (torchvision.resnet18) for weight-only files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--workers", type=non_negative_int, default=None,
-                        help="evaluate in N worker processes (0: one per core); default 1, in this process. The "
-                             "grid's configurations run in parallel, other strategies one at a time")
+                        help="evaluate in N worker processes (0: one per core); default 1, in this process. Grid, "
+                             "random and evolutionary candidates run in parallel, greedy/smallest/budget steps "
+                             "one at a time")
     parser.add_argument("--backend", choices=("local", "pool", "ray"), default=None,
                         help="where configurations are evaluated: local (this process), pool (spawned worker "
                              "processes) or ray (needs pip install qtradeoff[distributed]); default pool when "

@@ -17,12 +17,11 @@ A results file is a durable log, owned by :class:`SweepLog`:
   raised) is one record with ``"role": "failed"``, ``"failed": reason`` and no ``result``: readers skip it, and
   a resume measures it again (the cause may have been the machine, not the configuration).
 
-The sweep evaluates on the session, or on a backend (:mod:`qtradeoff.core.engine.backends`: a process pool or
-Ray) that runs a grid's independent candidates in parallel; only this process writes the file, and the records
-and keys are the same whatever the backend, so a file resumes on any of them.
-
-:func:`read_records` / :func:`read_results` (what the GUI plots) are stricter: a corrupted record is an error
-naming its line unless the caller asks to skip it, since a plot that silently drops points would mislead.
+The sweep evaluates on the session, or on a backend (:mod:`qtradeoff.core.engine.backends`: a process pool or Ray)
+that runs the independent candidates of a grid or of an evolutionary generation in parallel; only this process
+writes the file, and the records and keys are the same whatever the backend, so a file resumes on any of them.
+:func:`read_records` / :func:`read_results` (what the GUI plots) are stricter: a corrupted record is an error naming
+its line unless the caller asks to skip it, since a plot that silently drops points would mislead.
 """
 
 from __future__ import annotations
@@ -443,14 +442,14 @@ def sweep_iter(session, strategy: str, out: str | Path | SweepLog, *, resume: bo
     ``overwrite``. ``evaluate``/``verify`` default to the session's incremental and full evaluations with
     estimated latency. ``options`` go to the strategy (``max_drop``, ``locked``, ``max_bytes``...).
 
-    ``backend`` (a :class:`~qtradeoff.core.engine.backends.Backend` the caller opened and closes) evaluates
-    instead of ``session``: the grid's independent candidates as one parallel batch, the other strategies' one at
-    a time (a sequential search gets no speed-up). The file is written here only, with the same records and keys
-    whatever the backend, so a file started on one backend resumes on another. A configuration the backend
-    could not evaluate (its worker died twice, or the evaluation raised) is recorded with ``"failed": reason``
-    and no result, reported to ``on_failure(config, reason)`` (default: a SweepWarning), skipped by readers and
-    measured again on resume; a sequential strategy cannot go on without it and stops with
-    :class:`EvaluationFailed`.
+    ``backend`` (a :class:`~qtradeoff.core.engine.backends.Backend` the caller opened and closes) evaluates instead
+    of ``session``: the independent candidates of a grid or an evolutionary/random generation as one parallel batch,
+    the descents' (greedy, smallest, budget) one at a time (a sequential search gets no speed-up). The file is
+    written here only, with the same records and keys whatever the backend, so a file started on one backend resumes
+    on another. A configuration the backend could not evaluate (its worker died twice, or the evaluation raised) is
+    recorded with ``"failed": reason`` and no result, reported to ``on_failure(config, reason)`` (default: a
+    SweepWarning), skipped by readers and measured again on resume; a sequential strategy cannot go on without it
+    and stops with :class:`EvaluationFailed`.
     """
     kwargs = dict(budget=budget, seed=seed, should_stop=should_stop, evaluate=evaluate, verify=verify,
                   backend=backend, on_failure=on_failure)

@@ -148,3 +148,12 @@ def test_cli_backend_options_that_cannot_work_are_refused_in_one_line(tmp_path, 
     assert cli.main(_sweep_argv(out, "--optuna-storage", str(tmp_path / "j.log"))) == 2
     assert "pip install qtradeoff[distributed]" in capsys.readouterr().err
     assert not out.exists()  # refused before anything was written
+
+
+def test_a_random_search_through_a_backend_writes_the_records_of_one_evaluated_here(session, tmp_path):
+    here, there = tmp_path / "here.jsonl", tmp_path / "there.jsonl"
+    list(sweep_iter(session, "random", here, budget=12, seed=4))
+    points = list(sweep_iter(session, "random", there, budget=12, seed=4, backend=InProcess(session)))
+    assert len(points) == 12 and points[-1].evaluated == 12
+    assert [comparable(record) for record in read_records(there)] == [comparable(record) for record in
+                                                                      read_records(here)]
