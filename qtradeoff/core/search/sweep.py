@@ -20,6 +20,7 @@ A results file is a durable log, owned by :class:`SweepLog`:
 The sweep evaluates on the session, or on a backend (:mod:`qtradeoff.core.engine.backends`: a process pool or Ray)
 that runs the independent candidates of a grid or of an evolutionary generation in parallel; only this process
 writes the file, and the records and keys are the same whatever the backend, so a file resumes on any of them.
+
 :func:`read_records` / :func:`read_results` (what the GUI plots) are stricter: a corrupted record is an error naming
 its line unless the caller asks to skip it, since a plot that silently drops points would mislead.
 """
