@@ -80,6 +80,7 @@ def test_ray_on_a_local_instance_gives_the_in_process_metrics_even_when_an_actor
 def test_a_pool_of_two_workers_gives_the_in_process_metrics_even_when_one_is_killed_mid_sweep(reference):
     with ProcessPool(SPEC, 2) as pool:
         assert pool.threads == max(1, len(os.sched_getaffinity(0)) // 2)
+        pool.wait_ready()  # both engines built, so both workers get a configuration at once
         before = set(pool.worker_pids())
         outcomes, killed = [], None
         for outcome in pool.map(twenty_configs()):
