@@ -100,7 +100,12 @@ def main() -> None:
     local = InProcess(spec)
     layers = local.engine.layer_names
     print(f"  {local.engine.eval_samples} evaluation samples, {len(layers)} layers; start-up:")
-    makers = {"pool, 1 worker": lambda: ProcessPool(spec, 1), "pool, 2 workers": lambda: ProcessPool(spec, 2)}
+    # In-process on one thread: not a target, a reference that shows how much of a ratio comes from running
+    # torch on every core beside other work on the machine (its threads then wait for each other) rather than
+    # from parallel workers.
+    makers = {"in-process, 1 thread": lambda: InProcess(spec, threads=1),
+              "pool, 1 worker": lambda: ProcessPool(spec, 1),
+              "pool, 2 workers": lambda: ProcessPool(spec, 2)}
     if not args.no_ray:
         makers["ray, 2 actors"] = lambda: RayBackend(spec, workers=min(2, cores))
     backends, startup = {"in-process": local}, {}

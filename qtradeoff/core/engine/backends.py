@@ -126,8 +126,9 @@ class InProcess(Backend):
 
     name = "local"
 
-    def __init__(self, engine):
+    def __init__(self, engine, *, threads: int | None = None):
         self.engine = engine.build() if hasattr(engine, "build") else engine
+        self.threads = threads  # torch threads while evaluating (None: the process's setting)
 
     def map(self, configs, *, latency="estimated", eval_size=None, full=False, should_stop=lambda: False):
         from qtradeoff.core.measurement.result import Cancelled
@@ -137,13 +138,25 @@ class InProcess(Backend):
             if should_stop():
                 return
             try:
-                result = evaluate_one(self.engine, config, options)
+                result = self._evaluate(config, options)
             except Cancelled:
                 return
             except Exception as error:  # the same record a worker's failure gives
                 yield Outcome(index, config, None, _reason(error))
                 continue
             yield Outcome(index, config, result)
+
+    def _evaluate(self, config, options: Options) -> Result:
+        if self.threads is None:
+            return evaluate_one(self.engine, config, options)
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return evaluate_one(self.engine, config, options)
+        finally:
+            torch.set_num_threads(previous)
 
 
 # -- the process pool ---------------------------------------------------------------------------------------------
