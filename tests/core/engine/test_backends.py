@@ -43,8 +43,13 @@ def metrics(result) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference():
-    with InProcess(SPEC) as local:
+def engine():
+    return SPEC.build()
+
+
+@pytest.fixture(scope="module")
+def reference(engine):
+    with InProcess(engine) as local:
         outcomes = list(local.map(twenty_configs()))
     assert [outcome.index for outcome in outcomes] == list(range(20)) and all(outcome.ok for outcome in outcomes)
     return {outcome.config.key(): metrics(outcome.result) for outcome in outcomes}
@@ -151,3 +156,13 @@ def test_ray_ships_the_model_and_data_files_as_bytes_and_workers_rebuild_the_sam
     assert rebuilt.eval_size == 32 and rebuilt.calib_size == 16
     with_sample_data = dataclasses.replace(rebuilt, data=None)
     assert with_sample_data.load_model().sha256 == EngineSpec(str(model)).load_model().sha256
+
+
+def test_in_process_runs_torch_on_the_threads_it_is_given_and_restores_them(engine, reference):
+    import torch
+
+    before = torch.get_num_threads()
+    config = twenty_configs()[5]
+    (outcome,) = InProcess(engine, threads=1).map([config])
+    assert outcome.result.provenance["threads"] == 1 and torch.get_num_threads() == before
+    assert metrics(outcome.result) == reference[config.key()]
