@@ -34,10 +34,10 @@ class LatencySettings:
         return int(self.threads or torch.get_num_threads())
 
 
-# A quiet CPU times the same forward within a few percent block to block (digits_cnn on this project's 2-core
-# machine: IQR/median 0.01-0.08 when nothing else runs). A quarter of the median is well beyond that and well
-# below what a neighbour computing on the same cores causes (0.3-1.0 and more), so a spread above it means the
-# median cannot be trusted as the model's latency.
+# A chosen bound, not a measured one: blocks last min_run_time / min_repeats (tens of ms), long enough that timer
+# and scheduler jitter average out, so a timing that had its cores to itself repeats within a few percent; a
+# neighbour computing on the same cores for part of the run makes some blocks run at a fraction of the speed and
+# spreads the quartiles far apart. A quarter of the median sits well between the two.
 NOISY_SPREAD = 0.25
 
 
