@@ -82,7 +82,9 @@ def format_table(result) -> str:
     lines.append(f"peak activations   {human_bytes(result.peak_activation_bytes)} at batch 1")
     for stats in result.latency_measured:
         lines.append(f"latency measured   batch {stats.batch:>3}: {stats.median_ms:.3f} ms median, "
-                     f"IQR {stats.iqr_ms:.3f} ms, {stats.repeats} repeats")
+                     f"IQR {stats.iqr_ms:.3f} ms, {stats.repeats} repeats"
+                     + (f"  NOISY (IQR {stats.spread:.0%} of the median; rerun on an idle machine)"
+                        if stats.noisy else ""))
     for stats in result.latency_estimated:
         lines.append(f"latency estimated  batch {stats.batch:>3}: {stats.median_ms:.3f} ms (roofline estimate)")
     if result.executed_precisions:

@@ -10,6 +10,7 @@ qtradeoff.cli's wrapper prints every expected failure as one line on stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
@@ -49,6 +50,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust", action="store_true", help="allow loading that can run code from the file")
     parser.add_argument("--architecture", help="registry name (torchvision.resnet18) for weight-only files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--workers", type=non_negative_int, default=None,
+                        help="evaluate in N worker processes (0: one per core); default 1, in this process. Grid, "
+                             "random and evolutionary candidates run in parallel, greedy/smallest/budget steps "
+                             "one at a time")
+    parser.add_argument("--backend", choices=("local", "pool", "ray"), default=None,
+                        help="where configurations are evaluated: local (this process), pool (spawned worker "
+                             "processes) or ray (needs pip install qtradeoff[distributed]); default pool when "
+                             "--workers is not 1, else local")
+    parser.add_argument("--address", help="--backend ray: the cluster to join (e.g. auto, ray://host:10001); "
+                                          "default: start a local Ray instance for this sweep")
+    parser.add_argument("--optuna-storage", metavar="JOURNAL",
+                        help="also write the file's points as trials of a multi-objective Optuna study in this "
+                             "journal file (open it with optuna-dashboard JOURNAL)")
 
 
 def _base_config(args, layers):
@@ -80,18 +94,29 @@ def run(args: argparse.Namespace) -> int:
     from qtradeoff.cli_args import engine_spec, precheck_config
     from qtradeoff.core.engine.engine import Engine
 
+    kind = _backend_kind(args)
+    if kind == "ray":
+        from qtradeoff.core.engine.backends import import_ray
+
+        import_ray()  # missing Ray fails in a moment, before the model loads
+    if args.optuna_storage is not None:
+        from qtradeoff.core.search.optuna_bridge import _import_optuna
+
+        _import_optuna()
     precheck_config(args)
     # The results file is locked before the model loads, so a second sweep on it is refused at once.
     with SweepLog.open(args.out, resume=args.resume, overwrite=args.overwrite, warn=_warn) as log:
-        loaded, data = engine_spec(args).load()
-        session = Engine(loaded, data, cache_bytes=args.cache_mb * 1024 * 1024)
+        spec = dataclasses.replace(engine_spec(args), cache_bytes=args.cache_mb * 1024 * 1024)
+        loaded, data = spec.load()
+        session = Engine(loaded, data, cache_bytes=spec.cache_bytes)
         base = _base_config(args, session.layers)
         total = planned_evaluations(args.strategy, session, budget=args.budget, base_config=base)
         progress = {"done": 0}
-        with _StopOnSignal() as stop:
+        with _open_backend(kind, spec, args) as backend, _StopOnSignal() as stop:
             points = sweep_iter(session, args.strategy, log, budget=args.budget, seed=args.seed,
                                 should_stop=stop.requested, max_drop=args.max_drop, max_bytes=args.max_bytes,
-                                max_ms=args.max_ms, base_config=base, weight_by=args.weight_by)
+                                max_ms=args.max_ms, base_config=base, weight_by=args.weight_by, backend=backend,
+                                on_failure=_failed)
             try:
                 final = _drive(points, total, args.quiet, progress)
             except KeyboardInterrupt:  # a second signal, or Ctrl+C where no handler could be installed
@@ -102,7 +127,50 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {session.note}", file=sys.stderr)
     if final is not None:
         print(_describe(final), file=sys.stderr)
+    if args.optuna_storage is not None:
+        _export_optuna(args)
     return 0
+
+
+def _backend_kind(args) -> str:
+    from qtradeoff.core.errors import UsageError
+
+    kind = args.backend or ("local" if args.workers in (None, 1) else "pool")
+    if kind == "local" and args.workers not in (None, 1):
+        raise UsageError(f"--workers {args.workers} needs --backend pool or ray (local runs in this process)")
+    if args.address is not None and kind != "ray":
+        raise UsageError("--address needs --backend ray")
+    return kind
+
+
+def _open_backend(kind: str, spec, args):
+    """The sweep's backend: None for local (the sweep evaluates on its own engine, as it always did)."""
+    import contextlib
+
+    from qtradeoff.core.engine.backends import ProcessPool, RayBackend
+
+    if kind == "pool":
+        return ProcessPool(spec, args.workers or None)
+    if kind == "ray":
+        return RayBackend(spec, address=args.address, workers=args.workers or None)
+    return contextlib.nullcontext(None)
+
+
+def _failed(config, reason: str) -> None:
+    _warn(f"configuration {config.key()} could not be evaluated ({reason}); recorded as failed, --resume tries it "
+          "again")
+
+
+def _export_optuna(args) -> None:
+    from pathlib import Path
+
+    from qtradeoff.core.search.optuna_bridge import export_records
+    from qtradeoff.core.search.sweep import read_records
+
+    records = read_records(args.out, on_corrupt=lambda line, problem: None)
+    added = export_records(records, args.optuna_storage, study_name=Path(args.out).stem)
+    print(f"optuna: added {added} trials to study {Path(args.out).stem!r} in {args.optuna_storage} "
+          f"(optuna-dashboard {args.optuna_storage})", file=sys.stderr)
 
 
 def _warn(message: str) -> None:

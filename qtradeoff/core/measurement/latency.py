@@ -4,7 +4,8 @@ After ``warmup`` calls, one more call sizes the blocks: each block runs ``number
 lasts about ``min_run_time / min_repeats``, so timer overhead is negligible for fast models) through
 ``torch.utils.benchmark.Timer.timeit``. Blocks repeat until both ``min_run_time`` seconds and ``min_repeats``
 blocks are reached (at most ``max_repeats``). The median and IQR are over the per-call times of the blocks; the
-thread count is pinned for the measurement and recorded.
+thread count is pinned for the measurement and recorded. A timing whose blocks disagree (IQR above
+``NOISY_SPREAD`` of the median) is marked ``noisy``: something else ran on the cores meanwhile.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ class LatencySettings:
         return int(self.threads or torch.get_num_threads())
 
 
+# A chosen bound, not a measured one: blocks last min_run_time / min_repeats (tens of ms), long enough that timer
+# and scheduler jitter average out, so a timing that had its cores to itself repeats within a few percent; a
+# neighbour computing on the same cores for part of the run makes some blocks run at a fraction of the speed and
+# spreads the quartiles far apart. A quarter of the median sits well between the two.
+NOISY_SPREAD = 0.25
+
+
 @dataclass(frozen=True)
 class LatencyStats:
     """Forward latency at one batch size. ``repeats`` is the number of timed blocks (0 for estimates)."""
@@ -41,8 +49,20 @@ class LatencyStats:
     iqr_ms: float
     repeats: int
 
+    @property
+    def spread(self) -> float:
+        """The IQR relative to the median (0 for estimates, which have no repeats)."""
+        return self.iqr_ms / self.median_ms if self.repeats and self.median_ms > 0 else 0.0
+
+    @property
+    def noisy(self) -> bool:
+        """True when the timed blocks disagree by more than ``NOISY_SPREAD``: the median is not to be trusted."""
+        return self.spread > NOISY_SPREAD
+
     def to_dict(self) -> dict:
-        return {"batch": self.batch, "median_ms": self.median_ms, "iqr_ms": self.iqr_ms, "repeats": self.repeats}
+        # spread and noisy are derived (older records without them load the same); written for readers of the JSON
+        return {"batch": self.batch, "median_ms": self.median_ms, "iqr_ms": self.iqr_ms, "repeats": self.repeats,
+                "spread": round(self.spread, 4), "noisy": self.noisy}
 
     @classmethod
     def from_dict(cls, d: dict) -> LatencyStats:

@@ -3,6 +3,8 @@
 Every strategy is a generator of ``(config, Result)`` pairs that takes ``should_stop`` and stops quietly when it
 becomes true, so whatever it yielded stays valid (the GUI keeps it, a sweep file keeps it). Candidates are
 evaluated by ``evaluate(config) -> Result`` — by default the session's incremental path with estimated latency —
+(the independent candidates of grid and of an evolutionary generation also by ``evaluate_many(configs)`` as
+one batch, which a sweep runs in parallel),
 and every strategy is deterministic for a given seed, so a resumed sweep replays the same sequence. Each Result
 carries ``provenance["search"]`` (strategy, step, role) so the final answer of a solver can be told apart.
 Accuracy drops are in percentage points against the fp32 configuration (agreement when the data has no labels).
@@ -25,9 +27,16 @@ STRATEGIES = ("grid", "greedy", "random", "evolutionary", "smallest", "budget")
 DEFAULT_LADDER: tuple[int, ...] = (8, 6, 4, 3, 2)
 DEFAULT_PRECISIONS: tuple[str, ...] = ("fp32", "int8", "int6", "int4", "int3", "int2")
 DEFAULT_SPARSITIES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
+# Candidates of the evolutionary and random searches drawn at once from the frontier (and evaluated in parallel
+# by a sweep's backend): enough to keep a few workers busy, few enough that the frontier guiding the mutations
+# is updated several times within a typical 50-point budget.
+GENERATION = 8
 _EPSILON_POINTS = 0.05  # predicted cost floor, so layers that cost nothing are ordered by what they save
 
 Evaluate = Callable[[CompressionConfig], "object"]
+# Independent candidates at once: yields, in their order, each one's Result (None for one that could not be
+# evaluated, e.g. its worker died twice; whoever evaluated it recorded why). A sweep runs it on its backend.
+EvaluateMany = Callable[[Sequence[CompressionConfig]], Iterable]
 Point = tuple[CompressionConfig, "object"]
 
 
@@ -202,23 +211,43 @@ class _Budget:
 def grid(session, *, precisions: Sequence[str] = DEFAULT_PRECISIONS,
          sparsities: Sequence[float] = DEFAULT_SPARSITIES, base_config: CompressionConfig | None = None,
          locked: Iterable[str] = (), budget: int | None = None, evaluate: Evaluate | None = None,
+         evaluate_many: EvaluateMany | None = None,
          should_stop: Callable[[], bool] = lambda: False) -> Iterator[Point]:
-    """Uniform weight precisions × uniform magnitude sparsities (activations and locked layers as in the base)."""
+    """Uniform weight precisions × uniform magnitude sparsities (activations and locked layers as in the base).
+
+    The candidates are independent: with ``evaluate_many`` they are evaluated as one batch (in parallel by a
+    sweep's backend), in the same order and with the same results as one by one."""
     base = base_config if base_config is not None else CompressionConfig()
     locked = locked_layers(session, base, locked)
     evaluate = evaluate or _default_evaluate(session)
     spend = _Budget(budget)
-    step = 0
+    candidates = []
     for precision in precisions:
         for sparsity in sparsities:
-            if should_stop() or not spend.take():
-                return
+            if not spend.take():
+                break
             config = base.with_defaults(weight={"precision": precision})
             prune = {"method": "magnitude", "sparsity": float(sparsity)} if sparsity > 0 else {"method": "none"}
-            config = pin_layers(config.with_defaults(prune=prune), base, locked)
-            result = evaluate(config)
-            yield config, tagged(result, "grid", step, "candidate", precision=precision, sparsity=sparsity)
-            step += 1
+            candidates.append((pin_layers(config.with_defaults(prune=prune), base, locked), precision, sparsity))
+    results = _results(candidates, evaluate, evaluate_many, should_stop)
+    for step, ((config, precision, sparsity), result) in enumerate(zip(candidates, results, strict=False)):
+        if result is None:
+            continue  # could not be evaluated (a sweep recorded why): the grid goes on without it
+        yield config, tagged(result, "grid", step, "candidate", precision=precision, sparsity=sparsity)
+
+
+def _results(candidates: Sequence[tuple], evaluate: Evaluate, evaluate_many: EvaluateMany | None,
+             should_stop: Callable[[], bool]) -> Iterator:
+    """The Results of independent candidates (``(config, ...)`` tuples) in their order: one by one through
+    ``evaluate``, or as one batch through ``evaluate_many``; stops quietly when ``should_stop()``."""
+    if evaluate_many is not None:
+        # the batch checks should_stop itself (nothing new starts); what was already measured is still yielded
+        yield from evaluate_many([candidate[0] for candidate in candidates])
+        return
+    for candidate in candidates:
+        if should_stop():
+            return
+        yield evaluate(candidate[0])
 
 
 def greedy(session, *, max_drop: float = 1.0, sensitivity=None, ladder: Sequence[int] = DEFAULT_LADDER,
@@ -482,14 +511,15 @@ def evolutionary(session, *, seed: int = 0, budget: int | None = 50, seeds: Iter
                  objectives: Sequence[str] = ("accuracy", "memory"), ladder: Sequence[int] = DEFAULT_LADDER,
                  sparsities: Sequence[float] = DEFAULT_SPARSITIES, explore: float = 0.2,
                  base_config: CompressionConfig | None = None, locked: Iterable[str] = (),
-                 evaluate: Evaluate | None = None, should_stop: Callable[[], bool] = lambda: False,
-                 strategy: str = "evolutionary") -> Iterator[Point]:
+                 evaluate: Evaluate | None = None, evaluate_many: EvaluateMany | None = None,
+                 should_stop: Callable[[], bool] = lambda: False, strategy: str = "evolutionary") -> Iterator[Point]:
     """Multi-objective search: mutate per-layer bits/sparsity of frontier members, keep the non-dominated ones.
 
     The frontier starts from ``seeds`` (``(config, Result)`` pairs already measured, e.g. the GUI's points; not
     re-yielded), else from the fp32 and uniform ``ladder[0]`` configurations. With probability ``explore`` a
     candidate is drawn uniformly at random instead of mutated (``explore=1`` is pure random search).
-    Deterministic for a given ``seed`` and ``seeds``.
+    Candidates come in generations of ``GENERATION``, each drawn from the frontier before it is evaluated (with
+    ``evaluate_many``, as one batch). Deterministic for a given ``seed`` and ``seeds``.
     """
     base = base_config if base_config is not None else CompressionConfig()
     locked = locked_layers(session, base, locked)
@@ -548,23 +578,35 @@ def evolutionary(session, *, seed: int = 0, budget: int | None = 50, seeds: Iter
         return child
 
     while not should_stop():
-        candidate = None
-        for _ in range(32):  # a few tries at something not yet measured
-            if rng.random() < explore:
-                config = random_config()
-            else:
-                parents = sorted(frontier.members(), key=str)
-                config = mutant(archive[rng.choice(parents)][0])
-            if config.key() not in archive:
-                candidate = config
+        # A generation is drawn from the frontier as it stands, then evaluated (as one batch when a sweep runs it
+        # on a backend) and admitted; its size is fixed, not the worker count, so the sequence is the same on
+        # every backend and a file resumes on any of them.
+        parents = sorted(frontier.members(), key=str)
+        generation: list[tuple[CompressionConfig]] = []
+        drawn: set[str] = set()
+        while len(generation) < GENERATION:
+            candidate = None
+            for _ in range(32):  # a few tries at something not yet measured
+                if rng.random() < explore:
+                    config = random_config()
+                else:
+                    config = mutant(archive[rng.choice(parents)][0])
+                if config.key() not in archive and config.key() not in drawn:
+                    candidate = config
+                    break
+            if candidate is None or not spend.take():
                 break
-        if candidate is None or not spend.take():
-            return
-        result = evaluate(candidate)
-        admit(candidate, result)
-        on_front = candidate.key() in frontier.members_set()
-        yield candidate, tagged(result, strategy, step, "frontier" if on_front else "candidate")
-        step += 1
+            generation.append((candidate,))
+            drawn.add(candidate.key())
+        for (candidate,), result in zip(generation, _results(generation, evaluate, evaluate_many, should_stop),
+                                        strict=False):
+            if result is not None:  # None: it could not be evaluated (a sweep recorded why)
+                admit(candidate, result)
+                on_front = candidate.key() in frontier.members_set()
+                yield candidate, tagged(result, strategy, step, "frontier" if on_front else "candidate")
+            step += 1
+        if len(generation) < GENERATION:
+            return  # the budget is spent, or nothing new could be drawn
 
 
 def random_search(session, **kwargs) -> Iterator[Point]:

@@ -13,9 +13,16 @@ A results file is a durable log, owned by :class:`SweepLog`:
   corrupted record in the middle with a warning naming its line (that configuration is measured again), replays
   the deterministic strategy with already-measured configurations served from the file and appends only new
   ones.
+- a configuration that could not be evaluated (a backend's worker died twice running it, or its evaluation
+  raised) is one record with ``"role": "failed"``, ``"failed": reason`` and no ``result``: readers skip it, and
+  a resume measures it again (the cause may have been the machine, not the configuration).
 
-:func:`read_records` / :func:`read_results` (what the GUI plots) are stricter: a corrupted record is an error
-naming its line unless the caller asks to skip it, since a plot that silently drops points would mislead.
+The sweep evaluates on the session, or on a backend (:mod:`qtradeoff.core.engine.backends`: a process pool or Ray)
+that runs the independent candidates of a grid or of an evolutionary generation in parallel; only this process
+writes the file, and the records and keys are the same whatever the backend, so a file resumes on any of them.
+
+:func:`read_records` / :func:`read_results` (what the GUI plots) are stricter: a corrupted record is an error naming
+its line unless the caller asks to skip it, since a plot that silently drops points would mislead.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from qtradeoff.core.errors import InputError
+from qtradeoff.core.errors import InputError, QtradeoffError
 from qtradeoff.core.measurement.result import Result
 from qtradeoff.core.search import explore
 
@@ -82,6 +89,10 @@ def _lines(data: bytes) -> Iterator[_Line]:
         start = end
 
 
+class _FailedRecord(Exception):
+    """A record of a configuration that could not be evaluated: no Result to read (skipped, not corrupt)."""
+
+
 class _Corrupt(ValueError):
     """A complete line that is not a usable record (``result``: it is a record, but its result is invalid)."""
 
@@ -105,6 +116,8 @@ def _parse(text: bytes, *, need_key: bool) -> tuple[dict, Result]:
         raise _Corrupt("not UTF-8 text", result=False) from None
     except json.JSONDecodeError as error:
         raise _Corrupt(f"not JSON: {error.msg}", result=False) from None
+    if isinstance(record, dict) and "failed" in record and "result" not in record:
+        raise _FailedRecord
     if not isinstance(record, dict) or "result" not in record:
         raise _Corrupt("a JSON value without a result", result=False)
     if need_key and not isinstance(record.get("key"), str):
@@ -137,6 +150,9 @@ def _scan(data: bytes, path: Path, on_corrupt: Callable[[int, str], None] | None
         count += 1
         try:
             parsed = _parse(body, need_key=need_key)
+        except _FailedRecord:
+            end = line.end if line.terminated else end
+            continue
         except _Corrupt as error:
             if not line.terminated or (lenient_last and line.number == last and not error.result):
                 break  # the line an interrupted write left behind: not a record yet
@@ -354,6 +370,12 @@ class SweepLog:
         self.kept += 1
         self.written += 1
 
+    def append_failure(self, record: dict) -> None:
+        """Write the record of a configuration that could not be evaluated (it has ``failed``, no ``result``):
+        readers skip it, and a resume measures that configuration again."""
+        self._append_bytes(json.dumps(record).encode("utf-8") + b"\n", end=self._end)
+        self.written += 1
+
     def _append_bytes(self, data: bytes, *, end: int) -> None:
         try:
             view = memoryview(data)
@@ -411,7 +433,8 @@ class SweepLog:
 def sweep_iter(session, strategy: str, out: str | Path | SweepLog, *, resume: bool = False, overwrite: bool = False,
                budget: int | None = None, seed: int = 0, should_stop: Callable[[], bool] = lambda: False,
                evaluate: Callable | None = None, verify: Callable | None = None,
-               warn: Callable[[str], None] | None = None, **options) -> Iterator[SweepPoint]:
+               warn: Callable[[str], None] | None = None, backend=None,
+               on_failure: Callable[[object, str], None] | None = None, **options) -> Iterator[SweepPoint]:
     """Run ``strategy`` (see :func:`explore.run`) on ``session`` and record every point in ``out``.
 
     ``out`` is a path (opened, locked and closed here, with ``resume``/``overwrite``/``warn`` as in
@@ -419,18 +442,31 @@ def sweep_iter(session, strategy: str, out: str | Path | SweepLog, *, resume: bo
     file (its configurations are not measured again); without it an existing non-empty file is an error unless
     ``overwrite``. ``evaluate``/``verify`` default to the session's incremental and full evaluations with
     estimated latency. ``options`` go to the strategy (``max_drop``, ``locked``, ``max_bytes``...).
+
+    ``backend`` (a :class:`~qtradeoff.core.engine.backends.Backend` the caller opened and closes) evaluates instead
+    of ``session``: the independent candidates of a grid or an evolutionary/random generation as one parallel batch,
+    the descents' (greedy, smallest, budget) one at a time (a sequential search gets no speed-up). The file is
+    written here only, with the same records and keys whatever the backend, so a file started on one backend resumes
+    on another. A configuration the backend could not evaluate (its worker died twice, or the evaluation raised) is
+    recorded with ``"failed": reason`` and no result, reported to ``on_failure(config, reason)`` (default: a
+    SweepWarning), skipped by readers and measured again on resume; a sequential strategy cannot go on without it
+    and stops with :class:`EvaluationFailed`.
     """
+    kwargs = dict(budget=budget, seed=seed, should_stop=should_stop, evaluate=evaluate, verify=verify,
+                  backend=backend, on_failure=on_failure)
     if isinstance(out, SweepLog):
-        yield from _sweep(session, strategy, out, budget=budget, seed=seed, should_stop=should_stop,
-                          evaluate=evaluate, verify=verify, **options)
+        yield from _sweep(session, strategy, out, **kwargs, **options)
         return
     with SweepLog.open(out, resume=resume, overwrite=overwrite, warn=warn) as log:
-        yield from _sweep(session, strategy, log, budget=budget, seed=seed, should_stop=should_stop,
-                          evaluate=evaluate, verify=verify, **options)
+        yield from _sweep(session, strategy, log, **kwargs, **options)
 
 
-def _sweep(session, strategy: str, log: SweepLog, *, budget, seed, should_stop, evaluate, verify, **options
-           ) -> Iterator[SweepPoint]:
+class EvaluationFailed(QtradeoffError):
+    """A sequential search needed a configuration that could not be evaluated (it is recorded as failed)."""
+
+
+def _sweep(session, strategy: str, log: SweepLog, *, budget, seed, should_stop, evaluate, verify, backend,
+           on_failure, **options) -> Iterator[SweepPoint]:
     model_sha = getattr(session.loaded, "sha256", "") or ""
     known: dict[str, Result] = {}
     for record, result in log.records:
@@ -441,11 +477,69 @@ def _sweep(session, strategy: str, log: SweepLog, *, budget, seed, should_stop, 
             raise SweepError(f"{log.path} was written with other data; resume it with the same --data or choose "
                              "another --out")
         known[record["key"]] = result
-    base_evaluate = evaluate or (lambda config: session.evaluate(config, latency="estimated"))
-    base_verify = verify or (lambda config: session.evaluate_full(config, latency="estimated"))
+    def record_of(key: str, config) -> dict:
+        return {"schema": SCHEMA, "key": key, "role": "", "strategy": strategy, "seed": seed,
+                "model_sha256": model_sha, "data_fingerprint": session.data.fingerprint, "config": config.to_dict()}
+
+    def failed(key: str, config, reason: str) -> None:
+        log.append_failure({**record_of(key, config), "role": "failed", "failed": reason})
+        if on_failure is not None:
+            on_failure(config, reason)
+        else:
+            warnings.warn(f"{config.key()} could not be evaluated ({reason}); recorded as failed in {log.path}",
+                          SweepWarning, stacklevel=4)
+
+    def through_backend(full: bool, prefix: str):
+        def run(config):
+            outcome = next(iter(backend.map([config], full=full)))
+            if outcome.ok:
+                return outcome.result
+            failed(prefix + config.key(), config, outcome.failure)
+            raise EvaluationFailed(f"configuration {config.key()} could not be evaluated ({outcome.failure}); "
+                                   f"the {strategy} search cannot go on without it ({log.path} records it as "
+                                   "failed; --resume tries it again)")
+
+        return run
+
+    if backend is not None:
+        base_evaluate = evaluate or through_backend(False, "")
+        base_verify = verify or through_backend(True, _VERIFIED)
+    else:
+        base_evaluate = evaluate or (lambda config: session.evaluate(config, latency="estimated"))
+        base_verify = verify or (lambda config: session.evaluate_full(config, latency="estimated"))
 
     fresh: set[str] = set()
     counters = {"evaluated": 0}
+
+    def served_many(configs):
+        """A batch through the backend, in order: known configurations from the file, the rest in parallel."""
+        results: list = [None] * len(configs)
+        ready = [False] * len(configs)
+        missing = []
+        for index, config in enumerate(configs):
+            found = known.get(config.key())
+            if found is not None:
+                results[index], ready[index] = found, True
+            else:
+                missing.append(index)
+        given = 0
+        while given < len(configs) and ready[given]:
+            yield results[given]
+            given += 1
+        for outcome in backend.map([configs[index] for index in missing], should_stop=should_stop):
+            index = missing[outcome.index]
+            config = configs[index]
+            counters["evaluated"] += 1
+            if outcome.ok:
+                results[index] = outcome.result
+                fresh.add(config.key())
+            else:
+                failed(config.key(), config, outcome.failure)
+            ready[index] = True
+            # in order, so the strategy and the file see the same sequence whatever finishes first
+            while given < len(configs) and ready[given]:
+                yield results[given]
+                given += 1
 
     def served(prefix: str, measure: Callable):
         def run(config):
@@ -463,6 +557,8 @@ def _sweep(session, strategy: str, log: SweepLog, *, budget, seed, should_stop, 
     options = dict(options)
     options.update(budget=budget, seed=seed, should_stop=should_stop, evaluate=served("", base_evaluate),
                    verify=served(_VERIFIED, base_verify))
+    if backend is not None and evaluate is None:
+        options["evaluate_many"] = served_many
     done = 0
     for config, result in explore.run(strategy, session, **options):
         role = explore.role_of(result)
@@ -470,13 +566,11 @@ def _sweep(session, strategy: str, log: SweepLog, *, budget, seed, should_stop, 
         new = key in fresh
         if new:
             fresh.discard(key)
-            log.append({"schema": SCHEMA, "key": key, "role": role, "strategy": strategy, "seed": seed,
-                        "model_sha256": model_sha, "data_fingerprint": session.data.fingerprint,
-                        "config": config.to_dict(), "result": result.to_dict()})
+            log.append({**record_of(key, config), "role": role, "result": result.to_dict()})
             known[key] = result
         done += 1
         yield SweepPoint(config, result, role, new, done, counters["evaluated"])
 
 
-__all__ = ["SCHEMA", "SweepError", "SweepLog", "SweepPoint", "SweepWarning", "read_points", "read_records",
-           "read_results", "sweep_iter"]
+__all__ = ["SCHEMA", "EvaluationFailed", "SweepError", "SweepLog", "SweepPoint", "SweepWarning", "read_points",
+           "read_records", "read_results", "sweep_iter"]

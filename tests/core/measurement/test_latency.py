@@ -11,7 +11,7 @@ from qtradeoff.core.compression.compress import Compressor
 from qtradeoff.core.config import CompressionConfig
 from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
 from qtradeoff.core.measurement import roofline
-from qtradeoff.core.measurement.latency import LatencySettings, batch_of, time_forward
+from qtradeoff.core.measurement.latency import LatencySettings, LatencyStats, batch_of, time_forward
 from qtradeoff.core.measurement.realquant import RealModelCache, build_real_model, planned_precision
 
 FAST = LatencySettings(batch_sizes=(1, 8), threads=1, min_run_time=0.02, warmup=1, min_repeats=3)
@@ -163,3 +163,18 @@ def test_residual_network_converts_with_int8_adds():
     assert "functional ops also run in int8" in real.note
     with torch.no_grad():
         assert real.module(calib[:4]).shape == (4, 10)
+
+
+def test_a_timing_whose_blocks_disagree_is_marked_noisy_and_the_mark_survives_json():
+    from qtradeoff.core.measurement.latency import NOISY_SPREAD
+
+    quiet = LatencyStats(1, 2.0, 2.0 * NOISY_SPREAD * 0.5, 9)
+    noisy = LatencyStats(1, 2.0, 2.0 * NOISY_SPREAD * 2.0, 9)
+    estimate = LatencyStats(1, 2.0, 0.0, 0)
+    assert not quiet.noisy and noisy.noisy and not estimate.noisy
+    assert noisy.spread == pytest.approx(2 * NOISY_SPREAD)
+    record = noisy.to_dict()
+    assert record["noisy"] is True and record["spread"] == pytest.approx(2 * NOISY_SPREAD)
+    assert LatencyStats.from_dict(record) == noisy
+    older = {"batch": 1, "median_ms": 2.0, "iqr_ms": 1.0, "repeats": 9}  # a record written before the flag
+    assert LatencyStats.from_dict(older).noisy

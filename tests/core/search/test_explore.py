@@ -139,3 +139,19 @@ def test_every_search_honours_locks_written_in_the_configuration(session, sensit
         assert config.locked == base.locked  # the answer still says what was locked
         for name in locked:
             assert config.resolve(name, kinds[name]) == base.resolve(name, kinds[name]), (strategy, name)
+
+
+def test_evolutionary_generations_evaluated_as_batches_give_the_one_by_one_sequence(session):
+    batches = []
+
+    def evaluate_many(configs):
+        batches.append(len(configs))
+        return [fast(session)(config) for config in configs]
+
+    one_by_one = [(c.key(), r.accuracy) for c, r in explore.random_search(session, seed=2, budget=20,
+                                                                          evaluate=fast(session))]
+    batched = [(c.key(), r.accuracy) for c, r in explore.random_search(session, seed=2, budget=20,
+                                                                       evaluate=fast(session),
+                                                                       evaluate_many=evaluate_many)]
+    assert batched == one_by_one and len(batched) == 20
+    assert batches == [explore.GENERATION, explore.GENERATION, 20 - 2 - 2 * explore.GENERATION]
