@@ -18,7 +18,11 @@ ratios: a sweep pays it once. Threads: in-process and the 1-worker pool use ever
 Ray) each worker runs torch on cores/2 threads.
 
 Targets on 2 cores: pool of 2 workers >= 1.7x in-process; Ray >= 1.5x.
-Usage: .venv/bin/python benchmarks/bench_sweep.py [--rounds 3] [--configs 40] [--no-ray] [--json]
+
+Then, in a process of its own, ``bench_first_point.py``: a torchvision resnet50 at 224x224 on 100 random samples,
+the time from opening the file to the first point (load, engine, fp32 baseline) as a ratio to one plain fp32
+forward over the same samples (target <= 3x); ``--no-first-point`` skips it.
+Usage: .venv/bin/python benchmarks/bench_sweep.py [--rounds 3] [--configs 40] [--no-ray] [--no-first-point] [--json]
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ import json
 import os
 import random
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -88,6 +95,7 @@ def main() -> None:
     parser.add_argument("--model", default="digits_cnn")
     parser.add_argument("--eval-size", type=int, default=None, help="evaluation samples (default: the whole split)")
     parser.add_argument("--no-ray", action="store_true", help="skip Ray (e.g. when it is not installed)")
+    parser.add_argument("--no-first-point", action="store_true", help="skip the resnet50 time to the first point")
     parser.add_argument("--json", action="store_true", help="also print one JSON line with every figure")
     args = parser.parse_args()
     tune_allocator()  # as the app does at start
@@ -136,6 +144,12 @@ def main() -> None:
     if args.json:
         print("JSON " + json.dumps({"cores": cores, "configs": args.configs, "rounds": args.rounds,
                                     "seconds": seconds, "ratios": ratios, "first_result_s": startup}))
+    if not args.no_first_point:
+        print("\nresnet50 time to the first point (benchmarks/bench_first_point.py, its own process):", flush=True)
+        script = Path(__file__).with_name("bench_first_point.py")
+        command = [sys.executable, str(script), "--rounds", str(args.rounds)] + (["--json"] if args.json else [])
+        if subprocess.run(command, check=False).returncode != 0:
+            raise SystemExit("bench_first_point.py failed")
 
 
 if __name__ == "__main__":
