@@ -6,7 +6,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QGroupBox, QWidget
 
-from qtradeoff.gui.formatting import format_bytes, quality
+from qtradeoff.gui.formatting import format_bytes, latency_text, quality
 from qtradeoff.gui.model_panel import selectable_form
 
 FIELDS = (
@@ -45,14 +45,7 @@ class CurrentPanel(QGroupBox):
             fields["delta"].setText(f"{(accuracy - quality(baseline)[0]) * 100:+.2f} pts")
         else:
             fields["delta"].setText("— (baseline on another subset)" if baseline is not None else "—")
-        measured = result.latency_ms(1, measured=True)
-        estimated = result.latency_ms(1, measured=False)
-        parts = []
-        if measured is not None:
-            parts.append(f"{measured:.3f} ms measured")
-        if estimated is not None:
-            parts.append(f"≈{estimated:.3f} ms estimated")
-        fields["latency"].setText(", ".join(parts) or "n/a")
+        fields["latency"].setText(latency_text(result))
         fields["weights"].setText(f"{format_bytes(result.weight_bytes)} "
                                   f"({result.weight_bytes / max(1, result.fp32_weight_bytes):.1%} of fp32)")
         fields["activations"].setText(format_bytes(result.peak_activation_bytes))

@@ -1,5 +1,5 @@
-"""How numbers read in the window: byte sizes, and the quality figure of a result (top-1 accuracy, or agreement
-with fp32 when the data has no labels).
+"""How numbers read in the window: byte sizes, the quality figure of a result (top-1 accuracy, or agreement
+with fp32 when the data has no labels), and its batch-1 latency with its spread.
 """
 
 from __future__ import annotations
@@ -18,3 +18,22 @@ def quality(result: Any) -> tuple[float, tuple[float, float] | None]:
     if result.accuracy is not None:
         return result.accuracy, result.accuracy_ci95
     return result.agreement, result.agreement_ci95
+
+
+def latency_text(result: Any) -> str:
+    """Batch-1 latency as the window states it: measured with its IQR, and flagged when the timed repeats disagree
+    (another process shared the cores: the median is not to be trusted), else the roofline estimate, marked."""
+    parts = []
+    for stats in getattr(result, "latency_measured", ()):
+        if stats.batch == 1:
+            text = f"{stats.median_ms:.3f} ms measured (IQR {stats.iqr_ms:.3f})"
+            if getattr(stats, "noisy", False):
+                text += f" — NOISY: repeats disagree by {stats.spread:.0%} of the median, re-measure when idle"
+            parts.append(text)
+    measured = result.latency_ms(1, measured=True)
+    if not parts and measured is not None:
+        parts.append(f"{measured:.3f} ms measured")
+    estimated = result.latency_ms(1, measured=False)
+    if estimated is not None:
+        parts.append(f"≈{estimated:.3f} ms estimated")
+    return ", ".join(parts) or "n/a"

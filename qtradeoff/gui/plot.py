@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidg
 
 from qtradeoff.core.measurement.pareto import pareto_front_2d
 from qtradeoff.core.precision import is_integer, label
-from qtradeoff.gui.formatting import format_bytes
+from qtradeoff.gui.formatting import format_bytes, latency_text
 
 REDRAW_INTERVAL_MS = 66  # ~15 Hz
 N_COLOURS = 16
@@ -337,13 +337,10 @@ class ParetoPlot(QWidget):
         except (TypeError, ValueError, IndexError):
             return ""
         meta = self.store.meta[index]
-        measured = result.latency_ms(1, measured=True)
-        estimated = result.latency_ms(1, measured=False)
         ci = result.accuracy_ci95
         acc = (f"accuracy {result.accuracy:.1%} [{ci[0]:.1%}, {ci[1]:.1%}] on {result.eval_samples}"
                if result.accuracy is not None and ci else f"agreement {result.agreement:.1%}")
-        lat = (f"latency {measured:.3f} ms measured" if measured is not None
-               else f"latency ≈{estimated:.3f} ms estimated" if estimated is not None else "latency n/a")
+        lat = f"latency {latency_text(result)}"
         head = "fp32 baseline" if meta.get("tag") == "baseline" else "configuration"
         return (f"{head}\n{acc}\n{lat}\nweights {format_bytes(result.weight_bytes)} "
                 f"({result.weight_bytes / max(1, result.fp32_weight_bytes):.0%} of fp32)\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from qtradeoff.gui.current_panel import CurrentPanel
 from tests.gui.conftest import FakeResult
 
@@ -20,3 +22,18 @@ def test_model_warnings_come_first_in_the_note(qtbot):
     assert note.startswith("Warning: model.pt: 3 weights of fc.weight are NaN") and "pruned weights" in note
     panel.show(_result())
     assert panel.fields["note"].text() == "pruned weights run dense"
+
+
+def test_a_noisy_measured_latency_says_so_and_a_steady_one_does_not(qtbot):
+    from qtradeoff.core.measurement.latency import LatencyStats
+
+    panel = CurrentPanel()
+    qtbot.addWidget(panel)
+    steady = LatencyStats(batch=1, median_ms=0.30, iqr_ms=0.02, repeats=9)
+    noisy = LatencyStats(batch=1, median_ms=0.30, iqr_ms=0.20, repeats=9)
+    for stats, flagged in ((steady, False), (noisy, True)):
+        result = dataclasses.replace(_result(), latency_measured=(stats,))
+        panel.show(result)
+        text = panel.fields["latency"].text()
+        assert "0.300 ms measured (IQR" in text and ("NOISY" in text) == flagged, text
+        assert "estimated" in text

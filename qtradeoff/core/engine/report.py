@@ -55,6 +55,8 @@ def _latency(measured: Sequence[LatencyStats], estimated: Sequence[LatencyStats]
     latency["measured"] = bool(measured)
     if measured:
         latency["iqr"] = {f"batch{s.batch}": s.iqr_ms for s in measured}
+        # batch sizes whose timed repeats disagreed beyond NOISY_SPREAD: their medians are not to be trusted
+        latency["noisy"] = [f"batch{s.batch}" for s in measured if s.noisy]
     return latency
 
 

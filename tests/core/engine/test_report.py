@@ -75,6 +75,7 @@ def test_metrics_of_a_measured_labelled_result(measured):
     assert latency["batch1"] == measured.latency_ms(1, measured=True)
     assert latency["batch32"] == measured.latency_ms(32, measured=True)
     assert set(latency["iqr"]) == {"batch1", "batch32"} and all(v >= 0 for v in latency["iqr"].values())
+    assert latency["noisy"] == [f"batch{s.batch}" for s in measured.latency_measured if s.noisy]
     assert metrics["weight_bytes"] == measured.weight_bytes < metrics["fp32_weight_bytes"]
     assert metrics["peak_activation_bytes"] == measured.peak_activation_bytes > 0
     assert metrics["eval_samples"] == 64
