@@ -19,6 +19,9 @@ from typing import Any, Protocol
 THRESHOLD_STEP = 0.05
 THRESHOLD_STEPS = 60
 THRESHOLDS: tuple[float, ...] = tuple(round(i * THRESHOLD_STEP, 4) for i in range(THRESHOLD_STEPS + 1))
+# An edit's evaluation should land within a few seconds for the edit loop to feel live: the subset the app
+# proposes aims at this.
+SUBSET_TARGET_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,11 @@ class CoreBackend:
 
     def is_result(self, item: Any) -> bool:
         return isinstance(item, self._measure.Result)
+
+    def subset_hints(self, target_seconds: float = SUBSET_TARGET_SECONDS) -> dict:
+        """The engine's proposed evaluation subset for one edit near ``target_seconds``, with its time and memory
+        estimates, as plain values (every figure an estimate; see ``Engine.subset_hints``)."""
+        return self.engine().subset_hints(target_seconds)
 
     def search_iter(self, strategy: str, options: dict, *,
                     should_stop: Callable[[], bool]) -> Iterator[SearchStep | SearchPoint | SearchScores]:

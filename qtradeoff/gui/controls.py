@@ -109,6 +109,15 @@ class GlobalControls(QGroupBox):
         self.threshold.slider.setTickInterval(10)
         self.eval_size = LabelledSlider(
             1, "Number of evaluation samples: more samples give a narrower confidence interval but take longer.")
+        # What the engine proposes for this model (an estimate from a timed fp32 forward), and a button to take it.
+        self.subset_hint = QLabel("")
+        self.subset_hint.setWordWrap(True)
+        self.subset_hint.setToolTip("Estimated from a timed fp32 forward of this model on this machine: a guide, "
+                                    "not a measurement.")
+        self.use_suggested = QPushButton("Use")
+        self.use_suggested.setToolTip("Set the evaluation subset to the suggested size.")
+        self.use_suggested.setVisible(False)
+        self._hints: dict = {}
         self.measure_latency = QCheckBox("Measure latency on real kernels")
         self.measure_latency.setToolTip(
             "Time every edit on real CPU kernels (slower); otherwise latency is estimated from MACs and bytes.")
@@ -127,6 +136,10 @@ class GlobalControls(QGroupBox):
         form.addRow("Calibration", self.calibration)
         form.addRow("Pruning threshold", self.threshold)
         form.addRow("Evaluation subset", self.eval_size)
+        hint_row = QHBoxLayout()
+        hint_row.addWidget(self.subset_hint, 1)
+        hint_row.addWidget(self.use_suggested)
+        form.addRow("", hint_row)
         latency = QHBoxLayout()
         latency.addWidget(self.measure_latency)
         latency.addWidget(self.measure_now)
@@ -147,6 +160,7 @@ class GlobalControls(QGroupBox):
                                                                  "threshold"))
         self.eval_size.valueChanged.connect(self._eval_size_moved)
         self.measure_now.clicked.connect(self.measure_requested)
+        self.use_suggested.clicked.connect(self._use_suggested)
         self._update_labels()
 
     # -- model facts ---------------------------------------------------------------------------------------------
@@ -160,6 +174,24 @@ class GlobalControls(QGroupBox):
         finally:
             self._syncing = False
         self._update_labels()
+
+    def set_subset_hints(self, hints: dict | None) -> None:
+        """The engine's subset proposal for the loaded model (plain values, every figure an estimate), or None."""
+        self._hints = dict(hints or {})
+        self._update_labels()
+
+    def _seconds_for(self, samples: int) -> float | None:
+        """Estimated seconds of one edit's evaluation on ``samples``, scaled from the proposal's own estimate."""
+        proposed, seconds = self._hints.get("proposed_eval_size"), self._hints.get("proposed_seconds")
+        if not proposed or seconds is None:
+            return None
+        return float(seconds) * samples / float(proposed)
+
+    def _use_suggested(self) -> None:
+        proposed = int(self._hints.get("proposed_eval_size") or 0)
+        if proposed:
+            self.set_eval_size(proposed)
+            self.edited.emit("eval_size", self.eval_size_value(), "eval_size")
 
     def set_baseline_accuracy(self, accuracy: float | None) -> None:
         self._baseline_accuracy = accuracy
@@ -225,3 +257,25 @@ class GlobalControls(QGroupBox):
             self.eval_size.setText(f"{samples} samples")
         else:
             self.eval_size.setText("no data")
+        seconds = self._seconds_for(samples) if samples else None
+        if seconds is not None:
+            self.eval_size.setText(f"{self.eval_size.label.text()}, ≈{_duration(seconds)} each (estimate)")
+        proposed = int(self._hints.get("proposed_eval_size") or 0)
+        if proposed:
+            each = _duration(self._hints.get("proposed_seconds") or 0.0)
+            whole = _duration(self._hints.get("all_samples_seconds") or 0.0)
+            text = f"Suggested: {proposed} samples (≈{each} per evaluation, estimate; the whole split ≈{whole})"
+            warning = self._hints.get("memory_warning") or ""
+            self.subset_hint.setText(text + (f"\nWarning: {warning}" if warning else ""))
+            self.use_suggested.setVisible(proposed != samples)
+        else:
+            self.subset_hint.setText("")
+            self.use_suggested.setVisible(False)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1.0:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120.0:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.0f} min"

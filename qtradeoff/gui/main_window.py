@@ -118,6 +118,7 @@ class MainWindow(QMainWindow):
         service.result_ready.connect(self._on_result)
         service.failed.connect(self._on_failed)
         service.needs_trust.connect(self._on_needs_trust)
+        service.subset_hints.connect(self.controls.set_subset_hints)
         self.state.changed.connect(self._on_config_changed)
         self.job.cancel_requested.connect(self.cancel)
         self.controls.edited.connect(self._on_control_edited)
@@ -173,6 +174,7 @@ class MainWindow(QMainWindow):
         self.layers.set_model(summary, config)
         self.eval_size = min(self.eval_size, summary.eval_samples_total) or summary.eval_samples_total
         self.controls.set_model_facts(summary.sparsity_curve, summary.eval_samples_total)
+        self.controls.set_subset_hints(None)  # the new model's proposal follows its baseline
         self.controls.set_eval_size(self.eval_size)
         self.controls.set_baseline_accuracy(None)
         self.state.blockSignals(True)
@@ -197,6 +199,7 @@ class MainWindow(QMainWindow):
                                        "calib_samples": int(info.get("calib_samples", 0)),
                                        "labelled": bool(info.get("labelled", True))})
         self.controls.set_model_facts(self.summary.sparsity_curve, total)
+        self.controls.set_subset_hints(None)
         self.eval_size = min(DEFAULT_EVAL_SIZE, total) or total
         self.controls.set_eval_size(self.eval_size)
         self.model_panel.show_data(info.get("name"), total, info.get("calib_samples"))

@@ -97,6 +97,8 @@ class _Host:
             info = backend.load_data(*args, **kwargs)
             self.recipe = self._data_recipe = self.recipe + (step,)
             return info, backend.take_refreshed()
+        if op == "subset_hints":
+            return backend.subset_hints(*args, **kwargs)
         raise ValueError(f"unknown request {op!r}")
 
     def stream(self, op: str, args: tuple, kwargs: dict) -> Iterator[Any]:
@@ -400,6 +402,9 @@ class ProcessBackend:
     def take_refreshed(self) -> Any:
         summary, self._refreshed = self._refreshed, None
         return summary
+
+    def subset_hints(self, *args: Any, **kwargs: Any) -> dict:
+        return self._edit_call("subset_hints", *args, **kwargs)
 
     # -- evaluation and search -------------------------------------------------------------------------------------
     def evaluate_iter(self, config: Any, *, eval_size: int | None, latency: str,

@@ -127,6 +127,7 @@ class Worker(QObject):
     result_ready = Signal(object, object)  # core Result, dict meta (eval_size, latency mode, tag)
     failed = Signal(str, str)  # kind, one-sentence message
     needs_trust = Signal(str, object, str)  # path, list of globals, format
+    subset_hints = Signal(object)  # dict: the proposed evaluation subset and its estimates (after a baseline)
 
     def __init__(self, mailbox: _Mailbox, backend: Backend) -> None:
         super().__init__()
@@ -167,7 +168,7 @@ class Worker(QObject):
                 self.failed.emit(job.kind, str(exc))
                 return False
             self.model_loaded.emit(summary)
-            return self._evaluate(job, backend.baseline_config(), tag="baseline")
+            return self._baseline(job)
         if job.kind == "data":
             try:
                 info = backend.load_data(job.payload["path"])
@@ -178,10 +179,22 @@ class Worker(QObject):
             if refreshed is not None:  # the layer table was built on a guessed input shape; now the data's
                 self.model_loaded.emit(refreshed)
             self.data_loaded.emit(info)
-            return self._evaluate(job, backend.baseline_config(), tag="baseline")
+            return self._baseline(job)
         if job.kind == "eval":
             return self._evaluate(job, job.payload["config"], tag=job.payload.get("tag", "edit"))
         raise ValueError(f"unknown job kind {job.kind!r}")
+
+    def _baseline(self, job: Job) -> bool:
+        """The fp32 baseline of a new model or dataset, then the subset the engine proposes for it (its time
+        estimate comes from the baseline's own forward, so asking costs no extra pass)."""
+        completed = self._evaluate(job, self._backend.baseline_config(), tag="baseline")
+        hints = getattr(self._backend, "subset_hints", None)
+        if completed and hints is not None and not job.cancel.is_set():
+            try:
+                self.subset_hints.emit(dict(hints()))
+            except self._backend.expected_errors:  # no estimate for this model: the slider works without one
+                pass
+        return completed
 
     def _try_as_data(self, job: Job) -> bool:
         """A dropped ``.pt`` that is not a model may be a tensor file of inputs and labels."""
@@ -193,7 +206,7 @@ class Worker(QObject):
         if refreshed is not None:
             self.model_loaded.emit(refreshed)
         self.data_loaded.emit(info)
-        return self._evaluate(job, self._backend.baseline_config(), tag="baseline")
+        return self._baseline(job)
 
     def _evaluate(self, job: Job, config: Any, *, tag: str) -> bool:
         backend = self._backend
@@ -281,6 +294,7 @@ class EvaluationService(QObject):
     result_ready = Signal(object, object)
     failed = Signal(str, str)
     needs_trust = Signal(str, object, str)
+    subset_hints = Signal(object)
     # The running search (see start_search); nothing of a superseded or abandoned search comes through.
     search_progress = Signal(int, int, str)  # done, total, stage ("sensitivity" | "search")
     search_found = Signal(object, object, int, int)  # config, Result, done, total
@@ -300,7 +314,7 @@ class EvaluationService(QObject):
         self._worker.moveToThread(self._thread)
         self._wake.connect(self._worker.process_pending)
         for name in ("job_started", "job_finished", "progress", "model_loaded", "data_loaded", "result_ready",
-                     "failed", "needs_trust"):
+                     "failed", "needs_trust", "subset_hints"):
             getattr(self._worker, name).connect(getattr(self, name))
         _LIVE_THREADS.add(self._thread)
         self._thread.start()

@@ -295,3 +295,17 @@ def test_cli_help_and_module_entry_point():
 
     out = subprocess.run([sys.executable, "-m", "qtradeoff", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "desktop app" in out.stdout
+
+
+def test_after_the_baseline_the_app_proposes_a_subset_and_states_its_time_as_an_estimate(make_window, qtbot):
+    window = make_window()
+    controls = window.controls
+    qtbot.waitUntil(lambda: controls.subset_hint.text().startswith("Suggested:"), timeout=30000)
+    hints = controls._hints
+    assert hints["estimated"] is True and 1 <= hints["proposed_eval_size"] <= hints["eval_samples"]
+    assert "estimate" in controls.subset_hint.text() and "estimate" in controls.eval_size.label.text()
+    if hints["proposed_eval_size"] != controls.eval_size_value():  # the button takes the proposal, as an edit
+        assert controls.use_suggested.isVisibleTo(controls)
+        controls.use_suggested.click()
+        expected = min(hints["eval_samples"], hints["proposed_eval_size"])
+        assert 0 <= controls.eval_size_value() - expected < 25 and window.eval_size == controls.eval_size_value()
