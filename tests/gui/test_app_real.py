@@ -300,10 +300,11 @@ def test_cli_help_and_module_entry_point():
 def test_after_the_baseline_the_app_proposes_a_subset_and_states_its_time_as_an_estimate(make_window, qtbot):
     window = make_window()
     controls = window.controls
-    qtbot.waitUntil(lambda: controls.subset_hint.text().startswith("Suggested:"), timeout=30000)
+    qtbot.waitUntil(lambda: "per evaluation (estimate)" in controls.subset_hint.text(), timeout=30000)
     hints = controls._hints
     assert hints["estimated"] is True and 1 <= hints["proposed_eval_size"] <= hints["eval_samples"]
-    assert "estimate" in controls.subset_hint.text() and "estimate" in controls.eval_size.label.text()
+    assert f"Suggested: {hints['proposed_eval_size']} samples" in controls.subset_hint.toolTip()
+    assert "estimated" in controls.subset_hint.toolTip().lower()
     if hints["proposed_eval_size"] != controls.eval_size_value():  # the button takes the proposal, as an edit
         assert controls.use_suggested.isVisibleTo(controls)
         controls.use_suggested.click()
