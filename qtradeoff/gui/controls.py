@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qtradeoff.core.engine.estimate import format_seconds
 from qtradeoff.core.precision import label
 from qtradeoff.gui.backend import THRESHOLD_STEP, THRESHOLD_STEPS
 from qtradeoff.gui.layer_table import PRECISION_ORDER
@@ -261,23 +262,16 @@ class GlobalControls(QGroupBox):
         # whole-split time sits in its tooltip. Every figure there is an estimate and says so.
         seconds = self._seconds_for(samples) if samples else None
         proposed = int(self._hints.get("proposed_eval_size") or 0)
-        parts = [f"≈{_duration(seconds)} per evaluation (estimate)"] if seconds is not None else []
+        parts = [f"≈{format_seconds(seconds)} per evaluation (estimate)"] if seconds is not None else []
         if proposed and proposed != samples:
             parts.append(f"suggested {proposed}")
         warning = self._hints.get("memory_warning") or ""
         self.subset_hint.setText("; ".join(parts) + (f"\nWarning: {warning}" if warning else ""))
         if proposed:
-            each = _duration(self._hints.get("proposed_seconds") or 0.0)
-            whole = _duration(self._hints.get("all_samples_seconds") or 0.0)
+            each = format_seconds(self._hints.get("proposed_seconds") or 0.0)
+            whole = format_seconds(self._hints.get("all_samples_seconds") or 0.0)
             self.subset_hint.setToolTip(
                 f"Suggested: {proposed} samples, ≈{each} per evaluation; the whole split ≈{whole}. Estimated from a "
                 "timed fp32 forward of this model on this machine: a guide, not a measurement.")
         self.use_suggested.setVisible(bool(proposed) and proposed != samples)
 
-
-def _duration(seconds: float) -> str:
-    if seconds < 1.0:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120.0:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.0f} min"

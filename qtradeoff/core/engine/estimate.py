@@ -51,7 +51,7 @@ class TimeEstimate:
 
     def describe(self) -> str:
         """One line for a user: ``estimated time ~N s for M samples``."""
-        return (f"estimated time ~{_round_seconds(self.seconds)} for {self.samples} samples (estimate from a "
+        return (f"estimated time ~{format_seconds(self.seconds)} for {self.samples} samples (estimate from a "
                 f"measured fp32 forward of {1e3 * self.seconds_per_sample:.1f} ms per sample)")
 
     def to_dict(self) -> dict:
@@ -182,7 +182,10 @@ def _gib(count: int) -> str:
     return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.0f} MiB"
 
 
-def _round_seconds(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
+    """A duration as the CLI's estimate line and the GUI's subset hint state it."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 10:
         return f"{seconds:.1f} s"
     if seconds < 120:
