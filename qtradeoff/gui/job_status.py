@@ -44,9 +44,13 @@ class JobStatus(QObject):
         self._timer.setInterval(200)
         self._timer.timeout.connect(self._tick)
         self._show_busy(False)
+        self._transient = False  # the label shows the running job (or "Cancelling…"), not a lasting message
+        self._last_description = ""
 
-    def set_text(self, text: str) -> None:
+    def set_text(self, text: str, *, transient: bool = False) -> None:
+        """Show ``text``; a transient text (what is running) is replaced by the outcome when the work ends."""
         self.label.setText(text)
+        self._transient = transient
 
     @Slot(str, str)
     def started(self, _kind: str, description: str) -> None:
@@ -54,14 +58,19 @@ class JobStatus(QObject):
         self.progress.setRange(0, 0)  # busy until the first progress report
         self._elapsed.restart()
         self._timer.start()
-        self.set_text(description[:1].upper() + description[1:] + "…")
+        self._last_description = description
+        self.set_text(description[:1].upper() + description[1:] + "…", transient=True)
 
     @Slot(str, bool)
     def finished(self, kind: str, completed: bool) -> None:
-        if not completed and kind == "eval" and not self._error_showing():
-            self.set_text("Cancelled.")
+        if not completed and not self._error_showing():
+            what = "the evaluation" if kind == "eval" else (self._last_description or kind)
+            kept = " The current model is kept." if kind in ("load", "sample", "data") else ""
+            self.set_text(f"Cancelled {what}.{kept}")
         if self._pending():
             return
+        if self._transient:  # nothing said what came of it: never leave "…ing" on screen once idle
+            self.set_text("Ready." if completed else "Cancelled.")
         self._timer.stop()
         self._show_busy(False)
         seconds = self._elapsed.elapsed() / 1000 if self._elapsed.isValid() else 0

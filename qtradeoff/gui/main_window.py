@@ -337,7 +337,7 @@ class MainWindow(QMainWindow):
     # -- status --------------------------------------------------------------------------------------------------
     def cancel(self) -> None:
         if self.service.cancel():
-            self._set_status("Cancelling…")
+            self.job.set_text("Cancelling…", transient=True)
 
     def _set_status(self, text: str) -> None:
         self.job.set_text(text)
