@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QRect, QSettings, QSize, Qt
 from PySide6.QtWidgets import QFrame, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 
@@ -31,6 +31,18 @@ class Arrangement:
     def save(self, settings: QSettings) -> None:
         for key, splitter in self._splitters():
             settings.setValue(key, splitter.saveState())
+
+
+PREFERRED_SIZE = QSize(1400, 900)
+
+
+def initial_size(available: QRect | None) -> QSize:
+    """The first window's size: the preferred size, shrunk to fit the screen's free area (a 1366×768 laptop keeps
+    the status bar's Cancel button and progress on screen) with room left for the window frame."""
+    if available is None or available.isEmpty():
+        return PREFERRED_SIZE
+    return QSize(min(PREFERRED_SIZE.width(), int(available.width() * 0.95)),
+                 min(PREFERRED_SIZE.height(), int(available.height() * 0.92)))
 
 
 def arrange(messages: QWidget, left_panels: Iterable[QWidget], top_right: QWidget, bottom_right: QWidget

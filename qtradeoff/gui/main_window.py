@@ -10,7 +10,7 @@ from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QUndoStack
-from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QWidget
 
 from qtradeoff.core import config as cfg
 from qtradeoff.gui import editing
@@ -21,7 +21,7 @@ from qtradeoff.gui.dialogs import MessageBar, ask_trust
 from qtradeoff.gui.file_actions import FileActions, add_action
 from qtradeoff.gui.job_status import JobStatus
 from qtradeoff.gui.layer_panel import LayerPanel
-from qtradeoff.gui.layout import arrange
+from qtradeoff.gui.layout import arrange, initial_size
 from qtradeoff.gui.model_panel import ModelPanel
 from qtradeoff.gui.plot import ParetoPlot, point_key
 from qtradeoff.gui.remote import default_backend
@@ -384,7 +384,8 @@ class MainWindow(QMainWindow):
         if geometry is not None:
             self.restoreGeometry(geometry)
         else:
-            self.resize(1400, 900)
+            screen = self.screen() or QApplication.primaryScreen()
+            self.resize(initial_size(screen.availableGeometry() if screen is not None else None))
         self.arrangement.restore(self.settings)
         self.controls.measure_latency.setChecked(self.settings.value("measure_latency", False, type=bool))
 
