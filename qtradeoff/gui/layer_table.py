@@ -17,11 +17,13 @@ from qtradeoff.core.precision import DISPLAY_ORDER, bits_of, label
 # Slider and combobox order: floats from widest to narrowest, then integers from widest to narrowest.
 PRECISION_ORDER: tuple[str, ...] = DISPLAY_ORDER
 
-COLUMNS = ("Layer", "Type", "Params", "MACs", "Size share", "Weights", "Activations", "Sparsity", "Sensitivity")
+COLUMNS = ("Lock · Layer", "Type", "Params", "MACs", "Size share", "Weights", "Activations", "Sparsity",
+           "Sensitivity Δ")
 COL_NAME, COL_TYPE, COL_PARAMS, COL_MACS, COL_SHARE, COL_WEIGHT, COL_ACT, COL_SPARSITY, COL_SENS = range(9)
 EDITABLE = {COL_WEIGHT: "weight_precision", COL_ACT: "activation_precision", COL_SPARSITY: "sparsity"}
 HEADER_TIPS = {
-    COL_NAME: "The layer's fully-qualified name in the model.",
+    COL_NAME: ("Tick a layer to lock it (automatic search leaves it as it is); then its fully-qualified name in "
+               "the model."),
     COL_TYPE: "The layer's module type.",
     COL_PARAMS: "Number of weight parameters in the layer.",
     COL_MACS: "Multiply-accumulates per sample in one forward pass.",
@@ -29,8 +31,9 @@ HEADER_TIPS = {
     COL_WEIGHT: "Precision the layer's weights are stored in; double-click to override the default.",
     COL_ACT: "Precision of the layer's input activations; double-click to override the default.",
     COL_SPARSITY: "Fraction of the layer's weights pruned to zero; double-click to set a target sparsity.",
-    COL_SENS: ("Accuracy lost when only this layer is compressed, averaged over 8/6/4/3/2-bit weights and 25/50/75 % "
-               "pruning (filled in by the sensitivity analysis; click the header to sort)."),
+    COL_SENS: ("Change in accuracy when only this layer is compressed (negative: accuracy lost, the same sign as "
+               "'vs fp32'), averaged over 8/6/4/3/2-bit weights and 25/50/75 % pruning (filled in by the sensitivity "
+               "analysis; click the header to sort, most sensitive first)."),
 }
 SORT_ROLE = Qt.UserRole + 1  # numbers to sort by (the display text of "1.18 M" would sort as a string)
 OVERRIDE_TINT = QColor(255, 236, 179)  # amber: a cell that differs from the global default
@@ -237,7 +240,7 @@ class LayerTableModel(QAbstractTableModel):
             return sparsity if role == Qt.EditRole else f"{sparsity:.1%}"
         if column == COL_SENS:
             value = self._sensitivity.get(layer.name)
-            return "" if value is None else f"{value * 100:+.2f} pts"
+            return "" if value is None else f"{-value * 100:+.2f} pts"  # a drop, shown as the change in accuracy
         return None
 
     def _sort_key(self, row: int, layer: Any, column: int) -> Any:
@@ -259,7 +262,8 @@ class LayerTableModel(QAbstractTableModel):
         if column == COL_SPARSITY:
             return self.sparsity_of(layer.name)
         if column == COL_SENS:
-            return self._sensitivity.get(layer.name, float("-inf"))  # layers not analysed sort last
+            drop = self._sensitivity.get(layer.name)
+            return float("inf") if drop is None else -drop  # as displayed; layers not analysed sort last
         return 0
 
     def setData(self, index: QModelIndex, value: Any, role: int = Qt.EditRole) -> bool:  # noqa: N802

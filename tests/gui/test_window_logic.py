@@ -154,7 +154,8 @@ def test_sensitivity_column_and_hover_text(make_window, fake_backend, qtbot):
     model = window.table_model
     assert model.index(0, COL_SENS).data() == ""
     model.set_sensitivity({"conv1": 0.0123})
-    assert model.index(0, COL_SENS).data() == "+1.23 pts" and model.index(1, COL_SENS).data() == ""
+    # a drop reads with the sign 'vs fp32' uses: negative is accuracy lost
+    assert model.index(0, COL_SENS).data() == "-1.23 pts" and model.index(1, COL_SENS).data() == ""
     tip = window.plot._tip(0, 0, 0)
     assert "fp32 baseline" in tip and "accuracy" in tip and "weights fp32" in tip
 
@@ -250,7 +251,7 @@ def test_sensitivity_column_sorts_by_number_and_selection_follows_the_sort(make_
     window = make_window(fake_backend)
     window.table_model.set_sensitivity({"conv1": 0.002, "conv2": 0.031, "fc": -0.001})
     assert window.table_model.sensitivity_scale() == 0.031
-    window.table.sortByColumn(COL_SENS, Qt.DescendingOrder)
+    window.table.sortByColumn(COL_SENS, Qt.AscendingOrder)  # as displayed (negative = lost): most sensitive first
     proxy = window.table_proxy
     shown = [proxy.index(row, 0).data() for row in range(proxy.rowCount())]
     assert shown == ["conv2", "conv1", "fc"]
