@@ -19,6 +19,7 @@ from qtradeoff.gui.controls import GlobalControls
 from qtradeoff.gui.current_panel import CurrentPanel
 from qtradeoff.gui.dialogs import MessageBar, ask_trust
 from qtradeoff.gui.file_actions import FileActions, add_action
+from qtradeoff.gui.help import add_help_menu
 from qtradeoff.gui.job_status import JobStatus
 from qtradeoff.gui.layer_panel import LayerPanel
 from qtradeoff.gui.layout import arrange, initial_size
@@ -107,6 +108,8 @@ class MainWindow(QMainWindow):
                                         "Stop the running evaluation and drop queued ones.")
         add_action(self, run_menu, "Measure latency of this configuration", self.measure_current,
                    QKeySequence("Ctrl+M"), "Time the current configuration on real kernels.")
+        self.help_menu = self.menuBar().addMenu("&Help")
+        add_help_menu(self, self.help_menu)
 
     def _connect(self) -> None:
         service = self.service

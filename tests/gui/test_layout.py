@@ -27,3 +27,14 @@ def test_window_at_laptop_size_keeps_cancel_and_progress_visible(make_window, fa
         corner = widget.mapTo(window, QPoint(widget.width() - 1, widget.height() - 1))
         assert inside.contains(corner), (widget, corner, window.size())
     window.job.finished("eval", True)
+
+
+def test_help_menu_opens_the_quick_start(make_window, fake_backend, qtbot):
+    from qtradeoff.gui.help import show_quick_start
+
+    window = make_window(fake_backend)
+    assert [action.text() for action in window.help_menu.actions()] == ["Quick start", "About qtradeoff"]
+    box = show_quick_start(window)
+    qtbot.waitUntil(box.isVisible, timeout=2000)
+    assert "Open a model" in box.text() and "Export configuration" in box.text()
+    box.close()
