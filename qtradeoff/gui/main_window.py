@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QWidget
 from qtradeoff.core import config as cfg
 from qtradeoff.gui import editing
 from qtradeoff.gui.backend import ModelSummary
+from qtradeoff.gui.collector import GuiThreadCollector
 from qtradeoff.gui.controls import GlobalControls
 from qtradeoff.gui.current_panel import CurrentPanel
 from qtradeoff.gui.dialogs import MessageBar, ask_trust
@@ -40,6 +41,7 @@ class MainWindow(QMainWindow):
     def __init__(self, *, service: EvaluationService | None = None, settings: QSettings | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.collector = GuiThreadCollector(self)  # cyclic garbage (Qt wrappers among it) freed on this thread only
         self.setWindowTitle("qtradeoff")
         self.setAcceptDrops(True)
         self.settings = settings if settings is not None else QSettings(
@@ -415,4 +417,5 @@ class MainWindow(QMainWindow):
         self.job.stop()
         self.plot.stop()
         self.service.shutdown()
+        self.collector.stop()
         event.accept()
