@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QStandardPaths
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from qtradeoff import __version__
+from qtradeoff.gui.file_actions import SESSION_SUFFIX
 from qtradeoff.gui.main_window import APPLICATION, ORGANIZATION, MainWindow
 
 
@@ -27,21 +29,37 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     return app
 
 
-def create_window(model_path: str | Path | None = None, **kwargs) -> MainWindow:
-    """A shown main window that starts loading ``model_path`` (or the sample digits_cnn) in the worker."""
+def autosave_location() -> Path:
+    """Where the running session is autosaved (removed again by a clean close)."""
+    return Path(QStandardPaths.writableLocation(QStandardPaths.AppDataLocation)) / f"autosave{SESSION_SUFFIX}"
+
+
+def create_window(model_path: str | Path | None = None, *, recover: bool = False, **kwargs) -> MainWindow:
+    """A shown main window that starts loading ``model_path`` (or the sample digits_cnn) in the worker.
+
+    With ``recover`` and an autosave left by a run that did not close normally, the user is asked whether to
+    reopen that session instead."""
     window = MainWindow(**kwargs)
+    window.show()
+    autosave = kwargs.get("autosave_path")
+    if recover and model_path is None and autosave is not None and Path(autosave).is_file():
+        answer = QMessageBox.question(
+            window, "Recover the last session?",
+            "qtradeoff did not close normally last time. Reopen that session (its model, data, points and "
+            "configuration)?", QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
+        if answer == QMessageBox.Yes and window.sessions.open(autosave):
+            return window
     if model_path is None:
         window.load_sample()
     else:
         window.open_path(model_path)
-    window.show()
     return window
 
 
 def run_gui(argv: list[str] | None = None, model_path: str | Path | None = None) -> int:
     """Run the desktop app until its window closes; returns the process exit code."""
     app = make_app(argv)
-    window = create_window(model_path)
+    window = create_window(model_path, recover=True, autosave_path=autosave_location())
     code = app.exec()
     del window
     return int(code)

@@ -24,11 +24,17 @@ class FileError(Exception):
     """A file could not be read, written or used; the message is one sentence for the user."""
 
 
+SESSION_SUFFIX = ".qtsession"  # JSON inside (qtradeoff.core.session); its own suffix so a drop can tell it apart
+
+
 def classify_path(path: Path) -> str:
-    """What a dropped or opened path is: ``model``, ``data``, ``config``, ``results`` or ``unsupported``."""
+    """What a dropped or opened path is: ``model``, ``data``, ``config``, ``results``, ``session`` or
+    ``unsupported``."""
     if path.is_dir():
         return "data"
     suffix = path.suffix.lower()
+    if suffix == SESSION_SUFFIX:
+        return "session"
     if suffix == ".json":
         return "config"
     if suffix == ".jsonl":
@@ -48,7 +54,7 @@ def dropped_paths(mime: QMimeData) -> list[Path]:
 
 def in_open_order(paths: list[Path]) -> list[Path]:
     """Models first, so that data and configurations dropped together with one apply to the new model."""
-    order = {"model": 0, "data": 1, "config": 2, "results": 3}
+    order = {"session": 0, "model": 1, "data": 2, "config": 3, "results": 4}
     return sorted(paths, key=lambda p: order.get(classify_path(p), 9))
 
 
@@ -119,6 +125,7 @@ class FileActions(QObject):
     data_requested = Signal(str)  # evaluation data for the loaded model
     config_requested = Signal(str)
     results_requested = Signal(str)
+    session_requested = Signal(str)
     export_requested = Signal(str)
     export_csv_requested = Signal(str)
     save_png_requested = Signal(str)
@@ -165,7 +172,8 @@ class FileActions(QObject):
                                                         "qtradeoff-plot.png", "PNG (*.png)"),
             None, "Save an image of the Pareto plot.")
         menu.addSeparator()
-        add("Quit", self.quit_requested, QKeySequence.Quit, "Close qtradeoff.")
+        self.menu = menu
+        self.quit_action = add("Quit", self.quit_requested, QKeySequence.Quit, "Close qtradeoff.")
         self._rebuild_recent_menu()
 
     def set_model_loaded(self, loaded: bool) -> None:
@@ -186,10 +194,10 @@ class FileActions(QObject):
             self.failed.emit("Load a model before dropping evaluation data.")
             return kind
         requests = {"model": self.model_requested, "data": self.data_requested, "config": self.config_requested,
-                    "results": self.results_requested}
+                    "results": self.results_requested, "session": self.session_requested}
         if kind not in requests:
-            self.failed.emit(f"{path.name} is not a model, dataset, configuration (.json) or results (.jsonl) "
-                             "file; nothing was changed.")
+            self.failed.emit(f"{path.name} is not a model, dataset, configuration (.json), results (.jsonl) or "
+                             f"session ({SESSION_SUFFIX}) file; nothing was changed.")
             return kind
         requests[kind].emit(str(path))
         if kind in ("model", "data"):

@@ -27,6 +27,7 @@ from qtradeoff.gui.layout import arrange, initial_size
 from qtradeoff.gui.model_panel import ModelPanel
 from qtradeoff.gui.plot import ParetoPlot, point_key
 from qtradeoff.gui.remote import default_backend
+from qtradeoff.gui.session_actions import SessionActions
 from qtradeoff.gui.undo import ConfigState, push_edit, undo_actions
 from qtradeoff.gui.worker import EvaluationService
 
@@ -39,7 +40,7 @@ class MainWindow(QMainWindow):
     """The qtradeoff window. ``service`` and ``settings`` are injectable for tests."""
 
     def __init__(self, *, service: EvaluationService | None = None, settings: QSettings | None = None,
-                 parent: QWidget | None = None) -> None:
+                 autosave_path: Path | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.collector = GuiThreadCollector(self)  # cyclic garbage (Qt wrappers among it) freed on this thread only
         self.setWindowTitle("qtradeoff")
@@ -59,6 +60,12 @@ class MainWindow(QMainWindow):
         self.undo_stack = QUndoStack(self)
         self._closing = False
         self._pending_trust: QMessageBox | None = None
+        # Where the loaded model and data came from (for sessions): ("sample", name) or ("file", path).
+        self.model_source: tuple[str, str] | None = None
+        self.data_path: str | None = None
+        self._requested_source: tuple[str, str] | None = None
+        self._requested_data: str | None = None
+        self.sessions = SessionActions(self, autosave_path)
 
         self._build_panels()
         self._build_menus()
@@ -95,6 +102,7 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         self.files = FileActions(self, self.menuBar().addMenu("&File"), self.settings)
         self.recent_menu, self.recent_files = self.files.recent_menu, self.files.recent_files
+        self.sessions.add_actions(self.files.menu, before=self.files.quit_action)
 
         edit_menu = self.menuBar().addMenu("&Edit")
         self.undo_action, self.redo_action = undo_actions(self.undo_stack, self)
@@ -143,6 +151,7 @@ class MainWindow(QMainWindow):
         files.data_requested.connect(self.load_data)
         files.config_requested.connect(self.import_configuration)
         files.results_requested.connect(self.import_results)
+        files.session_requested.connect(self.sessions.open)
         files.export_requested.connect(self.export_configuration)
         files.export_csv_requested.connect(self.export_csv)
         files.save_png_requested.connect(self.save_png)
@@ -153,15 +162,18 @@ class MainWindow(QMainWindow):
     # -- loading -------------------------------------------------------------------------------------------------
     def load_sample(self, name: str = "digits_cnn") -> None:
         self._set_status(f"Loading the sample model {name}…")
+        self._requested_source = ("sample", name)
         self.service.load_sample(name, eval_size=self.eval_size, baseline_latency=self.baseline_latency)
 
     def load_model(self, path: str | Path, *, trust: bool = False) -> None:
         self._set_status(f"Loading {Path(path).name}…")
+        self._requested_source = ("file", str(Path(path).resolve()))
         self.service.load_model(str(path), trust=trust, eval_size=self.eval_size,
                                 baseline_latency=self.baseline_latency)
 
     def load_data(self, path: str | Path) -> None:
         self._set_status(f"Loading data from {Path(path).name}…")
+        self._requested_data = str(Path(path).resolve())
         self.service.load_data(str(path), eval_size=self.eval_size, baseline_latency=self.baseline_latency)
 
     def open_path(self, path: str | Path) -> str:
@@ -190,6 +202,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"qtradeoff — {summary.name}")
         self._set_editing_enabled(True)
         self._set_status(f"Loaded {summary.name} ({summary.format}); evaluating the fp32 baseline…")
+        self.model_source, self.data_path = self._requested_source, None
+        self.sessions.model_loaded(summary)
 
     @Slot(object)
     def _on_data_loaded(self, info: dict) -> None:
@@ -209,6 +223,8 @@ class MainWindow(QMainWindow):
         self.controls.set_eval_size(self.eval_size)
         self.model_panel.show_data(info.get("name"), total, info.get("calib_samples"))
         self._set_status(f"Loaded data {info.get('name')}; evaluating the fp32 baseline…")
+        self.data_path = self._requested_data
+        self.sessions.data_loaded()
 
     @Slot(str, object, str)
     def _on_needs_trust(self, path: str, globals_: list, fmt: str) -> None:
@@ -217,6 +233,7 @@ class MainWindow(QMainWindow):
             if trusted:
                 self.load_model(path, trust=True)
             else:
+                self.sessions.load_failed()
                 self._set_status(f"Did not load {Path(path).name}: not trusted. The current model is unchanged.")
 
         self._pending_trust = ask_trust(self, path, list(globals_), fmt, answered)
@@ -232,6 +249,25 @@ class MainWindow(QMainWindow):
         self.plot.set_current(point_key(self.state.config))
         self._show_current_metrics()
         self._set_status(f"Evaluated configuration #{index + 1}.")
+        if meta.get("tag") == "baseline":
+            self.sessions.baseline_ready()
+
+    def restore_points(self, session: Any) -> None:
+        """Put a session's points back on the plot (fresh points of the same configuration and subset are kept)
+        and make its configuration the edited one (one undo step)."""
+        store = self.plot.store
+        restored = 0
+        for point in session.points:
+            result = point.result
+            if store.lookup(point_key(result.config), int(result.eval_samples)) is not None:
+                continue
+            self.plot.add_result(result, {"tag": point.tag, "label": point.label, "pinned": point.pinned,
+                                          "restored": True})
+            restored += 1
+        self.apply_config(session.current, "Open session")
+        self.plot.set_current(point_key(self.state.config))
+        self._show_current_metrics()
+        self._set_status(f"Restored the session: {restored} points and its configuration.")
 
     def current_result(self) -> Any:
         """The latest result of the edited configuration, or None while it has not been evaluated."""
@@ -240,6 +276,8 @@ class MainWindow(QMainWindow):
 
     @Slot(str, str)
     def _on_failed(self, kind: str, message: str) -> None:
+        if kind in ("load", "sample", "data"):
+            self.sessions.load_failed()
         if kind in ("load", "sample") and self.summary is not None:
             message += f" The current model ({self.summary.name}) is still loaded."
         elif kind == "data" and self.summary is not None:
@@ -417,5 +455,6 @@ class MainWindow(QMainWindow):
         self.job.stop()
         self.plot.stop()
         self.service.shutdown()
+        self.sessions.stop(clean=True)
         self.collector.stop()
         event.accept()
