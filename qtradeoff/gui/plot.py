@@ -149,6 +149,9 @@ def describe_config(config: Any) -> str:
     return "\n".join(lines)
 
 
+EMPTY_HINT = "No results yet: drop a model file on the window (or File → Open model…); Help → Quick start."
+
+
 class ParetoPlot(QWidget):
     """Two linked scatter views of every result, with frontiers, the baseline and the current configuration."""
 
@@ -219,7 +222,7 @@ class ParetoPlot(QWidget):
         self.latency_switch.setToolTip(
             "Plot measured latency where a point was timed on real kernels, or the roofline estimate for all points.")
         self.latency_switch.currentIndexChanged.connect(self._switch_latency)
-        self.summary = QLabel("No results yet.")
+        self.summary = QLabel(EMPTY_HINT)
         self.summary.setToolTip("How many configurations were evaluated and how many are on a frontier.")
         top = QHBoxLayout()
         top.addWidget(self.summary, 1)
@@ -306,7 +309,7 @@ class ParetoPlot(QWidget):
                 items["current"].setData(x=[], y=[])
         on_front = len(set(fronts.get("latency", [])) | set(fronts.get("memory", [])))
         self.summary.setText(f"{n} configuration(s) evaluated, {on_front} on a frontier." if n else
-                             "No results yet.")
+                             EMPTY_HINT)
 
     @staticmethod
     def _staircase(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
