@@ -10,7 +10,7 @@ from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QUndoStack
-from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from qtradeoff.core import config as cfg
 from qtradeoff.gui import editing
@@ -27,6 +27,7 @@ from qtradeoff.gui.layout import arrange, initial_size
 from qtradeoff.gui.model_panel import ModelPanel
 from qtradeoff.gui.plot import ParetoPlot, point_key
 from qtradeoff.gui.remote import default_backend
+from qtradeoff.gui.results_table import ResultsPanel, comparison_text
 from qtradeoff.gui.session_actions import SessionActions
 from qtradeoff.gui.undo import ConfigState, push_edit, undo_actions
 from qtradeoff.gui.worker import EvaluationService
@@ -66,6 +67,8 @@ class MainWindow(QMainWindow):
         self._requested_source: tuple[str, str] | None = None
         self._requested_data: str | None = None
         self.sessions = SessionActions(self, autosave_path)
+        self.last_comparison = ""
+        self._comparison_box: QMessageBox | None = None
 
         self._build_panels()
         self._build_menus()
@@ -87,14 +90,19 @@ class MainWindow(QMainWindow):
         self.current_panel = CurrentPanel()
         self.layers = LayerPanel()
         self.plot = ParetoPlot()
+        self.results = ResultsPanel(self.plot)
         self.model_fields, self.current_fields = self.model_panel.fields, self.current_panel.fields
         layers = self.layers  # its parts under the names tests and the Explore panel reach them by
         self.table, self.table_model, self.table_proxy = layers.table, layers.table_model, layers.table_proxy
         self.selection_field, self.selection_value = layers.selection_field, layers.selection_value
         self.set_selection_button, self.reset_button = layers.set_selection_button, layers.reset_button
 
+        self.bottom_tabs = QTabWidget()
+        self.bottom_tabs.addTab(self.layers, "Layers")
+        self.bottom_tabs.addTab(self.results, "Results")
+        self.bottom_tabs.setTabToolTip(1, "Every evaluated configuration: sort, filter, pin, label, compare two.")
         self.arrangement = arrange(self.messages, (self.model_panel, self.controls, self.current_panel), self.plot,
-                                   self.layers)
+                                   self.bottom_tabs)
         self.setCentralWidget(self.arrangement.central)
         self.left_layout = self.arrangement.left_layout  # where the Explore panel goes
         self.main_splitter, self.right_splitter = self.arrangement.main_splitter, self.arrangement.right_splitter
@@ -139,6 +147,10 @@ class MainWindow(QMainWindow):
         # Turning measurement on times the current configuration right away (if it was only estimated).
         self.controls.measure_latency.toggled.connect(lambda on: on and self.request_evaluation())
         self.plot.point_clicked.connect(self._on_point_clicked)
+        self.plot.point_clicked.connect(lambda index: self.results.select_rows([index]))
+        self.results.selection_changed.connect(self.plot.set_highlight)
+        self.results.compare_requested.connect(self.compare_points)
+        self.results.apply_requested.connect(self._on_point_clicked)
         self.layers.edit_requested.connect(
             lambda names, field, value: self.apply_edit(editing.edit_layers(self.state.config, names, field, value)))
         self.layers.clear_requested.connect(
@@ -186,6 +198,7 @@ class MainWindow(QMainWindow):
         self.baseline = None
         self.undo_stack.clear()
         self.plot.clear()
+        self.results.sync()
         config = cfg.CompressionConfig(model=cfg.ModelRef(file=Path(summary.path).name, sha256=summary.sha256,
                                                           format=summary.format))
         self.layers.set_model(summary, config)
@@ -211,6 +224,7 @@ class MainWindow(QMainWindow):
             return
         self.messages.dismiss()  # an earlier "no data fits this model" no longer applies
         self.plot.clear()
+        self.results.sync()
         self.baseline = None
         total = int(info.get("eval_samples", 0))
         self.summary = ModelSummary(**{**self.summary.__dict__, "data_name": info.get("name", ""),
@@ -242,6 +256,7 @@ class MainWindow(QMainWindow):
     @Slot(object, object)
     def _on_result(self, result: Any, meta: dict) -> None:
         index = self.plot.add_result(result, meta)
+        self.results.sync()
         if meta.get("tag") == "baseline":
             self.baseline = result
             self.model_panel.show_baseline(result)
@@ -264,10 +279,26 @@ class MainWindow(QMainWindow):
             self.plot.add_result(result, {"tag": point.tag, "label": point.label, "pinned": point.pinned,
                                           "restored": True})
             restored += 1
+        self.results.sync()
         self.apply_config(session.current, "Open session")
         self.plot.set_current(point_key(self.state.config))
         self._show_current_metrics()
         self._set_status(f"Restored the session: {restored} points and its configuration.")
+
+    def compare_points(self, a: int, b: int) -> str:
+        """Show how point ``b`` differs from point ``a`` (layers and metrics); returns the text shown."""
+        from qtradeoff.core.compare import compare
+
+        store = self.plot.store
+        layers = [(layer.name, layer.kind) for layer in (self.summary.layers if self.summary else ())
+                  if getattr(layer, "compressible", True)]
+        text = comparison_text(compare(store.results[a], store.results[b], layers), a + 1, b + 1)
+        self.last_comparison = text
+        box = QMessageBox(QMessageBox.Information, f"Compare #{a + 1} and #{b + 1}", text, QMessageBox.Close, self)
+        box.setModal(False)
+        box.show()
+        self._comparison_box = box
+        return text
 
     def current_result(self) -> Any:
         """The latest result of the edited configuration, or None while it has not been evaluated."""

@@ -161,6 +161,7 @@ class ParetoPlot(QWidget):
         super().__init__(parent)
         self.store = PointStore()
         self.current_key: str | None = None
+        self.highlighted: tuple[int, ...] = ()  # rows selected in the results table, outlined in blue
         # Estimates by default: every point has one, so the frontier compares like with like.
         self.prefer_measured = False
         self._dirty = False
@@ -190,14 +191,15 @@ class ParetoPlot(QWidget):
             baseline = pg.ScatterPlotItem(size=22, symbol="star", brush=pg.mkBrush(255, 200, 0),
                                           pen=pg.mkPen((90, 60, 0), width=1.5))
             current = pg.ScatterPlotItem(size=24, symbol="o", brush=QBrush(), pen=pg.mkPen((220, 0, 120), width=3))
+            selected = pg.ScatterPlotItem(size=18, symbol="s", brush=QBrush(), pen=pg.mkPen((0, 120, 255), width=2.5))
             # An invisible point at x = 0 keeps zero in the auto-range: without it, points that differ by 0.01 %
             # fill the whole axis and a negligible difference looks like a large one.
             origin = pg.ScatterPlotItem(size=1, pen=None, brush=QBrush())
-            for item in (origin, errors, frontier, points, baseline, current):
+            for item in (origin, errors, frontier, points, baseline, current, selected):
                 view.addItem(item)
             points.sigClicked.connect(self._clicked)
             self._items[name] = {"origin": origin, "errors": errors, "frontier": frontier, "points": points,
-                                 "baseline": baseline, "current": current}
+                                 "baseline": baseline, "current": current, "selected": selected}
         self.latency_view.setLabel("bottom", "Latency, batch 1 (ms)")
         self.memory_view.setLabel("bottom", "Weight memory (KiB)")
         self.latency_view.setTitle("Accuracy vs latency — colour: weight memory (dark small, yellow large)",
@@ -244,6 +246,12 @@ class ParetoPlot(QWidget):
 
     def clear(self) -> None:
         self.store = PointStore()
+        self.highlighted = ()
+        self._schedule()
+
+    def set_highlight(self, indices: tuple[int, ...] | list[int]) -> None:
+        """Outline these points (the results table's selection) in both views."""
+        self.highlighted = tuple(int(i) for i in indices if 0 <= int(i) < len(self.store))
         self._schedule()
 
     def set_current(self, config_key: str | None) -> None:
@@ -303,6 +311,8 @@ class ParetoPlot(QWidget):
             items["frontier"].setData(*self._staircase(x[order], store.accuracy[order]))
             base = np.flatnonzero(store.baseline)
             items["baseline"].setData(x=x[base], y=store.accuracy[base], data=base)
+            chosen = [i for i in self.highlighted if i < n and np.isfinite(x[i])]
+            items["selected"].setData(x=x[chosen] if chosen else [], y=store.accuracy[chosen] if chosen else [])
             if current is not None and np.isfinite(x[current]):
                 items["current"].setData(x=[x[current]], y=[store.accuracy[current]])
             else:
