@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {session.note}", file=sys.stderr)
     if final is not None:
         print(_describe(final), file=sys.stderr)
+    elif progress.get("start") is not None:
+        _cannot_start(progress["start"], args)
     if args.optuna_storage is not None:
         _export_optuna(args)
     return 0
@@ -225,6 +227,7 @@ def _drive(points, total: int, quiet: bool, progress: dict):
     from tqdm import tqdm
 
     final = None
+    progress["start"] = None
     # no bar when stderr is not a terminal (a log, CI): its carriage-return frames would garble the error lines
     with tqdm(total=total, unit="config", file=sys.stderr, disable=quiet or not sys.stderr.isatty(),
               dynamic_ncols=True) as bar:
@@ -234,10 +237,34 @@ def _drive(points, total: int, quiet: bool, progress: dict):
             bar.update(1)
             if point.role == "final":
                 final = point
+            elif point.role == "start":
+                progress["start"] = point
         if bar.n < bar.total:
             bar.total = bar.n  # the strategy finished early (converged or ran out of candidates)
             bar.refresh()
     return final
+
+
+def _cannot_start(start, args) -> None:
+    """A descent whose starting point already breaks --max-drop yields no answer: say so in one line, exit 1."""
+    from qtradeoff.core.errors import QtradeoffError
+
+    search = start.result.provenance.get("search", {})
+    if search.get("feasible", True):
+        return
+    samples = max(1, int(start.result.eval_samples))
+    raise QtradeoffError(
+        f"the sweep cannot start: its starting configuration ({describe_start(start.config)}) already drops "
+        f"{search.get('drop', 0.0):.2f} points, more than --max-drop {args.max_drop:g}, and on {samples} samples "
+        f"one sample is {100 / samples:.2f} points; loosen --max-drop, evaluate more samples (--eval-size) or "
+        "lock the sensitive layers at higher precision (--lock)")
+
+
+def describe_start(config) -> str:
+    """The start of a descent in words: its layers' weight precisions (overrides) and the activations."""
+    weights = sorted({str(o.weight["precision"]) for o in config.overrides().values() if "precision" in o.weight}
+                     or {config.weight.precision})
+    return f"weights {'/'.join(weights)}, activations {config.activation.precision}"
 
 
 def _describe(point) -> str:

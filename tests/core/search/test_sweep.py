@@ -138,3 +138,16 @@ def test_cli_sweep_starts_from_a_configuration_and_lock_selectors(tmp_path, caps
         assert config.resolve("classifier.2", "Linear").weight.precision == "fp32"  # locked at the base's fp32
     assert cli.main(common + ["--overwrite", "--lock", "re:no_such_layer"]) == 2
     assert "--lock" in capsys.readouterr().err
+
+
+def test_cli_sweep_that_cannot_start_says_so_and_exits_non_zero(tmp_path, capsys):
+    from qtradeoff.core.config import to_json
+
+    base = tmp_path / "int2-activations.json"
+    base.write_text(to_json(CompressionConfig().with_defaults(activation={"precision": "int2"})))
+    out = tmp_path / "stuck.jsonl"
+    code = cli.main(["sweep", "digits_cnn", "--strategy", "greedy", "--out", str(out), "--eval-size", "16",
+                     "--calib-size", "16", "--quiet", "--budget", "4", "--max-drop", "0.5", "--config", str(base)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert "cannot start" in err and "--max-drop 0.5" in err and "one sample is 6.25 points" in err
