@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import threading
 import warnings
@@ -58,6 +59,30 @@ def quantized_engine(engine: str = ENGINE):
             torch.backends.quantized.engine = previous
 
 
+@functools.cache
+def saturating_int8() -> bool:
+    """Whether this CPU's int8 kernels add pairs of u8×s8 products in 16 bits with saturation (x86 without VNNI:
+    AVX2's and AVX-512BW's ``vpmaddubsw``). There, activations using the whole 0..255 range overflow the pairwise
+    sums (255·127·2 > 32767) and the real model silently computes something else: measured here on an AVX2 EPYC,
+    a Linear's outputs were off by 6.6 output steps at 0..255 and by half a step at 0..127. PyTorch's own x86
+    configurations reduce activations to 7 bits for the same reason. VNNI (``vpdpbusd``) accumulates in 32 bits.
+    Off Linux, where the flags cannot be read, the answer is conservatively yes."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            flags = info.read()
+    except OSError:
+        return True
+    return not any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+ACTIVATION_BITS_NO_VNNI = 7
+
+
+def real_activation_bits(bits: int) -> int:
+    """Bits the real int8 model's activations use for a configured ``bits``: at most 7 where kernels saturate."""
+    return min(bits, ACTIVATION_BITS_NO_VNNI) if saturating_int8() else bits
+
+
 class _Silenced:
     """torch.ao prints deprecation and prototype warnings on every prepare/convert; they are not our users' concern."""
 
@@ -86,8 +111,9 @@ def _observer_classes():
         """
 
         def __init__(self, method="minmax", percentile=99.99, bits=8, symmetric=False, **kwargs):
+            bits = real_activation_bits(bits)  # 7 where the CPU's u8×s8 pair sums would saturate
             lo, hi = int_range(bits, symmetric)
-            offset = 128 if symmetric else 0
+            offset = (1 << (bits - 1)) if symmetric else 0
             super().__init__(dtype=torch.quint8, qscheme=torch.per_tensor_affine, quant_min=lo + offset,
                              quant_max=hi + offset, **kwargs)
             self.method, self.percentile, self.bits, self.symmetric = method, percentile, bits, symmetric
@@ -234,6 +260,10 @@ def _build_real_model(base: nn.Module, plan_: Plan, calib_inputs: torch.Tensor, 
     settings = plan_.settings
     plan = planned(plan_)
     notes = sorted({why for _, why in plan.values() if why})
+    if saturating_int8() and any(p == "int8" and bits_of(settings[n].activation.precision) > ACTIVATION_BITS_NO_VNNI
+                                 for n, (p, _) in plan.items()):
+        notes.append(f"int8 activations run on a {ACTIVATION_BITS_NO_VNNI}-bit grid on this CPU (no VNNI: its int8 "
+                     "kernels' 16-bit pair sums would saturate at 8 bits); accuracy is the simulation's, at 8 bits")
     if plan_.pruned:
         notes.append("pruned weights are zeroed but run on dense kernels (no sparse CPU kernel is used)")
     if isinstance(base, torch.jit.ScriptModule):
