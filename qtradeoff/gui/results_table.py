@@ -124,7 +124,7 @@ class ResultsTableModel(QAbstractTableModel):
     def _latency(result: Any) -> tuple[float | None, str]:
         measured = result.latency_ms(1, measured=True)
         if measured is not None:
-            stats = next((s for s in getattr(result, "latency_measured", ()) if getattr(s, "batch_size", 1) == 1),
+            stats = next((s for s in getattr(result, "latency_measured", ()) if getattr(s, "batch", 1) == 1),
                          None)
             return measured, "measured, NOISY" if getattr(stats, "noisy", False) else "measured"
         return result.latency_ms(1, measured=False), "estimated"

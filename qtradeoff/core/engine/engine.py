@@ -521,6 +521,8 @@ class Engine:
                                      "note": self.note}
         provenance["reused_reference"] = reuses_reference
         provenance["eval_subset"] = {"samples": samples, "of": self.eval_samples, **dict(subset_note or {})}
+        # what may make this result's figures mislead, beside what the loaded model itself warns about
+        provenance["warnings"] = [*provenance.get("warnings", ()), *fidelity_warnings(reference, labels is not None)]
         yield Result(
             config=config, config_key=config.key(), labelled=labels is not None, eval_samples=samples,
             weight_bytes=weights.weight_bytes, fp32_weight_bytes=weights.fp32_weight_bytes,
@@ -643,6 +645,39 @@ def _half_precision_note(executed: dict[str, str], threads: int) -> str:
         kind = "native" if speed >= 1.0 else "emulated or unoptimised"
         parts.append(f"{precision} layers ran on this CPU's {precision} kernels ({kind}: matmul {speed:.2f}x fp32)")
     return "; ".join(parts)
+
+
+# Below this many samples one sample moves accuracy by more than 2 points: the figure is a coarse one.
+FEW_SAMPLES = 50
+# fp32 outputs whose spread over the samples is below this fraction of their magnitude (or exactly zero) are
+# "constant": every input gives the same answer, so agreement and SQNR compare nothing.
+CONSTANT_SPREAD = 1e-6
+TINY_OUTPUT = 1e-6  # largest |fp32 output| below which activation grids' scale floors can zero everything
+
+
+def fidelity_warnings(reference: torch.Tensor, labelled: bool) -> list[str]:
+    """Why the fidelity figures of an evaluation against ``reference`` (fp32 outputs) may mislead."""
+    warnings = []
+    n = len(reference)
+    flat = reference.reshape(n, -1).double() if n else reference.double()
+    if n >= 2:
+        spread = float(flat.std(dim=0).max())
+        scale = float(flat.abs().max())
+        if spread <= CONSTANT_SPREAD * max(scale, 1e-30) or scale == 0.0:
+            warnings.append(
+                f"the fp32 model's outputs are {'all zero' if scale == 0.0 else 'the same for every sample'} "
+                f"(largest spread over samples {spread:.3g}), so agreement and SQNR compare nothing; check the "
+                "model's weights and the preprocessing")
+        elif scale < TINY_OUTPUT:
+            warnings.append(f"the fp32 model's outputs are tiny (largest magnitude {scale:.3g}): an integer grid's "
+                            "smallest scale can round them to zero; judge this model by its weights' SQNR")
+    if not labelled:
+        warnings.append("no labels: top-1 agreement assumes the output is class scores; for an embedding or a "
+                        "regression output read SQNR instead")
+    if 0 < n < FEW_SAMPLES:
+        warnings.append(f"only {n} evaluation samples: one sample is {100 / n:.1f} points of accuracy; use more "
+                        "samples before trusting small differences")
+    return warnings
 
 
 def _fidelity(reference: torch.Tensor, output: torch.Tensor, labels: torch.Tensor | None) -> dict:
