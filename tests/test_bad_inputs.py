@@ -233,7 +233,7 @@ def test_nan_weights_load_and_every_result_carries_the_warning(tmp_path, capsys)
     state["classifier.2.weight"][0, :4] = float("nan")
     state["features.0.bn.bias"][1] = float("inf")
     path = _saved(state, "nan.safetensors", {"architecture": "qtradeoff.digits_cnn"})(tmp_path)
-    argv = ["evaluate", str(path), "--data", "digits", "--latency", "none", "--eval-size", "16"]
+    argv = ["evaluate", str(path), "--data", "digits", "--latency", "none", "--eval-size", "50"]
     assert cli.main(argv) == EXIT_OK
     captured = capsys.readouterr()
     assert captured.err == ""
