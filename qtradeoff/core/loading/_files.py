@@ -7,6 +7,7 @@ never from the file extension.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -15,6 +16,7 @@ import pickletools
 import stat
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +120,29 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
         except OSError as error:
             raise FileCheckError(f"{path} cannot be read ({error.strerror}); check the disk and the file.") from None
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def utf8_name(path: Path):
+    """A name for ``path`` that readers taking only UTF-8 paths (safetensors' Rust core) accept: the path itself,
+    or, for a name the OS gives as bytes that are not UTF-8, ``/proc/self/fd/N`` of a descriptor held open meanwhile
+    (Linux); elsewhere such a name is refused in one sentence."""
+    try:
+        os.fsdecode(os.fsencode(path)).encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield str(path)
+        return
+    proxy_dir = Path("/proc/self/fd")
+    if not proxy_dir.is_dir():
+        raise FileCheckError(f"{path} has a name that is not valid UTF-8, which this reader cannot open on this "
+                             "system; rename the file.")
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        yield str(proxy_dir / str(descriptor))
+    finally:
+        os.close(descriptor)
 
 
 @dataclass(frozen=True)
@@ -230,6 +255,7 @@ def _sniff_zip(path: Path, size: int, budget: int) -> Sniff:
                 f"{path} has a member {info.filename!r} that unpacks to {human_bytes(info.file_size)} from "
                 f"{human_bytes(info.compress_size)} (a zip bomb?); refusing to read it."
             )
+    _verify_members(path, infos)
     names = tuple(info.filename for info in infos)
     # torch archives put everything under one top-level folder whose name is arbitrary.
     relative = {name.split("/", 1)[1] if "/" in name else name for name in names}
@@ -244,6 +270,68 @@ def _sniff_zip(path: Path, size: int, budget: int) -> Sniff:
     if names and all(name.endswith(".npy") for name in names):
         return Sniff("npz", members=names)
     return Sniff("other", "a zip archive without a PyTorch model in it", members=names)
+
+
+_LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")  # signature, version, flags, method, time, date, crc, sizes, lengths
+_ZIP_CHUNK = 1 << 20
+
+
+def _verify_members(path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Inflate every member (streaming, never more than its stated size plus one chunk) and refuse one whose
+    local header, inflated size or CRC disagrees with the central directory: readers stop at the stated size, so
+    a member that inflates to far more (or to other bytes) would otherwise pass for the small one it claims."""
+    damaged = f"{path} is a damaged archive (member {{name!r}} {{problem}}); copy or save it again."
+    with open_binary(path) as handle:
+        for info in infos:
+            name = info.filename
+            handle.seek(info.header_offset)
+            fixed = handle.read(_LOCAL_HEADER.size)
+            if len(fixed) < _LOCAL_HEADER.size:
+                raise FileCheckError(damaged.format(name=name, problem="is cut off"))
+            (signature, _version, flags, method, _time, _date, crc, compressed, size, name_length,
+             extra_length) = _LOCAL_HEADER.unpack(fixed)
+            if signature != 0x04034B50:
+                raise FileCheckError(damaged.format(name=name, problem="has no local header"))
+            if flags & 0x1:
+                raise FileCheckError(f"{path} holds an encrypted member ({name!r}); save it without encryption.")
+            if method != info.compress_type:
+                raise FileCheckError(damaged.format(name=name, problem="names two compression methods"))
+            # Sizes in the local header are left as zero (data descriptor) or 0xFFFFFFFF (zip64) by some writers.
+            if not flags & 0x8 and 0xFFFFFFFF not in (compressed, size) and (
+                    (crc, compressed, size) != (info.CRC, info.compress_size, info.file_size)):
+                raise FileCheckError(damaged.format(name=name, problem="has a local header that disagrees with "
+                                                                       "the archive's directory"))
+            handle.seek(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
+            if method == zipfile.ZIP_STORED:
+                inflate = None
+            elif method == zipfile.ZIP_DEFLATED:
+                inflate = zlib.decompressobj(-15)
+            else:
+                raise FileCheckError(f"{path}: member {name!r} is compressed with method {method}; "
+                                     "save the archive stored or deflated (zip's default).")
+            left, inflated, running_crc = info.compress_size, 0, 0
+            while left > 0 or (inflate is not None and inflate.unconsumed_tail):
+                if inflate is not None and inflate.unconsumed_tail:
+                    chunk, raw = inflate.unconsumed_tail, None
+                else:
+                    raw = handle.read(min(_ZIP_CHUNK, left))
+                    if not raw:
+                        raise FileCheckError(damaged.format(name=name, problem="is cut off"))
+                    left -= len(raw)
+                    chunk = raw
+                data = chunk if inflate is None else inflate.decompress(chunk, _ZIP_CHUNK)
+                inflated += len(data)
+                if inflated > info.file_size:
+                    raise FileCheckError(damaged.format(
+                        name=name, problem=f"inflates to more than the {human_bytes(info.file_size)} its "
+                                           "directory entry states"))
+                running_crc = zlib.crc32(data, running_crc)
+            if inflated != info.file_size:
+                raise FileCheckError(damaged.format(
+                    name=name, problem=f"holds {human_bytes(inflated)}, not the {human_bytes(info.file_size)} its "
+                                       "directory entry states"))
+            if running_crc != info.CRC:
+                raise FileCheckError(damaged.format(name=name, problem="fails its CRC check"))
 
 
 # Bytes per element of the storage classes torch.save names (``torch.FloatStorage`` …); an unknown one counts as 8,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from qtradeoff.core import runtime
 from qtradeoff.core.errors import InputError
+from qtradeoff.core.loading import _files
 
 SAMPLE_DIR = Path(__file__).resolve().parents[3] / "sample_models"
 DIGITS_FILE = SAMPLE_DIR / "digits.npz"
@@ -142,8 +143,6 @@ def load_data(
     Image folders and tensor files are split by a seeded permutation into disjoint calibration (first
     ``calib_size``, default min(256, 20 %)) and evaluation (next ``eval_size``, default the rest up to 1000) sets.
     """
-    from qtradeoff.core.loading import _files
-
     if str(source) == "digits":
         return load_digits(preprocessing or DIGITS_PREPROCESSING, calib_size=calib_size, eval_size=eval_size)
     path = Path(source)
@@ -167,7 +166,8 @@ def _read_tensor_file(path: Path, sniffed) -> tuple[torch.Tensor, torch.Tensor |
         elif sniffed.kind == "safetensors":
             from safetensors.torch import load_file
 
-            content = load_file(str(path))
+            with _files.utf8_name(path) as name:
+                content = load_file(name)
         elif sniffed.kind in ("torch_zip", "pickle"):
             import warnings
 

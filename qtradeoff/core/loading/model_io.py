@@ -722,7 +722,10 @@ def _load_safetensors(path: Path, sniffed: _files.Sniff, architecture: str | Non
     from safetensors.torch import load_file
 
     try:
-        state = load_file(str(path), device="cpu")
+        with _files.utf8_name(path) as name:
+            state = load_file(name, device="cpu")
+    except FileCheckError as error:
+        raise ModelLoadError(str(error)) from None
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelLoadError(f"{path} is a damaged safetensors file ({_short(error)}); save it again.") from None
     metadata = sniffed.safetensors_metadata or {}
