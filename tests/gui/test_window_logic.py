@@ -73,7 +73,8 @@ def test_invalid_config_drop_applies_nothing(make_window, fake_backend, qtbot, t
     before = window.state.config
     path = tmp_path / "broken.json"
     path.write_text(json.dumps({"schema": "qtradeoff.config/1", "defaults": {"weight": {"precision": "int99"}}}))
-    drop(window, path)
+    with qtbot.waitSignal(window.files.failed, timeout=5000):  # read off the GUI thread
+        drop(window, path)
     assert "defaults.weight.precision" in window.messages.text()
     assert window.state.config == before and window.undo_stack.count() == 0
 

@@ -102,6 +102,35 @@ def check_regular_file(path: Path, budget: int, what: str = "model") -> int:
     return info.st_size
 
 
+def check_claimed(path: Path, what: str, claimed: int, shape: tuple[int, ...] | None, budget: int, *,
+                  name: str | None = None, ratio: bool = True) -> None:
+    """Refuse ``claimed`` bytes (what loading will allocate, estimated before allocating) above the budget, or
+    (``ratio``) far more than the file holds. The file's size does not bound a tensor's: one saved as a broadcast
+    view (stride 0) keeps one element on disk whatever its shape, and loading it into a model (or splitting data)
+    materializes every element. Trained weights and real data are never such views; tied weights share storage
+    at most a few times, far below the zip-bomb ratio."""
+    largest = "" if shape is None else (
+        f" (the largest, {name!r}, is {'×'.join(map(str, shape))})" if name else
+        f" (the largest is {'×'.join(map(str, shape))})")
+    if claimed > budget:
+        raise FileCheckError(
+            f"{path}: {what} add up to {human_bytes(claimed)}{largest}, "
+            f"more than the memory budget of {human_bytes(budget)}; refusing to load it."
+        )
+    if not ratio:
+        return
+    try:
+        stored = path.stat().st_size
+    except OSError:
+        return
+    if claimed > ZIP_RATIO_FLOOR and claimed > MAX_ZIP_RATIO * stored:
+        raise FileCheckError(
+            f"{path}: {what} claim {human_bytes(claimed)}{largest} "
+            f"from {human_bytes(stored)} on disk, so they are broadcast views, not trained weights or data; "
+            "refusing to load it."
+        )
+
+
 def open_binary(path: Path):
     """Open for reading, turning permission and I/O errors into one sentence."""
     try:

@@ -38,6 +38,7 @@ class LoaderServer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
+        self.last_peak_rss: int | None = None  # bytes: the peak resident memory of the last request's child
 
     @property
     def process(self) -> subprocess.Popen | None:
@@ -66,7 +67,9 @@ class LoaderServer:
                 except (OSError, ValueError):
                     line = ""
                 if line:
-                    return json.loads(line)
+                    reply = json.loads(line)
+                    self.last_peak_rss = reply.get("peak_rss")
+                    return reply
                 self._stop()  # dead or wedged: the next request starts a fresh one
                 if not answered:
                     return None
@@ -196,8 +199,10 @@ def _fork_one(request: dict) -> dict:
     os.close(read_fd)
     if timed_out:
         os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    reply: dict = {"timed_out": timed_out, "verdict": None, "signal": None, "exit": None}
+    _, status, usage = os.wait4(pid, 0)
+    # the child's peak resident memory (ru_maxrss is in KiB on Linux): what a file cost, for reports and tests
+    reply: dict = {"timed_out": timed_out, "verdict": None, "signal": None, "exit": None,
+                   "peak_rss": int(usage.ru_maxrss) * 1024}
     if os.WIFSIGNALED(status):
         reply["signal"] = os.WTERMSIG(status)
     else:

@@ -461,28 +461,10 @@ def _check_state_size(path: Path, state: Mapping[str, torch.Tensor], budget: int
 
 def _check_claimed(path: Path, what: str, claimed: int, shape: tuple[int, ...] | None, budget: int, *,
                    name: str | None = None, ratio: bool = True) -> None:
-    """Refuse ``claimed`` bytes above the budget, or (``ratio``) far more than the file holds. The file's size does
-    not bound a tensor's: one saved as a broadcast view (stride 0) keeps one element on disk whatever its shape,
-    and loading it into a model (or splitting data) materializes every element. Trained weights and real data
-    are never such views; tied weights share storage at most a few times, far below the zip-bomb ratio."""
-    largest = "" if shape is None else (
-        f" (the largest, {name!r}, is {'×'.join(map(str, shape))})" if name else
-        f" (the largest is {'×'.join(map(str, shape))})")
-    if claimed > budget:
-        raise ModelLoadError(
-            f"{path}: {what} add up to {human_bytes(claimed)}{largest}, "
-            f"more than the memory budget of {human_bytes(budget)}; refusing to load it."
-        )
-    if not ratio:
-        return
-    with contextlib.suppress(OSError):
-        stored = path.stat().st_size
-        if claimed > _files.ZIP_RATIO_FLOOR and claimed > _files.MAX_ZIP_RATIO * stored:
-            raise ModelLoadError(
-                f"{path}: {what} claim {human_bytes(claimed)}{largest} "
-                f"from {human_bytes(stored)} on disk, so they are broadcast views, not trained weights or data; "
-                "refusing to load it."
-            )
+    try:
+        _files.check_claimed(path, what, claimed, shape, budget, name=name, ratio=ratio)
+    except FileCheckError as error:
+        raise ModelLoadError(str(error)) from None
 
 
 def _check_buildable(path: Path, state: Mapping[str, torch.Tensor], architecture: str, num_classes: int | None,
