@@ -13,9 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import hostile_files as hostile
+import pytest
 
 pytestmark = pytest.mark.timeout(240)
 
