@@ -7,11 +7,11 @@ import io
 import os
 import zipfile
 
+import hostile_files as hostile
 import pytest
 import torch
 from torch import nn
 
-import hostile_files as hostile
 from qtradeoff.core.loading import _files, architectures
 from qtradeoff.core.loading.data import DataLoadError, load_data
 from qtradeoff.core.loading.model_io import (
