@@ -5,6 +5,21 @@ limit and a timeout (see :mod:`qtradeoff.core.loading._load_child`); only when t
 succeeds is it loaded here.  Nothing is unpickled with ``weights_only=False``
 and no code named by a file is imported unless the caller passes ``trust=True``.
 
+Safe means bounded; without trust:
+
+- **The allow-list admits data, not calls.** A pickle may name the allow-listed classes (torch.nn, torchvision,
+  our samples) only to rebuild objects from their state, as ``torch.save(model)`` writes them: ``NEWOBJ`` with no
+  arguments, then ``BUILD``. Calling one with arguments from the file (``REDUCE``, ``INST``/``OBJ``, ``NEWOBJ``
+  with arguments) needs trust, and so does ``functools.partial`` (a deferred call with arguments from the file,
+  e.g. a ``forward`` replaced by ``partial(nn.Linear, 20000, 20000)``). Only torch's own tensor-rebuilding
+  globals (those ``weights_only`` accepts by default) are called. Checked on the opcodes
+  (:func:`qtradeoff.core.loading._files.scan_pickle`) before anything is unpickled.
+- **One memory budget for everything a file causes**, estimated before allocating: a pickle's storages and its
+  tensors at full shape (stride-0 views counted as materialized), the parameters of the architecture a state
+  dict or its metadata names (a meta-device build), and the model beside the file's tensors when both exist at
+  once. The same checks run in the child and again here, so the in-process load is bounded like the probe.
+- Archives whose members disagree with their directory (size, CRC) are damaged; protocol-4/5 pickles are named.
+
 ``LoadedModel.input_shape`` is known for the bundled samples (manifest, matched
 by sha256) or when the caller passes ``input_shape``; otherwise it is ``None``
 and the caller supplies it from the data (``EvalData.input_shape``) — a
