@@ -134,7 +134,10 @@ def run_isolated(kwargs: dict, *, timeout: float, memory_bytes: int, label: str,
             "the file may be damaged or hostile, or raise the timeout for very large models."
         )
     if reply.get("verdict") is not None:
-        return reply["verdict"]
+        verdict = reply["verdict"]
+        if isinstance(verdict, dict) and reply.get("load_bytes") is not None:
+            verdict = {**verdict, "loader_bytes": reply["load_bytes"]}
+        return verdict
     number = reply.get("signal")
     if number:
         try:
@@ -209,8 +212,12 @@ def _fork_one(request: dict) -> dict:
         reply["exit"] = os.WEXITSTATUS(status)
     if chunks and not timed_out:
         try:
-            reply["verdict"] = json.loads(b"".join(chunks))
-        except ValueError:
+            written = json.loads(b"".join(chunks))
+            reply["verdict"] = written["verdict"]
+            # what the load itself added to the child's memory: its peak beyond what it started with (the pages
+            # it shares with this server at the fork)
+            reply["load_bytes"] = max(0, reply["peak_rss"] - int(written["start_rss"]))
+        except (ValueError, KeyError, TypeError):
             pass
     return reply
 
@@ -223,6 +230,7 @@ def _child(write_fd: int, request: dict) -> None:
             os.dup2(devnull, fd)
         label = request["kwargs"].get("path", "the file")
         memory_bytes = int(request["memory_bytes"])
+        start_rss = _resident_bytes()
         try:
             function = _resolve(request["target"])
             _limit_memory(memory_bytes)
@@ -234,12 +242,20 @@ def _child(write_fd: int, request: dict) -> None:
             else:
                 message = f"{label}: the loader failed ({type(error).__name__}: {str(error)[:160]})."
             verdict = {"ok": False, "error": "ModelLoadError", "message": message}
-        data = json.dumps(verdict).encode()
+        data = json.dumps({"verdict": verdict, "start_rss": start_rss}).encode()
         while data:
             data = data[os.write(write_fd, data):]
         code = 0
     finally:
         os._exit(code)  # skip atexit handlers and buffers inherited from the server
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
 
 
 def _limit_memory(memory_bytes: int) -> None:

@@ -205,6 +205,10 @@ def _probe_isolated(path: Path, budget: int) -> None:
         raise DataLoadError(str(error)) from None
     if not verdict.get("ok"):
         raise DataLoadError(verdict.get("message") or f"{path} could not be read as data.")
+    used = verdict.get("loader_bytes")
+    if used is not None and used > budget:
+        raise DataLoadError(f"{path}: reading it took {_files.human_bytes(used)} in the loader process, more than "
+                            f"the memory budget of {_files.human_bytes(budget)}; use a smaller file.")
 
 
 PROBE_TARGET = "qtradeoff.core.loading.data:probe_data_file"

@@ -838,6 +838,13 @@ def load_model(path: str | Path, *, trust: bool = False, architecture: str | Non
             timeout=timeout, memory_bytes=budget, label=str(path),
         )
         _raise_verdict(verdict)
+        # The same load here costs what it cost there: a trusted file's own code is bounded by nothing else.
+        used = verdict.get("loader_bytes")
+        if used is not None and used > budget:
+            raise ModelLoadError(
+                f"{path}: loading it took {human_bytes(used)} in the loader process, more than the memory budget of "
+                f"{human_bytes(budget)}; refusing to load it again here (raise the budget or use a smaller file)."
+            )
         # The child already matched the architecture: reuse its answer instead of searching again.
         if architecture is None and verdict.get("format") in ("safetensors", "state_dict"):
             architecture = verdict.get("architecture")

@@ -146,3 +146,13 @@ def test_a_whole_module_pickle_with_stride0_weights_is_refused_before_it_loads(t
     path.write_bytes(buffer.getvalue())
     with pytest.raises(ModelLoadError, match="broadcast views"):
         load_in_process(path, trust=False, architecture=None, budget=BUDGET)
+
+
+def test_a_trusted_file_is_not_loaded_again_after_costing_more_than_the_budget_in_the_loader(tmp_path):
+    """Trusted code cannot be estimated; what it cost in the child bounds the load in this process."""
+    pickle = (hostile.PROTO2 + hostile._global("torch.nn.modules.linear", "Linear")
+              + hostile._tuple(hostile._int(3000), hostile._int(3000)) + b"R.")
+    path = hostile.torch_zip(tmp_path / "trusted_call.pt", pickle)  # a 36 MB layer when called
+    with pytest.raises(ModelLoadError, match="in the loader process, more than the memory budget of 16.0 MiB"):
+        load_model(path, trust=True, memory_budget=16 << 20)
+    assert load_model(path, trust=True, memory_budget=256 << 20).module.weight.shape == (3000, 3000)
