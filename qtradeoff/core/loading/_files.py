@@ -560,15 +560,6 @@ def _rebuilt_tensor(args: tuple) -> tuple[int, int, tuple[int, ...]] | None:
     return numel * element, numel, tuple(args[2])
 
 
-def pickle_globals(path: Path, max_pickles: int = 4) -> list[str]:
-    """Globals (``module.name``) referenced by the pickle stream(s) at the start of a non-zip file.
-
-    Legacy torch.save files are several pickles in a row (magic number, protocol, system info, the object,
-    storage keys) followed by raw storage bytes; we scan the first few pickles' opcodes without executing them.
-    """
-    return list(scan_file(path, "pickle").globals)
-
-
 def scan_file(path: Path, kind: str) -> PickleScan:
     """:func:`scan_pickle` of a torch.save file: ``data.pkl`` of an archive (``kind`` ``torch_zip``), or the
     first pickles of a legacy file (magic number, protocol, system info, the object, its storage keys)."""
