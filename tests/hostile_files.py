@@ -167,3 +167,15 @@ def protocol4_module(directory: Path) -> Path:
     path = directory / "protocol4_module.pt"
     torch.save(architectures.build("qtradeoff.digits_mlp"), path, pickle_protocol=4)
     return path
+
+
+def bytearray_of_a_gigabyte(directory: Path) -> Path:
+    """``bytearray(10**9)`` through a name torch's weights_only admits by default: 1 GB of zeroed memory."""
+    pickle = PROTO2 + _global("__builtin__", "bytearray") + _tuple(_int(10**9)) + b"R."
+    return torch_zip(directory / "bytearray.pt", pickle)
+
+
+def legacy_tensor_constructor(directory: Path) -> Path:
+    """``torch.FloatTensor(30000, 30000)``, also admitted by weights_only's defaults: 3.6 GB."""
+    pickle = PROTO2 + _global("torch", "FloatTensor") + _tuple(_int(30000), _int(30000)) + b"R."
+    return torch_zip(directory / "float_tensor.pt", pickle)

@@ -56,8 +56,10 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], int, str, str]]:
     linear, partial = hostile.linear_called_with_args(tmp), hostile.partial_forward(tmp)
     vit, head, lying = hostile.vit_h_metadata(tmp), hostile.stride0_head(tmp), hostile.lying_zip_member(tmp)
     newobj, strided, protocol4 = hostile.linear_newobj_with_args(tmp), hostile.stride0_data(tmp), hostile.protocol4(tmp)
-    odd_name = hostile.non_utf8_name(tmp)
+    odd_name, sized = hostile.non_utf8_name(tmp), hostile.bytearray_of_a_gigabyte(tmp)
     return {
+        "bytearray(10**9) through weights_only's defaults": (["inspect", str(sized)], 4,
+                                                              "builtins.bytearray called with a size", sized),
         "REDUCE Linear(30000, 30000), inspect": (["inspect", str(linear)], 4, "Linear called with arguments", linear),
         "REDUCE Linear(30000, 30000), evaluate": (["evaluate", str(linear), "--data", str(data), *evaluate], 4,
                                                   "Linear called with arguments", linear),
@@ -78,7 +80,7 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], int, str, str]]:
     }
 
 
-CASES = ("REDUCE Linear(30000, 30000), inspect", "REDUCE Linear(30000, 30000), evaluate",
+CASES = ("bytearray(10**9) through weights_only's defaults", "REDUCE Linear(30000, 30000), inspect", "REDUCE Linear(30000, 30000), evaluate",
          "NEWOBJ Linear(30000, 30000)", "forward = partial(Linear, 20000, 20000)",
          "131-byte safetensors naming ViT-H/14", "stride-0 10^6-class head", "stride-0 data (1300, 1, 500, 500)",
          "zip member inflating past its directory size", "protocol-4 state dict", "/dev/zero as the configuration",

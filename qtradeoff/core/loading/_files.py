@@ -405,6 +405,14 @@ class PickleScan:
     largest: tuple[int, ...] | None = None
     protocol: int = 0
     complete: bool = True  # False when the opcodes could not be read to the end (damaged, or not a pickle)
+    sized_calls: tuple[str, ...] = ()  # globals called with an integer among their arguments
+
+    def allocating_calls(self) -> list[str]:
+        """Calls that would allocate a size the file chose, through names torch's ``weights_only`` admits: the
+        legacy tensor constructors (``torch.FloatTensor(30000, 30000)``) and ``bytearray(10**9)``. torch.save
+        never writes them (it rebuilds tensors from storages, and a bytearray from its bytes)."""
+        return sorted({name for name in self.sized_calls
+                       if name == "builtins.bytearray" or (name.startswith("torch.") and name.endswith("Tensor"))})
 
 
 def _canonical(module: str, name: str) -> _Global:
@@ -418,6 +426,7 @@ def scan_pickle(stream, max_pickles: int = 1) -> PickleScan:
     calling anything. Stops at the first opcode it cannot read."""
     globals_: set[str] = set()
     calls: list[tuple[str, str]] = []
+    sized: set[str] = set()
     storage_keys: dict[object, int] = {}
     tensor_bytes, largest, largest_numel, protocol, complete = 0, None, -1, 0, True
     for _ in range(max_pickles):
@@ -477,6 +486,8 @@ def scan_pickle(stream, max_pickles: int = 1) -> PickleScan:
                     args, func = stack.pop(), stack.pop()
                     if isinstance(func, _Global):
                         calls.append((func, name))
+                        if isinstance(args, tuple) and any(type(a) is int for a in args):
+                            sized.add(func)
                         if func in _TENSOR_REBUILDS and isinstance(args, tuple):
                             claimed = _rebuilt_tensor(args)
                             if claimed is not None:
@@ -488,6 +499,8 @@ def scan_pickle(stream, max_pickles: int = 1) -> PickleScan:
                     args, cls = stack.pop(), stack.pop()
                     if isinstance(cls, _Global) and args != ():
                         calls.append((cls, name))
+                        if isinstance(args, tuple) and any(type(a) is int for a in args):
+                            sized.add(cls)
                     stack.append(None)
                 elif name == "NEWOBJ_EX":
                     kwargs, args, cls = stack.pop(), stack.pop(), stack.pop()
@@ -510,7 +523,7 @@ def scan_pickle(stream, max_pickles: int = 1) -> PickleScan:
             complete = False
             break
     return PickleScan(tuple(sorted(globals_)), tuple(calls), sum(storage_keys.values()), tensor_bytes, largest,
-                      protocol, complete)
+                      protocol, complete, tuple(sorted(sized)))
 
 
 def _pop_to_mark(stack: list) -> list:

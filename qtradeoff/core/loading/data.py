@@ -171,6 +171,10 @@ def _read_checked(path: Path, budget: int) -> tuple[torch.Tensor, torch.Tensor |
                 raise DataLoadError(f"{path} was saved with pickle protocol {scan.protocol}, which safe loading "
                                     "cannot read; re-save it with the default protocol (torch.save without "
                                     "pickle_protocol).")
+            if scan.allocating_calls():
+                raise DataLoadError(f"{path} asks to allocate memory of a size it chooses "
+                                    f"({', '.join(scan.allocating_calls())} called with a size), which torch.save "
+                                    "never writes; save plain tensors instead.")
             _files.check_claimed(path, "its storages", scan.storage_bytes, None, budget, ratio=False)
             _files.check_claimed(path, "its tensors' shapes", scan.tensor_bytes, scan.largest, budget)
     except _files.FileCheckError as error:

@@ -12,7 +12,8 @@ Safe means bounded; without trust:
   arguments, then ``BUILD``. Calling one with arguments from the file (``REDUCE``, ``INST``/``OBJ``, ``NEWOBJ``
   with arguments) needs trust, and so does ``functools.partial`` (a deferred call with arguments from the file,
   e.g. a ``forward`` replaced by ``partial(nn.Linear, 20000, 20000)``). Only torch's own tensor-rebuilding
-  globals (those ``weights_only`` accepts by default) are called. Checked on the opcodes
+  globals (those ``weights_only`` accepts by default) are called, and of those not the ones that allocate a size
+  the file chose (``torch.FloatTensor(30000, 30000)``, ``bytearray(10**9)``). Checked on the opcodes
   (:func:`qtradeoff.core.loading._files.scan_pickle`) before anything is unpickled.
 - **One memory budget for everything a file causes**, estimated before allocating: a pickle's storages and its
   tensors at full shape (stride-0 views counted as materialized), the parameters of the architecture a state
@@ -209,6 +210,7 @@ def _refused_globals(scan: _files.PickleScan) -> list[str]:
     refused = set(beyond_default - _allowed_global_names()) if beyond_default else set()
     refused |= {f"{name} called with arguments" for name, _opcode in scan.calls
                 if name not in _default_global_names() and name not in refused}
+    refused |= {f"{name} called with a size" for name in scan.allocating_calls()}
     return sorted(refused)
 
 

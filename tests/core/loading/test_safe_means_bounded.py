@@ -156,3 +156,15 @@ def test_a_trusted_file_is_not_loaded_again_after_costing_more_than_the_budget_i
     with pytest.raises(ModelLoadError, match="in the loader process, more than the memory budget of 16.0 MiB"):
         load_model(path, trust=True, memory_budget=16 << 20)
     assert load_model(path, trust=True, memory_budget=256 << 20).module.weight.shape == (3000, 3000)
+
+
+@pytest.mark.parametrize(("make", "called"), [(hostile.bytearray_of_a_gigabyte, "builtins.bytearray"),
+                                              (hostile.legacy_tensor_constructor, "torch.FloatTensor")])
+def test_torch_defaults_that_allocate_a_size_from_the_file_need_trust(tmp_path, make, called):
+    path = make(tmp_path)
+    with pytest.raises(NeedsTrust, match=f"{called} called with a size"):
+        load_in_process(path, trust=False, architecture=None, budget=BUDGET)
+    data = tmp_path / "as_data.pt"
+    data.write_bytes(path.read_bytes())
+    with pytest.raises(DataLoadError, match=f"{called} called with a size"):
+        load_data(data, isolate=False)
