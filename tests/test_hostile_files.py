@@ -80,7 +80,8 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], int, str, str]]:
     }
 
 
-CASES = ("bytearray(10**9) through weights_only's defaults", "REDUCE Linear(30000, 30000), inspect", "REDUCE Linear(30000, 30000), evaluate",
+CASES = ("bytearray(10**9) through weights_only's defaults",
+         "REDUCE Linear(30000, 30000), inspect", "REDUCE Linear(30000, 30000), evaluate",
          "NEWOBJ Linear(30000, 30000)", "forward = partial(Linear, 20000, 20000)",
          "131-byte safetensors naming ViT-H/14", "stride-0 10^6-class head", "stride-0 data (1300, 1, 500, 500)",
          "zip member inflating past its directory size", "protocol-4 state dict", "/dev/zero as the configuration",
