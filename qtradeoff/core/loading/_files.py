@@ -1,4 +1,5 @@
-"""Checks every user file passes before anything parses it: existence, kind, size, archive bombs, and content sniffing.
+"""Checks every user file passes before anything parses it: existence, kind, size, archive bombs and members that
+disagree with their directory, content sniffing, and what a pickle would call and allocate (from its opcodes).
 
 Shared by the model loader and the data loader.  Nothing here unpickles or
 imports code; formats are recognised from the first bytes and zip member names,
