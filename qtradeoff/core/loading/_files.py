@@ -576,7 +576,8 @@ def _rebuilt_tensor(args: tuple) -> tuple[int, int, tuple[int, ...]] | None:
 
 def scan_file(path: Path, kind: str) -> PickleScan:
     """:func:`scan_pickle` of a torch.save file: ``data.pkl`` of an archive (``kind`` ``torch_zip``), or the
-    first pickles of a legacy file (magic number, protocol, system info, the object, its storage keys)."""
+    five pickles of a legacy file (magic number, protocol, system info, the object, its storage keys: torch.load
+    reads every one of them with the same unpickler)."""
     if kind == "torch_zip":
         try:
             with zipfile.ZipFile(path) as archive:
@@ -587,4 +588,4 @@ def scan_file(path: Path, kind: str) -> PickleScan:
             raise FileCheckError(f"{path} is a truncated or damaged archive; copy or save it again.") from None
         return scan_pickle(io.BytesIO(data))
     with open_binary(path) as handle:
-        return scan_pickle(handle, max_pickles=4)
+        return scan_pickle(handle, max_pickles=5)

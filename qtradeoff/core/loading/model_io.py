@@ -629,9 +629,12 @@ def _load_pickle(path: Path, kind: str, trust: bool, architecture: str | None,
     if not trust:
         wanted = _refused_globals(scan)
         if wanted:
+            called = sum(name.endswith((" called with arguments", " called with a size")) for name in wanted)
+            what = ("references code outside the safe list" if not called else
+                    "calls code with arguments from the file" if called == len(wanted) else
+                    "references code outside the safe list and calls code with arguments from the file")
             raise NeedsTrust(
-                f"{path} references code outside the safe list or calls it with arguments from the file "
-                f"({', '.join(wanted[:6])}{', …' if len(wanted) > 6 else ''}); "
+                f"{path} {what} ({', '.join(wanted[:6])}{', …' if len(wanted) > 6 else ''}); "
                 "pass --trust only if you trust its source.",
                 globals=wanted, format="pickle",
             )

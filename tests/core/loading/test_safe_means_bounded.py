@@ -168,3 +168,18 @@ def test_torch_defaults_that_allocate_a_size_from_the_file_need_trust(tmp_path, 
     data.write_bytes(path.read_bytes())
     with pytest.raises(DataLoadError, match=f"{called} called with a size"):
         load_data(data, isolate=False)
+
+
+def test_the_fifth_pickle_of_a_legacy_file_is_scanned_too(tmp_path):
+    """torch.load reads a legacy file's storage-key list with the same unpickler: a call hidden there counts."""
+    import pickle
+
+    from torch.serialization import MAGIC_NUMBER, PROTOCOL_VERSION
+
+    hidden = (hostile.PROTO2 + hostile._global("torch.nn.modules.linear", "Linear")
+              + hostile._tuple(hostile._int(30000), hostile._int(30000)) + b"R.")
+    path = tmp_path / "legacy_hidden.pt"
+    path.write_bytes(b"".join(pickle.dumps(part, protocol=2) for part in (MAGIC_NUMBER, PROTOCOL_VERSION,
+                                                                          {"little_endian": True}, {}))
+                     + hidden)
+    assert unsafe_globals(path, "pickle") == ["torch.nn.modules.linear.Linear called with arguments"]
