@@ -111,4 +111,6 @@ def test_a_hostile_file_is_refused_in_one_line_within_the_memory_bound(case, out
         assert expect in err and str(named) in err, err
     else:
         assert not err, err
+    print(f"\n[{case}] exit {line['code']}, peak {line['parent_mb']:.0f} MB here + {line['child_mb']:.0f} MB in "
+          "the loader child")
     assert line["parent_mb"] + line["child_mb"] < PEAK_LIMIT_MB, line
