@@ -163,7 +163,7 @@ class MainWindow(QMainWindow):
         files.data_requested.connect(self.load_data)
         files.config_requested.connect(self.import_configuration_in_background)
         files.results_requested.connect(self.import_results_in_background)
-        files.session_requested.connect(self.sessions.open)
+        files.session_requested.connect(self.sessions.open_in_background)
         files.export_requested.connect(self.export_configuration)
         files.export_csv_requested.connect(self.export_csv)
         files.save_png_requested.connect(self.save_png)

@@ -366,20 +366,22 @@ def _returns_to_the_event_loop_after(qtbot, trigger) -> float:
 
 
 @pytest.mark.parametrize(("how", "what"), [("dropped *.json", "FIFO"), ("import configuration", "FIFO"),
-                                           ("import results", "FIFO"), ("import configuration", "/dev/zero"),
-                                           ("import results", "/dev/zero")])
+                                           ("import results", "FIFO"), ("open session", "FIFO"),
+                                           ("import configuration", "/dev/zero"), ("import results", "/dev/zero"),
+                                           ("open session", "/dev/zero")])
 def test_a_fifo_or_device_import_leaves_the_window_responsive_and_says_why(make_window, fake_backend, qtbot,
                                                                            tmp_path, how, what):
     window = make_window(fake_backend)
     before = window.state.config
     if what == "FIFO":
-        path = tmp_path / ("stuck.jsonl" if how == "import results" else "stuck.json")
+        path = tmp_path / {"import results": "stuck.jsonl", "open session": "stuck.qtsession"}.get(how, "stuck.json")
         os.mkfifo(path)
     else:
         path = Path("/dev/zero")
     trigger = {"dropped *.json": lambda: drop(window, path),
                "import configuration": lambda: window.import_configuration_in_background(str(path)),
-               "import results": lambda: window.import_results_in_background(str(path))}[how]
+               "import results": lambda: window.import_results_in_background(str(path)),
+               "open session": lambda: window.sessions.open_in_background(str(path))}[how]
     _returns_to_the_event_loop_after(qtbot, lambda: None)  # first let the new window paint and settle
     with qtbot.waitSignal(window.files.failed, timeout=5000) as failed:
         frozen = _returns_to_the_event_loop_after(qtbot, trigger)
