@@ -125,12 +125,16 @@ def _run_subcommand(name: str, argv: Sequence[str]) -> int | None:
 
 
 def _start_loader_early(name: str, argv: Sequence[str]) -> None:
-    """Start the isolated loader process now when the command will load a model file (its first argument):
-    the loader imports torch too, and started before this process imports it the two imports overlap instead of
-    running one after the other (the loader's import was most of ``inspect``'s time beyond ``import torch``)."""
+    """Start the isolated loader process now when the command will load a model file (its first argument) or a
+    data file (``--data``, also test-read in the loader): the loader imports torch too, and started before this
+    process imports it the two imports overlap instead of running one after the other (the loader's import was
+    most of ``inspect``'s time beyond ``import torch``)."""
     if name not in ("inspect", "evaluate") or not argv or argv[0].startswith("-"):
         return
-    if not os.path.isfile(argv[0]):  # a sample's name, or a missing file the command will report
+    data = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--data"), None)
+    data = data or next((arg.partition("=")[2] for arg in argv if arg.startswith("--data=")), None)
+    # a sample's name, or a missing file the command will report; a data folder is not test-read
+    if not os.path.isfile(argv[0]) and not (data and os.path.isfile(data)):
         return
     from qtradeoff.core.loading import _load_child  # no torch: only the process handle
 

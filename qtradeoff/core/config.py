@@ -909,7 +909,7 @@ def _check_kind(path: Any, info: os.stat_result, limit: int, what: str) -> None:
         raise _refuse(path, f"is not a regular file (a pipe, socket or device); choose a saved {what} file")
     if info.st_size > limit:
         raise _refuse(path, f"is {info.st_size} bytes, more than the {limit // (1 << 20)} MiB a {what} file "
-                            "may be; choose a {what} file")
+                            f"may be; choose a {what} file")
 
 
 def read_json_file(path: str | os.PathLike) -> Any:

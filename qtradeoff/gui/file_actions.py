@@ -5,11 +5,12 @@ one sentence the message bar can show.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QMimeData, QObject, QSaveFile, QSettings, Signal
+from PySide6.QtCore import QMimeData, QObject, QSaveFile, QSettings, Signal, Slot
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMenu, QWidget
 
@@ -105,8 +106,8 @@ def results_from_file(path: Path) -> list[Any]:
     # Imported here: the search package pulls in torch, which the window's first paint does without.
     from qtradeoff.core.search.sweep import SweepError, read_results
 
-    if not path.is_file():  # the core reads a missing file as an empty sweep (one that has not started)
-        raise FileError(f"{path} does not exist or is not a file.")
+    if not path.exists():  # the core reads a missing file as an empty sweep (one that has not started)
+        raise FileError(f"{path} does not exist.")
     try:
         results = read_results(path)
     except SweepError as error:
@@ -132,9 +133,11 @@ class FileActions(QObject):
     quit_requested = Signal()
     failed = Signal(str)  # one sentence for the message bar
     saved = Signal(str)  # one sentence for the status bar
+    _read_finished = Signal(object, object, object)  # (done, value, error), emitted by a reader thread
 
     def __init__(self, window: QWidget, menu: QMenu, settings: QSettings) -> None:
         super().__init__(window)
+        self._read_finished.connect(self._on_read_finished)
         self._window = window
         self._settings = settings
         self._model_loaded = False
@@ -220,6 +223,34 @@ class FileActions(QObject):
         event.acceptProposedAction()
         for path in in_open_order(paths):
             self.open(path)
+
+    def read_in_background(self, read: Callable[[], Any], done: Callable[[Any], Any]) -> threading.Thread:
+        """Run ``read`` (plain file reading, no Qt) on a short-lived thread and call ``done(value)`` on this
+        object's (the GUI) thread when it returns; a FileError it raises goes to ``failed`` instead.
+
+        The window's thread never opens or reads a user's file: the core's readers refuse pipes and devices
+        without blocking and bound what they read, but a file on a stalled network mount would still freeze
+        the window. Returns the thread (tests join it)."""
+        def run() -> None:
+            try:
+                value, error = read(), None
+            except FileError as failure:
+                value, error = None, failure
+            except Exception as failure:  # noqa: BLE001 - any other failure of a reader is reported, not lost
+                value, error = None, FileError(_sentence(f"Could not read the file ({type(failure).__name__}: "
+                                                         f"{failure})"))
+            self._read_finished.emit(done, value, error)
+
+        thread = threading.Thread(target=run, name="qtradeoff-file-reader", daemon=True)
+        thread.start()
+        return thread
+
+    @Slot(object, object, object)
+    def _on_read_finished(self, done: Callable[[Any], Any], value: Any, error: FileError | None) -> None:
+        if error is not None:
+            self.failed.emit(str(error))
+        else:
+            done(value)
 
     def read_configuration(self, path: Path, layer_names: list[str] | None) -> cfg.CompressionConfig | None:
         """The validated configuration in ``path``, or None after saying why nothing can be applied."""

@@ -19,7 +19,7 @@ from qtradeoff.gui.collector import GuiThreadCollector
 from qtradeoff.gui.controls import GlobalControls
 from qtradeoff.gui.current_panel import CurrentPanel
 from qtradeoff.gui.dialogs import MessageBar, ask_trust
-from qtradeoff.gui.file_actions import FileActions, add_action
+from qtradeoff.gui.file_actions import FileActions, add_action, configuration_from_file, results_from_file
 from qtradeoff.gui.help import add_help_menu
 from qtradeoff.gui.job_status import JobStatus
 from qtradeoff.gui.layer_panel import LayerPanel
@@ -161,9 +161,9 @@ class MainWindow(QMainWindow):
         files = self.files
         files.model_requested.connect(self.load_model)
         files.data_requested.connect(self.load_data)
-        files.config_requested.connect(self.import_configuration)
-        files.results_requested.connect(self.import_results)
-        files.session_requested.connect(self.sessions.open)
+        files.config_requested.connect(self.import_configuration_in_background)
+        files.results_requested.connect(self.import_results_in_background)
+        files.session_requested.connect(self.sessions.open_in_background)
         files.export_requested.connect(self.export_configuration)
         files.export_csv_requested.connect(self.export_csv)
         files.save_png_requested.connect(self.save_png)
@@ -430,11 +430,23 @@ class MainWindow(QMainWindow):
         return ok
 
     def import_configuration(self, path: str | Path) -> bool:
-        """Validate a configuration file and apply it whole (one undo step), or show why it was rejected."""
+        """Validate a configuration file and apply it whole (one undo step), or show why it was rejected. Reads
+        on the calling thread (scripts, tests); the window's File menu and drops use the background variant."""
         path = Path(path)
-        config = self.files.read_configuration(path, self.summary.layer_names if self.summary is not None else None)
-        if config is None:
-            return False
+        config = self.files.read_configuration(path, self._layer_names())
+        return config is not None and self._apply_imported(path, config)
+
+    @Slot(str)
+    def import_configuration_in_background(self, path: str) -> None:
+        """Read and validate the configuration off the GUI thread, then apply it here (or show why not)."""
+        path, layer_names = Path(path), self._layer_names()
+        self.files.read_in_background(lambda: configuration_from_file(path, layer_names),
+                                      lambda config: self._apply_imported(path, config))
+
+    def _layer_names(self) -> list[str] | None:
+        return self.summary.layer_names if self.summary is not None else None
+
+    def _apply_imported(self, path: Path, config: cfg.CompressionConfig) -> bool:
         if self.summary is None:
             self.show_error("Load a model before applying a configuration.")
             return False
@@ -445,11 +457,20 @@ class MainWindow(QMainWindow):
 
     def import_results(self, path: str | Path) -> int:
         """Plot the results of a sweep file (read by the core); returns how many points were added."""
-        results = self.files.read_sweep(Path(path))
+        return self._plot_imported(Path(path), self.files.read_sweep(Path(path)))
+
+    @Slot(str)
+    def import_results_in_background(self, path: str) -> None:
+        """Read the sweep file off the GUI thread, then plot its points here (or show why not)."""
+        path = Path(path)
+        self.files.read_in_background(lambda: results_from_file(path),
+                                      lambda results: self._plot_imported(path, results))
+
+    def _plot_imported(self, path: Path, results: list[Any]) -> int:
         for result in results:
             self.plot.add_result(result, {"tag": "sweep", "source": str(path)})
         if results:
-            self._set_status(f"Plotted {len(results)} results from {Path(path).name}.")
+            self._set_status(f"Plotted {len(results)} results from {path.name}.")
         return len(results)
 
     # -- settings, drops and closing -----------------------------------------------------------------------------

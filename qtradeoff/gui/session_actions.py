@@ -58,7 +58,8 @@ class SessionActions(QObject):
                                      f"qtradeoff session (*{SESSION_SUFFIX})")
 
     def _ask_open(self) -> None:
-        self._window.files._ask_open(self.open, "Open session", f"qtradeoff session (*{SESSION_SUFFIX});;All files (*)")
+        self._window.files._ask_open(self.open_in_background, "Open session",
+                                     f"qtradeoff session (*{SESSION_SUFFIX});;All files (*)")
 
     # -- building and writing ----------------------------------------------------------------------------------
     def current(self) -> Any:
@@ -124,14 +125,20 @@ class SessionActions(QObject):
 
     # -- reading and restoring ---------------------------------------------------------------------------------
     def open(self, path: str | Path) -> bool:
-        """Read a session and start restoring it; False (and a message) when it cannot be used."""
-        from qtradeoff.core.session import SessionError, read_session
-
+        """Read a session (on the calling thread) and start restoring it; False (and a message) when it cannot be
+        used. The File menu and drops use :meth:`open_in_background`."""
         try:
-            session = read_session(path)
-        except SessionError as error:
-            self._window.show_error(f"Could not open the session: {error}. Nothing was changed.")
+            session = _read(path)
+        except FileError as error:
+            self._window.show_error(str(error))
             return False
+        return self._restore(session)
+
+    def open_in_background(self, path: str | Path) -> None:
+        """Read the session off the GUI thread, then restore it here (or say why it cannot be used)."""
+        self._window.files.read_in_background(lambda: _read(path), self._restore)
+
+    def _restore(self, session: Any) -> bool:
         window = self._window
         self._pending, self._stage = session, "model"
         window.eval_size = session.eval_size or window.eval_size
@@ -175,3 +182,14 @@ class SessionActions(QObject):
     def load_failed(self) -> None:
         """The session's model or data did not load (the window said why): the restore is abandoned."""
         self._pending, self._stage = None, ""
+
+
+def _read(path: str | Path) -> Any:
+    """The session in ``path`` (the core's reader: a regular file of bounded size, never blocking), or a FileError
+    with the sentence the window shows."""
+    from qtradeoff.core.session import SessionError, read_session
+
+    try:
+        return read_session(path)
+    except SessionError as error:
+        raise FileError(f"Could not open the session: {error}. Nothing was changed.") from None

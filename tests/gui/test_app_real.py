@@ -252,7 +252,7 @@ def test_results_jsonl_csv_and_png(make_window, qtbot, tmp_path):
     other = make_window(load=False)
     other._on_model_loaded(window.summary)  # same model, no evaluation: the plot only shows the sweep
     drop(other, sweep)
-    assert len(other.plot.store) == 2
+    qtbot.waitUntil(lambda: len(other.plot.store) == 2)  # read off the GUI thread
     assert [r.config_key for r in other.plot.store.results] == [r.config_key for r in window.plot.store.results]
     assert all(meta["tag"] == "sweep" for meta in other.plot.store.meta)
     assert not other.messages.text()

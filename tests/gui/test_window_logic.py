@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QApplication, QMessageBox
@@ -73,7 +76,8 @@ def test_invalid_config_drop_applies_nothing(make_window, fake_backend, qtbot, t
     before = window.state.config
     path = tmp_path / "broken.json"
     path.write_text(json.dumps({"schema": "qtradeoff.config/1", "defaults": {"weight": {"precision": "int99"}}}))
-    drop(window, path)
+    with qtbot.waitSignal(window.files.failed, timeout=5000):  # read off the GUI thread
+        drop(window, path)
     assert "defaults.weight.precision" in window.messages.text()
     assert window.state.config == before and window.undo_stack.count() == 0
 
@@ -340,3 +344,50 @@ def test_loading_a_model_during_a_search_stops_it(make_window, fake_backend, qtb
         window.load_sample()
         assert not panel.running and "Stopped" in panel.last_message
     fake_backend.search_gate.set()
+
+
+def _returns_to_the_event_loop_after(qtbot, trigger) -> float:
+    """Seconds from ``trigger()`` (run from the event loop) until the loop runs the next queued timer: how long
+    the window was frozen. A QTimer probe, not a benchmark: the bound it is held to is generous."""
+    import time
+
+    from PySide6.QtCore import QTimer
+
+    marks: list[float] = []
+
+    def run() -> None:
+        marks.append(time.monotonic())
+        QTimer.singleShot(0, lambda: marks.append(time.monotonic()))
+        trigger()
+
+    QTimer.singleShot(0, run)
+    qtbot.waitUntil(lambda: len(marks) == 2, timeout=5000)
+    return marks[1] - marks[0]
+
+
+@pytest.mark.parametrize(("how", "what"), [("dropped *.json", "FIFO"), ("import configuration", "FIFO"),
+                                           ("import results", "FIFO"), ("open session", "FIFO"),
+                                           ("import configuration", "/dev/zero"), ("import results", "/dev/zero"),
+                                           ("open session", "/dev/zero")])
+def test_a_fifo_or_device_import_leaves_the_window_responsive_and_says_why(make_window, fake_backend, qtbot,
+                                                                           tmp_path, how, what):
+    window = make_window(fake_backend)
+    before = window.state.config
+    if what == "FIFO":
+        path = tmp_path / {"import results": "stuck.jsonl", "open session": "stuck.qtsession"}.get(how, "stuck.json")
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    trigger = {"dropped *.json": lambda: drop(window, path),
+               "import configuration": lambda: window.import_configuration_in_background(str(path)),
+               "import results": lambda: window.import_results_in_background(str(path)),
+               "open session": lambda: window.sessions.open_in_background(str(path))}[how]
+    _returns_to_the_event_loop_after(qtbot, lambda: None)  # first let the new window paint and settle
+    with qtbot.waitSignal(window.files.failed, timeout=5000) as failed:
+        frozen = _returns_to_the_event_loop_after(qtbot, trigger)
+    print(f"\n[{how}: {what}] back in the event loop after {frozen * 1000:.1f} ms")
+    assert frozen < 0.1, f"the window was frozen {frozen * 1000:.0f} ms"
+    message = failed.args[0]
+    assert path.name in message and "not a regular file" in message and "\n" not in message, message
+    assert "MemoryError" not in message
+    assert window.state.config == before and window.undo_stack.count() == 0

@@ -38,6 +38,7 @@ class LoaderServer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
+        self.last_peak_rss: int | None = None  # bytes: the peak resident memory of the last request's child
 
     @property
     def process(self) -> subprocess.Popen | None:
@@ -66,7 +67,9 @@ class LoaderServer:
                 except (OSError, ValueError):
                     line = ""
                 if line:
-                    return json.loads(line)
+                    reply = json.loads(line)
+                    self.last_peak_rss = reply.get("peak_rss")
+                    return reply
                 self._stop()  # dead or wedged: the next request starts a fresh one
                 if not answered:
                     return None
@@ -131,7 +134,10 @@ def run_isolated(kwargs: dict, *, timeout: float, memory_bytes: int, label: str,
             "the file may be damaged or hostile, or raise the timeout for very large models."
         )
     if reply.get("verdict") is not None:
-        return reply["verdict"]
+        verdict = reply["verdict"]
+        if isinstance(verdict, dict) and reply.get("load_bytes") is not None:
+            verdict = {**verdict, "loader_bytes": reply["load_bytes"]}
+        return verdict
     number = reply.get("signal")
     if number:
         try:
@@ -196,16 +202,22 @@ def _fork_one(request: dict) -> dict:
     os.close(read_fd)
     if timed_out:
         os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    reply: dict = {"timed_out": timed_out, "verdict": None, "signal": None, "exit": None}
+    _, status, usage = os.wait4(pid, 0)
+    # the child's peak resident memory (ru_maxrss is in KiB on Linux): what a file cost, for reports and tests
+    reply: dict = {"timed_out": timed_out, "verdict": None, "signal": None, "exit": None,
+                   "peak_rss": int(usage.ru_maxrss) * 1024}
     if os.WIFSIGNALED(status):
         reply["signal"] = os.WTERMSIG(status)
     else:
         reply["exit"] = os.WEXITSTATUS(status)
     if chunks and not timed_out:
         try:
-            reply["verdict"] = json.loads(b"".join(chunks))
-        except ValueError:
+            written = json.loads(b"".join(chunks))
+            reply["verdict"] = written["verdict"]
+            # what the load itself added to the child's memory: its peak beyond what it started with (the pages
+            # it shares with this server at the fork)
+            reply["load_bytes"] = max(0, reply["peak_rss"] - int(written["start_rss"]))
+        except (ValueError, KeyError, TypeError):
             pass
     return reply
 
@@ -218,6 +230,7 @@ def _child(write_fd: int, request: dict) -> None:
             os.dup2(devnull, fd)
         label = request["kwargs"].get("path", "the file")
         memory_bytes = int(request["memory_bytes"])
+        start_rss = _resident_bytes()
         try:
             function = _resolve(request["target"])
             _limit_memory(memory_bytes)
@@ -229,12 +242,20 @@ def _child(write_fd: int, request: dict) -> None:
             else:
                 message = f"{label}: the loader failed ({type(error).__name__}: {str(error)[:160]})."
             verdict = {"ok": False, "error": "ModelLoadError", "message": message}
-        data = json.dumps(verdict).encode()
+        data = json.dumps({"verdict": verdict, "start_rss": start_rss}).encode()
         while data:
             data = data[os.write(write_fd, data):]
         code = 0
     finally:
         os._exit(code)  # skip atexit handlers and buffers inherited from the server
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
 
 
 def _limit_memory(memory_bytes: int) -> None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from qtradeoff.core import runtime
 from qtradeoff.core.errors import InputError
+from qtradeoff.core.loading import _files
 
 SAMPLE_DIR = Path(__file__).resolve().parents[3] / "sample_models"
 DIGITS_FILE = SAMPLE_DIR / "digits.npz"
@@ -130,6 +131,7 @@ def load_data(
     eval_size: int | None = None,
     seed: int = 0,
     memory_budget: int | None = None,
+    isolate: bool = True,
 ) -> EvalData:
     """Load evaluation data: ``"digits"`` (the bundled sample), an ImageFolder directory, or a tensor file.
 
@@ -139,24 +141,81 @@ def load_data(
     - A ``.pt`` (read with ``weights_only=True``), ``.npz`` or safetensors file holding ``inputs`` and optional
       ``labels`` (or a bare tensor of inputs); the format is recognised from content, not extension.
 
+    A tensor file is first read in the loader's child process with a memory limit (``isolate``, the default), as
+    model files are; the pickle of a ``.pt`` is estimated before anything is allocated (stride-0 views at full size).
+
     Image folders and tensor files are split by a seeded permutation into disjoint calibration (first
     ``calib_size``, default min(256, 20 %)) and evaluation (next ``eval_size``, default the rest up to 1000) sets.
     """
-    from qtradeoff.core.loading import _files
-
     if str(source) == "digits":
         return load_digits(preprocessing or DIGITS_PREPROCESSING, calib_size=calib_size, eval_size=eval_size)
     path = Path(source)
     budget = memory_budget or _files.memory_budget()
     if path.is_dir():
         return _load_image_folder(path, image_size, crop_size or image_size, mean, std, calib_size, eval_size, seed)
+    if isolate:
+        _probe_isolated(path, budget)
+    inputs, labels = _read_checked(path, budget)
+    return _split(path.stem, inputs, labels, None, calib_size, eval_size, seed, path)
+
+
+def _read_checked(path: Path, budget: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A tensor file's inputs and labels, after the checks every user file passes (see ``_files``) and an
+    estimate of what its pickle will allocate, made before anything is allocated."""
     try:
         size = _files.check_regular_file(path, budget, what="data")
         sniffed = _files.sniff(path, size, budget)
+        if sniffed.kind in ("torch_zip", "pickle"):
+            scan = _files.scan_file(path, sniffed.kind)
+            if scan.protocol >= 4:
+                raise DataLoadError(f"{path} was saved with pickle protocol {scan.protocol}, which safe loading "
+                                    "cannot read; re-save it with the default protocol (torch.save without "
+                                    "pickle_protocol).")
+            if scan.allocating_calls():
+                raise DataLoadError(f"{path} asks to allocate memory of a size it chooses "
+                                    f"({', '.join(scan.allocating_calls())} called with a size), which torch.save "
+                                    "never writes; save plain tensors instead.")
+            _files.check_claimed(path, "its storages", scan.storage_bytes, None, budget, ratio=False)
+            _files.check_claimed(path, "its tensors' shapes", scan.tensor_bytes, scan.largest, budget)
     except _files.FileCheckError as error:
         raise DataLoadError(str(error)) from None
-    inputs, labels = _read_tensor_file(path, sniffed)
-    return _split(path.stem, inputs, labels, None, calib_size, eval_size, seed, path)
+    return _read_tensor_file(path, sniffed)
+
+
+def probe_data_file(path: str, memory_budget: int) -> dict:
+    """Read a data file as :func:`load_data` would (run in the loader's child: see :func:`_probe_isolated`);
+    the verdict is plain data."""
+    try:
+        inputs, labels = _read_checked(Path(path), memory_budget)
+    except DataLoadError as error:
+        return {"ok": False, "error": "DataLoadError", "message": str(error)}
+    except MemoryError:
+        return {"ok": False, "error": "DataLoadError",
+                "message": f"{path} needs more memory than the loader may use; use a smaller file."}
+    return {"ok": True, "samples": int(inputs.shape[0]), "input_shape": list(inputs.shape[1:]),
+            "labelled": labels is not None}
+
+
+def _probe_isolated(path: Path, budget: int) -> None:
+    """Read the file first in the loader's child process, with the memory limit and timeout model files get, so
+    that a hostile data file exhausts or crashes the child, not this process."""
+    from qtradeoff.core.loading import _load_child
+    from qtradeoff.core.loading.model_io import DEFAULT_TIMEOUT, ModelLoadError
+
+    try:
+        verdict = _load_child.run_isolated({"path": str(path), "memory_budget": budget}, timeout=DEFAULT_TIMEOUT,
+                                           memory_bytes=budget, label=str(path), target=PROBE_TARGET)
+    except ModelLoadError as error:
+        raise DataLoadError(str(error)) from None
+    if not verdict.get("ok"):
+        raise DataLoadError(verdict.get("message") or f"{path} could not be read as data.")
+    used = verdict.get("loader_bytes")
+    if used is not None and used > budget:
+        raise DataLoadError(f"{path}: reading it took {_files.human_bytes(used)} in the loader process, more than "
+                            f"the memory budget of {_files.human_bytes(budget)}; use a smaller file.")
+
+
+PROBE_TARGET = "qtradeoff.core.loading.data:probe_data_file"
 
 
 def _read_tensor_file(path: Path, sniffed) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -167,7 +226,8 @@ def _read_tensor_file(path: Path, sniffed) -> tuple[torch.Tensor, torch.Tensor |
         elif sniffed.kind == "safetensors":
             from safetensors.torch import load_file
 
-            content = load_file(str(path))
+            with _files.utf8_name(path) as name:
+                content = load_file(name)
         elif sniffed.kind in ("torch_zip", "pickle"):
             import warnings
 
@@ -308,6 +368,11 @@ def _load_image_folder(root: Path, image_size: int, crop_size: int, mean, std, c
     )
 
 
+# An image file larger than this is no evaluation sample (a 24-megapixel photo is ~10 MB as JPEG, ~70 MB as PNG);
+# PIL's own pixel limit (Image.MAX_IMAGE_PIXELS) still bounds what a small file may decode to.
+MAX_IMAGE_BYTES = 128 << 20
+
+
 def _open_image(file: str):
     """An image file as RGB, opened only once it is known to be a regular file: a FIFO or device named like an
     image (``x.png``) would block ``open`` forever. Opened non-blocking and checked through the descriptor, so a
@@ -319,9 +384,13 @@ def _open_image(file: str):
     except OSError as error:
         raise DataLoadError(f"{file} cannot be opened ({error.strerror}); check its permissions.") from None
     with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
             raise DataLoadError(f"{file} is not a regular file (a pipe, socket or device) although it is named like "
                                 "an image; remove it from the folder.")
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise DataLoadError(f"{file} is {info.st_size >> 20} MiB, more than the {MAX_IMAGE_BYTES >> 20} MiB an "
+                                "evaluation image may be; remove it from the folder or shrink it.")
         image = Image.open(handle)
         return image.convert("RGB")
 

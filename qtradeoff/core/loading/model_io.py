@@ -5,6 +5,22 @@ limit and a timeout (see :mod:`qtradeoff.core.loading._load_child`); only when t
 succeeds is it loaded here.  Nothing is unpickled with ``weights_only=False``
 and no code named by a file is imported unless the caller passes ``trust=True``.
 
+Safe means bounded; without trust:
+
+- **The allow-list admits data, not calls.** A pickle may name the allow-listed classes (torch.nn, torchvision,
+  our samples) only to rebuild objects from their state, as ``torch.save(model)`` writes them: ``NEWOBJ`` with no
+  arguments, then ``BUILD``. Calling one with arguments from the file (``REDUCE``, ``INST``/``OBJ``, ``NEWOBJ``
+  with arguments) needs trust, and so does ``functools.partial`` (a deferred call with arguments from the file,
+  e.g. a ``forward`` replaced by ``partial(nn.Linear, 20000, 20000)``). Only torch's own tensor-rebuilding
+  globals (those ``weights_only`` accepts by default) are called, and of those not the ones that allocate a size
+  the file chose (``torch.FloatTensor(30000, 30000)``, ``bytearray(10**9)``). Checked on the opcodes
+  (:func:`qtradeoff.core.loading._files.scan_pickle`) before anything is unpickled.
+- **One memory budget for everything a file causes**, estimated before allocating: a pickle's storages and its
+  tensors at full shape (stride-0 views counted as materialized), the parameters of the architecture a state
+  dict or its metadata names (a meta-device build), and the model beside the file's tensors when both exist at
+  once. The same checks run in the child and again here, so the in-process load is bounded like the probe.
+- Archives whose members disagree with their directory (size, CRC) are damaged; protocol-4/5 pickles are named.
+
 ``LoadedModel.input_shape`` is known for the bundled samples (manifest, matched
 by sha256) or when the caller passes ``input_shape``; otherwise it is ``None``
 and the caller supplies it from the data (``EvalData.input_shape``) — a
@@ -169,7 +185,7 @@ def _default_global_names() -> frozenset[str]:
 @functools.cache
 def _allowed_global_names() -> frozenset[str]:
     """Names weights_only accepts by default, plus our allow-list (imports torchvision, ~1 s: only when needed)."""
-    return _default_global_names() | {_global_name(cls) for cls in safe_module_classes()} | {"functools.partial"}
+    return _default_global_names() | {_global_name(cls) for cls in safe_module_classes()}
 
 
 def _global_name(obj: Any) -> str:
@@ -177,28 +193,35 @@ def _global_name(obj: Any) -> str:
 
 
 def _safe_globals_context():
-    return torch.serialization.safe_globals([*safe_module_classes(), functools.partial])
+    return torch.serialization.safe_globals(list(safe_module_classes()))
+
+
+def _scan(path: Path, kind: str) -> _files.PickleScan:
+    try:
+        return _files.scan_file(path, kind)
+    except FileCheckError as error:
+        raise ModelLoadError(str(error)) from None
+
+
+def _refused_globals(scan: _files.PickleScan) -> list[str]:
+    """Why a safe load cannot read the pickle: globals outside the allow-list, and allow-listed classes (or any
+    global beyond torch's own tensor rebuilding) *called* with arguments from the file (see the module docstring)."""
+    beyond_default = set(scan.globals) - _default_global_names()
+    refused = set(beyond_default - _allowed_global_names()) if beyond_default else set()
+    refused |= {f"{name} called with arguments" for name, _opcode in scan.calls
+                if name not in _default_global_names() and name not in refused}
+    refused |= {f"{name} called with a size" for name in scan.allocating_calls()}
+    return sorted(refused)
 
 
 def unsafe_globals(path: Path, kind: str) -> list[str]:
-    """Globals the pickle in ``path`` references that are outside the allow-list (never executes the pickle)."""
-    if kind == "torch_zip":
-        try:
-            wanted = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception as error:  # noqa: BLE001 - damaged archive
-            raise ModelLoadError(f"{path} is a damaged PyTorch archive ({_short(error)}); save it again.") from None
-    else:
-        wanted = _files.pickle_globals(path)
-    beyond_default = set(wanted) - _default_global_names()
-    if not beyond_default:
-        return []
-    return sorted(beyond_default - _allowed_global_names())
+    """Globals the pickle in ``path`` references outside the allow-list, and allow-listed ones it calls with
+    arguments (never executes the pickle)."""
+    return _refused_globals(_scan(path, kind))
 
 
-def _needs_allow_list(path: Path, kind: str) -> bool:
-    wanted = (torch.serialization.get_unsafe_globals_in_checkpoint(path) if kind == "torch_zip"
-              else _files.pickle_globals(path))
-    return bool(set(wanted) - _default_global_names())
+def _needs_allow_list(scan: _files.PickleScan) -> bool:
+    return bool(set(scan.globals) - _default_global_names())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -444,28 +467,21 @@ def _build_from_state(path: Path, state: dict[str, torch.Tensor], fmt: str, arch
 
 
 def _check_state_size(path: Path, state: Mapping[str, torch.Tensor], budget: int) -> None:
-    """Refuse tensors whose shapes claim more memory than the budget, or far more than the file holds. The file's
-    size does not bound them: a tensor saved as a broadcast view (stride 0) keeps one element on disk whatever
-    its shape, and loading it into a model materializes (and first initializes) every element. Trained weights
-    are never such views; tied weights share storage at most a few times, far below the zip-bomb ratio."""
+    """Refuse tensors whose shapes claim more memory than the budget, or far more than the file holds (see
+    :func:`_check_claimed`)."""
     if not state:
         return
     claimed = sum(tensor.numel() * tensor.element_size() for tensor in state.values())
     largest = max(state, key=lambda key: state[key].numel())
-    shape = "×".join(map(str, state[largest].shape))
-    if claimed > budget:
-        raise ModelLoadError(
-            f"{path}: its tensors' shapes add up to {human_bytes(claimed)} (the largest, {largest!r}, is {shape}), "
-            f"more than the memory budget of {human_bytes(budget)}; refusing to build it."
-        )
-    with contextlib.suppress(OSError):
-        stored = path.stat().st_size
-        if claimed > _files.ZIP_RATIO_FLOOR and claimed > _files.MAX_ZIP_RATIO * stored:
-            raise ModelLoadError(
-                f"{path}: its tensors' shapes claim {human_bytes(claimed)} (the largest, {largest!r}, is {shape}) "
-                f"from {human_bytes(stored)} on disk, so they are broadcast views, not trained weights; "
-                "refusing to build it."
-            )
+    _check_claimed(path, "its tensors' shapes", claimed, tuple(state[largest].shape), budget, name=largest)
+
+
+def _check_claimed(path: Path, what: str, claimed: int, shape: tuple[int, ...] | None, budget: int, *,
+                   name: str | None = None, ratio: bool = True) -> None:
+    try:
+        _files.check_claimed(path, what, claimed, shape, budget, name=name, ratio=ratio)
+    except FileCheckError as error:
+        raise ModelLoadError(str(error)) from None
 
 
 def _check_buildable(path: Path, state: Mapping[str, torch.Tensor], architecture: str, num_classes: int | None,
@@ -484,7 +500,21 @@ def _check_buildable(path: Path, state: Mapping[str, torch.Tensor], architecture
             f"budget of {human_bytes(budget)}; refusing to build it."
         )
     if built.converts:
-        return  # its own loading code may reshape an old checkpoint: load_state_dict below is the judge
+        # Its own loading code may rename an old checkpoint's keys, so load_state_dict is the judge of names; but
+        # it is then built for real beside the file's tensors, and renaming keeps sizes: a file holding far less
+        # than the model's parameters cannot fit it (a 131-byte file naming ViT-H/14 must not build 2.5 GB).
+        claimed = sum(tensor.numel() * tensor.element_size() for tensor in state.values())
+        if built.size > 2 * claimed + _files.MIB:
+            raise ModelLoadError(
+                f"{path} does not fit the architecture {what} (its tensors hold {human_bytes(claimed)}, the "
+                f"model's parameters need {human_bytes(built.size)}); choose the matching architecture."
+            )
+        if built.size + claimed > budget:
+            raise ModelLoadError(
+                f"{path}: building {what} beside the file's tensors needs {human_bytes(built.size + claimed)}, "
+                f"more than the memory budget of {human_bytes(budget)}; refusing to build it."
+            )
+        return
     given = _comparable({k: tuple(v.shape) for k, v in state.items()})
     missing = [k for k in shapes if k not in given]
     unexpected = [k for k in given if k not in shapes]
@@ -595,13 +625,29 @@ def _torch_load(path: Path, *, weights_only: bool, allow_list: bool = True) -> A
 
 def _load_pickle(path: Path, kind: str, trust: bool, architecture: str | None,
                  budget: int | None = None) -> _Loaded:
-    wanted = unsafe_globals(path, kind)
-    if wanted and not trust:
-        raise NeedsTrust(
-            f"{path} references code outside the safe list ({', '.join(wanted[:6])}"
-            f"{', …' if len(wanted) > 6 else ''}); pass --trust only if you trust its source.",
-            globals=wanted, format="pickle",
-        )
+    scan = _scan(path, kind)
+    if not trust:
+        wanted = _refused_globals(scan)
+        if wanted:
+            called = sum(name.endswith((" called with arguments", " called with a size")) for name in wanted)
+            what = ("references code outside the safe list" if not called else
+                    "calls code with arguments from the file" if called == len(wanted) else
+                    "references code outside the safe list and calls code with arguments from the file")
+            raise NeedsTrust(
+                f"{path} {what} ({', '.join(wanted[:6])}{', …' if len(wanted) > 6 else ''}); "
+                "pass --trust only if you trust its source.",
+                globals=wanted, format="pickle",
+            )
+        if scan.protocol >= 4:
+            raise NeedsTrust(
+                f"{path} was saved with pickle protocol {scan.protocol}, which safe loading cannot read; re-save it "
+                "with the default protocol (torch.save without pickle_protocol) or pass --trust if you trust it.",
+                globals=[f"pickle protocol {scan.protocol}"], format="pickle",
+            )
+    budget = budget or _files.memory_budget()
+    # Estimated from the opcodes before anything is allocated: the storages it loads, and its tensors at full size.
+    _check_claimed(path, "its storages", scan.storage_bytes, None, budget, ratio=False)
+    _check_claimed(path, "its tensors' shapes", scan.tensor_bytes, scan.largest, budget)
     try:
         if trust:
             try:
@@ -614,7 +660,7 @@ def _load_pickle(path: Path, kind: str, trust: bool, architecture: str | None,
                 with _files.open_binary(path) as handle:
                     obj = pickle.load(handle)  # noqa: S301 - the user trusted this file
         else:
-            obj = _torch_load(path, weights_only=True, allow_list=_needs_allow_list(path, kind))
+            obj = _torch_load(path, weights_only=True, allow_list=_needs_allow_list(scan))
     except ModelLoadError:
         raise
     except MemoryError:
@@ -678,7 +724,10 @@ def _load_safetensors(path: Path, sniffed: _files.Sniff, architecture: str | Non
     from safetensors.torch import load_file
 
     try:
-        state = load_file(str(path), device="cpu")
+        with _files.utf8_name(path) as name:
+            state = load_file(name, device="cpu")
+    except FileCheckError as error:
+        raise ModelLoadError(str(error)) from None
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelLoadError(f"{path} is a damaged safetensors file ({_short(error)}); save it again.") from None
     metadata = sniffed.safetensors_metadata or {}
@@ -794,6 +843,13 @@ def load_model(path: str | Path, *, trust: bool = False, architecture: str | Non
             timeout=timeout, memory_bytes=budget, label=str(path),
         )
         _raise_verdict(verdict)
+        # The same load here costs what it cost there: a trusted file's own code is bounded by nothing else.
+        used = verdict.get("loader_bytes")
+        if used is not None and used > budget:
+            raise ModelLoadError(
+                f"{path}: loading it took {human_bytes(used)} in the loader process, more than the memory budget of "
+                f"{human_bytes(budget)}; refusing to load it again here (raise the budget or use a smaller file)."
+            )
         # The child already matched the architecture: reuse its answer instead of searching again.
         if architecture is None and verdict.get("format") in ("safetensors", "state_dict"):
             architecture = verdict.get("architecture")

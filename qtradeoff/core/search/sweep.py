@@ -169,6 +169,11 @@ def _scan(data: bytes, path: Path, on_corrupt: Callable[[int, str], None] | None
     return records, end, whole_tail
 
 
+# A results line is ~1-3 KB; 256 MiB holds ~100,000 points, far beyond what a plot or a resumed sweep uses, and
+# bounds what a wrongly named file (a disk image, a log) can make the reader allocate.
+MAX_RESULTS_BYTES = 256 << 20
+
+
 def _check_readable(path: Path, mode: int) -> None:
     if stat.S_ISDIR(mode):
         raise SweepError(f"{path} is a directory; name a results file (e.g. {path / 'sweep.jsonl'})")
@@ -194,9 +199,16 @@ def _read(path: Path, on_corrupt) -> list[tuple[dict, Result]]:
     except OSError as error:
         raise SweepError(f"{path} cannot be read ({error.strerror or error}); check the path and permissions") from None
     try:
-        _check_readable(path, os.fstat(fd).st_mode)
+        info = os.fstat(fd)
+        _check_readable(path, info.st_mode)
+        if info.st_size > MAX_RESULTS_BYTES:
+            raise SweepError(f"{path} is {info.st_size >> 20} MiB, more than the {MAX_RESULTS_BYTES >> 20} MiB a "
+                             "results file may be; split the sweep into several files")
         with open(fd, "rb", closefd=False) as file:
-            data = file.read()
+            data = file.read(MAX_RESULTS_BYTES + 1)
+        if len(data) > MAX_RESULTS_BYTES:  # it grew while we read
+            raise SweepError(f"{path} grew past {MAX_RESULTS_BYTES >> 20} MiB while being read; read it again "
+                             "once the sweep writing it has finished")
     except OSError as error:
         raise SweepError(f"{path} cannot be read ({error.strerror or error}); check the path and permissions") from None
     finally:
