@@ -12,7 +12,8 @@ Weight storage of a compressible weight tensor under its :class:`WeightSpec` and
 
 Everything else in the ``state_dict`` (biases, BatchNorm parameters and statistics, embeddings that stay
 uncompressed...) counts at its own dtype; tensors shared between names count once. :func:`pack_weights` writes
-the actual bit-packed serialization (:mod:`~qtradeoff.core.compression.bitpack`) whose length the tests compare with the accounting.
+the actual bit-packed serialization (:mod:`~qtradeoff.core.compression.bitpack`) whose length the tests
+compare with the accounting.
 """
 
 from __future__ import annotations
