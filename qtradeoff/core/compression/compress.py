@@ -307,6 +307,10 @@ class Compressor:
         """The tensor that compression prunes and quantizes: the layer's weight with BatchNorm folded in."""
         return self._folded[layer][name]
 
+    def folded_norm(self, layer: str) -> str | None:
+        """The BatchNorm folded into ``layer`` when its weights are rewritten (None if there is none)."""
+        return self._pairs.get(layer)
+
     def mask(self, layer: str, name: str, settings: LayerSettings) -> torch.Tensor | None:
         """Keep-mask of ``layer``'s weight ``name`` under ``settings`` (cached per PruneSpec; None: unpruned)."""
         if settings.skip or settings.prune.method == "none":
