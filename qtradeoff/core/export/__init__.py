@@ -211,5 +211,12 @@ def raise_for_report(report) -> None:
                           f"(the file and {verify_report_name(report.file)} are kept for inspection)")
 
 
+def verify_report_type() -> type:
+    """The ExportReport class (imported on demand: it pulls in torch)."""
+    from qtradeoff.core.export.verify import ExportReport
+
+    return ExportReport
+
+
 def verify_report_name(path: str | Path) -> str:
     return Path(f"{path}.verify.json").name

@@ -25,10 +25,11 @@ import torch
 
 # int8 kernels vs the simulation: accuracy within this many points (DESIGN: "The simulation must agree with reality").
 ACCURACY_BOUND_POINTS = 0.5
-# ...and their outputs at least this close to the simulated outputs (SQNR in dB). Measured on the sample models
-# and torchvision resnet18 / mobilenet_v3_small: 27-45 dB at W8A8 and at int8/int4 + 50 % pruning; a wrong scale
-# or a layer left unconverted drops it below 10 dB.
-INT8_SQNR_BOUND_DB = 20.0
+# ...and their outputs at least this close to the simulated outputs (SQNR in dB): a chosen bound, not a measured
+# one. Measured: digits_mlp W8A8 20.5 dB (int8 requantization between layers rounds differently from the fp32
+# simulation); digits_cnn W8A8 on an AVX2 CPU without VNNI 6.3 dB (fbgemm's saturating u8*s8 pairs, see the
+# report), which must fail.
+INT8_SQNR_BOUND_DB = 15.0
 # "exact" formats (packed) must reproduce the simulated outputs up to float rounding: max |difference| at most
 # this fraction of the largest simulated output (batched kernels may sum in another order than the simulation's).
 EXACT_RELATIVE_TOLERANCE = 1e-4
