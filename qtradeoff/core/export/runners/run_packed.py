@@ -24,6 +24,7 @@ import run_torch  # noqa: E402 - the sibling runner, found through the path set 
 def main(argv=None) -> int:
     args = run_torch.parse_args(argv)
     import torch
+
     from qtradeoff.core.export.packed import load_packed
 
     warnings.simplefilter("ignore")
