@@ -106,6 +106,8 @@ class _Host:
             return self.backend.evaluate_iter(*args, **kwargs)
         if op == "search_iter":
             return self.backend.search_iter(*args, **kwargs)
+        if op == "export_iter":
+            return self.backend.export_iter(*args, **kwargs)
         raise ValueError(f"unknown request {op!r}")
 
     def replay(self, recipe: tuple) -> None:
@@ -412,6 +414,11 @@ class ProcessBackend:
         self._edits.sync(self._recipe)
         yield from self._edits.stream("evaluate_iter", config, eval_size=eval_size, latency=latency,
                                       should_stop=should_stop)
+
+    def export_iter(self, config: Any, fmt: str, path: str, *, should_stop: Callable[[], bool]) -> Iterator[Any]:
+        """An export on the evaluation child (its engine holds the real int8 model already built)."""
+        self._edits.sync(self._recipe)
+        yield from self._edits.stream("export_iter", config, fmt, path, should_stop=should_stop)
 
     def search_iter(self, strategy: str, options: dict, *, should_stop: Callable[[], bool]) -> Iterator[Any]:
         channel = self._search

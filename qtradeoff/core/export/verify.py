@@ -216,3 +216,42 @@ def verify_export(source, fmt, out: Path, *, note: str = "", run: bool = True, t
         fp32_file_bytes=int(getattr(source.loaded, "file_bytes", 0) or 0), eval_samples=samples,
         labelled=result.labelled, simulated=simulated, exported=exported, runtime=runtime, checks=checks,
         failures=tuple(failures), verified=run, note=note, config=config.to_dict())
+
+
+def _percent(value, ci=None) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{100 * value:.2f}%"
+    return text + (f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else "")
+
+
+def _db(value) -> str:
+    if value is None or (isinstance(value, float) and math.isinf(value) and value > 0):
+        return "identical"
+    return f"{value:.1f} dB"
+
+
+def format_report(report) -> str:
+    """The verification as a short table: simulated beside exported, size beside counted bytes, latency."""
+    sim, exp = report.simulated, report.exported
+    lines = [f"format             {report.format} -> {report.file}"]
+    if report.note:
+        lines.append(f"note               {report.note}")
+    lines.append(f"file size          {report.file_bytes} B (counted weight_bytes {report.weight_bytes} B; "
+                 f"{100 * report.size_ratio:.1f}% of the fp32 file's {report.fp32_file_bytes} B)")
+    if report.verified:
+        metric = "accuracy (top-1)" if report.labelled else "agreement w/ fp32"
+        key = "accuracy" if report.labelled else "agreement"
+        lines.append(f"{metric:<19}simulated {_percent(sim[key], sim[key + '_ci95'])}   "
+                     f"exported {_percent(exp[key], exp[key + '_ci95'])}   ({report.eval_samples} samples)")
+        lines.append(f"vs simulated       top-1 agreement {_percent(exp['agreement_with_simulated'])}, SQNR "
+                     f"{_db(exp['sqnr_vs_simulated_db'])}, max |diff| {exp['max_abs_diff_vs_simulated']:.3g}")
+        runtime = report.runtime
+        timings = ", ".join(f"batch {b}: {t['median']:.3f} ms (min {t['min']:.3f}, max {t['max']:.3f})"
+                            for b, t in runtime.get("latency_ms", {}).items())
+        lines.append(f"latency            {runtime.get('runtime')} {runtime.get('version')}, "
+                     f"{runtime.get('threads')} threads: {timings or 'not timed'}")
+    else:
+        lines.append("verification       skipped (--no-verify): only the size was checked")
+    lines.append("result             " + ("PASS" if report.passed else "FAIL: " + "; ".join(report.failures)))
+    return "\n".join(lines)
