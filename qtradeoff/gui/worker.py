@@ -315,6 +315,7 @@ class EvaluationService(QObject):
     failed = Signal(str, str)
     needs_trust = Signal(str, object, str)
     subset_hints = Signal(object)
+    exported = Signal(object)  # dict: an export's verification report
     # The running search (see start_search); nothing of a superseded or abandoned search comes through.
     search_progress = Signal(int, int, str)  # done, total, stage ("sensitivity" | "search")
     search_found = Signal(object, object, int, int)  # config, Result, done, total
