@@ -65,7 +65,7 @@ def test_formats_are_registered():
         get_format("tflite")
 
 
-@pytest.mark.parametrize("name", ["digits_mlp", pytest.param("digits_cnn", marks=SATURATES),
+@pytest.mark.parametrize("name", ["digits_mlp", pytest.param("digits_cnn", marks=[SATURATES, pytest.mark.slow]),
                                   pytest.param("mobilenet_v3_small_digits", marks=[SATURATES, pytest.mark.slow])])
 @pytest.mark.parametrize("which", ["w8a8", "mixed"])
 def test_torch_int8_reloads_standalone_and_matches(engines, tmp_path, name, which):
@@ -85,7 +85,8 @@ def test_digits_cnn_torch_int8_size(engines, tmp_path):
     assert report.file_bytes <= 0.30 * report.fp32_file_bytes  # 105755 of 373968 bytes when written
 
 
-@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn", "digits_cnn_torchscript",
+@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn",
+                                  pytest.param("digits_cnn_torchscript", marks=pytest.mark.slow),
                                   pytest.param("mobilenet_v3_small_digits", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("which", ["w8a8", "mixed"])
 def test_packed_reproduces_the_simulation(engines, tmp_path, name, which):
