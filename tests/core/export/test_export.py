@@ -127,8 +127,8 @@ def test_torchvision_models_export_and_agree(tmp_path, arch):
         assert packed.passed, packed.failures
         assert packed.file_bytes <= max_bytes(packed.weight_bytes)
         int8 = export(engine, config, "torch-int8", tmp_path / "m.pt", **FAST)
-        assert int8.verified and int8.exported["agreement_with_simulated"] is not None
-        print(arch, int8.exported["sqnr_vs_simulated_db"], int8.exported["agreement_with_simulated"])
+        # no labels: the check is the SQNR against the simulated outputs (resnet18 measured 28.9 / 29.1 dB)
+        assert int8.verified and int8.passed, int8.failures
 
 
 @pytest.mark.parametrize("index", ["dense", "bitmask", "csr"])
