@@ -21,10 +21,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.description = "Write a configuration as a compressed model file and verify it in a fresh process."
     parser.add_argument("model", help="model file, or the name of a bundled sample (e.g. digits_cnn)")
-    parser.add_argument("--config", required=True, help="configuration JSON (qtradeoff.config/1)")
-    parser.add_argument("--format", required=True, choices=FORMAT_CHOICES, dest="export_format",
+    parser.add_argument("--config", help="configuration JSON (qtradeoff.config/1; default: fp32)")
+    parser.add_argument("--format", choices=FORMAT_CHOICES, dest="export_format",
                         help="torch-int8: TorchScript of the real int8 model (plain PyTorch loads it); packed: "
-                             "safetensors with bit-packed weights (qtradeoff's loader rebuilds it); onnx: QDQ ONNX")
+                             "safetensors with bit-packed weights (qtradeoff's loader rebuilds it); onnx: QDQ ONNX "
+                             "(default: from the output's suffix, .pt / .safetensors / .onnx)")
     parser.add_argument("-o", "--output", required=True, help="file to write (its report goes to OUTPUT.verify.json)")
     parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory or a tensor file "
                                        "(default: the bundled sample data, for sample models)")
@@ -39,6 +40,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
 
+SUFFIX_FORMATS = {".pt": "torch-int8", ".safetensors": "packed", ".onnx": "onnx"}
+
+
+def _format_name(args: argparse.Namespace) -> str:
+    from qtradeoff.core.errors import UsageError
+
+    if args.export_format:
+        return args.export_format
+    name = SUFFIX_FORMATS.get(Path(args.output).suffix.lower())
+    if name is None:
+        raise UsageError(f"cannot tell the format of {args.output} from its suffix; give --format "
+                         f"({', '.join(FORMAT_CHOICES)})")
+    return name
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``apply``; returns the exit code (failures are raised, for qtradeoff.cli's wrapper to report)."""
     if Path(args.model).is_file():
@@ -49,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
     from qtradeoff.core import export as export_mod
 
     precheck_config(args)
-    fmt = export_mod.get_format(args.export_format)  # an unavailable format fails before the model loads
     out = export_mod.check_destination(Path(args.output))
     engine = engine_spec(args).build()
     config = config_argument(args, engine.layers)
+    fmt = export_mod.get_format(_format_name(args))
     progress = None
     if sys.stderr.isatty() and not args.json:
         from tqdm import tqdm
