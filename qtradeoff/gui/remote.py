@@ -35,7 +35,8 @@ POLL_SECONDS = 0.02
 DRAIN_SECONDS = 10.0
 
 _WHAT = {"load_sample": "loading the sample", "load_model": "loading a model", "load_data": "loading data",
-         "evaluate_iter": "evaluating", "search_iter": "searching", "replay": "reloading the model"}
+         "evaluate_iter": "evaluating", "search_iter": "searching", "export_iter": "exporting",
+         "replay": "reloading the model"}
 
 
 class RemoteNeedsTrust(NeedsTrustError):
@@ -154,7 +155,7 @@ def child_main(conn: Any, stop: Any) -> None:
             os._exit(0)
         _, request_id, op, args, kwargs = message
         try:
-            if op in ("evaluate_iter", "search_iter"):
+            if op in ("evaluate_iter", "search_iter", "export_iter"):
                 for item in host.stream(op, args, dict(kwargs, should_stop=stop.is_set)):
                     conn.send(("item", request_id, item))
                 conn.send(("ok", request_id, None, host.recipe))

@@ -39,3 +39,17 @@ def test_export_errors_reach_the_message_bar(make_window, qtbot, tmp_path):
         window.export_model(tmp_path, "packed")  # a folder, not a file name
     assert "folder" in window.messages.text()
     qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=30000)
+
+
+@pytest.mark.slow
+def test_export_through_the_worker_process(tmp_path):
+    from qtradeoff.gui.remote import ProcessBackend
+
+    backend = ProcessBackend(search_process=False)
+    try:
+        backend.load_sample("digits_mlp")
+        items = list(backend.export_iter(W8A8, "packed", str(tmp_path / "mlp.safetensors"), should_stop=lambda: False))
+    finally:
+        backend.close()
+    assert [type(item).__name__ for item in items[:-1]] == ["Progress"] * (len(items) - 1)
+    assert items[-1]["passed"] and (tmp_path / "mlp.safetensors").exists()

@@ -10,8 +10,8 @@ engine's cache. Why TorchScript: ``torch.export`` cannot serialise it (the conve
 round-trips bit for bit: the FX graph is already straight-line code, so tracing loses nothing, and the traced
 module keeps a free batch dimension. It is then frozen (``torch.jit.freeze``: one graph, weights as constants,
 one code file instead of one per layer) and saved without its ``.debug_pkl`` entries (source-position tables used
-only to point error messages at Python lines); the code entries are deflated. On digits_cnn that is 29 % of the
-fp32 safetensors file, of which 94 % is the int8 weights.
+only to point error messages at Python lines); the code entries are deflated. On digits_cnn W8A8 that is 28 % of the
+fp32 safetensors file (105755 of 373968 bytes), 93 % of it the counted weight bytes.
 """
 
 from __future__ import annotations
