@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from qtradeoff.core.errors import InputError
+
 # Relative pruning thresholds (in units of each layer's weight std) the threshold slider can take.
 THRESHOLD_STEP = 0.05
 THRESHOLD_STEPS = 60
@@ -109,7 +111,10 @@ class CoreBackend:
         self._model_io = model_io
         self.NeedsTrust = model_io.NeedsTrust
         self.Cancelled = measure.Cancelled
-        errors: list[type[Exception]] = [model_io.ModelLoadError, config.ConfigError]
+        from qtradeoff.core import export as export_mod  # light: the registry; formats import torch when used
+
+        errors: list[type[Exception]] = [model_io.ModelLoadError, config.ConfigError, export_mod.ExportError,
+                                         InputError]
         if hasattr(data, "DataLoadError"):
             errors.append(data.DataLoadError)
         self.expected_errors = tuple(errors)
@@ -268,6 +273,18 @@ class CoreBackend:
 
     def is_result(self, item: Any) -> bool:
         return isinstance(item, self._measure.Result)
+
+    def export_iter(self, config: Any, fmt: str, path: str, *, should_stop: Callable[[], bool]) -> Iterator[Any]:
+        """Write ``config`` as a ``fmt`` model file at ``path`` and verify it (Progress, then the report as a
+        plain dict with its table under ``"summary"``); see :func:`qtradeoff.core.export.export_iter`."""
+        from qtradeoff.core.export import export_iter
+        from qtradeoff.core.export.verify import ExportReport, format_report
+
+        for item in export_iter(self.engine(), config, fmt, path, should_stop=should_stop):
+            if isinstance(item, ExportReport):
+                yield {**item.to_dict(), "summary": format_report(item)}
+            else:
+                yield item
 
     def subset_hints(self, target_seconds: float = SUBSET_TARGET_SECONDS) -> dict:
         """The engine's proposed evaluation subset for one edit near ``target_seconds``, with its time and memory

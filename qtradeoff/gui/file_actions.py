@@ -59,6 +59,13 @@ def in_open_order(paths: list[Path]) -> list[Path]:
     return sorted(paths, key=lambda p: order.get(classify_path(p), 9))
 
 
+def export_format_for(path: str, chosen_filter: str = "") -> str:
+    """The export format a save dialog's answer means: the file's suffix, else the chosen filter."""
+    by_suffix = {".pt": "torch-int8", ".safetensors": "packed", ".onnx": "onnx"}
+    return by_suffix.get(Path(path).suffix.lower()) or FileActions.MODEL_EXPORT_FILTERS.get(chosen_filter,
+                                                                                            "torch-int8")
+
+
 def add_action(window: QWidget, menu: QMenu, text: str, slot: Any, shortcut: Any, tip: str) -> QAction:
     """A menu entry that is also the window's, so its shortcut works with the menu bar hidden (and offscreen)."""
     action = QAction(text, window)
@@ -129,6 +136,7 @@ class FileActions(QObject):
     session_requested = Signal(str)
     export_requested = Signal(str)
     export_csv_requested = Signal(str)
+    export_model_requested = Signal(str, str)  # path, export format
     save_png_requested = Signal(str)
     quit_requested = Signal()
     failed = Signal(str)  # one sentence for the message bar
@@ -166,6 +174,10 @@ class FileActions(QObject):
             "Export configuration…", lambda: self._ask_save(self.export_requested.emit, "Export configuration",
                                                             "qtradeoff-config.json", "Configuration (*.json)"),
             QKeySequence("Ctrl+E"), "Save the current configuration with its metrics and environment as JSON.")
+        self.export_model_action = add(
+            "Export compressed model…", self._ask_export_model, QKeySequence("Ctrl+Shift+E"),
+            "Write the current configuration (or the point last clicked on the plot) as a model file, verified "
+            "in a fresh process.")
         self.export_csv_action = add(
             "Export results as CSV…", lambda: self._ask_save(self.export_csv_requested.emit, "Export results as CSV",
                                                              "qtradeoff-results.csv", "CSV (*.csv)"),
@@ -182,7 +194,8 @@ class FileActions(QObject):
     def set_model_loaded(self, loaded: bool) -> None:
         """Entries (and data paths) that need a model to act on."""
         self._model_loaded = loaded
-        for action in (self.export_action, self.import_action, self.open_data_action, self.open_folder_action):
+        for action in (self.export_action, self.export_model_action, self.import_action, self.open_data_action,
+                       self.open_folder_action):
             action.setEnabled(loaded)
 
     # -- paths in and out ----------------------------------------------------------------------------------------
@@ -302,6 +315,19 @@ class FileActions(QObject):
         if path:
             self._remember_dir(path)
             request(path)
+
+    # the export formats the dialog offers: filter text -> format name (file suffix decides when typed)
+    MODEL_EXPORT_FILTERS = {"torch-int8: TorchScript int8 (*.pt)": "torch-int8",
+                            "packed: bit-packed safetensors (*.safetensors)": "packed",
+                            "onnx: QDQ ONNX (*.onnx)": "onnx"}
+
+    def _ask_export_model(self) -> None:
+        filters = ";;".join(self.MODEL_EXPORT_FILTERS)
+        path, chosen = QFileDialog.getSaveFileName(self._window, "Export compressed model",
+                                                   str(Path(self.last_dir()) / "model-int8.pt"), filters)
+        if path:
+            self._remember_dir(path)
+            self.export_model_requested.emit(path, export_format_for(path, chosen))
 
     def _open_model(self) -> None:
         self._ask_open(self.open, "Open model",

@@ -140,6 +140,7 @@ class MainWindow(QMainWindow):
         service.failed.connect(self._on_failed)
         service.needs_trust.connect(self._on_needs_trust)
         service.subset_hints.connect(self.controls.set_subset_hints)
+        service.exported.connect(self._on_exported)
         self.state.changed.connect(self._on_config_changed)
         self.job.cancel_requested.connect(self.cancel)
         self.controls.edited.connect(self._on_control_edited)
@@ -166,6 +167,7 @@ class MainWindow(QMainWindow):
         files.session_requested.connect(self.sessions.open_in_background)
         files.export_requested.connect(self.export_configuration)
         files.export_csv_requested.connect(self.export_csv)
+        files.export_model_requested.connect(self.export_model)
         files.save_png_requested.connect(self.save_png)
         files.quit_requested.connect(self.close)
         files.failed.connect(self.show_error)
@@ -417,6 +419,18 @@ class MainWindow(QMainWindow):
         self.job.set_text(text)
 
     # -- files ---------------------------------------------------------------------------------------------------
+    def export_model(self, path: str | Path, fmt: str) -> None:
+        """Export the current configuration as a ``fmt`` model file (off the GUI thread; verified after)."""
+        self._set_status(f"Exporting {fmt} to {Path(path).name}…")
+        self.service.export(self.state.config, fmt, str(path))
+
+    def _on_exported(self, report: dict) -> None:
+        passed = report.get("passed", False)
+        self.last_export = report
+        self.messages.show_message(("Export verified: " if passed else "Export FAILED its verification: ")
+                                   + report.get("summary", ""), "info" if passed else "error")
+        self._set_status(f"Exported {Path(report.get('file', '')).name}: " + ("PASS" if passed else "FAIL"))
+
     def export_configuration(self, path: str | Path) -> bool:
         return self.files.export_configuration(path, self.state.config, self.current_result())
 

@@ -35,7 +35,8 @@ POLL_SECONDS = 0.02
 DRAIN_SECONDS = 10.0
 
 _WHAT = {"load_sample": "loading the sample", "load_model": "loading a model", "load_data": "loading data",
-         "evaluate_iter": "evaluating", "search_iter": "searching", "replay": "reloading the model"}
+         "evaluate_iter": "evaluating", "search_iter": "searching", "export_iter": "exporting",
+         "replay": "reloading the model"}
 
 
 class RemoteNeedsTrust(NeedsTrustError):
@@ -106,6 +107,8 @@ class _Host:
             return self.backend.evaluate_iter(*args, **kwargs)
         if op == "search_iter":
             return self.backend.search_iter(*args, **kwargs)
+        if op == "export_iter":
+            return self.backend.export_iter(*args, **kwargs)
         raise ValueError(f"unknown request {op!r}")
 
     def replay(self, recipe: tuple) -> None:
@@ -152,7 +155,7 @@ def child_main(conn: Any, stop: Any) -> None:
             os._exit(0)
         _, request_id, op, args, kwargs = message
         try:
-            if op in ("evaluate_iter", "search_iter"):
+            if op in ("evaluate_iter", "search_iter", "export_iter"):
                 for item in host.stream(op, args, dict(kwargs, should_stop=stop.is_set)):
                     conn.send(("item", request_id, item))
                 conn.send(("ok", request_id, None, host.recipe))
@@ -412,6 +415,11 @@ class ProcessBackend:
         self._edits.sync(self._recipe)
         yield from self._edits.stream("evaluate_iter", config, eval_size=eval_size, latency=latency,
                                       should_stop=should_stop)
+
+    def export_iter(self, config: Any, fmt: str, path: str, *, should_stop: Callable[[], bool]) -> Iterator[Any]:
+        """An export on the evaluation child (its engine holds the real int8 model already built)."""
+        self._edits.sync(self._recipe)
+        yield from self._edits.stream("export_iter", config, fmt, path, should_stop=should_stop)
 
     def search_iter(self, strategy: str, options: dict, *, should_stop: Callable[[], bool]) -> Iterator[Any]:
         channel = self._search

@@ -54,7 +54,7 @@ class _Mailbox:
     Baseline evaluations have their own slot (taken first) so that an edit never coalesces the baseline away.
     """
 
-    ORDER = ("sample", "load", "data", "eval:baseline", "eval")
+    ORDER = ("sample", "load", "data", "eval:baseline", "eval", "export")
 
     @staticmethod
     def _slot(job: Job) -> str:
@@ -128,6 +128,7 @@ class Worker(QObject):
     failed = Signal(str, str)  # kind, one-sentence message
     needs_trust = Signal(str, object, str)  # path, list of globals, format
     subset_hints = Signal(object)  # dict: the proposed evaluation subset and its estimates (after a baseline)
+    exported = Signal(object)  # dict: the export's verification report (ExportReport.to_dict + "summary")
 
     def __init__(self, mailbox: _Mailbox, backend: Backend) -> None:
         super().__init__()
@@ -182,6 +183,8 @@ class Worker(QObject):
             return self._baseline(job)
         if job.kind == "eval":
             return self._evaluate(job, job.payload["config"], tag=job.payload.get("tag", "edit"))
+        if job.kind == "export":
+            return self._export(job)
         raise ValueError(f"unknown job kind {job.kind!r}")
 
     def _baseline(self, job: Job) -> bool:
@@ -195,6 +198,23 @@ class Worker(QObject):
             except self._backend.expected_errors:  # no estimate for this model: the slider works without one
                 pass
         return completed
+
+    def _export(self, job: Job) -> bool:
+        backend = self._backend
+        try:
+            for item in backend.export_iter(job.payload["config"], job.payload["format"], job.payload["path"],
+                                            should_stop=job.cancel.is_set):
+                if job.cancel.is_set():
+                    return False
+                if isinstance(item, dict):
+                    self.exported.emit(item)
+                    return True
+                self.progress.emit(int(item.done), int(item.total), str(item.stage))
+        except backend.Cancelled:
+            return False
+        except backend.expected_errors as exc:
+            self.failed.emit("export", str(exc))
+        return False
 
     def _try_as_data(self, job: Job) -> bool:
         """A dropped ``.pt`` that is not a model may be a tensor file of inputs and labels."""
@@ -295,6 +315,7 @@ class EvaluationService(QObject):
     failed = Signal(str, str)
     needs_trust = Signal(str, object, str)
     subset_hints = Signal(object)
+    exported = Signal(object)  # dict: an export's verification report
     # The running search (see start_search); nothing of a superseded or abandoned search comes through.
     search_progress = Signal(int, int, str)  # done, total, stage ("sensitivity" | "search")
     search_found = Signal(object, object, int, int)  # config, Result, done, total
@@ -314,7 +335,7 @@ class EvaluationService(QObject):
         self._worker.moveToThread(self._thread)
         self._wake.connect(self._worker.process_pending)
         for name in ("job_started", "job_finished", "progress", "model_loaded", "data_loaded", "result_ready",
-                     "failed", "needs_trust", "subset_hints"):
+                     "failed", "needs_trust", "subset_hints", "exported"):
             getattr(self._worker, name).connect(getattr(self, name))
         _LIVE_THREADS.add(self._thread)
         self._thread.start()
@@ -347,6 +368,11 @@ class EvaluationService(QObject):
         """Queue an evaluation; a still-pending older evaluation is replaced (the newest request wins)."""
         self._submit(Job("eval", {"config": config, "eval_size": eval_size, "latency": latency, "tag": tag},
                          description="evaluating"))
+
+    def export(self, config: Any, fmt: str, path: str) -> None:
+        """Queue an export of ``config`` as ``fmt`` at ``path`` (written, then verified in a fresh process)."""
+        self._submit(Job("export", {"config": config, "format": fmt, "path": path},
+                         description=f"exporting {fmt} to {path}"))
 
     def cancel(self) -> bool:
         """Drop pending work and ask the running job to stop at its next check. Returns True if anything was."""

@@ -307,6 +307,10 @@ class Compressor:
         """The tensor that compression prunes and quantizes: the layer's weight with BatchNorm folded in."""
         return self._folded[layer][name]
 
+    def folded_norm(self, layer: str) -> str | None:
+        """The BatchNorm folded into ``layer`` when its weights are rewritten (None if there is none)."""
+        return self._pairs.get(layer)
+
     def mask(self, layer: str, name: str, settings: LayerSettings) -> torch.Tensor | None:
         """Keep-mask of ``layer``'s weight ``name`` under ``settings`` (cached per PruneSpec; None: unpruned)."""
         if settings.skip or settings.prune.method == "none":
@@ -393,22 +397,24 @@ class Compressor:
         spec = layer.settings.activation
         return not (layer.settings.skip or spec.precision == "fp32" or layer.kind == "Embedding")
 
-    def _install_activation(self, module: nn.Module, layer: LayerPlan) -> None:
+    def activation_grids(self, layer: LayerPlan) -> dict[str, ActivationGrid]:
+        """The activation casts the simulation applies around ``layer``: ``{"input": grid, "output": grid}`` (the
+        output only for the last layer, the logits), empty where activations stay fp32 or are not simulated."""
         spec = layer.settings.activation
-        if not self.casts_activations(layer):
-            return
+        if self._scripted or not self.casts_activations(layer):
+            return {}
         if not is_integer(spec.precision):
-            input_cast = output_cast = _float_caster(spec.precision)
-        else:
-            input_cast = self._int_caster(layer.name, self._observers, spec, "input")
-            output_cast = (self._int_caster(layer.name, self._output_observers, spec, "output")
-                           if layer.name == self._last_layer else None)
-        if input_cast is not None:
-            module.register_forward_pre_hook(_InputCast(input_cast))
-        if output_cast is not None and layer.name == self._last_layer:
-            module.register_forward_hook(_OutputCast(output_cast))
+            grid = ActivationGrid(spec.precision)
+            return {"input": grid, "output": grid}
+        grids = {"input": self._int_grid(layer.name, self._observers, spec, "input")}
+        if layer.name == self._last_layer:
+            grids["output"] = self._int_grid(layer.name, self._output_observers, spec, "output")
+        return {where: grid for where, grid in grids.items() if grid is not None}
 
-    def _int_caster(self, layer: str, observers, spec, where: str) -> Callable | None:
+    def _install_activation(self, module: nn.Module, layer: LayerPlan) -> None:
+        install_activation_casts(module, self.activation_grids(layer), last=layer.name == self._last_layer)
+
+    def _int_grid(self, layer: str, observers, spec, where: str) -> ActivationGrid | None:
         observer = (observers or {}).get(layer)
         if observer is None or observer.hi < observer.lo:
             return None  # never observed: this layer is not called as a module (noted at calibration)
@@ -424,21 +430,7 @@ class Compressor:
                 self._range_cache[range_key] = lo_hi
         scale, zero_point = qparams_from_range(torch.tensor(lo_hi[0]), torch.tensor(lo_hi[1]), bits, spec.symmetric)
         qmin, qmax = int_range(bits, spec.symmetric)
-        native = _NATIVE_8BIT.get((qmin, qmax))
-        if native is not None:
-            # 8-bit grids: torch's vectorized quantize/dequantize (the op the real int8 model applies to its
-            # inputs) is 10-25x faster here than fake_quantize_per_tensor_affine, with the same grid and rounding.
-            def cast(x: torch.Tensor) -> torch.Tensor:
-                if x.dtype != torch.float32:
-                    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
-                return torch.quantize_per_tensor(x, scale, zero_point, native).dequantize()
-
-            return cast
-
-        def cast(x: torch.Tensor) -> torch.Tensor:
-            return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax)
-
-        return cast
+        return ActivationGrid(spec.precision, float(scale), int(zero_point), qmin, qmax)
 
     def _ensure_calibrated(self) -> None:
         """One pass of the calibration inputs through the fp32 base (a clone with observing hooks)."""
@@ -566,6 +558,60 @@ class _OutputObserver:
     def __call__(self, module, args, output):
         if isinstance(output, torch.Tensor):
             self.observer.observe(output)
+
+
+@dataclass(frozen=True)
+class ActivationGrid:
+    """One activation cast of the simulation: a float format, or an integer grid (scale, zero point, range)."""
+
+    precision: str
+    scale: float = 0.0
+    zero_point: int = 0
+    qmin: int = 0
+    qmax: int = 0
+
+    def to_dict(self) -> dict:
+        if not is_integer(self.precision):
+            return {"precision": self.precision}
+        return {"precision": self.precision, "scale": self.scale, "zero_point": self.zero_point, "qmin": self.qmin,
+                "qmax": self.qmax}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ActivationGrid:
+        return cls(str(data["precision"]), float(data.get("scale", 0.0)), int(data.get("zero_point", 0)),
+                   int(data.get("qmin", 0)), int(data.get("qmax", 0)))
+
+    def caster(self) -> Callable:
+        """The cast as a function of a tensor (what the simulated model's hooks apply)."""
+        if not is_integer(self.precision):
+            return _float_caster(self.precision)
+        scale, zero_point, qmin, qmax = self.scale, self.zero_point, self.qmin, self.qmax
+        # the float32 scale the simulation computed (a Python float holds it exactly)
+        scale_t, zero_t = torch.tensor(scale, dtype=torch.float32), torch.tensor(zero_point, dtype=torch.int32)
+        native = _NATIVE_8BIT.get((qmin, qmax))
+        if native is not None:
+            # 8-bit grids: torch's vectorized quantize/dequantize (the op the real int8 model applies to its
+            # inputs) is 10-25x faster here than fake_quantize_per_tensor_affine, with the same grid and rounding.
+            def cast(x: torch.Tensor) -> torch.Tensor:
+                if x.dtype != torch.float32:
+                    return torch.fake_quantize_per_tensor_affine(x, scale_t, zero_t, qmin, qmax)
+                return torch.quantize_per_tensor(x, scale, zero_point, native).dequantize()
+
+            return cast
+
+        def cast(x: torch.Tensor) -> torch.Tensor:
+            return torch.fake_quantize_per_tensor_affine(x, scale_t, zero_t, qmin, qmax)
+
+        return cast
+
+
+def install_activation_casts(module: nn.Module, grids: dict[str, ActivationGrid], *, last: bool) -> None:
+    """Hook ``grids`` (see :meth:`Compressor.activation_grids`) onto ``module``: its floating-point inputs are cast,
+    and its output too when it is the ``last`` layer. Used by the simulation and by loaders of exported models."""
+    if "input" in grids:
+        module.register_forward_pre_hook(_InputCast(grids["input"].caster()))
+    if "output" in grids and last:
+        module.register_forward_hook(_OutputCast(grids["output"].caster()))
 
 
 def _float_caster(precision: str) -> Callable:

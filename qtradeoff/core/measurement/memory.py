@@ -12,7 +12,8 @@ Weight storage of a compressible weight tensor under its :class:`WeightSpec` and
 
 Everything else in the ``state_dict`` (biases, BatchNorm parameters and statistics, embeddings that stay
 uncompressed...) counts at its own dtype; tensors shared between names count once. :func:`pack_weights` writes
-the actual bit-packed serialization (NumPy ``packbits``) whose length the tests compare with the accounting.
+the actual bit-packed serialization (:mod:`~qtradeoff.core.compression.bitpack`) whose length the tests
+compare with the accounting.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from qtradeoff.core import runtime
+from qtradeoff.core.compression.bitpack import pack_bits
 from qtradeoff.core.compression.compress import clone_structure
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.compression.quantize import int_qparams, int_range
@@ -145,13 +147,6 @@ def weight_memory(state: Mapping[str, torch.Tensor], plan: Plan) -> WeightMemory
 
 # -- serialization ---------------------------------------------------------------------------------------------
 
-def _pack_bits(codes: np.ndarray, bits: int) -> bytes:
-    """Unsigned integer codes, each written in exactly ``bits`` bits (little-endian bit order), byte-padded."""
-    codes = codes.astype(np.uint64).reshape(-1)
-    bit_planes = (codes[:, None] >> np.arange(bits, dtype=np.uint64)) & np.uint64(1)
-    return np.packbits(bit_planes.astype(np.uint8).reshape(-1), bitorder="little").tobytes()
-
-
 def _values_bytes(values: torch.Tensor, precision: str) -> bytes:
     """Float values in their storage format."""
     stored = values.to(torch_dtype(precision)).contiguous()
@@ -183,7 +178,8 @@ def _encode_tensor(weight: torch.Tensor, settings: LayerSettings, mask: torch.Te
             header += (zero_point.reshape(-1).numpy() - qmin).astype(np.uint8 if bits <= 8 else np.uint16).tobytes()
 
         def payload(select: np.ndarray | None) -> bytes:
-            return _pack_bits(unsigned if select is None else unsigned[select], bits)
+            chosen = unsigned if select is None else unsigned[select]
+            return pack_bits(torch.from_numpy(chosen), bits).numpy().tobytes()
     else:
         flat = (weight.movedim(out_axis, 0) if weight.dim() > 1 else weight).reshape(-1)
 

@@ -1,0 +1,222 @@
+"""Writing the chosen configuration as a deployable model file, and checking the file in a fresh process.
+
+A *format* is a small :class:`ExportFormat` value registered by name: how to write the file from an
+:class:`ExportSource` (the engine's base model, plan, simulated and real-kernel models, calibration inputs), its
+file suffix, the standalone runner script that reloads it in a fresh process, and which check its outputs must
+pass. Formats live one per module; :data:`FORMAT_MODULES` lists the modules that register one (a new format is one
+module plus one entry there). :func:`export_iter` writes atomically, verifies (see :mod:`.verify`) and yields
+Progress then an :class:`~qtradeoff.core.export.verify.ExportReport`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qtradeoff.core.errors import InputError, QtradeoffError
+
+RUNNERS_DIR = Path(__file__).resolve().parent / "runners"
+# Modules that call register() on import, in the order formats are listed.
+FORMAT_MODULES = ("qtradeoff.core.export.torch_int8", "qtradeoff.core.export.packed")
+# What a format's outputs are checked against (verify.check_outputs): "int8" real kernels must reproduce the
+# simulated accuracy within the bound; "exact" files must reproduce the simulated outputs to float error.
+CHECKS = ("int8", "exact")
+
+
+class ExportError(QtradeoffError):
+    """The export could not be written, or the written file failed its verification (the message says which)."""
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format.
+
+    ``write(source, path)`` writes the file at ``path`` (a temporary name in the destination folder; the caller
+    renames it into place) and returns a one-sentence note on what was written ("" when nothing to say).
+    ``runner`` is the script verification runs as ``python RUNNER MODEL INPUTS.npy OUTPUTS.npy [--threads N]
+    [--latency-batches 1,32] [--repeats K]`` (see ``runners/run_torch.py``); ``check`` is one of :data:`CHECKS`.
+    ``standalone`` runners run with qtradeoff unimportable (the file must need only its runtime);
+    ``max_bytes(weight_bytes)``, when given, bounds the file's size by the counted weight bytes.
+    """
+
+    name: str
+    suffix: str
+    write: Callable[[ExportSource, Path], str]
+    runner: Path
+    check: str
+    description: str = ""
+    standalone: bool = True
+    max_bytes: Callable[[int], int] | None = None
+
+    def __post_init__(self):
+        if self.check not in CHECKS:
+            raise ValueError(f"check must be one of {CHECKS}, got {self.check!r}")
+
+
+_FORMATS: dict[str, ExportFormat] = {}
+_loaded = False
+
+
+def register(fmt: ExportFormat) -> ExportFormat:
+    """Add ``fmt`` to the registry (a format module calls this on import); the same name replaces."""
+    _FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def _load_modules() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for module in FORMAT_MODULES:
+        with contextlib.suppress(ImportError):  # a format whose optional dependency is missing is not offered
+            importlib.import_module(module)
+    _loaded = True
+
+
+def format_names() -> tuple[str, ...]:
+    """The registered formats (those whose dependencies import here)."""
+    _load_modules()
+    return tuple(_FORMATS)
+
+
+def get_format(name: str) -> ExportFormat:
+    _load_modules()
+    try:
+        return _FORMATS[name]
+    except KeyError:
+        raise ExportError(f"unknown export format {name!r}; choose one of {', '.join(_FORMATS)}") from None
+
+
+@dataclass(eq=False)
+class ExportSource:
+    """What a format writer may read: the engine of the model and data, and the configuration resolved once.
+
+    The simulated and real-kernel models come from the engine's own caches (the real int8 model is the one the
+    engine times), so the exported file is built from exactly what was measured.
+    """
+
+    engine: object  # qtradeoff.core.engine.engine.Engine (typed loosely: export sits above engine)
+    config: object  # CompressionConfig
+    plan: object = field(init=False)
+
+    def __post_init__(self):
+        self.plan = self.engine.plan(self.config)
+
+    @property
+    def loaded(self):
+        return self.engine.loaded
+
+    @property
+    def calib_inputs(self):
+        return self.engine.data.calib_inputs
+
+    def simulated(self):
+        """The simulated (fake-quantized, pruned) model of the configuration."""
+        return self.engine.simulated(self.plan)
+
+    def real_model(self):
+        """The RealModel the engine runs on real kernels for the configuration (converted by realquant)."""
+        return self.engine.real_model(self.plan)
+
+
+def default_output(model_path: str | Path, fmt: ExportFormat) -> Path:
+    """``<model stem>.<format><suffix>`` beside nothing in particular: the caller's folder."""
+    return Path(f"{Path(model_path).stem}.{fmt.name}{fmt.suffix}")
+
+
+def check_destination(path: Path) -> Path:
+    """``path`` as an export destination: not a folder, its folder exists and is writable (InputError if not)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give the export a file name (e.g. {path / 'model.pt'})")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"{path}: folder {folder} does not exist; create it or choose another output")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"{path}: folder {folder} is not writable; choose another output")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """A temporary file name in ``path``'s folder; renamed onto ``path`` when the block succeeds, removed if not."""
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    os.close(handle)
+    temp = Path(temp)
+    try:
+        yield temp
+        os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    with atomic_path(path) as temp:
+        temp.write_bytes(data)
+
+
+def export_iter(engine, config, fmt_name: str, out: str | Path, *, verify: bool = True,
+                should_stop: Callable[[], bool] = lambda: False, **verify_options) -> Iterator:
+    """Write ``config`` of ``engine``'s model as ``fmt_name`` to ``out``, then verify it; yields Progress, then
+    the ExportReport (also written to ``OUT.verify.json``). A failed check is in the report (``passed`` False)
+    and never hidden; :func:`raise_for_report` turns it into an ExportError. ``verify_options`` go to
+    :func:`qtradeoff.core.export.verify.verify_export` (threads, latency_batches, repeats, eval_size)."""
+    from qtradeoff.core.export import verify as verify_mod
+    from qtradeoff.core.measurement.result import Progress
+
+    fmt = get_format(fmt_name)
+    out = check_destination(Path(out))
+    total = 3 if verify else 2
+    source = ExportSource(engine, config)
+    yield Progress(0, total, "export: writing")
+    with atomic_path(out) as temp:
+        note = fmt.write(source, temp)
+    if should_stop():
+        return
+    yield Progress(1, total, "export: verifying" if verify else "export: written")
+    report = verify_mod.verify_export(source, fmt, out, note=note, run=verify, should_stop=should_stop,
+                                      **verify_options)
+    if report is None:
+        return
+    write_atomic(verify_mod.report_path(out), (report.to_json() + "\n").encode())
+    yield Progress(total, total, "export: done")
+    yield report
+
+
+def export(engine, config, fmt_name: str, out: str | Path, **kwargs):
+    """:func:`export_iter` run to its end: the ExportReport."""
+    report = None
+    for item in export_iter(engine, config, fmt_name, out, **kwargs):
+        report = item
+    from qtradeoff.core.export.verify import ExportReport
+
+    if not isinstance(report, ExportReport):
+        from qtradeoff.core.errors import CancelledError
+
+        raise CancelledError("export cancelled before its verification finished")
+    return report
+
+
+def raise_for_report(report) -> None:
+    """ExportError naming the failed checks when ``report`` did not pass (the file and its report stay)."""
+    if not report.passed:
+        raise ExportError(f"{report.file} failed its verification: {'; '.join(report.failures)} "
+                          f"(the file and {verify_report_name(report.file)} are kept for inspection)")
+
+
+def verify_report_type() -> type:
+    """The ExportReport class (imported on demand: it pulls in torch)."""
+    from qtradeoff.core.export.verify import ExportReport
+
+    return ExportReport
+
+
+def verify_report_name(path: str | Path) -> str:
+    return Path(f"{path}.verify.json").name
