@@ -828,9 +828,19 @@ def load_model(path: str | Path, *, trust: bool = False, architecture: str | Non
         num_classes=num_classes,
         architecture=loaded.architecture or (sample or {}).get("architecture"),
         load_seconds=time.perf_counter() - started,
-        preprocessing=dict(sample["preprocessing"]) if sample else None,
+        preprocessing=dict(sample["preprocessing"]) if sample else _preprocessing_from_metadata(loaded.metadata),
         warnings=_weight_warnings(path, loaded.module),
     )
+
+
+def _preprocessing_from_metadata(metadata: dict | None) -> dict | None:
+    """Digits preprocessing stored in a file's metadata as JSON (ONNX ``metadata_props`` ``qtradeoff.preprocessing``)."""
+    text = (metadata or {}).get("preprocessing")
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _shape_from_metadata(metadata: dict | None) -> tuple[int, ...] | None:

@@ -18,6 +18,9 @@ ONNX is protobuf (no code runs on load), but a file is refused in one sentence n
 - an initializer's external data points outside the model's folder (absolute path, ``..``, or a symlink out),
   or the external file is missing or shorter than the data it should hold;
 - it uses an operator the converter does not implement (the operators are named).
+
+The input shape comes from the graph input (batch dimension first); the bundled-data preprocessing, when the file
+was written for it, from the ``metadata_props`` entry ``qtradeoff.preprocessing`` (JSON, as in the sample manifest).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from qtradeoff.core import tvcompat
 from qtradeoff.core.errors import InputError
 
 PROTOBUF_LIMIT = 2 * 1024**3  # protobuf refuses to parse a single message of 2 GiB or more
+PREPROCESSING_KEY = "qtradeoff.preprocessing"  # metadata_props entry: the digits preprocessing as JSON
 _EXTERNAL = 1  # onnx.TensorProto.EXTERNAL
 
 
@@ -161,6 +165,9 @@ def convert(path: Path, size: int) -> tuple[nn.Module, int | None, dict]:
                             "export it again (opset 11-20, batch dimension first).") from None
     metadata: dict = {"opset": str(max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                                        default=0))}
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    if PREPROCESSING_KEY in props:
+        metadata["preprocessing"] = props[PREPROCESSING_KEY]
     shape = _dims(inputs[0])[1:]
     if shape and all(d is not None for d in shape):
         metadata["input_shape"] = json.dumps(shape)
