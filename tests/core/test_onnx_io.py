@@ -1,4 +1,4 @@
-"""ONNX input: files exported by torch.onnx.export from the samples open, evaluate and sweep; hostile ones are refused."""
+"""ONNX input: files torch.onnx.export writes from the samples open, evaluate and sweep; hostile ones are refused."""
 
 from __future__ import annotations
 

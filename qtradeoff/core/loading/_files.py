@@ -124,7 +124,8 @@ class Sniff:
     """What the bytes of a file say it is.
 
     ``kind``: ``safetensors``, ``torch_zip`` (torch.save archive), ``torchscript``, ``export`` (torch.export .pt2),
-    ``pickle`` (legacy torch.save or plain pickle), ``onnx`` (protobuf ModelProto, by its ``.onnx`` suffix), ``npz``, or ``other`` with ``description`` of a known non-model
+    ``pickle`` (legacy torch.save or plain pickle), ``onnx`` (protobuf ModelProto, by its ``.onnx`` suffix),
+    ``npz``, or ``other`` with ``description`` of a known non-model
     type (image, JSON, …). ``members`` are the zip member names for archives.
     """
 

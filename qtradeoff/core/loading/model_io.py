@@ -834,7 +834,7 @@ def load_model(path: str | Path, *, trust: bool = False, architecture: str | Non
 
 
 def _preprocessing_from_metadata(metadata: dict | None) -> dict | None:
-    """Digits preprocessing stored in a file's metadata as JSON (ONNX ``metadata_props`` ``qtradeoff.preprocessing``)."""
+    """Digits preprocessing stored as JSON in a file's metadata (ONNX ``metadata_props`` qtradeoff.preprocessing)."""
     text = (metadata or {}).get("preprocessing")
     try:
         value = json.loads(text) if text else None
