@@ -1,0 +1,222 @@
+"""The ``onnx`` export format: the configuration as an ONNX model with QuantizeLinear/DequantizeLinear (QDQ) nodes.
+
+Route: the engine's *simulated* model of the plan (pruned, BatchNorm folded, weights on their integer grids,
+integer activations cast with the calibrated scales by module hooks) is exported with the TorchScript-based
+``torch.onnx.export``; before that, every integer weight gets a parametrization that fake-quantizes it with the
+scale and zero point the engine computed (recomputed here from the pruned, folded weight and checked to reproduce
+the simulated weight exactly). The exporter turns those fake-quantize ops, and the hooks' activation casts, into
+QuantizeLinear→DequantizeLinear pairs. A rewrite of the exported graph then replaces each QuantizeLinear applied
+to a constant weight by the integer initializer it computes, so weights are stored as int8/uint8 and read through
+DequantizeLinear (per-channel along the output axis where the configuration is per-channel), and drops the float
+copies. Float layers stay fp32. The result is checked with ``onnx.checker.check_model(full_check=True)``.
+
+Limits, said rather than hidden: integer weights of 2..7 bits are stored in 8-bit containers (their values are on
+the narrower grid, but the file holds one byte per weight; ONNX's int4 types need opset 21, which the TorchScript
+exporter does not write); weights of more than 8 bits and fp16/bf16/fp8 weights are stored as fp32 values on their
+grid; activation casts other than 8-bit integer ones are exported as the exporter writes them (float ops).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from qtradeoff.core.compression.compress import get_submodule
+from qtradeoff.core.compression.quantize import int_qparams, quantize_int
+from qtradeoff.core.precision import bits_of, is_integer
+
+OPSET = 17
+CONFIG_KEY = "qtradeoff.config"
+PREPROCESSING_KEY = "qtradeoff.preprocessing"  # as qtradeoff.core.loading.onnx_io reads it back
+
+
+class OnnxExportError(RuntimeError):
+    """The model could not be written as ONNX; the message says why."""
+
+
+@dataclass
+class OnnxWritten:
+    """What :func:`write_onnx` wrote: counts of QDQ weights and activation casts, and notes on what is stored how."""
+
+    path: Path
+    file_bytes: int
+    int_weights: int
+    activation_qdq: int
+    notes: list[str] = field(default_factory=list)
+
+    def note(self) -> str:
+        text = (f"ONNX opset {OPSET}: {self.int_weights} integer weight tensors as int8/uint8 initializers + "
+                f"DequantizeLinear, {self.activation_qdq} activation QuantizeLinear/DequantizeLinear pairs")
+        return "; ".join([text, *self.notes]) + "."
+
+
+class _WeightQDQ(nn.Module):
+    """Parametrization: fake-quantize the (already on-grid) weight, which the exporter writes as Q→DQ."""
+
+    def __init__(self, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None, symmetric: bool):
+        super().__init__()
+        self.scale = scale.to(torch.float32)
+        self.zero_point = zero_point.to(torch.int32)
+        self.axis = axis
+        self.qmin, self.qmax = (-128, 127) if symmetric else (0, 255)  # the 8-bit container of the grid
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.axis is None:
+            return torch.fake_quantize_per_tensor_affine(weight, float(self.scale), int(self.zero_point),
+                                                         self.qmin, self.qmax)
+        return torch.fake_quantize_per_channel_affine(weight, self.scale.reshape(-1), self.zero_point.reshape(-1),
+                                                      self.axis, self.qmin, self.qmax)
+
+
+def _parametrize_weights(compressor, plan, model: nn.Module) -> tuple[int, list[str]]:
+    count, wide = 0, []
+    for layer in plan:
+        spec = layer.settings.weight
+        if layer.settings.skip or not layer.rewrites or not is_integer(spec.precision):
+            continue
+        bits = bits_of(spec.precision)
+        if bits > 8:
+            wide.append(layer.name)
+            continue
+        module = get_submodule(model, layer.name)
+        for name in layer.weight_names:
+            simulated = getattr(module, name).detach()
+            source = compressor.weight(layer.name, name).detach().to(torch.float32)
+            mask = layer.masks.get(name)
+            if mask is not None:
+                source = source * mask
+            axis = layer.out_axis if (spec.granularity == "per_channel" and source.dim() > 1) else None
+            scale, zero_point = int_qparams(source, bits, spec.symmetric, axis)
+            again = quantize_int(source, bits, symmetric=spec.symmetric, axis=axis, scale=scale,
+                                 zero_point=zero_point)
+            if mask is not None:
+                again = again * mask
+            if not torch.equal(again, simulated):
+                raise OnnxExportError(f"layer {layer.name}: the recomputed {spec.precision} weight differs from the "
+                                      "simulated one; cannot write its integer grid")
+            if axis is not None:
+                axis = axis % source.dim()
+            parametrize.register_parametrization(module, name, _WeightQDQ(scale, zero_point, axis, spec.symmetric),
+                                                 unsafe=True)
+            count += 1
+    notes = []
+    if wide:
+        notes.append(f"weights wider than 8 bits stored as fp32 values on their grid ({', '.join(wide)})")
+    narrow = sorted({layer.settings.weight.precision for layer in plan if not layer.settings.skip
+                     and is_integer(layer.settings.weight.precision) and bits_of(layer.settings.weight.precision) < 8})
+    if narrow:
+        notes.append(f"{'/'.join(narrow)} weights stored in 8-bit containers (values on their grid)")
+    return count, notes
+
+
+def _constants(model) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def fold_weight_quantize(model) -> int:
+    """Replace each QuantizeLinear of a constant by the integer initializer it computes; drop unused constants."""
+    import onnx
+    from onnx import numpy_helper
+
+    constants = _constants(model)
+    graph = model.graph
+    keep, folded = [], 0
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in constants and node.input[1] in constants:
+            x = constants[node.input[0]].astype(np.float32)
+            scale = constants[node.input[1]].astype(np.float32)
+            zero = constants[node.input[2]] if len(node.input) > 2 and node.input[2] else np.zeros((), np.uint8)
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            if scale.ndim == 1 and x.ndim > 1:
+                shape = [1] * x.ndim
+                shape[axis % x.ndim] = -1
+                scale, zero_b = scale.reshape(shape), zero.reshape(shape)
+            else:
+                zero_b = zero
+            info = np.iinfo(zero.dtype)
+            q = np.clip(np.rint(x / scale) + zero_b.astype(np.int32), info.min, info.max).astype(zero.dtype)
+            graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
+            folded += 1
+            continue
+        keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+    while True:  # dead constants and initializers (the float weights the integer ones replace)
+        used = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
+        dead_nodes = [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]
+        dead_inits = [i for i in graph.initializer if i.name not in used]
+        if not dead_nodes and not dead_inits:
+            break
+        for node in dead_nodes:
+            graph.node.remove(node)
+        for init in dead_inits:
+            graph.initializer.remove(init)
+    del onnx
+    return folded
+
+
+def write_onnx(compressor, plan, example_input: torch.Tensor, path: str | Path, *,
+               preprocessing: dict | None = None, config_json: str | None = None) -> OnnxWritten:
+    """Write ``plan`` (from ``compressor.plan(config)``) as a QDQ ONNX model at ``path`` (atomically).
+
+    ``example_input``: one batch of real inputs (batch first; the batch dimension is exported as dynamic).
+    ``preprocessing`` and ``config_json`` are stored in ``metadata_props`` (``qtradeoff.preprocessing``,
+    ``qtradeoff.config``), so the file reopens in qtradeoff with the sample data's preprocessing.
+    """
+    import onnx
+
+    path = Path(path)
+    model = compressor.simulate(plan)
+    int_weights, notes = _parametrize_weights(compressor, plan, model)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example_input[:1].to(torch.float32),), str(scratch), dynamo=False,
+                              opset_version=OPSET, input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, do_constant_folding=True)
+        proto = onnx.load(str(scratch))
+        folded = fold_weight_quantize(proto)
+        if folded != int_weights:
+            raise OnnxExportError(f"{int_weights} integer weights were marked but {folded} were stored as integers")
+        activation_qdq = sum(node.op_type == "QuantizeLinear" for node in proto.graph.node)
+        props = {}
+        if preprocessing is not None:
+            props[PREPROCESSING_KEY] = json.dumps(preprocessing)
+        if config_json is not None:
+            props[CONFIG_KEY] = config_json
+        if props:
+            onnx.helper.set_model_props(proto, props)
+        proto.producer_name = "qtradeoff"
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(scratch))
+        os.replace(scratch, path)
+    except Exception as error:
+        scratch.unlink(missing_ok=True)
+        if isinstance(error, OnnxExportError):
+            raise
+        raise OnnxExportError(f"cannot write {path} as ONNX ({' '.join(str(error).split())[:200]})") from error
+    return OnnxWritten(path, path.stat().st_size, int_weights, activation_qdq, notes)
+
+
+def write(source, path: Path) -> str:
+    """The export registry's writer (``ExportFormat.write``): ``source`` is an ExportSource; returns the note."""
+    from qtradeoff.core.config import to_json
+
+    written = write_onnx(source.engine.compressor, source.plan, source.calib_inputs[:1], path,
+                         preprocessing=source.loaded.preprocessing, config_json=to_json(source.config))
+    return written.note()
