@@ -143,6 +143,11 @@ def convert(path: Path, size: int) -> tuple[nn.Module, int | None, dict]:
     """Load and convert ``path``; returns (module, num_classes or None, metadata with ``input_shape``)."""
     model = read_model(path, size)
     missing = unsupported_operators(model)
+    quantized = sorted({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"} & set(missing))
+    if quantized:
+        raise OnnxLoadError(
+            f"{path} is already quantized ({', '.join(quantized)} nodes); open the float model it was made from."
+        )
     if missing:
         raise OnnxLoadError(
             f"{path} uses ONNX operators qtradeoff cannot convert ({', '.join(missing)}); "

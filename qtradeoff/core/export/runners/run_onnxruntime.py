@@ -1,7 +1,7 @@
 """Reload an exported ONNX model with ONNX Runtime alone, run it on inputs, and time it.
 
     python run_onnxruntime.py MODEL_FILE INPUTS.npy OUTPUTS.npy [--threads N] [--latency-batches 1,32] [--repeats K]
-                              [--optimization basic|extended|all]
+                              [--optimization none|basic|extended|all]
 
 Writes the outputs on INPUTS (float32, first dimension = samples) to OUTPUTS.npy and prints one JSON line:
 ``{"runtime": "onnxruntime", "version": ..., "latency_ms": {"1": {"median", "min", "max"}, ...}}``.
@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 
-LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+LEVELS = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
 def _session(path: str, threads: int | None, optimization: str = "all") -> ort.InferenceSession:
@@ -29,8 +29,9 @@ def _session(path: str, threads: int | None, optimization: str = "all") -> ort.I
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    # "all"/"extended" fuse DequantizeLinear→op→QuantizeLinear into int8 kernels (QLinearConv, QGemm); "basic"
-    # keeps QDQ as dequantize + float ops, which computes exactly what the QDQ graph says.
+    # "all"/"extended" fuse DequantizeLinear→op→QuantizeLinear into int8 kernels (QLinearConv, QGemm), whose
+    # u8s8 arithmetic can saturate on AVX2 CPUs without VNNI; "none" runs the QDQ graph node by node (dequantize +
+    # float ops), i.e. exactly what the file says; "basic" also fuses float ops (Conv+Add…), changing rounding.
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[optimization])
     return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
