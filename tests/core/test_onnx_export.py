@@ -1,4 +1,4 @@
-"""The onnx export format: a QDQ model, valid under onnx.checker, that ONNX Runtime alone runs to the simulated accuracy."""
+"""The onnx export format: a QDQ model, valid under onnx.checker, that ONNX Runtime runs to the simulated accuracy."""
 
 from __future__ import annotations
 

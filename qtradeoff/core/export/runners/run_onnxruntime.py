@@ -20,8 +20,8 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-
-LEVELS = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+LEVELS = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+          "all": "ORT_ENABLE_ALL"}
 
 
 def _session(path: str, threads: int | None, optimization: str = "all") -> ort.InferenceSession:
@@ -31,7 +31,8 @@ def _session(path: str, threads: int | None, optimization: str = "all") -> ort.I
         options.inter_op_num_threads = 1
     # "all"/"extended" fuse DequantizeLinear→op→QuantizeLinear into int8 kernels (QLinearConv, QGemm), whose
     # u8s8 arithmetic can saturate on AVX2 CPUs without VNNI; "none" runs the QDQ graph node by node (dequantize +
-    # float ops), i.e. exactly what the file says; "basic" also fuses float ops (Conv+Add…), changing rounding.
+    # float ops), i.e. exactly what the file says; "basic" also fuses float ops (Conv+Add…), changing
+    # rounding.
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[optimization])
     return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
