@@ -95,3 +95,27 @@ def test_runner_loops_a_fixed_batch_model_and_times(tmp_path):
     np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4)
     assert "skipped" in line["latency_ms"]["1"]
     assert set(line["latency_ms"]["4"]) >= {"median", "min", "max"}
+
+
+def test_evaluate_times_on_onnxruntime_and_the_result_round_trips(capsys):
+    from qtradeoff import cli
+    from qtradeoff.core.measurement.result import Result
+
+    code = cli.main(["evaluate", "digits_mlp", "--runtime", "torch,onnxruntime", "--latency", "measured",
+                     "--eval-size", "64", "--batch", "4", "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    by_runtime = data["latency_by_runtime"]
+    assert set(by_runtime) == {"onnxruntime", "onnxruntime/fp32"}
+    assert [s["batch"] for s in by_runtime["onnxruntime"]] == [1, 4]
+    assert all(s["median_ms"] > 0 and s["repeats"] > 1 and "noisy" in s for s in by_runtime["onnxruntime"])
+    again = Result.from_dict(data)
+    assert again.latency_by_runtime["onnxruntime"][1].batch == 4
+    assert Result.from_dict({k: v for k, v in data.items() if k != "latency_by_runtime"}).latency_by_runtime == {}
+
+
+def test_unknown_runtime_is_a_usage_error():
+    from qtradeoff import cli
+    from qtradeoff.core.errors import EXIT_USAGE
+
+    assert cli.main(["evaluate", "digits_mlp", "--runtime", "tensorrt"]) == EXIT_USAGE

@@ -220,3 +220,32 @@ def write(source, path: Path) -> str:
     written = write_onnx(source.engine.compressor, source.plan, source.calib_inputs[:1], path,
                          preprocessing=source.loaded.preprocessing, config_json=to_json(source.config))
     return written.note()
+
+
+FP32_CONFIG = {"schema": "qtradeoff.config/1", "defaults": {"weight": {"precision": "fp32"}}}
+
+
+def onnx_export_latency(engine, config, folder: str | Path, *, batches=(1, 32), threads: int | None = None,
+                        rounds: int = 15, optimization: str = "all") -> dict:
+    """Write the fp32 model and ``config`` as ONNX in ``folder`` and time both interleaved on ONNX Runtime.
+
+    Returns plain data: ``fp32_bytes``, ``int8_bytes``, ``paths``, ``stats`` (``{"fp32"|"config": {batch:
+    LatencyStats}}``) and ``latency`` (per batch: both ``to_dict()`` figures and the config/fp32 median ratio).
+    Used by ``qtradeoff evaluate --runtime onnxruntime`` and ``benchmarks/bench_export_onnx.py``.
+    """
+    from qtradeoff.core.config import CompressionConfig
+    from qtradeoff.core.measurement import ort_latency
+
+    folder = Path(folder)
+    example = engine.data.eval_inputs[:1]
+    fp32_plan = engine.plan(CompressionConfig.from_dict(FP32_CONFIG, layer_names=engine.layer_names))
+    fp32 = write_onnx(engine.compressor, fp32_plan, example, folder / "fp32.onnx")
+    written = write_onnx(engine.compressor, engine.plan(config), example, folder / "config.onnx")
+    samples = engine.data.eval_inputs[:64].numpy()
+    stats = ort_latency.time_interleaved({"fp32": fp32.path, "config": written.path}, samples, batches=batches,
+                                         threads=threads, rounds=rounds, optimization=optimization)
+    return {"fp32_bytes": fp32.file_bytes, "int8_bytes": written.file_bytes,
+            "paths": {"fp32": str(fp32.path), "config": str(written.path)}, "stats": stats,
+            "latency": {str(b): {"fp32": stats["fp32"][b].to_dict(), "config": stats["config"][b].to_dict(),
+                                 "ratio": stats["config"][b].median_ms / stats["fp32"][b].median_ms}
+                        for b in batches}}
