@@ -27,9 +27,9 @@ def _configs(engine) -> dict[str, CompressionConfig]:
     layers = engine.layer_names
     inner = layers[1:-1] or layers
     biggest = max(inner, key=lambda name: engine.compressor.weight(name).numel())
-    mixed = {"schema": "qtradeoff.config/1", "defaults": W8A8,
-             "layers": {layers[len(layers) // 2]: {"weight": {"precision": "int4"}},
-                        biggest: {"prune": {"method": "magnitude", "sparsity": 0.5}}}}
+    overrides = {layers[len(layers) // 2]: {"weight": {"precision": "int4"}}}
+    overrides.setdefault(biggest, {})["prune"] = {"method": "magnitude", "sparsity": 0.5}  # may be the same layer
+    mixed = {"schema": "qtradeoff.config/1", "defaults": W8A8, "layers": overrides}
     return {"w8a8": CompressionConfig.from_dict({"schema": "qtradeoff.config/1", "defaults": W8A8},
                                                 layer_names=layers),
             "mixed": CompressionConfig.from_dict(mixed, layer_names=layers)}
@@ -60,7 +60,7 @@ def test_onnx_export_reproduces_simulated_accuracy(name, tmp_path):
         proto = onnx.load(str(path))
         onnx.checker.check_model(proto, full_check=True)
         ops = [node.op_type for node in proto.graph.node]
-        int_types = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+        int_types = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4)
         int_inits = [i for i in proto.graph.initializer if i.data_type in int_types and len(i.dims) > 1]
         assert len(int_inits) == written.int_weights == len(engine.layer_names)
         assert ops.count("QuantizeLinear") == written.activation_qdq > 0
@@ -68,6 +68,8 @@ def test_onnx_export_reproduces_simulated_accuracy(name, tmp_path):
                        and n.input[0] in {i.name for i in int_inits}]
         constants = onnx_format._constants(proto)
         assert per_channel and all(constants[n.input[1]].size > 1 for n in per_channel)  # per-channel scales
+        int4 = [i for i in int_inits if i.data_type == onnx.TensorProto.INT4]
+        assert len(int4) == (1 if label == "mixed" else 0)  # the int4 layer is stored as INT4 (opset 21)
         if label == "mixed":  # the pruned layer's zeros are in the file
             zeros = max(float((onnx.numpy_helper.to_array(i) == 0).mean()) for i in int_inits)
             assert zeros >= 0.5

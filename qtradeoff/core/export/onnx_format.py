@@ -10,10 +10,11 @@ to a constant weight by the integer initializer it computes, so weights are stor
 DequantizeLinear (per-channel along the output axis where the configuration is per-channel), and drops the float
 copies. Float layers stay fp32. The result is checked with ``onnx.checker.check_model(full_check=True)``.
 
-Limits, said rather than hidden: integer weights of 2..7 bits are stored in 8-bit containers (their values are on
-the narrower grid, but the file holds one byte per weight; ONNX's int4 types need opset 21, which the TorchScript
-exporter does not write); weights of more than 8 bits and fp16/bf16/fp8 weights are stored as fp32 values on their
-grid; activation casts other than 8-bit integer ones are exported as the exporter writes them (float ops).
+Weights of at most 4 bits are stored as ONNX INT4/UINT4 initializers (two per byte); the model is then converted
+to opset 21 (onnx.version_converter), the first with those types. Limits, said rather than hidden: 5..7-bit weights
+are stored in 8-bit containers (their values are on the narrower grid); weights of more than 8 bits and
+fp16/bf16/fp8 weights are stored as fp32 values on their grid; activation casts other than 8-bit integer ones
+are exported as the exporter writes them (float ops).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from qtradeoff.core.compression.quantize import int_qparams, quantize_int
 from qtradeoff.core.precision import bits_of, is_integer
 
 OPSET = 17
+INT4_OPSET = 21  # the first opset with INT4/UINT4 tensors (ONNX Runtime 1.18+ dequantizes them)
 CONFIG_KEY = "qtradeoff.config"
 PREPROCESSING_KEY = "qtradeoff.preprocessing"  # as qtradeoff.core.loading.onnx_io reads it back
 
@@ -53,7 +55,7 @@ class OnnxWritten:
     notes: list[str] = field(default_factory=list)
 
     def note(self) -> str:
-        text = (f"ONNX opset {OPSET}: {self.int_weights} integer weight tensors as int8/uint8 initializers + "
+        text = (f"ONNX: {self.int_weights} integer weight tensors as int8/uint8 initializers + "
                 f"DequantizeLinear, {self.activation_qdq} activation QuantizeLinear/DequantizeLinear pairs")
         return "; ".join([text, *self.notes]) + "."
 
@@ -76,8 +78,8 @@ class _WeightQDQ(nn.Module):
                                                       self.axis, self.qmin, self.qmax)
 
 
-def _parametrize_weights(compressor, plan, model: nn.Module) -> tuple[int, list[str]]:
-    count, wide = 0, []
+def _parametrize_weights(compressor, plan, model: nn.Module) -> tuple[int, list[str], set[str]]:
+    count, wide, narrow_inputs = 0, [], set()
     for layer in plan:
         spec = layer.settings.weight
         if layer.settings.skip or not layer.rewrites or not is_integer(spec.precision):
@@ -107,14 +109,12 @@ def _parametrize_weights(compressor, plan, model: nn.Module) -> tuple[int, list[
             parametrize.register_parametrization(module, name, _WeightQDQ(scale, zero_point, axis, spec.symmetric),
                                                  unsafe=True)
             count += 1
+            if bits <= 4:  # the exporter names the constant after the parametrized tensor
+                narrow_inputs.add(f"{layer.name}.parametrizations.{name}.original")
     notes = []
     if wide:
         notes.append(f"weights wider than 8 bits stored as fp32 values on their grid ({', '.join(wide)})")
-    narrow = sorted({layer.settings.weight.precision for layer in plan if not layer.settings.skip
-                     and is_integer(layer.settings.weight.precision) and bits_of(layer.settings.weight.precision) < 8})
-    if narrow:
-        notes.append(f"{'/'.join(narrow)} weights stored in 8-bit containers (values on their grid)")
-    return count, notes
+    return count, notes, narrow_inputs
 
 
 def _constants(model) -> dict[str, np.ndarray]:
@@ -127,8 +127,12 @@ def _constants(model) -> dict[str, np.ndarray]:
     return values
 
 
-def fold_weight_quantize(model) -> int:
-    """Replace each QuantizeLinear of a constant by the integer initializer it computes; drop unused constants."""
+def fold_weight_quantize(model, int4_inputs: set[str] = frozenset()) -> int:
+    """Replace each QuantizeLinear of a constant by the integer initializer it computes; drop unused constants.
+
+    Constants named in ``int4_inputs`` (weights on a grid of at most 4 bits) are stored as ONNX INT4/UINT4 (the
+    model must be opset 21), their zero points too, as DequantizeLinear requires.
+    """
     import onnx
     from onnx import numpy_helper
 
@@ -149,12 +153,30 @@ def fold_weight_quantize(model) -> int:
                 zero_b = zero
             info = np.iinfo(zero.dtype)
             q = np.clip(np.rint(x / scale) + zero_b.astype(np.int32), info.min, info.max).astype(zero.dtype)
-            graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
+            if node.input[0] in int4_inputs:
+                kind = onnx.TensorProto.INT4 if zero.dtype == np.int8 else onnx.TensorProto.UINT4
+                low, high = (-8, 7) if kind == onnx.TensorProto.INT4 else (0, 15)
+                if q.min() < low or q.max() > high:
+                    raise OnnxExportError(f"{node.input[0]}: values outside the 4-bit grid")
+                graph.initializer.append(onnx.helper.make_tensor(node.output[0], kind, q.shape,
+                                                                 q.flatten().tolist()))
+                zero_name = f"{node.output[0]}_zero_point"
+                graph.initializer.append(onnx.helper.make_tensor(zero_name, kind, zero.shape,
+                                                                 zero.flatten().tolist()))
+                for consumer in graph.node:
+                    if consumer.op_type == "DequantizeLinear" and consumer.input[0] == node.output[0]:
+                        consumer.input[2] = zero_name
+            else:
+                graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
             folded += 1
             continue
         keep.append(node)
     del graph.node[:]
     graph.node.extend(keep)
+    stored = {init.name for init in graph.initializer}
+    kept_info = [info for info in graph.value_info if info.name not in stored]  # stale types of the Q outputs
+    del graph.value_info[:]
+    graph.value_info.extend(kept_info)
     while True:  # dead constants and initializers (the float weights the integer ones replace)
         used = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
         dead_nodes = [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]
@@ -169,6 +191,14 @@ def fold_weight_quantize(model) -> int:
     return folded
 
 
+def _to_opset(proto, version: int):
+    from onnx import version_converter
+
+    converted = version_converter.convert_version(proto, version)
+    converted.ir_version = max(converted.ir_version, 10)
+    return converted
+
+
 def write_onnx(compressor, plan, example_input: torch.Tensor, path: str | Path, *,
                preprocessing: dict | None = None, config_json: str | None = None) -> OnnxWritten:
     """Write ``plan`` (from ``compressor.plan(config)``) as a QDQ ONNX model at ``path`` (atomically).
@@ -181,7 +211,7 @@ def write_onnx(compressor, plan, example_input: torch.Tensor, path: str | Path, 
 
     path = Path(path)
     model = compressor.simulate(plan)
-    int_weights, notes = _parametrize_weights(compressor, plan, model)
+    int_weights, notes, int4_inputs = _parametrize_weights(compressor, plan, model)
     scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -190,7 +220,11 @@ def write_onnx(compressor, plan, example_input: torch.Tensor, path: str | Path, 
                               opset_version=OPSET, input_names=["input"], output_names=["output"],
                               dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, do_constant_folding=True)
         proto = onnx.load(str(scratch))
-        folded = fold_weight_quantize(proto)
+        if int4_inputs:
+            proto = _to_opset(proto, INT4_OPSET)
+            notes.append(f"{len(int4_inputs)} weight tensors of at most 4 bits stored as INT4/UINT4 (opset "
+                         f"{INT4_OPSET})")
+        folded = fold_weight_quantize(proto, int4_inputs)
         if folded != int_weights:
             raise OnnxExportError(f"{int_weights} integer weights were marked but {folded} were stored as integers")
         activation_qdq = sum(node.op_type == "QuantizeLinear" for node in proto.graph.node)
