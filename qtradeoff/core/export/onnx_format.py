@@ -127,6 +127,17 @@ def _constants(model) -> dict[str, np.ndarray]:
     return values
 
 
+def _packed_4bit(name: str, kind: int, values: np.ndarray):
+    """An INT4/UINT4 tensor with two values per byte in ``raw_data`` (the first in the low nibble, as ONNX says)."""
+    import onnx
+
+    nibbles = (values.astype(np.int16).reshape(-1) & 0x0F).astype(np.uint8)
+    if len(nibbles) % 2:
+        nibbles = np.append(nibbles, np.uint8(0))
+    packed = nibbles[0::2] | (nibbles[1::2] << 4)
+    return onnx.helper.make_tensor(name, kind, values.shape, packed.tobytes(), raw=True)
+
+
 def fold_weight_quantize(model, int4_inputs: set[str] = frozenset()) -> int:
     """Replace each QuantizeLinear of a constant by the integer initializer it computes; drop unused constants.
 
@@ -158,11 +169,9 @@ def fold_weight_quantize(model, int4_inputs: set[str] = frozenset()) -> int:
                 low, high = (-8, 7) if kind == onnx.TensorProto.INT4 else (0, 15)
                 if q.min() < low or q.max() > high:
                     raise OnnxExportError(f"{node.input[0]}: values outside the 4-bit grid")
-                graph.initializer.append(onnx.helper.make_tensor(node.output[0], kind, q.shape,
-                                                                 q.flatten().tolist()))
+                graph.initializer.append(_packed_4bit(node.output[0], kind, q))
                 zero_name = f"{node.output[0]}_zero_point"
-                graph.initializer.append(onnx.helper.make_tensor(zero_name, kind, zero.shape,
-                                                                 zero.flatten().tolist()))
+                graph.initializer.append(_packed_4bit(zero_name, kind, zero))
                 for consumer in graph.node:
                     if consumer.op_type == "DequantizeLinear" and consumer.input[0] == node.output[0]:
                         consumer.input[2] = zero_name
