@@ -28,6 +28,18 @@ def eval_size_argument(text: str):
         raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
 
 
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def runtimes_argument(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in RUNTIMES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown runtime {', '.join(unknown) or text!r}; choose from "
+                                         f"{', '.join(RUNTIMES)}")
+    return names
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (used by qtradeoff.cli's subcommand registry)."""
     from qtradeoff.cli_args import batch_size, positive_float, positive_int
@@ -42,6 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency", choices=("both", "measured", "estimated", "none"), default="both",
                         help="which latency figures to produce (default both)")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for timing (default: torch's)")
+    parser.add_argument("--runtime", type=runtimes_argument, default=("torch",),
+                        help="runtimes to time on, comma-separated: torch, onnxruntime (default torch; onnxruntime "
+                             "times the configuration exported as ONNX, interleaved with the fp32 model)")
     parser.add_argument("--eval-size", type=eval_size_argument, default=None,
                         help="use only the first N evaluation samples, or 'auto': as many as keep the estimated "
                              "evaluation time near --target-seconds (at least 100 where the split has them)")
@@ -85,6 +100,10 @@ def format_table(result) -> str:
                      f"IQR {stats.iqr_ms:.3f} ms, {stats.repeats} repeats"
                      + (f"  NOISY (IQR {stats.spread:.0%} of the median; rerun on an idle machine)"
                         if stats.noisy else ""))
+    for runtime, runtime_stats in result.latency_by_runtime.items():
+        for stats in runtime_stats:
+            lines.append(f"latency {runtime:<16} batch {stats.batch:>3}: {stats.median_ms:.3f} ms median, "
+                         f"IQR {stats.iqr_ms:.3f} ms, {stats.repeats} rounds" + ("  NOISY" if stats.noisy else ""))
     for stats in result.latency_estimated:
         lines.append(f"latency estimated  batch {stats.batch:>3}: {stats.median_ms:.3f} ms (roofline estimate)")
     if result.executed_precisions:
@@ -144,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     if result is None:
         raise Cancelled("evaluation cancelled")
+    if "onnxruntime" in args.runtime and args.latency in ("both", "measured"):
+        result = _with_onnxruntime(engine, config, result, batches, threads)
     if args.export:
         _export(args.export, config, result, engine.loaded)
     if args.json:
@@ -151,6 +172,27 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(result))
     return 0
+
+
+def _with_onnxruntime(engine, config, result, batches, threads):
+    """``result`` with the configuration's and fp32's latency on ONNX Runtime (from exported files, interleaved)."""
+    import dataclasses
+    import tempfile
+
+    from qtradeoff.core.errors import UsageError
+    from qtradeoff.core.measurement import ort_latency
+
+    if not ort_latency.available():
+        raise UsageError("--runtime onnxruntime needs ONNX Runtime; install qtradeoff[onnx]")
+    from qtradeoff.core.export.onnx_format import onnx_export_latency
+
+    with tempfile.TemporaryDirectory(prefix="qtradeoff-ort-") as folder:
+        figures = onnx_export_latency(engine, config, folder, batches=batches, threads=threads)
+    stats = figures["stats"]
+    by_runtime = dict(result.latency_by_runtime)
+    by_runtime["onnxruntime"] = tuple(stats["config"][b] for b in batches)
+    by_runtime["onnxruntime/fp32"] = tuple(stats["fp32"][b] for b in batches)
+    return dataclasses.replace(result, latency_by_runtime=by_runtime)
 
 
 def _choose_subset(engine, config, args: argparse.Namespace, settings, auto: bool) -> tuple[int, dict]:

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QFileDialog, QMenu, QWidget
 from qtradeoff.core import config as cfg
 
 MAX_RECENT = 8
-MODEL_SUFFIXES = {".safetensors", ".pt", ".pth", ".pt2", ".ptl", ".bin", ".ckpt", ".torchscript", ".jit"}
+MODEL_SUFFIXES = {".safetensors", ".pt", ".pth", ".pt2", ".ptl", ".bin", ".ckpt", ".torchscript", ".jit", ".onnx"}
 DATA_SUFFIXES = {".npz", ".npy", ".csv"}
 
 
@@ -331,7 +331,7 @@ class FileActions(QObject):
 
     def _open_model(self) -> None:
         self._ask_open(self.open, "Open model",
-                       "Models (*.safetensors *.pt *.pth *.pt2 *.ptl *.bin *.ckpt);;All files (*)")
+                       "Models (*.safetensors *.pt *.pth *.pt2 *.ptl *.bin *.ckpt *.onnx);;All files (*)")
 
     def _open_data(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self._window, "Open data", self.last_dir(),

@@ -180,7 +180,8 @@ class Sniff:
     """What the bytes of a file say it is.
 
     ``kind``: ``safetensors``, ``torch_zip`` (torch.save archive), ``torchscript``, ``export`` (torch.export .pt2),
-    ``pickle`` (legacy torch.save or plain pickle), ``npz``, or ``other`` with ``description`` of a known non-model
+    ``pickle`` (legacy torch.save or plain pickle), ``onnx`` (protobuf ModelProto, by its ``.onnx`` suffix),
+    ``npz``, or ``other`` with ``description`` of a known non-model
     type (image, JSON, …). ``members`` are the zip member names for archives.
     """
 
@@ -202,6 +203,8 @@ def sniff(path: Path, size: int, budget: int) -> Sniff:
             return safetensors
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return Sniff("pickle")
+    if path.suffix.lower() == ".onnx":  # protobuf has no magic number; onnx_io validates the content
+        return Sniff("onnx")
     for magic, description in _NOT_MODELS:
         if head.startswith(magic):
             return Sniff("other", description)

@@ -57,7 +57,7 @@ from qtradeoff.core.paths import cache_dir
 
 SAMPLE_DIR = Path(__file__).resolve().parents[3] / "sample_models"
 MANIFEST_FILE = SAMPLE_DIR / "manifest.json"
-FORMATS = ("safetensors", "state_dict", "pickle", "torchscript", "export")
+FORMATS = ("safetensors", "state_dict", "pickle", "torchscript", "export", "onnx")
 DEFAULT_TIMEOUT = 120.0
 
 # Keys under which training checkpoints commonly nest the weights, most specific first.
@@ -758,6 +758,16 @@ def _load_code_archive(path: Path, kind: str, trust: bool) -> _Loaded:
     return _Loaded(module, kind, None, None)
 
 
+def _load_onnx(path: Path, size: int) -> _Loaded:
+    from qtradeoff.core.loading import onnx_io
+
+    try:
+        module, num_classes, metadata = onnx_io.convert(path, size)
+    except onnx_io.OnnxLoadError as error:
+        raise ModelLoadError(str(error)) from None
+    return _Loaded(module, "onnx", None, num_classes, metadata)
+
+
 def load_in_process(path: Path, *, trust: bool, architecture: str | None, budget: int) -> tuple[_Loaded, int]:
     """Check, identify and load the file in this process. Returns the loaded model and the file size."""
     path = Path(path)
@@ -773,10 +783,12 @@ def load_in_process(path: Path, *, trust: bool, architecture: str | None, budget
         raise ModelLoadError(f"{path} is a NumPy .npz archive, not a model; load it as data instead.")
     if kind == "unknown":
         raise ModelLoadError(
-            f"{path} is not a recognised model file (not safetensors, torch.save, TorchScript or torch.export); "
+            f"{path} is not a recognised model file (not safetensors, torch.save, TorchScript, torch.export or ONNX); "
             "choose a PyTorch model file."
         )
-    if kind == "safetensors":
+    if kind == "onnx":
+        loaded = _load_onnx(path, size)
+    elif kind == "safetensors":
         loaded = _load_safetensors(path, sniffed, architecture, trust, budget)
     elif kind in ("torchscript", "export"):
         loaded = _load_code_archive(path, kind, trust)
@@ -872,9 +884,19 @@ def load_model(path: str | Path, *, trust: bool = False, architecture: str | Non
         num_classes=num_classes,
         architecture=loaded.architecture or (sample or {}).get("architecture"),
         load_seconds=time.perf_counter() - started,
-        preprocessing=dict(sample["preprocessing"]) if sample else None,
+        preprocessing=dict(sample["preprocessing"]) if sample else _preprocessing_from_metadata(loaded.metadata),
         warnings=_weight_warnings(path, loaded.module),
     )
+
+
+def _preprocessing_from_metadata(metadata: dict | None) -> dict | None:
+    """Digits preprocessing stored as JSON in a file's metadata (ONNX ``metadata_props`` qtradeoff.preprocessing)."""
+    text = (metadata or {}).get("preprocessing")
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _shape_from_metadata(metadata: dict | None) -> tuple[int, ...] | None:

@@ -86,6 +86,9 @@ class Result:
     ``top5`` is None with fewer than 5 classes. Memory: see :mod:`qtradeoff.core.measurement.memory` for what is
     counted.
     ``latency_estimated`` entries have ``iqr_ms == 0`` and ``repeats == 0``: they are roofline estimates.
+    ``latency_by_runtime``: measured latency on other runtimes than torch (``latency_measured`` stays torch's), keyed
+    ``"onnxruntime"`` for the configuration and ``"onnxruntime/fp32"`` for the fp32 model timed interleaved with it
+    (both from exported ONNX files); empty when only torch was asked for.
     """
 
     config: CompressionConfig
@@ -107,6 +110,7 @@ class Result:
     measured_note: str = ""
     latency_estimated: tuple[LatencyStats, ...] = ()
     provenance: dict = field(default_factory=dict)
+    latency_by_runtime: dict[str, tuple[LatencyStats, ...]] = field(default_factory=dict)
 
     def latency_ms(self, batch: int = 1, measured: bool = True) -> float | None:
         """Median latency (ms) at ``batch``, measured or estimated; None when not available."""
@@ -140,6 +144,8 @@ class Result:
             "measured_note": self.measured_note,
             "latency_estimated": [dict(s.to_dict(), estimated=True) for s in self.latency_estimated],
             "provenance": self.provenance,
+            "latency_by_runtime": {runtime: [s.to_dict() for s in stats]
+                                   for runtime, stats in self.latency_by_runtime.items()},
         }
 
     @classmethod
@@ -165,4 +171,6 @@ class Result:
             measured_note=d.get("measured_note", ""),
             latency_estimated=tuple(LatencyStats.from_dict(s) for s in d.get("latency_estimated", ())),
             provenance=dict(d.get("provenance", {})),
+            latency_by_runtime={runtime: tuple(LatencyStats.from_dict(s) for s in stats)
+                                for runtime, stats in (d.get("latency_by_runtime") or {}).items()},
         )
