@@ -197,12 +197,17 @@ def _store(cache_dir: Path, key: str, report: SensitivityReport) -> None:
 def sensitivity_iter(session, *, settings: SensitivitySettings = SensitivitySettings(),
                      layers: Sequence[str] | None = None, base_config: CompressionConfig | None = None,
                      should_stop: Callable[[], bool] = lambda: False, cache_dir: Path | str | None = None,
-                     use_cache: bool = True
+                     use_cache: bool = True, backend=None
                      ) -> Iterator[SensitivityProgress | LayerSensitivity | SensitivityReport]:
     """Analyse each layer of ``session`` (an :class:`~qtradeoff.core.engine.incremental.Engine`).
 
     Yields :class:`SensitivityProgress` before each configuration, a :class:`LayerSensitivity` when a layer is
     done and finally the :class:`SensitivityReport`. Stops quietly (no report) when ``should_stop()`` is true.
+
+    ``backend``: a :class:`~qtradeoff.core.engine.backends.ProcessPool` built from the same model and data (the
+    caller opens and closes it): the layers are spread over its worker processes, each running one layer's trials
+    through ``score_variants`` on its own engine; the base configuration is scored here. The drops are the same as
+    in this process (the same engine code on the same data), and the layers are yielded in order.
     """
     base_config = base_config if base_config is not None else CompressionConfig()
     layers = tuple(layers) if layers is not None else session.layer_names
@@ -229,12 +234,17 @@ def sensitivity_iter(session, *, settings: SensitivitySettings = SensitivitySett
     done = 0
     results = []
     batched = callable(getattr(session, "score_variants", None))
+    trials = [("bits", bits) for bits in settings.bits] + [("sparsity", s) for s in settings.sparsities]
+    spread = _spread(backend, layers, base_config, settings, should_stop) if backend is not None else None
     for layer in layers:
         quant, prune = {}, {}
-        trials = [("bits", bits) for bits in settings.bits] + [("sparsity", s) for s in settings.sparsities]
-        configs = [quantized_layer(base_config, layer, int(value), settings) if kind == "bits"
-                   else pruned_layer(base_config, layer, float(value)) for kind, value in trials]
-        if batched:
+        configs = list(_trial_configs(layer, base_config, settings))
+        if spread is not None:
+            yield SensitivityProgress(done, total, layer)
+            scores = next(spread, None)
+            if scores is None:  # stopped
+                return
+        elif batched:
             # one layer's trials share everything after it: the engine runs that part once for all of them
             if should_stop():
                 return
@@ -262,6 +272,28 @@ def sensitivity_iter(session, *, settings: SensitivitySettings = SensitivitySett
     if use_cache and model_sha:
         _store(cache_dir, key, report)
     yield report
+
+
+def _trial_configs(layer: str, base_config: CompressionConfig, settings: SensitivitySettings) -> tuple:
+    return (*(quantized_layer(base_config, layer, int(bits), settings) for bits in settings.bits),
+            *(pruned_layer(base_config, layer, float(sparsity)) for sparsity in settings.sparsities))
+
+
+def _spread(backend, layers, base_config, settings, should_stop) -> Iterator[list]:
+    """Each layer's trial scores, in ``layers`` order, computed on ``backend``'s workers (one job per layer, in
+    completion order there; held here until the layers before them are in). Ends early when stopped."""
+    from qtradeoff.core.engine.backends import BackendError, LayerTrials
+
+    jobs = (LayerTrials(layer, _trial_configs(layer, base_config, settings)) for layer in layers)
+    scores: dict[int, list] = {}
+    given = 0
+    for index, job, payload, failure in backend.run(jobs, should_stop=should_stop):
+        if payload is None:
+            raise BackendError(f"the sensitivity of {job.layer} could not be computed on a worker ({failure})")
+        scores[index] = payload
+        while given in scores:
+            yield scores.pop(given)
+            given += 1
 
 
 def analyze(session, **kwargs) -> SensitivityReport:
