@@ -344,17 +344,19 @@ class ProcessPool(Backend):
         for index, job, payload, failure in self.run(jobs, exclusive=options.exclusive, should_stop=should_stop):
             yield Outcome(index, job.config, payload, failure)
 
-    def run(self, jobs: Iterable, *, exclusive: bool = False, should_stop: Callable[[], bool] = lambda: False
-            ) -> Iterator[tuple]:
+    def run(self, jobs: Iterable, *, exclusive: bool = False, should_stop: Callable[[], bool] = lambda: False,
+            depth: int | None = None) -> Iterator[tuple]:
         """Run ``jobs`` (objects with ``run(engine)``, consumed lazily) on the workers and yield
         ``(index, job, payload, failure)`` for each in completion order (``payload`` None when it failed).
 
-        ``exclusive``: each job runs alone (nothing else in flight), as a measured timing needs."""
+        ``exclusive``: each job runs alone (nothing else in flight), as a measured timing needs. ``depth``: jobs in
+        flight per worker for this run (default the pool's); 1 suits a few long, unequal jobs, which a second job
+        queued behind the first would tie to a worker that may finish last."""
         source = enumerate(jobs)
         retries: deque[_Task] = deque()
         running: dict[int, _Task] = {}  # task id -> task, for this run only (an abandoned run's results are dropped)
         exhausted = False
-        depth = 1 if exclusive else self.depth
+        depth = 1 if exclusive else max(1, int(depth or self.depth))
 
         def next_task() -> _Task | None:
             nonlocal exhausted

@@ -287,7 +287,9 @@ def _spread(backend, layers, base_config, settings, should_stop) -> Iterator[lis
     jobs = (LayerTrials(layer, _trial_configs(layer, base_config, settings)) for layer in layers)
     scores: dict[int, list] = {}
     given = 0
-    for index, job, payload, failure in backend.run(jobs, should_stop=should_stop):
+    # one job at a time per worker: the jobs are few and unequal (an early layer's trials run most of the graph),
+    # so each goes to whichever worker is free first, the longest (earliest layers) first
+    for index, job, payload, failure in backend.run(jobs, should_stop=should_stop, depth=1):
         if payload is None:
             raise BackendError(f"the sensitivity of {job.layer} could not be computed on a worker ({failure})")
         scores[index] = payload
