@@ -300,10 +300,11 @@ class ParetoPlot(QWidget):
         memory = store.memory
         max_memory = float(memory.max()) if n else 0.0
         unit = (1024.0 * 1024.0, "MiB") if max_memory >= 4 << 20 else (1024.0, "KiB")
-        if unit != self._memory_unit and self._follow["memory"] is not None:
-            self._follow["memory"] = _REFIT  # the x values changed scale
-        self._memory_unit = unit
-        self.memory_view.setLabel("bottom", f"Weight memory ({self._memory_unit[1]})")
+        if unit != self._memory_unit:  # only then: a new label re-lays out and repaints the axis
+            if self._follow["memory"] is not None:
+                self._follow["memory"] = _REFIT  # the x values changed scale
+            self._memory_unit = unit
+            self.memory_view.setLabel("bottom", f"Weight memory ({unit[1]})")
         memory_x = memory / self._memory_unit[0]
         symbols = np.where(measured, "o", "t").tolist()
         current = store.find(self.current_key) if self.current_key else None

@@ -280,21 +280,34 @@ def _trial_configs(layer: str, base_config: CompressionConfig, settings: Sensiti
 
 
 def _spread(backend, layers, base_config, settings, should_stop) -> Iterator[list]:
-    """Each layer's trial scores, in ``layers`` order, computed on ``backend``'s workers (one job per layer, in
-    completion order there; held here until the layers before them are in). Ends early when stopped."""
+    """Each layer's trial scores, in ``layers`` order, computed on ``backend``'s workers. Ends early when stopped.
+
+    A layer's trials are cut into one part per worker (each part still runs the graph after the layer once for
+    its trials): the first layers' trials run most of the graph and cost ~60 times the last one's, so whole
+    layers as jobs leave one worker with the first layer while the other runs out of work. Parts go out one at
+    a time per worker, the earliest (costliest) layers first, and are put back together here in order."""
     from qtradeoff.core.engine.backends import BackendError, LayerTrials
 
-    jobs = (LayerTrials(layer, _trial_configs(layer, base_config, settings)) for layer in layers)
-    scores: dict[int, list] = {}
+    parts = max(1, int(getattr(backend, "workers", 1)))
+    jobs, owners = [], []
+    for position, layer in enumerate(layers):
+        configs = _trial_configs(layer, base_config, settings)
+        size = -(-len(configs) // parts)
+        for start in range(0, len(configs), size):
+            jobs.append(LayerTrials(layer, configs[start:start + size]))
+            owners.append(position)
+    pieces: dict[int, list] = {}
+    remaining = [owners.count(position) for position in range(len(layers))]
     given = 0
-    # one job at a time per worker: the jobs are few and unequal (an early layer's trials run most of the graph),
-    # so each goes to whichever worker is free first, the longest (earliest layers) first
-    for index, job, payload, failure in backend.run(jobs, should_stop=should_stop, depth=1):
+    for index, job, payload, failure in backend.run(iter(jobs), should_stop=should_stop, depth=1):
         if payload is None:
             raise BackendError(f"the sensitivity of {job.layer} could not be computed on a worker ({failure})")
-        scores[index] = payload
-        while given in scores:
-            yield scores.pop(given)
+        pieces[index] = payload
+        remaining[owners[index]] -= 1
+        while given < len(layers) and remaining[given] == 0:
+            yield [score for part in sorted(i for i in pieces if owners[i] == given) for score in pieces[part]]
+            for part in [i for i in pieces if owners[i] == given]:
+                del pieces[part]
             given += 1
 
 
