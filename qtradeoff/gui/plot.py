@@ -353,13 +353,11 @@ class ParetoPlot(QWidget):
         width = x_max * (1.0 + HEADROOM) if x_max > 0 else 1.0
         low, high = y_low - HEADROOM * span, y_high + HEADROOM * span
         self._follow[name] = (width, low, high)
-        if name == "latency":  # the memory view's y follows through the link
+        # y is shared through the link: set (on the latency view) only while the user has moved neither view
+        if name == "latency" and self._follow["memory"] is not None:
             box.setRange(xRange=(0.0, width), yRange=(low, high), padding=0.0)
         else:
             box.setRange(xRange=(0.0, width), padding=0.0)
-            latency = self._follow.get("latency")
-            if latency is None or low < latency[1] or high > latency[2]:
-                box.setRange(yRange=(low, high), padding=0.0)
 
     @staticmethod
     def _staircase(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
