@@ -12,7 +12,8 @@ thresholds do. The last window to close collects once more and turns automatic c
 A full collection walks every tracked object: with torch, Qt and pyqtgraph imported that is about 200 ms on the
 GUI thread (measured on this 2-core machine), the longest stall a user saw. So on its first tick the collector
 freezes what exists then (``gc.freeze``: the modules, classes and widgets built at start-up, which live as long as
-the process), and later collections walk only what was made after; the last window to close unfreezes it.
+the process), and later collections walk only what was made after; the last window to close unfreezes them
+after its last collection (the automatic collector, back on, then walks them in its own time).
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ class GuiThreadCollector(QObject):
         self._timer.stop()
         _active -= 1
         if _active == 0:
-            if _frozen:
+            gc.collect()  # what is not frozen: quick, so closing stays quick
+            if _frozen:  # the start-up objects go back to the oldest generation, for automatic collection
                 gc.unfreeze()
                 _frozen = False
-            gc.collect()
             if _was_enabled:
                 gc.enable()
