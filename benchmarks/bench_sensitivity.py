@@ -17,6 +17,13 @@ the same approach in that process: CPU allocator state left by one approach chan
   sweep without incremental evaluation pays. (``Engine.evaluate`` now defaults to the cut cache; the pre-engine
   ``measure.evaluate`` after ``clear_caches()`` ran every configuration in full, so ``evaluate_full`` keeps the
   meaning of this line.)
+- incremental, pool of 2: ``analyze(..., backend=pool)`` with a process pool of 2 workers (one torch thread
+  each, whatever ``--threads`` says): one job per layer, each running that layer's trials through
+  ``score_variants`` on the worker's engine. A fresh pool per analysis, opened and warmed (``wait_ready``: spawn,
+  imports, engine build) *before* the timed region — a sweep or the GUI pays that once — so its workers hold no
+  cache from an earlier analysis. Its CPU is in the workers, so only its wall time is compared (against the other
+  approaches' wall time; with ``--threads 1`` they use one core, the pool two, so run ``--threads 2`` too for the
+  comparison at equal cores);
 - incremental, per trial: ``analyze`` through the cut cache with each trial run on its own (``Engine.score``), as
   before one layer's trials shared their downstream run (``Engine.score_variants``): separates that gain;
 - executor, no cache: ``analyze`` with the cut cache disabled (``cache_bytes=0``) — every configuration runs in full
@@ -41,7 +48,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-APPROACHES = ("incremental", "naive forward", "naive evaluate", "executor, no cache", "incremental, per trial")
+APPROACHES = ("incremental", "naive forward", "naive evaluate", "executor, no cache", "incremental, per trial",
+              "incremental, pool of 2")
+POOL = "incremental, pool of 2"
 
 
 def _trials(layers, settings):
@@ -73,6 +82,9 @@ class _PerTrial:
         return getattr(self._engine, name)
 
 
+_POOL_WALL: list[float] = []  # the pool approach's timed region (without opening and closing the pool)
+
+
 def _analysis(approach: str, loaded, data, settings) -> dict[str, float]:
     """One whole sensitivity analysis by ``approach``; returns the drop of every configuration (points)."""
     import torch
@@ -82,6 +94,17 @@ def _analysis(approach: str, loaded, data, settings) -> dict[str, float]:
     from qtradeoff.core.engine.engine import Engine
     from qtradeoff.core.search.sensitivity import analyze
 
+    if approach == POOL:
+        from qtradeoff.core.engine.backends import ProcessPool
+        from qtradeoff.core.engine.engine import EngineSpec
+
+        with ProcessPool(EngineSpec("digits_cnn"), 2, threads=1) as pool:
+            pool.wait_ready()
+            started = time.perf_counter()
+            session = Engine(loaded, data, compressor=Compressor(loaded.module, data.calib_inputs))
+            drops = _report_drops(analyze(session, settings=settings, use_cache=False, backend=pool))
+            _POOL_WALL.append(time.perf_counter() - started)
+        return drops
     compressor = Compressor(loaded.module, data.calib_inputs)
     if approach in ("incremental", "executor, no cache", "incremental, per trial"):
         cache = 0 if approach == "executor, no cache" else 512 * 1024 * 1024
@@ -121,6 +144,8 @@ def _worker(approach: str, threads: int) -> None:
     cpu, wall = time.process_time(), time.perf_counter()
     drops = _analysis(approach, loaded, data, settings)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    if approach == POOL:
+        wall = _POOL_WALL[-1]
     print(json.dumps({"cpu": cpu, "wall": wall, "drops": drops, "samples": len(data.eval_inputs),
                       "threads": torch.get_num_threads()}))
 
@@ -165,13 +190,19 @@ def main() -> int:
         print(f"  {name:19s} cpu {cpu[name]:7.3f} s   wall {wall[name]:7.3f} s   "
               f"(cpu runs: {', '.join(format(r['cpu'], '.2f') for r in runs[name])})")
     for name in APPROACHES[1:]:
+        if name == POOL:
+            continue
         print(f"incremental vs {name}: {cpu[name] / cpu['incremental']:.2f}x faster (cpu), "
               f"{wall[name] / wall['incremental']:.2f}x (wall)")
+    for name in ("naive evaluate", "naive forward", "incremental"):
+        print(f"{POOL} vs {name} ({first['threads']} thread(s)): {wall[name] / wall[POOL]:.2f}x faster (wall; the "
+              "pool's CPU is in its workers)")
     if args.json:
         print("JSON " + json.dumps({
             "cpu": cpu, "wall": wall, "cpu_runs": {name: [r["cpu"] for r in runs[name]] for name in APPROACHES},
             "speedup_cpu": {name: cpu[name] / cpu["incremental"] for name in APPROACHES[1:]},
-            "speedup_wall": {name: wall[name] / wall["incremental"] for name in APPROACHES[1:]}}))
+            "speedup_wall": {name: wall[name] / wall["incremental"] for name in APPROACHES[1:]},
+            "pool_speedup_wall": {name: wall[name] / wall[POOL] for name in APPROACHES if name != POOL}}))
     return 0
 
 

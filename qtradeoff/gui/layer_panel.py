@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -124,7 +124,10 @@ class LayerPanel(QWidget):
     def set_model(self, summary: Any, config: Any) -> None:
         self.table_model.set_model(summary)
         self.table_model.set_config(config, 0)
-        self.table.resizeColumnsToContents()
+        # Sized on the next turn of the event loop: the reset (the proxy sorts every row) and the sizing (every
+        # cell of the first rows) are each tens of milliseconds on a large model; back to back they were one stall
+        # of the GUI thread, apart they are two short ones with a repaint between.
+        QTimer.singleShot(0, self, self.table.resizeColumnsToContents)
 
     def set_editable(self, editable: bool) -> None:
         """Without a model there is nothing to edit (the choice boxes stay usable)."""

@@ -23,6 +23,11 @@ from qtradeoff.gui.formatting import format_bytes, latency_text
 
 REDRAW_INTERVAL_MS = 66  # ~15 Hz
 N_COLOURS = 16
+# The views' ranges follow the data with headroom instead of pyqtgraph's auto-range: auto-range moves both axes
+# on every new point, and each move repaints the axes' tick pictures (about 6 ms an axis offscreen, 4 axes). With
+# headroom a new point usually lands inside the range and the repaint is the points' alone.
+HEADROOM = 0.15  # of the data's span, added above and to the right when the range has to grow
+_REFIT = (math.nan, math.nan, math.nan)  # a followed range that nothing fits: set on the next redraw
 
 
 def point_key(config: Any) -> str:
@@ -177,8 +182,14 @@ class ParetoPlot(QWidget):
         cmap = pg.colormap.get("viridis")
         self._brushes = [QBrush(QColor(*cmap.map(i / (N_COLOURS - 1), mode="byte"))) for i in range(N_COLOURS)]
         self._items: dict[str, dict[str, Any]] = {}
+        # (x max, y low, y high) each view was last given while it follows the data; None once the user pans or
+        # zooms it (pyqtgraph's "A" button gives it back to auto-range)
+        self._follow: dict[str, tuple[float, float, float] | None] = {}
         for name, view in (("latency", self.latency_view), ("memory", self.memory_view)):
             view.showGrid(x=True, y=True, alpha=0.25)
+            view.disableAutoRange()
+            self._follow[name] = _REFIT
+            view.getViewBox().sigRangeChangedManually.connect(lambda *_args, name=name: self._release(name))
             view.setLimits(xMin=0)  # latency and bytes are never negative; 0 in view shows the compression ratio
             view.setLabel("left", "Accuracy (%)")
             for side in ("left", "bottom"):
@@ -247,6 +258,8 @@ class ParetoPlot(QWidget):
     def clear(self) -> None:
         self.store = PointStore()
         self.highlighted = ()
+        for name in self._follow:  # a new model's points: fit the views to them afresh
+            self._follow[name] = _REFIT
         self._schedule()
 
     def set_highlight(self, indices: tuple[int, ...] | list[int]) -> None:
@@ -254,12 +267,17 @@ class ParetoPlot(QWidget):
         self.highlighted = tuple(int(i) for i in indices if 0 <= int(i) < len(self.store))
         self._schedule()
 
+    def _release(self, name: str) -> None:
+        self._follow[name] = None
+
     def set_current(self, config_key: str | None) -> None:
         self.current_key = config_key
         self._schedule()
 
     def _switch_latency(self, index: int) -> None:
         self.prefer_measured = index == 1
+        if self._follow["latency"] is not None:
+            self._follow["latency"] = _REFIT  # other x values
         self._schedule()
 
     def _schedule(self) -> None:
@@ -292,8 +310,12 @@ class ParetoPlot(QWidget):
         latency, measured = store.latency(self.prefer_measured)
         memory = store.memory
         max_memory = float(memory.max()) if n else 0.0
-        self._memory_unit = (1024.0 * 1024.0, "MiB") if max_memory >= 4 << 20 else (1024.0, "KiB")
-        self.memory_view.setLabel("bottom", f"Weight memory ({self._memory_unit[1]})")
+        unit = (1024.0 * 1024.0, "MiB") if max_memory >= 4 << 20 else (1024.0, "KiB")
+        if unit != self._memory_unit:  # only then: a new label re-lays out and repaints the axis
+            if self._follow["memory"] is not None:
+                self._follow["memory"] = _REFIT  # the x values changed scale
+            self._memory_unit = unit
+            self.memory_view.setLabel("bottom", f"Weight memory ({unit[1]})")
         memory_x = memory / self._memory_unit[0]
         symbols = np.where(measured, "o", "t").tolist()
         current = store.find(self.current_key) if self.current_key else None
@@ -317,9 +339,38 @@ class ParetoPlot(QWidget):
                 items["current"].setData(x=[x[current]], y=[store.accuracy[current]])
             else:
                 items["current"].setData(x=[], y=[])
+        if n:
+            y_low = float(np.nanmin(np.minimum(store.ci_low, store.accuracy)))
+            y_high = float(np.nanmax(np.maximum(store.ci_high, store.accuracy)))
+            self._fit("latency", self.latency_view, latency, y_low, y_high)
+            self._fit("memory", self.memory_view, memory_x, y_low, y_high)
         on_front = len(set(fronts.get("latency", [])) | set(fronts.get("memory", [])))
         self.summary.setText(f"{n} configuration(s) evaluated, {on_front} on a frontier." if n else
                              EMPTY_HINT)
+
+    def _fit(self, name: str, view: Any, x: np.ndarray, y_low: float, y_high: float) -> None:
+        """Grow ``view``'s range to hold every point, with headroom, when one falls outside; leave it otherwise
+        (and leave it alone once the user has panned, zoomed or turned pyqtgraph's auto-range on)."""
+        follow = self._follow[name]
+        box = view.getViewBox()
+        if follow is None or any(box.autoRangeEnabled()):
+            return
+        finite = x[np.isfinite(x)]
+        if not len(finite) or not (math.isfinite(y_low) and math.isfinite(y_high)):
+            return
+        x_max = float(finite.max())
+        width, low, high = follow
+        if x_max <= width and y_low >= low and y_high <= high:
+            return  # NaN (a refit) compares False: never "fits"
+        span = max(y_high - y_low, 1.0)  # percentage points; one point alone still gets a readable range
+        width = x_max * (1.0 + HEADROOM) if x_max > 0 else 1.0
+        low, high = y_low - HEADROOM * span, y_high + HEADROOM * span
+        self._follow[name] = (width, low, high)
+        # y is shared through the link: set (on the latency view) only while the user has moved neither view
+        if name == "latency" and self._follow["memory"] is not None:
+            box.setRange(xRange=(0.0, width), yRange=(low, high), padding=0.0)
+        else:
+            box.setRange(xRange=(0.0, width), padding=0.0)
 
     @staticmethod
     def _staircase(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,10 +5,11 @@ Every backend builds its engines from one :class:`~qtradeoff.core.engine.engine.
 which then keeps its caches) and evaluates with the same options, so the metrics are the same whichever runs them;
 only latency differs (estimates come from a roofline calibrated in each process, timings from its cores).
 :meth:`Backend.map` yields one :class:`Outcome` per configuration in completion order, with a bounded number in
-flight (one per worker, so a stopped sweep waits for at most that many). A worker that dies (a crash in a native
-kernel, the OOM killer, ``kill -9``) costs only the configuration it was running: the worker is replaced and the
-configuration retried once, then reported as failed with the reason. Configurations whose latency is *measured*
-run exclusively — nothing else is dispatched until the timing ends — so parallel work never corrupts a timing.
+flight (two per worker, so a stopped sweep waits for at most that many). A worker that dies (a crash in a
+native kernel, the OOM killer, ``kill -9``) costs only the configuration it was running: the worker is replaced,
+that configuration retried once (then reported as failed with the reason) and the ones waiting behind it sent
+again. Configurations whose latency is *measured* run exclusively — nothing else is dispatched until the timing
+ends — so parallel work never corrupts a timing.
 """
 
 from __future__ import annotations
@@ -161,8 +162,38 @@ class InProcess(Backend):
 
 # -- the process pool ---------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Evaluation:
+    """A pool job: evaluate one configuration (what :meth:`Backend.map` sends)."""
+
+    config: CompressionConfig
+    options: Options
+
+    def run(self, engine) -> Result:
+        return evaluate_one(engine, self.config, self.options)
+
+
+@dataclass(frozen=True)
+class LayerTrials:
+    """A pool job: the scores of configurations that differ only at ``layer`` (one layer of a sensitivity
+    analysis), through ``Engine.score_variants`` on the worker's engine; plain ``QuickScore`` values come back."""
+
+    layer: str
+    configs: tuple[CompressionConfig, ...]
+
+    @property
+    def config(self) -> CompressionConfig | None:
+        return self.configs[0] if self.configs else None
+
+    def run(self, engine) -> list:
+        return engine.score_variants(self.layer, list(self.configs))
+
+
 def _worker_main(conn, spec, threads: int) -> None:
-    """A pool worker: build the engine once, then evaluate what the parent sends until it sends None."""
+    """A pool worker: build the engine once, then run the jobs the parent sends until it sends None.
+
+    Jobs wait in the pipe (the parent keeps up to two per worker in flight), so the worker starts its next job
+    the moment it has sent a result instead of waiting for the parent to read it and answer."""
     import torch
 
     from qtradeoff.core import runtime
@@ -183,25 +214,32 @@ def _worker_main(conn, spec, threads: int) -> None:
             return
         if message is None:
             return
-        task, config, options = message
-        if crash_key and config.key() == crash_key:
+        task, job = message
+        config = getattr(job, "config", None)
+        if crash_key and config is not None and config.key() == crash_key:
             os.kill(os.getpid(), signal.SIGKILL)
         try:
-            conn.send(("done", task, evaluate_one(engine, config, options)))
+            conn.send(("done", task, job.run(engine)))
         except Exception as error:
             conn.send(("failed", task, _reason(error)))
 
 
 @dataclass
 class _Slot:
-    """One worker process and the task it runs (``task`` survives a map that was abandoned mid-way)."""
+    """One worker process and the tasks sent to it, in the order it runs them (the first one is running; these
+    ids survive a map that was abandoned mid-way, so the slot stays busy until the worker has answered them)."""
 
     process: object
     conn: object
     ready: bool = False
     pid: int | None = None
-    task: int | None = None
+    tasks: deque = dataclasses.field(default_factory=deque)
     started: float = 0.0
+
+    @property
+    def task(self) -> int | None:
+        """The task the worker is running (None when idle)."""
+        return self.tasks[0] if self.tasks else None
 
 
 @dataclass
@@ -209,21 +247,24 @@ class _Task:
     index: int
     config: CompressionConfig
     attempts: int = 0
+    job: object = None
 
 
 class ProcessPool(Backend):
-    """``workers`` spawned processes (default: one per core), each with its own pipe and engine, one task each.
+    """``workers`` spawned processes (default: one per core), each with its own pipe and engine.
 
     Not ``concurrent.futures.ProcessPoolExecutor``: one worker killed there breaks the whole pool and every
-    future in flight. Here a dead worker is replaced and only its configuration is retried. ``threads``: torch
+    future in flight. Here a dead worker is replaced and only its configurations are retried. ``threads``: torch
     threads per worker (default: the cores divided among the workers, at least 1); measured timings run alone
-    with ``timing_threads`` (default: every core, as an in-process evaluation times).
+    with ``timing_threads`` (default: every core, as an in-process evaluation times). ``depth``: jobs in flight
+    per worker (default 2: the next one already waits in the worker's pipe while the parent reads a result, so a
+    worker never idles on the round trip; measured timings always run one at a time).
     """
 
     name = "pool"
 
     def __init__(self, spec, workers: int | None = None, *, threads: int | None = None,
-                 timing_threads: int | None = None, start_timeout: float = 300.0):
+                 timing_threads: int | None = None, start_timeout: float = 300.0, depth: int = 2):
         cores = available_cores()
         self.spec = spec
         self.workers = int(workers or cores)
@@ -232,6 +273,7 @@ class ProcessPool(Backend):
         self.threads = int(threads or max(1, cores // self.workers))
         self.timing_threads = int(timing_threads or cores)
         self.start_timeout = start_timeout
+        self.depth = max(1, int(depth))
         self._context = multiprocessing.get_context("spawn")  # never fork: torch's thread pools do not survive it
         self._slots: list[_Slot] = []
         self._next_task = 0
@@ -252,7 +294,7 @@ class ProcessPool(Backend):
 
     def worker_pids(self, *, busy: bool = False) -> list[int]:
         """The worker processes' pids (``busy``: only those running a configuration); the tests kill one."""
-        return [slot.process.pid for slot in self._slots if slot.task is not None or not busy]
+        return [slot.process.pid for slot in self._slots if slot.tasks or not busy]
 
     def wait_ready(self) -> None:
         """Block until every worker has built its engine (start-up, separately from the first result)."""
@@ -298,10 +340,23 @@ class ProcessPool(Backend):
 
     def map(self, configs, *, latency="estimated", eval_size=None, full=False, should_stop=lambda: False):
         options = Options(latency, eval_size, full, self.timing_threads)
-        source = enumerate(configs)
+        jobs = (Evaluation(config, options) for config in configs)
+        for index, job, payload, failure in self.run(jobs, exclusive=options.exclusive, should_stop=should_stop):
+            yield Outcome(index, job.config, payload, failure)
+
+    def run(self, jobs: Iterable, *, exclusive: bool = False, should_stop: Callable[[], bool] = lambda: False,
+            depth: int | None = None) -> Iterator[tuple]:
+        """Run ``jobs`` (objects with ``run(engine)``, consumed lazily) on the workers and yield
+        ``(index, job, payload, failure)`` for each in completion order (``payload`` None when it failed).
+
+        ``exclusive``: each job runs alone (nothing else in flight), as a measured timing needs. ``depth``: jobs in
+        flight per worker for this run (default the pool's); 1 suits a few long, unequal jobs, which a second job
+        queued behind the first would tie to a worker that may finish last."""
+        source = enumerate(jobs)
         retries: deque[_Task] = deque()
-        running: dict[int, _Task] = {}  # task id -> task, for this map only (an abandoned map's results are dropped)
+        running: dict[int, _Task] = {}  # task id -> task, for this run only (an abandoned run's results are dropped)
         exhausted = False
+        depth = 1 if exclusive else max(1, int(depth or self.depth))
 
         def next_task() -> _Task | None:
             nonlocal exhausted
@@ -313,61 +368,79 @@ class ProcessPool(Backend):
             if item is None:
                 exhausted = True
                 return None
-            return _Task(*item)
+            index, job = item
+            return _Task(index, getattr(job, "config", None), job=job)
+
+        def dispatch(slot: _Slot) -> bool:
+            task = next_task()
+            if task is None:
+                return False
+            task_id, self._next_task = self._next_task, self._next_task + 1
+            task.attempts += 1
+            try:
+                slot.conn.send((task_id, task.job))
+            except (BrokenPipeError, OSError):
+                pass  # it died while idle: the wait below sees it and retries the task
+            slot.tasks.append(task_id)
+            running[task_id] = task
+            return True
 
         while True:
-            for slot in list(self._slots):
-                if not slot.ready or slot.task is not None:
-                    continue
-                if options.exclusive and any(other.task is not None for other in self._slots):
-                    break  # a timing runs alone: wait until every other worker is idle
-                task = next_task()
-                if task is None:
-                    break
-                task_id, self._next_task = self._next_task, self._next_task + 1
-                task.attempts += 1
-                try:
-                    slot.conn.send((task_id, task.config, options))
-                except (BrokenPipeError, OSError):
-                    pass  # it died while idle: the wait below sees it and retries the task
-                slot.task, running[task_id] = task_id, task
-                if options.exclusive:
-                    break
+            if exclusive:
+                # a timing runs alone: wait until every worker is idle, then start one
+                if not any(slot.tasks for slot in self._slots):
+                    for slot in self._slots:
+                        if slot.ready:
+                            dispatch(slot)
+                            break
+            else:
+                # breadth first: every worker gets one job before any gets a second
+                for level in range(depth):
+                    for slot in list(self._slots):
+                        if slot.ready and len(slot.tasks) <= level and not dispatch(slot):
+                            break
             if not running and (exhausted or should_stop()) and not retries:
                 return
             if not running and not any(slot.ready for slot in self._slots):
                 self._check_start()
-            busy = [slot for slot in self._slots if slot.task is not None or not slot.ready]
+            busy = [slot for slot in self._slots if slot.tasks or not slot.ready]
             handles = [slot.conn for slot in busy] + [slot.process.sentinel for slot in busy]
             wait(handles, timeout=1.0)
             for slot in busy:
-                message = self._receive(slot)
+                while True:  # every message already there (a worker may have finished two jobs)
+                    message = self._receive(slot)
+                    if message is None or message[0] == "died":
+                        break
+                    kind, task_id, payload = message
+                    if task_id in slot.tasks:
+                        slot.tasks.remove(task_id)
+                    task = running.pop(task_id, None)
+                    if task is None:
+                        continue  # the result of an abandoned run
+                    if kind == "done":
+                        yield task.index, task.job, payload, ""
+                    else:
+                        yield task.index, task.job, None, payload
                 if message is None:
                     continue
-                if message[0] == "died":
-                    task = running.pop(slot.task, None) if slot.task is not None else None
-                    if not slot.ready:
-                        self._early_deaths += 1
-                        if self._early_deaths > self.workers + 2:  # they die while building the engine
-                            raise BackendError(f"worker processes keep dying while they start ({message[1]})")
-                    self._replace(slot)
-                    if task is None:
-                        continue
-                    if task.attempts >= ATTEMPTS:
-                        yield Outcome(task.index, task.config, None,
-                                      f"worker process died ({message[1]}) {task.attempts} times running it")
+                # the worker died: the job it was running (the first sent) counts an attempt, the ones waiting
+                # in its pipe never started and are simply sent again
+                started = running.get(slot.task) if slot.task is not None else None
+                lost = [running.pop(task_id) for task_id in slot.tasks if task_id in running]
+                if not slot.ready:
+                    self._early_deaths += 1
+                    if self._early_deaths > self.workers + 2:  # they die while building the engine
+                        raise BackendError(f"worker processes keep dying while they start ({message[1]})")
+                self._replace(slot)
+                for task in lost:
+                    if task is not started:
+                        task.attempts -= 1  # it never ran: this was not an attempt
+                        retries.append(task)
+                    elif task.attempts >= ATTEMPTS:
+                        yield task.index, task.job, None, (f"worker process died ({message[1]}) {task.attempts} "
+                                                           "times running it")
                     else:
                         retries.append(task)
-                    continue
-                kind, task_id, payload = message
-                slot.task = None
-                task = running.pop(task_id, None)
-                if task is None:
-                    continue  # the result of an abandoned map
-                if kind == "done":
-                    yield Outcome(task.index, task.config, payload)
-                else:
-                    yield Outcome(task.index, task.config, None, payload)
 
     def _check_start(self) -> None:
         oldest = min(slot.started for slot in self._slots)
@@ -590,5 +663,5 @@ def open_backend(kind: str, spec, *, workers: int | None = None, address: str | 
     raise UsageError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["ATTEMPTS", "BACKENDS", "Backend", "BackendError", "InProcess", "Options", "Outcome", "ProcessPool",
-           "RayBackend", "available_cores", "evaluate_one", "import_ray", "open_backend"]
+__all__ = ["ATTEMPTS", "BACKENDS", "Backend", "BackendError", "Evaluation", "InProcess", "LayerTrials", "Options",
+           "Outcome", "ProcessPool", "RayBackend", "available_cores", "evaluate_one", "import_ray", "open_backend"]

@@ -197,12 +197,17 @@ def _store(cache_dir: Path, key: str, report: SensitivityReport) -> None:
 def sensitivity_iter(session, *, settings: SensitivitySettings = SensitivitySettings(),
                      layers: Sequence[str] | None = None, base_config: CompressionConfig | None = None,
                      should_stop: Callable[[], bool] = lambda: False, cache_dir: Path | str | None = None,
-                     use_cache: bool = True
+                     use_cache: bool = True, backend=None
                      ) -> Iterator[SensitivityProgress | LayerSensitivity | SensitivityReport]:
     """Analyse each layer of ``session`` (an :class:`~qtradeoff.core.engine.incremental.Engine`).
 
     Yields :class:`SensitivityProgress` before each configuration, a :class:`LayerSensitivity` when a layer is
     done and finally the :class:`SensitivityReport`. Stops quietly (no report) when ``should_stop()`` is true.
+
+    ``backend``: a :class:`~qtradeoff.core.engine.backends.ProcessPool` built from the same model and data (the
+    caller opens and closes it): the layers are spread over its worker processes, each running one layer's trials
+    through ``score_variants`` on its own engine; the base configuration is scored here. The drops are the same as
+    in this process (the same engine code on the same data), and the layers are yielded in order.
     """
     base_config = base_config if base_config is not None else CompressionConfig()
     layers = tuple(layers) if layers is not None else session.layer_names
@@ -229,12 +234,17 @@ def sensitivity_iter(session, *, settings: SensitivitySettings = SensitivitySett
     done = 0
     results = []
     batched = callable(getattr(session, "score_variants", None))
+    trials = [("bits", bits) for bits in settings.bits] + [("sparsity", s) for s in settings.sparsities]
+    spread = _spread(backend, layers, base_config, settings, should_stop) if backend is not None else None
     for layer in layers:
         quant, prune = {}, {}
-        trials = [("bits", bits) for bits in settings.bits] + [("sparsity", s) for s in settings.sparsities]
-        configs = [quantized_layer(base_config, layer, int(value), settings) if kind == "bits"
-                   else pruned_layer(base_config, layer, float(value)) for kind, value in trials]
-        if batched:
+        configs = list(_trial_configs(layer, base_config, settings))
+        if spread is not None:
+            yield SensitivityProgress(done, total, layer)
+            scores = next(spread, None)
+            if scores is None:  # stopped
+                return
+        elif batched:
             # one layer's trials share everything after it: the engine runs that part once for all of them
             if should_stop():
                 return
@@ -262,6 +272,43 @@ def sensitivity_iter(session, *, settings: SensitivitySettings = SensitivitySett
     if use_cache and model_sha:
         _store(cache_dir, key, report)
     yield report
+
+
+def _trial_configs(layer: str, base_config: CompressionConfig, settings: SensitivitySettings) -> tuple:
+    return (*(quantized_layer(base_config, layer, int(bits), settings) for bits in settings.bits),
+            *(pruned_layer(base_config, layer, float(sparsity)) for sparsity in settings.sparsities))
+
+
+def _spread(backend, layers, base_config, settings, should_stop) -> Iterator[list]:
+    """Each layer's trial scores, in ``layers`` order, computed on ``backend``'s workers. Ends early when stopped.
+
+    A layer's trials are cut into one part per worker (each part still runs the graph after the layer once for
+    its trials): the first layers' trials run most of the graph and cost ~60 times the last one's, so whole
+    layers as jobs leave one worker with the first layer while the other runs out of work. Parts go out one at
+    a time per worker, the earliest (costliest) layers first, and are put back together here in order."""
+    from qtradeoff.core.engine.backends import BackendError, LayerTrials
+
+    parts = max(1, int(getattr(backend, "workers", 1)))
+    jobs, owners = [], []
+    for position, layer in enumerate(layers):
+        configs = _trial_configs(layer, base_config, settings)
+        size = -(-len(configs) // parts)
+        for start in range(0, len(configs), size):
+            jobs.append(LayerTrials(layer, configs[start:start + size]))
+            owners.append(position)
+    pieces: dict[int, list] = {}
+    remaining = [owners.count(position) for position in range(len(layers))]
+    given = 0
+    for index, job, payload, failure in backend.run(iter(jobs), should_stop=should_stop, depth=1):
+        if payload is None:
+            raise BackendError(f"the sensitivity of {job.layer} could not be computed on a worker ({failure})")
+        pieces[index] = payload
+        remaining[owners[index]] -= 1
+        while given < len(layers) and remaining[given] == 0:
+            yield [score for part in sorted(i for i in pieces if owners[i] == given) for score in pieces[part]]
+            for part in [i for i in pieces if owners[i] == given]:
+                del pieces[part]
+            given += 1
 
 
 def analyze(session, **kwargs) -> SensitivityReport:

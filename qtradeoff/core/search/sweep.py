@@ -571,6 +571,16 @@ def _sweep(session, strategy: str, log: SweepLog, *, budget, seed, should_stop, 
                    verify=served(_VERIFIED, base_verify))
     if backend is not None and evaluate is None:
         options["evaluate_many"] = served_many
+    if (callable(getattr(backend, "run", None)) and strategy in explore.NEEDS_SENSITIVITY
+            and options.get("sensitivity") is None):
+        # the sensitivity analysis the search starts from, its layers spread over the pool's workers
+        from qtradeoff.core.search.sensitivity import SensitivityReport, sensitivity_iter
+
+        for item in sensitivity_iter(session, should_stop=should_stop, backend=backend):
+            if isinstance(item, SensitivityReport):
+                options["sensitivity"] = item
+        if options.get("sensitivity") is None:  # stopped
+            return
     done = 0
     for config, result in explore.run(strategy, session, **options):
         role = explore.role_of(result)

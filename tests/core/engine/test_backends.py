@@ -166,3 +166,27 @@ def test_in_process_runs_torch_on_the_threads_it_is_given_and_restores_them(engi
     (outcome,) = InProcess(engine, threads=1).map([config])
     assert outcome.result.provenance["threads"] == 1 and torch.get_num_threads() == before
     assert metrics(outcome.result) == reference[config.key()]
+
+
+@pytest.mark.slow
+def test_a_job_waiting_behind_a_crashing_one_is_not_charged_for_its_deaths(monkeypatch, reference, tmp_path):
+    """One worker, two jobs in flight: the second waits in the pipe each time the first kills the worker, so it
+    is sent again without losing an attempt; and a sensitivity analysis spread over the pool is the one made here."""
+    from qtradeoff.core.search.sensitivity import SensitivitySettings, analyze
+
+    configs = twenty_configs()[:3]
+    monkeypatch.setenv("QTRADEOFF_TEST_CRASH_KEY", configs[0].key())
+    with ProcessPool(SPEC, 1, depth=2) as pool:
+        outcomes = {outcome.index: outcome for outcome in pool.map(configs)}
+        monkeypatch.delenv("QTRADEOFF_TEST_CRASH_KEY")
+        settings = SensitivitySettings(bits=(4, 2), sparsities=(0.5,))
+        layers = ["features.0.conv", "features.3.conv", "features.5.conv"]
+        spread = analyze(SPEC.build(), settings=settings, layers=layers, backend=pool, use_cache=False)
+    assert sorted(outcomes) == [0, 1, 2]
+    assert outcomes[0].failure == f"worker process died (SIGKILL, signal 9) {ATTEMPTS} times running it"
+    for index in (1, 2):
+        assert outcomes[index].ok and metrics(outcomes[index].result) == reference[configs[index].key()]
+    here = analyze(SPEC.build(), settings=settings, layers=layers, use_cache=False)
+    assert [item.layer for item in spread.layers] == layers
+    assert spread.layers == here.layers and spread.baseline == here.baseline
+    assert any(drop != 0.0 for item in here.layers for drop in item.quant_drop.values())  # not vacuous
