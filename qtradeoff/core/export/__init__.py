@@ -22,7 +22,8 @@ from qtradeoff.core.errors import InputError, QtradeoffError
 
 RUNNERS_DIR = Path(__file__).resolve().parent / "runners"
 # Modules that call register() on import, in the order formats are listed.
-FORMAT_MODULES = ("qtradeoff.core.export.torch_int8", "qtradeoff.core.export.packed")
+FORMAT_MODULES = ("qtradeoff.core.export.torch_int8", "qtradeoff.core.export.packed",
+                  "qtradeoff.core.export.onnx_format")
 # What a format's outputs are checked against (verify.check_outputs): "int8" real kernels must reproduce the
 # simulated accuracy within the bound; "exact" files must reproduce the simulated outputs to float error.
 CHECKS = ("int8", "exact")
@@ -52,6 +53,7 @@ class ExportFormat:
     description: str = ""
     standalone: bool = True
     max_bytes: Callable[[int], int] | None = None
+    runner_args: tuple[str, ...] = ()  # extra options for the runner (e.g. ONNX Runtime's optimization level)
 
     def __post_init__(self):
         if self.check not in CHECKS:

@@ -292,3 +292,18 @@ def onnx_export_latency(engine, config, folder: str | Path, *, batches=(1, 32), 
             "latency": {str(b): {"fp32": stats["fp32"][b].to_dict(), "config": stats["config"][b].to_dict(),
                                  "ratio": stats["config"][b].median_ms / stats["fp32"][b].median_ms}
                         for b in batches}}
+
+
+def _register() -> None:
+    from qtradeoff.core.export import RUNNERS_DIR, ExportFormat, register
+
+    # Verified with ONNX Runtime's graph optimizations off: the QDQ graph then runs node by node and must reproduce
+    # the simulation; at level "all" ORT fuses QLinearConv with u8×s8 kernels that saturate on x86 CPUs without
+    # VNNI (digits_cnn W8A8: 98.33 % → 89.14 % on an AVX2 EPYC), a property of that runtime on that CPU, which
+    # benchmarks/bench_export_onnx.py measures at "all".
+    register(ExportFormat("onnx", ".onnx", write, RUNNERS_DIR / "run_onnxruntime.py", "int8",
+                          description="ONNX with QuantizeLinear/DequantizeLinear for the integer layers (ONNX Runtime)",
+                          runner_args=("--optimization", "none")))
+
+
+_register()

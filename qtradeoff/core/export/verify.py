@@ -103,7 +103,7 @@ def _json_safe(value):
 def run_runner(runner: Path, model: Path, inputs: np.ndarray, *, standalone: bool, threads: int | None = None,
                latency_batches: tuple[int, ...] = (1, 32), repeats: int = 20,
                should_stop: Callable[[], bool] = lambda: False,
-               timeout: float = RUNNER_TIMEOUT_S) -> tuple[np.ndarray, dict] | None:
+               timeout: float = RUNNER_TIMEOUT_S, extra_args: tuple[str, ...] = ()) -> tuple[np.ndarray, dict] | None:
     """Run ``runner`` on ``model`` and ``inputs`` in a fresh process: ``(outputs, runner's JSON)``, None when
     stopped. ``standalone`` runs it with qtradeoff made unimportable. Raises ExportError when the runner fails."""
     from qtradeoff.core.export import ExportError
@@ -117,6 +117,7 @@ def run_runner(runner: Path, model: Path, inputs: np.ndarray, *, standalone: boo
                     "--latency-batches", ",".join(str(b) for b in latency_batches), "--repeats", str(repeats)]
         if threads:
             command += ["--threads", str(threads)]
+        command += list(extra_args)
         env = dict(os.environ)
         if not standalone:  # the runner imports qtradeoff's loader: from this very checkout
             root = str(Path(__file__).resolve().parents[3])
@@ -175,7 +176,8 @@ def verify_export(source, fmt, out: Path, *, note: str = "", run: bool = True, t
     if run:
         inputs = engine.data.eval_inputs[:samples]
         ran = run_runner(fmt.runner, out, inputs.numpy(), standalone=fmt.standalone, threads=threads,
-                         latency_batches=latency_batches, repeats=repeats, should_stop=should_stop)
+                         latency_batches=latency_batches, repeats=repeats, should_stop=should_stop,
+                         extra_args=fmt.runner_args)
         if ran is None:
             return None
         outputs, runtime = ran

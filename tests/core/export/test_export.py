@@ -3,8 +3,6 @@ torch-int8 runner with qtradeoff unimportable), reproduces the simulated accurac
 its size bound."""
 
 import json
-import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,22 +17,6 @@ from qtradeoff.core.loading.model_io import load_model
 
 W8A8 = CompressionConfig().with_defaults(weight={"precision": "int8"}, activation={"precision": "int8"})
 FAST = {"latency_batches": (1,), "repeats": 1}
-
-
-def _has_vnni() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True
-    return bool(re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", flags))
-
-
-# fbgemm's u8 x s8 convolutions on AVX2 CPUs without VNNI sum pairs of products in saturating int16: with the
-# full 0..255 activation range (torch's defaults use reduce_range=True for this reason) the real int8 convs of
-# these models lose accuracy. The export reports it (the file fails its verification) rather than hiding it.
-SATURATES = pytest.mark.xfail(not _has_vnni(), strict=False,
-                              reason="fbgemm int16 saturation on this CPU (no VNNI): realquant's full-range "
-                                     "activations; see the export report")
 
 
 def mixed(engine) -> CompressionConfig:
@@ -65,8 +47,8 @@ def test_formats_are_registered():
         get_format("tflite")
 
 
-@pytest.mark.parametrize("name", ["digits_mlp", pytest.param("digits_cnn", marks=[SATURATES, pytest.mark.slow]),
-                                  pytest.param("mobilenet_v3_small_digits", marks=[SATURATES, pytest.mark.slow])])
+@pytest.mark.parametrize("name", ["digits_mlp", pytest.param("digits_cnn", marks=pytest.mark.slow),
+                                  pytest.param("mobilenet_v3_small_digits", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("which", ["w8a8", "mixed"])
 def test_torch_int8_reloads_standalone_and_matches(engines, tmp_path, name, which):
     engine = engines(name)
