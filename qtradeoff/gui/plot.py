@@ -213,9 +213,9 @@ class ParetoPlot(QWidget):
                                  "baseline": baseline, "current": current, "selected": selected}
         self.latency_view.setLabel("bottom", "Latency, batch 1 (ms)")
         self.memory_view.setLabel("bottom", "Weight memory (KiB)")
-        self.latency_view.setTitle("Accuracy vs latency — colour: weight memory (dark small, yellow large)",
+        self.latency_view.setTitle("Accuracy vs latency · colour: memory (dark = small)",
                                    size="9pt", color=(60, 60, 60))
-        self.memory_view.setTitle("Accuracy vs memory — colour: latency (dark fast, yellow slow)",
+        self.memory_view.setTitle("Accuracy vs memory · colour: latency (dark = fast)",
                                   size="9pt", color=(60, 60, 60))
         # The legend sits in its own row under both views so it never hides a point.
         legend = pg.LegendItem(colCount=5, labelTextSize="8pt", labelTextColor=(60, 60, 60))
