@@ -597,8 +597,19 @@ def _build_registry(path: Path, name: str, num_classes: int | None) -> nn.Module
         raise ModelLoadError(f"{path}: cannot build architecture {name} ({_short(error)}).") from None
 
 
+def _before_user_code() -> None:
+    """Install the torchvision compat shim before code the user trusted is imported or unpickled: that code may
+    ``import torchvision`` itself, which fails on this CUDA torchvision wheel beside CPU torch unless the missing
+    op schemas are declared first (``operator torchvision::nms does not exist``)."""
+    from qtradeoff.core import tvcompat
+
+    with contextlib.suppress(ImportError):  # no torchvision at all: the user's code reports that itself
+        tvcompat.torchvision()
+
+
 def _build_callable(path: Path, spec: str, num_classes: int | None) -> nn.Module:
     module_name, _, attr = spec.partition(":")
+    _before_user_code()
     try:
         target: Any = importlib.import_module(module_name)
         for part in attr.split("."):
@@ -620,6 +631,7 @@ def _torch_load(path: Path, *, weights_only: bool, allow_list: bool = True) -> A
         if weights_only:
             with _safe_globals_context() if allow_list else contextlib.nullcontext():
                 return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+        _before_user_code()
         return torch.load(path, map_location="cpu", weights_only=False)
 
 
@@ -749,6 +761,7 @@ def _load_code_archive(path: Path, kind: str, trust: bool) -> _Loaded:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            _before_user_code()
             if kind == "torchscript":
                 module = torch.jit.load(str(path), map_location="cpu")
             else:
