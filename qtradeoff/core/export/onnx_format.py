@@ -277,7 +277,7 @@ def onnx_export_latency(engine, config, folder: str | Path, *, batches=(1, 32), 
     Returns plain data: ``fp32_bytes``, ``int8_bytes``, ``paths``, ``stats`` (``{"fp32"|"config": {batch:
     LatencyStats}}``) and ``latency`` (per batch: both ``to_dict()`` figures and the config/fp32 median ratio); with
     ``runtimes``, ``by_runtime`` holds ``stats`` and ``latency`` per runtime. Used by ``qtradeoff evaluate
-    --runtime``, the GUI's "also time on" choice and ``benchmarks/bench_export_onnx.py``.
+    --runtime``, the GUI's "also time on" choice and ``benchmarks/bench_export.py``.
     """
     from qtradeoff.core.config import CompressionConfig
     from qtradeoff.core.measurement import runtime_latency
@@ -340,7 +340,7 @@ def _register() -> None:
     # Verified with ONNX Runtime's graph optimizations off: the QDQ graph then runs node by node and must reproduce
     # the simulation; at level "all" ORT fuses QLinearConv with u8×s8 kernels that saturate on x86 CPUs without
     # VNNI (digits_cnn W8A8: 98.33 % → 89.14 % on an AVX2 EPYC), a property of that runtime on that CPU, which
-    # benchmarks/bench_export_onnx.py measures at "all".
+    # benchmarks/bench_export.py measures at "all".
     register(ExportFormat("onnx", ".onnx", write, RUNNERS_DIR / "run_onnxruntime.py", "int8",
                           description="ONNX with QuantizeLinear/DequantizeLinear for the integer layers (ONNX Runtime)",
                           runner_args=("--optimization", "none")))
