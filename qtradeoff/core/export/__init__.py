@@ -177,6 +177,11 @@ def export_iter(engine, config, fmt_name: str, out: str | Path, *, verify: bool 
     out = check_destination(Path(out))
     total = 3 if verify else 2
     source = ExportSource(engine, config)
+    refused = unsupported_algorithms(source.plan)
+    if refused:
+        raise ExportError(f"{fmt.name} export does not support {refused} yet; the plot's figures are the "
+                          "simulation's: choose integer or float weights without equalization or SmoothQuant to "
+                          "export")
     yield Progress(0, total, "export: writing")
     with atomic_path(out) as temp:
         note = fmt.write(source, temp)
@@ -190,6 +195,21 @@ def export_iter(engine, config, fmt_name: str, out: str | Path, *, verify: bool 
     write_atomic(verify_mod.report_path(out), (report.to_json() + "\n").encode())
     yield Progress(total, total, "export: done")
     yield report
+
+
+def unsupported_algorithms(plan) -> str:
+    """What in ``plan`` no export format writes yet (lookup-table weights, cross-layer equalization, SmoothQuant),
+    as a phrase naming a first layer, or "" when every format can write it."""
+    for layer in plan:
+        precision = layer.settings.weight.precision
+        if not layer.settings.skip and precision.startswith("lut"):
+            return f"lookup-table weights ({precision} on {layer.name})"
+    if getattr(plan.config, "equalization", "none") != "none":
+        return "cross-layer equalization"
+    for layer in plan:
+        if layer.transform and layer.transform[1] is not None:
+            return f"SmoothQuant (alpha {layer.transform[1]:g} on {layer.name})"
+    return ""
 
 
 def export(engine, config, fmt_name: str, out: str | Path, **kwargs):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 CODEBOOK_BYTES = 2  # fp16 centroids
-LLOYD_ITERATIONS = 30
+LLOYD_ITERATIONS = 20
 
 
 def codebook_bytes(bits: int, codebooks: int = 1) -> int:
