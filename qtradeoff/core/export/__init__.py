@@ -177,7 +177,7 @@ def export_iter(engine, config, fmt_name: str, out: str | Path, *, verify: bool 
     out = check_destination(Path(out))
     total = 3 if verify else 2
     source = ExportSource(engine, config)
-    refused = unsupported_algorithms(source.plan)
+    refused = unsupported_algorithms(source.plan, fmt.name)
     if refused:
         raise ExportError(f"{fmt.name} export does not support {refused} yet; the plot's figures are the "
                           "simulation's: choose integer or float weights without equalization or SmoothQuant to "
@@ -197,13 +197,19 @@ def export_iter(engine, config, fmt_name: str, out: str | Path, *, verify: bool 
     yield report
 
 
-def unsupported_algorithms(plan) -> str:
-    """What in ``plan`` no export format writes yet (lookup-table weights, cross-layer equalization, SmoothQuant),
-    as a phrase naming a first layer, or "" when every format can write it."""
+# Formats that store lookup-table weights (indices + codebooks); the others run on int8/float kernels, which have
+# no codebook lookup.
+LUT_FORMATS = ("packed",)
+
+
+def unsupported_algorithms(plan, fmt_name: str = "") -> str:
+    """What in ``plan`` format ``fmt_name`` does not write yet (lookup-table weights outside
+    :data:`LUT_FORMATS`; cross-layer equalization and SmoothQuant in every format), as a phrase naming a first
+    layer, or "" when it can write the plan."""
     for layer in plan:
         precision = layer.settings.weight.precision
-        if not layer.settings.skip and precision.startswith("lut"):
-            return f"lookup-table weights ({precision} on {layer.name})"
+        if not layer.settings.skip and precision.startswith("lut") and fmt_name not in LUT_FORMATS:
+            return f"lookup-table weights ({precision} on {layer.name}; the packed format stores them)"
     if getattr(plan.config, "equalization", "none") != "none":
         return "cross-layer equalization"
     for layer in plan:

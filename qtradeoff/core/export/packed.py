@@ -28,7 +28,7 @@ from qtradeoff.core.compression.quantize import int_qparams, int_range
 from qtradeoff.core.errors import InputError
 from qtradeoff.core.export import RUNNERS_DIR, ExportError, ExportFormat, ExportSource, register
 from qtradeoff.core.measurement import memory as memory_mod
-from qtradeoff.core.precision import bits_of, is_integer, torch_dtype
+from qtradeoff.core.precision import bits_of, is_integer, is_lut, torch_dtype
 
 SCHEMA = "qtradeoff.packed/1"
 META_KEY = "qtradeoff.packed"  # the JSON header, zlib-compressed and base64-encoded (see _encode_header)
@@ -89,6 +89,25 @@ def encode_tensor(processed: torch.Tensor, source: torch.Tensor, precision: str,
         if not symmetric:
             tensors["zero_point"] = _uint_bytes(zero_point.reshape(-1).numpy() - qmin, math.ceil(bits / 8))
         entry.update(encoding="int", bits=bits, symmetric=symmetric, per_channel=axis is not None, qmin=qmin)
+    elif is_lut(precision):
+        # the simulated weight holds at most 2**bits fp16 values per codebook (see algorithms/lut.py): store each
+        # codebook (its distinct values, padded) and every weight's index into it
+        bits = bits_of(precision)
+        per_channel = per_channel and processed.dim() > 1
+        grid = _rows(processed, out_axis).reshape(shape[out_axis] if per_channel else 1, -1)
+        codebooks, codes = [], []
+        for row in grid:
+            distinct = torch.unique(row)
+            if distinct.numel() > 1 << bits:
+                raise ExportError(f"a {precision} weight has {distinct.numel()} distinct values (a bug: please "
+                                  "report it)")
+            codebooks.append(torch.cat([distinct, distinct[-1:].expand((1 << bits) - distinct.numel())]))
+            codes.append(torch.searchsorted(distinct, row))
+        indices = torch.cat(codes)
+        kept = indices if flat_mask is None else indices[flat_mask]
+        tensors["codes"] = pack_bits(kept, bits)
+        tensors["codebook"] = torch.cat(codebooks).to(torch.float16).contiguous()
+        entry.update(encoding="lut", bits=bits, per_channel=per_channel)
     else:
         values = _rows(processed, out_axis)
         values = values if flat_mask is None else values[flat_mask]
@@ -141,6 +160,14 @@ def decode_tensor(entry: dict, tensors: dict[str, torch.Tensor]) -> torch.Tensor
         else:
             channel = torch.nonzero(flat_mask).reshape(-1) // per_value
         values = (codes - zero[channel]).to(torch.float32) * scale[channel]  # as fake_quantize dequantizes
+    elif entry["encoding"] == "lut":
+        bits = int(entry["bits"])
+        codes = unpack_bits(tensors["codes"], bits, count)
+        channels = rows if entry["per_channel"] else 1
+        per_value = numel // channels
+        position = torch.arange(numel) if flat_mask is None else torch.nonzero(flat_mask).reshape(-1)
+        codebook = tensors["codebook"].to(torch.float32)
+        values = codebook[(position // per_value) * (1 << bits) + codes]
     else:
         values = tensors["values"].to(torch.float32)
     if flat_mask is not None:

@@ -211,6 +211,31 @@ def test_moving_a_precision_does_not_recompute_the_float_transforms(cnn):
 def test_exports_refuse_what_they_cannot_write_yet(cnn):
     _, _, compressor = cnn
     assert unsupported_algorithms(compressor.plan(BASE.with_defaults(weight={"precision": "int4"}))) == ""
-    assert "lookup-table" in unsupported_algorithms(compressor.plan(BASE.with_defaults(weight={"precision": "lut4"})))
+    lut4 = compressor.plan(BASE.with_defaults(weight={"precision": "lut4"}))
+    assert "lookup-table" in unsupported_algorithms(lut4, "torch-int8") and unsupported_algorithms(lut4, "packed") == ""
     assert "equalization" in unsupported_algorithms(compressor.plan(CLE))
     assert "SmoothQuant" in unsupported_algorithms(compressor.plan(BASE.with_defaults(activation={"smoothquant": 0.5})))
+
+
+def test_packed_export_stores_lut_indices_and_codebooks_and_int8_refuses_them(tmp_path):
+    from qtradeoff.core.engine.engine import Engine
+    from qtradeoff.core.export import ExportError, export
+    from qtradeoff.core.export.packed import load_packed
+
+    loaded = load_sample_model("digits_mlp")
+    engine = Engine(loaded, sample_data_for(loaded, calib_size=32, eval_size=64))
+    config = BASE.with_defaults(weight={"precision": "lut4"}, activation={"precision": "int8"}).with_layer(
+        "net.4" if "net.4" in engine.compressor.layer_names else engine.compressor.layer_names[-1],
+        weight={"precision": "lut3", "granularity": "per_tensor"}, prune={"method": "magnitude", "sparsity": 0.5})
+    out = tmp_path / "lut.safetensors"
+    report = export(engine, config, "packed", out, latency_batches=(1,), repeats=1)
+    assert report.passed, report.failures
+    assert report.file_bytes <= report.weight_bytes * 1.01 + 4096
+    with torch.inference_mode():
+        rebuilt = load_packed(out)(engine.data.eval_inputs[:16])
+    assert torch.allclose(rebuilt, engine.logits(config)[:16], rtol=0, atol=1e-4)
+    with pytest.raises(ExportError, match="lookup-table weights"):
+        export(engine, config, "torch-int8", tmp_path / "lut.pt")
+    with pytest.raises(ExportError, match="cross-layer equalization"):
+        export(engine, BASE.with_equalization("cle"), "packed", tmp_path / "cle.safetensors")
+    assert not (tmp_path / "lut.pt").exists()

@@ -80,6 +80,7 @@ def lut_quantize(weight: torch.Tensor, bits: int, mask: torch.Tensor | None = No
     per_channel = per_channel and weight.dim() > 1
     moved = weight.movedim(out_axis, 0) if per_channel else weight.reshape(1, -1)
     values = moved.reshape(moved.shape[0], -1)
+    mask = None if mask is None else mask.to(torch.bool)
     pruned = mask is not None and not bool(mask.all())
     keep = None
     if pruned:
