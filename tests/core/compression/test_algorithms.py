@@ -239,3 +239,16 @@ def test_packed_export_stores_lut_indices_and_codebooks_and_int8_refuses_them(tm
     with pytest.raises(ExportError, match="cross-layer equalization"):
         export(engine, BASE.with_equalization("cle"), "packed", tmp_path / "cle.safetensors")
     assert not (tmp_path / "lut.pt").exists()
+
+
+def test_the_cut_cache_tells_equalized_configurations_apart():
+    from qtradeoff.core.engine.engine import Engine
+
+    loaded = load_sample_model("digits_cnn")
+    engine = Engine(loaded, sample_data_for(loaded, calib_size=32, eval_size=64))
+    int3 = BASE.with_defaults(weight={"precision": "int3"})
+    for config in (int3, int3.with_equalization("cle"),
+                   int3.with_equalization("cle").with_layer("classifier.2", weight={"precision": "int8"})):
+        cached, full = engine.evaluate(config, latency="none"), engine.evaluate_full(config, latency="none")
+        assert (cached.accuracy, cached.sqnr_db, cached.weight_bytes) == (full.accuracy, full.sqnr_db,
+                                                                          full.weight_bytes)
