@@ -434,6 +434,16 @@ class Compressor:
         with self._lock:
             return self._float_cache.setdefault(key, (weight, divisor))
 
+    def float_weight(self, layer: str, name: str, transform: tuple = ()) -> torch.Tensor:
+        """The float tensor compression prunes and quantizes under a layer plan's ``transform``."""
+        return self._float_weight(layer, name, transform)
+
+    def smoothquant_divisor(self, layer: LayerPlan) -> torch.Tensor | None:
+        """What SmoothQuant divides ``layer``'s input by (per channel), or None."""
+        if layer.transform and layer.transform[1] is not None:
+            return self._transformed(layer.name, layer.transform)[1]
+        return None
+
     def _float_weight(self, layer: str, name: str, transform: tuple) -> torch.Tensor:
         """The float tensor compression prunes and quantizes: folded, then equalized / smoothed if asked."""
         if not transform or name != "weight":
@@ -487,8 +497,8 @@ class Compressor:
             return found
 
     def _install_divisor(self, module: nn.Module, layer: LayerPlan) -> None:
-        if layer.transform and layer.transform[1] is not None:
-            divisor = self._transformed(layer.name, layer.transform)[1]
+        divisor = self.smoothquant_divisor(layer)
+        if divisor is not None:
             module.register_forward_pre_hook(smoothquant.InputDivide(divisor, layer.kind == "Linear"))
 
     def sparsity_for_threshold(self, layer: str, threshold: float, relative: bool = False) -> float:

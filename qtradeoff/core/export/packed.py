@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import qtradeoff
+from qtradeoff.core.compression.algorithms.smoothquant import InputDivide
 from qtradeoff.core.compression.bitpack import pack_bits, unpack_bits
 from qtradeoff.core.compression.compress import ActivationGrid, get_submodule, install_activation_casts
 from qtradeoff.core.compression.quantize import int_qparams, int_range
@@ -241,7 +242,7 @@ def write(source: ExportSource, path: Path) -> str:
     for layer in plan:
         module = get_submodule(simulated, layer.name)
         meta: dict = {"last": layer.name == last}
-        grids = compressor.activation_grids(layer)
+        grids = compressor.activation_grids(layer, plan)  # CLE / SmoothQuant calibrate their own ranges
         if grids:
             meta["activation"] = {where: grid.to_dict() for where, grid in grids.items()}
         if layer.rewrites:
@@ -251,7 +252,8 @@ def write(source: ExportSource, path: Path) -> str:
                 processed = getattr(module, name).detach().to(torch.float32)
                 counted = storage.get(key)
                 entry, parts = encode_tensor(
-                    processed, compressor.weight(layer.name, name), settings.weight.precision,
+                    processed, compressor.float_weight(layer.name, name, layer.transform),
+                    "fp32" if settings.skip else settings.weight.precision,
                     symmetric=settings.weight.symmetric, per_channel=settings.weight.granularity == "per_channel",
                     out_axis=layer.out_axis, mask=layer.masks.get(name),
                     index=counted.index_format if counted is not None else "dense")
@@ -269,9 +271,13 @@ def write(source: ExportSource, path: Path) -> str:
                     tensors[f"{norm}.folded_bias"] = bias.detach().contiguous()
                 dropped.update(key for key in state if key.startswith(f"{norm}."))
             meta["bias"] = getattr(module, "bias", None) is not None
+            divisor = compressor.smoothquant_divisor(layer)
+            if divisor is not None:  # SmoothQuant: the loader divides the layer's input by it
+                tensors[f"{layer.name}.smoothquant_divisor"] = divisor.detach().to(torch.float32).contiguous()
         layers[layer.name] = meta
     plain = {key: value for key, value in state.items() if key not in dropped}
-    plain.update({key: tensors.pop(key) for key in list(tensors) if key.endswith(".folded_bias")})
+    plain.update({key: tensors.pop(key) for key in list(tensors)
+                  if key.endswith((".folded_bias", ".smoothquant_divisor"))})
     joined, plain_index = join_plain(plain)
     tensors.update(joined)
     header = {"schema": SCHEMA, "qtradeoff": qtradeoff.__version__, "torch": torch.__version__,
@@ -346,6 +352,7 @@ def load_packed(path: str | Path, module: nn.Module | None = None) -> nn.Module:
              for key, entry in header["tensors"].items()}
     plain = split_plain(tensors, header["plain"])
     folded_biases = {key: plain.pop(key) for key in list(plain) if key.endswith(".folded_bias")}
+    divisors = {key: plain.pop(key) for key in list(plain) if key.endswith(".smoothquant_divisor")}
     state.update(plain)
     for name, meta in header["layers"].items():
         if "folded_norm" in meta:
@@ -364,6 +371,10 @@ def load_packed(path: str | Path, module: nn.Module | None = None) -> nn.Module:
         for key, value in state.items():
             _assign(module, key, value)
     for name, meta in header["layers"].items():
+        divisor = divisors.get(f"{name}.smoothquant_divisor")
+        if divisor is not None:  # before the activation cast, as in the simulation
+            linear = isinstance(get_submodule(module, name), nn.Linear)
+            get_submodule(module, name).register_forward_pre_hook(InputDivide(divisor, linear))
         grids = {where: ActivationGrid.from_dict(grid) for where, grid in meta.get("activation", {}).items()}
         if grids:
             install_activation_casts(get_submodule(module, name), grids, last=meta["last"])

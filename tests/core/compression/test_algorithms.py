@@ -213,8 +213,10 @@ def test_exports_refuse_what_they_cannot_write_yet(cnn):
     assert unsupported_algorithms(compressor.plan(BASE.with_defaults(weight={"precision": "int4"}))) == ""
     lut4 = compressor.plan(BASE.with_defaults(weight={"precision": "lut4"}))
     assert "lookup-table" in unsupported_algorithms(lut4, "torch-int8") and unsupported_algorithms(lut4, "packed") == ""
-    assert "equalization" in unsupported_algorithms(compressor.plan(CLE))
-    assert "SmoothQuant" in unsupported_algorithms(compressor.plan(BASE.with_defaults(activation={"smoothquant": 0.5})))
+    assert "equalization" in unsupported_algorithms(compressor.plan(CLE), "onnx")
+    assert unsupported_algorithms(compressor.plan(CLE), "packed") == ""
+    smoothed = compressor.plan(BASE.with_defaults(activation={"smoothquant": 0.5}))
+    assert "SmoothQuant" in unsupported_algorithms(smoothed, "torch-int8")
 
 
 def test_packed_export_stores_lut_indices_and_codebooks_and_int8_refuses_them(tmp_path):
@@ -237,8 +239,25 @@ def test_packed_export_stores_lut_indices_and_codebooks_and_int8_refuses_them(tm
     with pytest.raises(ExportError, match="lookup-table weights"):
         export(engine, config, "torch-int8", tmp_path / "lut.pt")
     with pytest.raises(ExportError, match="cross-layer equalization"):
-        export(engine, BASE.with_equalization("cle"), "packed", tmp_path / "cle.safetensors")
-    assert not (tmp_path / "lut.pt").exists()
+        export(engine, BASE.with_equalization("cle"), "torch-int8", tmp_path / "cle.pt")
+    assert not (tmp_path / "lut.pt").exists() and not (tmp_path / "cle.pt").exists()
+
+
+def test_packed_export_carries_cle_and_smoothquant(tmp_path):
+    from qtradeoff.core.engine.engine import Engine
+    from qtradeoff.core.export import export
+    from qtradeoff.core.export.packed import load_packed
+
+    loaded = load_sample_model("digits_cnn")
+    engine = Engine(loaded, sample_data_for(loaded, calib_size=32, eval_size=64))
+    config = (CLE.with_defaults(weight={"precision": "int4"}, activation={"precision": "int8", "smoothquant": 0.8})
+              .with_layer("features.0.conv", skip=True))
+    out = tmp_path / "cle.safetensors"
+    report = export(engine, config, "packed", out, latency_batches=(1,), repeats=1)
+    assert report.passed, report.failures
+    with torch.inference_mode():
+        rebuilt = load_packed(out)(engine.data.eval_inputs[:16])
+    assert torch.allclose(rebuilt, engine.logits(config)[:16], rtol=0, atol=1e-4)
 
 
 def test_the_cut_cache_tells_equalized_configurations_apart():
