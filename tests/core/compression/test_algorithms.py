@@ -271,3 +271,13 @@ def test_the_cut_cache_tells_equalized_configurations_apart():
         cached, full = engine.evaluate(config, latency="none"), engine.evaluate_full(config, latency="none")
         assert (cached.accuracy, cached.sqnr_db, cached.weight_bytes) == (full.accuracy, full.sqnr_db,
                                                                           full.weight_bytes)
+
+
+def test_lut_latency_is_an_estimate_with_its_assumption_and_runs_fp32_on_real_kernels():
+    from qtradeoff.core.measurement.realquant import planned_precision
+    from qtradeoff.core.measurement.roofline import ASSUMPTIONS, compute_family
+
+    settings = BASE.with_defaults(weight={"precision": "lut4"}, activation={"precision": "int8"}).resolve("x")
+    assert compute_family(settings) == ("fp32", 1.0, "lut") and "lut" in ASSUMPTIONS
+    precision, why = planned_precision(settings, "Conv2d")
+    assert precision == "fp32" and "no CPU kernel" in why
