@@ -258,7 +258,8 @@ class Compressor:
         self._cle_pairs: list[equalization.Pair] | None = None
         self._cle_result: tuple[dict, dict, dict, dict] | None = None
         self._channel_stats: tuple[dict, dict] | None = None
-        self._float_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        # transformed float weights: full copies, so at most a few transforms per layer are kept (LRU)
+        self._float_cache: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
         self._transform_observers: OrderedDict[tuple, tuple[dict, dict]] = OrderedDict()
 
     # -- public ----------------------------------------------------------------------------------------------
@@ -418,8 +419,9 @@ class Compressor:
         key = (layer, transform)
         with self._lock:
             found = self._float_cache.get(key)
-        if found is not None:
-            return found
+            if found is not None:
+                self._float_cache.move_to_end(key)
+                return found
         cle, alpha = transform
         weight, divisor = self._folded[layer]["weight"], None
         cle_weights, _, cle_divisors, _ = self._cle() if cle else ({}, {}, {}, {})
@@ -432,7 +434,10 @@ class Compressor:
             with torch.no_grad():
                 weight, divisor = smoothquant.smooth(weight, absmax, alpha, groups)
         with self._lock:
-            return self._float_cache.setdefault(key, (weight, divisor))
+            found = self._float_cache.setdefault(key, (weight, divisor))
+            while len(self._float_cache) > _TRANSFORM_STATES * max(1, len(self.layers)):
+                self._float_cache.popitem(last=False)
+            return found
 
     def float_weight(self, layer: str, name: str, transform: tuple = ()) -> torch.Tensor:
         """The float tensor compression prunes and quantizes under a layer plan's ``transform``."""
@@ -522,6 +527,8 @@ class Compressor:
             self._weight_cache.clear()
             self._weight_cache_bytes = 0
             self._masks.clear()
+            self._float_cache.clear()
+            self._transform_observers.clear()
 
     # -- weights ---------------------------------------------------------------------------------------------
     def _processed(self, layer: LayerPlan, name: str) -> torch.Tensor:
