@@ -5,7 +5,8 @@ interval) and the calibration split:
 
 - lut3/lut4 (per-channel k-means codebooks) vs int3/int4 (per-channel, symmetric) weights, fp32 activations:
   accuracy and counted weight bytes;
-- cross-layer equalization off/on at int4 and int3 weights (fp32 activations) and at W4A8;
+- cross-layer equalization off/on at int4 and int3 weights (per channel), int4 and int8 per tensor (fp32
+  activations), and at W4A8;
 - SmoothQuant alpha sweep at W8A4 and W4A8;
 - activation pruning (mean |a|, APoZ) vs structured L1 pruning at equal channel sparsity on every layer but the
   last (the classifier);
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODELS = ("digits_cnn", "digits_mlp", "mobilenet_v3_small_digits")
+TENSOR = "per_tensor"
 
 
 def _setup(name: str):
@@ -90,6 +92,8 @@ def _run(name: str, repeats: int, checks: list[tuple[str, bool, str]]) -> None:
     print("\nCLE          off                          on")
     for label, config in (("int4", base.with_defaults(weight={"precision": "int4"})),
                           ("int3", base.with_defaults(weight={"precision": "int3"})),
+                          ("int4 tensor", base.with_defaults(weight={"precision": "int4", "granularity": TENSOR})),
+                          ("int8 tensor", base.with_defaults(weight={"precision": "int8", "granularity": TENSOR})),
                           ("W4A8", base.with_defaults(weight={"precision": "int4"}, activation={"precision": "int8"}))):
         off = _accuracy(compressor, config, data)
         on = _accuracy(compressor, config.with_equalization("cle"), data)
