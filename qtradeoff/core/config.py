@@ -44,14 +44,16 @@ __all__ = [
     "is_integer", "WeightSpec", "ActivationSpec", "PruneSpec", "Partial", "LayerOverride", "LayerSettings",
     "ModelRef", "CompressionConfig", "to_json", "read_json", "from_json", "from_json_document", "json_schema",
     "MAX_CONFIG_BYTES", "ConfigFileError", "read_file_bytes", "read_json_file", "from_json_file",
-    "from_json_document_file",
+    "from_json_document_file", "ACTIVATION_CRITERIA", "EQUALIZATIONS",
 ]
 
 SCHEMA = "qtradeoff.config/1"
 GRANULARITIES = ("per_channel", "per_tensor")
 CALIBRATIONS = ("minmax", "percentile", "mse")
-PRUNE_METHODS = ("none", "magnitude", "nm", "structured")
+PRUNE_METHODS = ("none", "magnitude", "nm", "structured", "activation")
 NORMS = ("l1", "l2")
+ACTIVATION_CRITERIA = ("mean_abs", "apoz")  # activation-based pruning (compression/algorithms/activation_prune.py)
+EQUALIZATIONS = ("none", "cle")  # cross-layer equalization (compression/algorithms/equalization.py)
 REGEX_PREFIX = "re:"
 TYPE_PREFIX = "type:"
 
@@ -66,14 +68,21 @@ def _type_name(value: Any) -> str:
             dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
 
 
+@dataclass(frozen=True)
 class _PrecisionField:
+    weights: bool = True  # lookup-table precisions are for weights only
+
     def __call__(self, value: Any, path: str) -> str:
         if not isinstance(value, str):
             raise ConfigError(path, f"expected a precision string ({_precision.HINT}), got {_type_name(value)}")
-        return _precision.get(value, path).name
+        found = _precision.get(value, path)
+        if found.is_lut and not self.weights:
+            raise ConfigError(path, f"{value!r} is a lookup-table precision, for weights only; activations take "
+                                    "an integer or float precision")
+        return found.name
 
     def schema(self) -> dict:
-        return {"$ref": "#/$defs/precision"}
+        return {"$ref": "#/$defs/precision" if self.weights else "#/$defs/activation_precision"}
 
 
 @dataclass(frozen=True)
@@ -153,10 +162,11 @@ _WEIGHT_FIELDS = {
     "symmetric": _Bool(),
 }
 _ACTIVATION_FIELDS = {
-    "precision": _PrecisionField(),
+    "precision": _PrecisionField(weights=False),
     "calibration": _Choice(CALIBRATIONS),
     "percentile": _Number("percentile", 0, 100, open_min=True),
     "symmetric": _Bool(),
+    "smoothquant": _Number("smoothquant alpha", 0, 1, nullable=True),
 }
 _PRUNE_FIELDS = {
     "method": _Choice(PRUNE_METHODS),
@@ -166,10 +176,13 @@ _PRUNE_FIELDS = {
     "n": _Number("n", 1, 64, integer=True),
     "m": _Number("m", 1, 64, integer=True),
     "norm": _Choice(NORMS),
+    "criterion": _Choice(ACTIVATION_CRITERIA),
 }
 _PARTS = {"weight": _WEIGHT_FIELDS, "activation": _ACTIVATION_FIELDS, "prune": _PRUNE_FIELDS}
 _OVERRIDE_KEYS = ("weight", "activation", "prune", "skip")
-_TOP_KEYS = ("schema", "model", "defaults", "layers", "locked", "metrics", "environment")
+_TOP_KEYS = ("schema", "model", "equalization", "defaults", "layers", "locked", "metrics", "environment")
+# Fields added after keys were first published: left out of key() at their default, so older keys stay valid.
+_KEY_OMITTED_DEFAULTS = {"activation": {"smoothquant": None}, "prune": {"criterion": "mean_abs"}}
 
 
 def _check_fields(values: Mapping[str, Any], checkers: Mapping[str, Any], path: str) -> dict[str, Any]:
@@ -196,12 +209,17 @@ class WeightSpec:
 
 @dataclass(frozen=True)
 class ActivationSpec:
-    """How a layer's input activations are quantized and how their range is calibrated."""
+    """How a layer's input activations are quantized and how their range is calibrated.
+
+    ``smoothquant``: SmoothQuant's migration strength alpha in [0, 1] (None: off), applied to the float layer
+    before quantization (see ``compression/algorithms/smoothquant.py``).
+    """
 
     precision: str = "fp32"
     calibration: str = "minmax"
     percentile: float = 99.99
     symmetric: bool = False
+    smoothquant: float | None = None
 
     def __post_init__(self):
         _check_fields(dataclasses.asdict(self), _ACTIVATION_FIELDS, "activation")
@@ -214,7 +232,9 @@ class PruneSpec:
     ``magnitude``: zero weights with ``|w| < threshold`` (``threshold`` in units of the layer's weight std when
     ``relative``), or exactly ``round(sparsity * numel)`` of them when ``sparsity`` is set (takes precedence);
     ``nm``: keep the ``n`` largest of every ``m`` consecutive weights along the input dimension;
-    ``structured``: zero ``round(sparsity * out_channels)`` whole output channels with the smallest ``norm``.
+    ``structured``: zero ``round(sparsity * out_channels)`` whole output channels with the smallest ``norm``;
+    ``activation``: zero ``round(sparsity * out_channels)`` whole output channels whose outputs on the calibration
+    data score lowest by ``criterion`` (``mean_abs``: mean |a|; ``apoz``: most often non-positive).
     """
 
     method: str = "none"
@@ -224,6 +244,7 @@ class PruneSpec:
     n: int = 2
     m: int = 4
     norm: str = "l1"
+    criterion: str = "mean_abs"
 
     def __post_init__(self):
         _check_fields(dataclasses.asdict(self), _PRUNE_FIELDS, "prune")
@@ -235,8 +256,8 @@ class PruneSpec:
 def _check_prune_consistency(spec: PruneSpec, path: str) -> None:
     if spec.method == "nm" and spec.n > spec.m:
         raise ConfigError(f"{path}.n", f"n={spec.n} is larger than m={spec.m}; N:M keeps n of every m weights")
-    if spec.method == "structured" and spec.sparsity is None:
-        raise ConfigError(f"{path}.sparsity", "structured pruning needs a sparsity (fraction of output channels)")
+    if spec.method in ("structured", "activation") and spec.sparsity is None:
+        raise ConfigError(f"{path}.sparsity", f"{spec.method} pruning needs a sparsity (fraction of output channels)")
 
 
 class Partial(Mapping):
@@ -401,6 +422,8 @@ class CompressionConfig:
     layers: tuple[tuple[str, LayerOverride], ...] = ()
     model: ModelRef | None = None
     locked: tuple[str, ...] = ()  # selectors of the layers a search must leave as they are; sorted, unique
+    # cross-layer equalization of the float model before quantization: "none" or "cle" (whole model)
+    equalization: str = "none"
     # memo of derived data (resolved layers, key); excluded from equality, hashing and repr
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
@@ -507,6 +530,10 @@ class CompressionConfig:
         """The config without any override for selector ``name``."""
         return dataclasses.replace(self, layers=tuple(item for item in self.layers if item[0] != name))
 
+    def with_equalization(self, equalization: str) -> CompressionConfig:
+        """The config with cross-layer equalization ``"none"`` or ``"cle"``."""
+        return dataclasses.replace(self, equalization=_Choice(EQUALIZATIONS)(equalization, "$.equalization"))
+
     def with_model(self, model: ModelRef | None) -> CompressionConfig:
         return dataclasses.replace(self, model=model)
 
@@ -538,6 +565,8 @@ class CompressionConfig:
         out: dict[str, Any] = {"schema": SCHEMA}
         if self.model is not None:
             out["model"] = dataclasses.asdict(self.model)
+        if self.equalization != "none":
+            out["equalization"] = self.equalization
         out["defaults"] = {
             "weight": dataclasses.asdict(self.weight),
             "activation": dataclasses.asdict(self.activation),
@@ -561,12 +590,18 @@ class CompressionConfig:
     def key(self) -> str:
         """Stable sha256 of the canonical JSON of defaults, layers and locked (not the model): a cache key.
 
-        ``locked`` enters only when non-empty, so configurations written before it existed keep their key.
+        ``locked`` and ``equalization`` enter only when set, and later default fields only away from their
+        default (:data:`_KEY_OMITTED_DEFAULTS`), so configurations written before they existed keep their key.
         """
         found = self._cache.get("key")
         if found is None:
             body = self.to_dict()
-            keyed = {name: body[name] for name in ("defaults", "layers", "locked") if name in body}
+            for part, omitted in _KEY_OMITTED_DEFAULTS.items():
+                spec = body["defaults"][part]
+                for name, default in omitted.items():
+                    if spec.get(name, default) == default:
+                        spec.pop(name, None)
+            keyed = {name: body[name] for name in ("defaults", "layers", "locked", "equalization") if name in body}
             canonical = json.dumps(keyed, sort_keys=True, separators=(",", ":"))
             found = self._cache["key"] = hashlib.sha256(canonical.encode()).hexdigest()
         return found
@@ -694,6 +729,7 @@ def _parse(doc: Any, model: list[tuple[str, str | None]] | None) -> CompressionC
             raise ConfigError("$.model.file", "missing; name the model file the configuration was made for")
         model_ref = ModelRef(raw["file"], raw.get("sha256", ""), raw.get("format", ""))
 
+    equalization = _Choice(EQUALIZATIONS)(doc.get("equalization", "none"), "$.equalization")
     defaults = _expect_object(doc.get("defaults", {}), "$.defaults")
     specs = {}
     for part, cls in (("weight", WeightSpec), ("activation", ActivationSpec), ("prune", PruneSpec)):
@@ -738,7 +774,7 @@ def _parse(doc: Any, model: list[tuple[str, str | None]] | None) -> CompressionC
             _expect_object(doc[key], f"$.{key}")
 
     config = CompressionConfig(specs["weight"], specs["activation"], specs["prune"], tuple(sorted(layers)),
-                               model_ref, tuple(sorted(locked)))
+                               model_ref, tuple(sorted(locked)), equalization)
     for name, _ in config.layers:
         _check_resolvable(config, name)
     if model is not None and all(kind is not None for _, kind in model):
@@ -988,9 +1024,9 @@ def _prune_rules_schema() -> list[dict]:
                 for m in range(int(m_field.minimum), int(m_field.maximum) + 1)]
     nm_rules.append({"if": when("nm", {"not": {"required": ["m"]}}),
                      "then": {"properties": {"n": {"maximum": default.m}}}})
-    structured = {"if": when("structured"),
-                  "then": {"required": ["sparsity"], "properties": {"sparsity": {"type": "number"}}}}
-    return [*nm_rules, structured]
+    channels = [{"if": when(method), "then": {"required": ["sparsity"], "properties": {"sparsity": {"type": "number"}}}}
+                for method in ("structured", "activation")]
+    return [*nm_rules, *channels]
 
 
 def _selector_schema() -> dict:
@@ -1030,6 +1066,7 @@ def json_schema() -> dict:
                 "type": "object", "required": ["file"], "additionalProperties": False,
                 "properties": {"file": {"type": "string"}, "sha256": {"type": "string"},
                                "format": {"type": "string"}}}]},
+            "equalization": {"enum": list(EQUALIZATIONS)},
             "defaults": {"type": "object", "additionalProperties": False,
                          "properties": {part: {"$ref": f"#/$defs/{part}"} for part in _PARTS}},
             "layers": {"type": "object", "propertyNames": {"$ref": "#/$defs/selector"},
@@ -1041,6 +1078,7 @@ def json_schema() -> dict:
         },
         "$defs": {
             "precision": {"enum": list(PRECISIONS)},
+            "activation_precision": {"enum": [name for name in PRECISIONS if not _precision.is_lut(name)]},
             "selector": _selector_schema(),
             "weight": _spec_schema("weight"),
             "activation": _spec_schema("activation"),

@@ -41,7 +41,7 @@ class Precision:
 
     name: str
     bits: int
-    kind: Literal["float", "int"]
+    kind: Literal["float", "int", "lut"]
     dtype: str | None
     family: str
     label: str
@@ -51,8 +51,14 @@ class Precision:
     def is_integer(self) -> bool:
         return self.kind == "int"
 
+    @property
+    def is_lut(self) -> bool:
+        return self.kind == "lut"
+
 
 INT_BITS = range(2, 17)
+# Lookup-table (k-means codebook) weight precisions: 2^bits fp32 centroids per tensor, bits-wide indices.
+LUT_BITS = range(2, 9)
 
 
 def _build() -> dict[str, Precision]:
@@ -65,18 +71,24 @@ def _build() -> dict[str, Precision]:
         name = f"int{bits}"
         found[name] = Precision(name, bits, "int", None, "int8" if bits <= 8 else "fp32", name,
                                 len(floats) + INT_BITS.stop - 1 - bits)
+    # LUT precisions compute in fp32 (no CPU kernel looks codebooks up): shown after the integers, widest first.
+    for bits in LUT_BITS:
+        name = f"lut{bits}"
+        found[name] = Precision(name, bits, "lut", None, "fp32", name,
+                                len(floats) + len(INT_BITS) + LUT_BITS.stop - 1 - bits)
     return found
 
 
 REGISTRY: Mapping[str, Precision] = MappingProxyType(_build())
-# Canonical order (the JSON schema's enum, sweeps): fp32, fp16, bf16, fp8_e4m3, fp8_e5m2, int2..int16.
+# Canonical order (the JSON schema's enum, sweeps): fp32, fp16, bf16, fp8_e4m3, fp8_e5m2, int2..int16, lut2..lut8.
 PRECISIONS: tuple[str, ...] = tuple(REGISTRY)
-# Menu and slider order: fp32 first, down to int2.
+# Menu and slider order: fp32 first, down to int2, then lut8 down to lut2.
 DISPLAY_ORDER: tuple[str, ...] = tuple(sorted(REGISTRY, key=lambda name: REGISTRY[name].order))
 # The float compute families with a real CPU kernel, whose peaks the roofline measures.
 FLOAT_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(p.family for p in REGISTRY.values() if p.kind == "float"))
 HINT = (f"int{INT_BITS.start}..int{INT_BITS.stop - 1}, "
-        + ", ".join(name for name, p in REGISTRY.items() if p.kind == "float"))
+        + ", ".join(name for name, p in REGISTRY.items() if p.kind == "float")
+        + f", lut{LUT_BITS.start}..lut{LUT_BITS.stop - 1} (weights only)")
 
 
 def get(name: Any, path: str = "$") -> Precision:
@@ -96,6 +108,12 @@ def is_integer(name: str) -> bool:
     """Whether ``name`` is a uniform integer grid (int2..int16); False for anything else, unknown names included."""
     found = REGISTRY.get(name) if isinstance(name, str) else None
     return found is not None and found.kind == "int"
+
+
+def is_lut(name: str) -> bool:
+    """Whether ``name`` is a lookup-table (k-means codebook) precision (lut2..lut8); False for anything else."""
+    found = REGISTRY.get(name) if isinstance(name, str) else None
+    return found is not None and found.kind == "lut"
 
 
 def label(name: str) -> str:
@@ -119,7 +137,8 @@ def torch_dtype(name: str):
     """The ``torch.dtype`` float values of ``name`` are stored in; ValueError for integer grids (no such dtype)."""
     precision = get(name)
     if precision.dtype is None:
-        raise ValueError(f"{name!r} is an integer grid: its codes are bit-packed, it has no torch dtype")
+        raise ValueError(f"{name!r} is an integer grid or a lookup table: its codes are bit-packed, it has no torch "
+                         "dtype")
     import torch  # deferred: the registry is read by modules (config, CLI parsing) that must not pay for torch
 
     return getattr(torch, precision.dtype)

@@ -28,9 +28,10 @@ from qtradeoff.core.engine.estimate import format_seconds
 from qtradeoff.core.precision import label
 from qtradeoff.gui.backend import THRESHOLD_STEP, THRESHOLD_STEPS
 from qtradeoff.gui.formatting import RUNTIME_LABELS
-from qtradeoff.gui.layer_table import PRECISION_ORDER
+from qtradeoff.gui.layer_table import ACTIVATION_PRECISION_ORDER, PRECISION_ORDER
 
 EVAL_SIZE_STEP = 25
+SMOOTHQUANT_STEPS = 10  # the SmoothQuant slider: off, then alpha 0.1 .. 1.0
 
 
 def runtime_choices() -> list[tuple[str, tuple[str, ...]]]:
@@ -100,9 +101,10 @@ class GlobalControls(QGroupBox):
 
         self.weight_precision = LabelledSlider(
             len(PRECISION_ORDER) - 1,
-            "Precision the weights are stored in, from fp32 (left) down to 2-bit integers (right).")
+            "Precision the weights are stored in, from fp32 (left) down to 2-bit integers, then lookup tables "
+            "(k-means codebooks of 2^bits values, lut8 down to lut2; right).")
         self.activation_precision = LabelledSlider(
-            len(PRECISION_ORDER) - 1,
+            len(ACTIVATION_PRECISION_ORDER) - 1,
             "Precision of every layer's input activations, from fp32 (left) down to 2-bit integers (right).")
         self.granularity = QComboBox()
         self.granularity.addItems(["per_channel", "per_tensor"])
@@ -116,6 +118,15 @@ class GlobalControls(QGroupBox):
         self.calibration.addItems(["minmax", "percentile", "mse"])
         self.calibration.setToolTip(
             "How activation ranges are set from the calibration split: min-max, a percentile, or MSE-optimal.")
+        self.equalization = QCheckBox("Cross-layer equalization")
+        self.equalization.setToolTip(
+            "Rescale consecutive conv/linear layers with ReLU-family activations between them so their channel "
+            "ranges match (Nagel et al. 2019) before quantizing: same fp32 function, sometimes much better at "
+            "low bit-widths, sometimes worse.")
+        self.smoothquant = LabelledSlider(
+            SMOOTHQUANT_STEPS,
+            "SmoothQuant (Xiao et al. 2023): move activation outliers into the weights with strength alpha, from "
+            "calibration statistics; off at the left.")
         self.threshold = LabelledSlider(
             THRESHOLD_STEPS,
             "Prune weights whose magnitude is below this many standard deviations of their layer's weights.")
@@ -157,6 +168,8 @@ class GlobalControls(QGroupBox):
         form.addRow("Granularity", self.granularity)
         form.addRow("Symmetry", symmetry)
         form.addRow("Calibration", self.calibration)
+        form.addRow("SmoothQuant α", self.smoothquant)
+        form.addRow("Equalization", self.equalization)
         form.addRow("Pruning threshold", self.threshold)
         form.addRow("Evaluation subset", self.eval_size)
         hint_row = QHBoxLayout()
@@ -178,11 +191,14 @@ class GlobalControls(QGroupBox):
         self.weight_precision.valueChanged.connect(
             lambda i: self._emit("weight_precision", PRECISION_ORDER[i], "weight_precision"))
         self.activation_precision.valueChanged.connect(
-            lambda i: self._emit("activation_precision", PRECISION_ORDER[i], "activation_precision"))
+            lambda i: self._emit("activation_precision", ACTIVATION_PRECISION_ORDER[i], "activation_precision"))
         self.granularity.currentTextChanged.connect(lambda t: self._emit("granularity", t, ""))
         self.weight_symmetric.toggled.connect(lambda b: self._emit("weight_symmetric", b, ""))
         self.activation_symmetric.toggled.connect(lambda b: self._emit("activation_symmetric", b, ""))
         self.calibration.currentTextChanged.connect(lambda t: self._emit("calibration", t, ""))
+        self.equalization.toggled.connect(lambda b: self._emit("equalization", "cle" if b else "none", ""))
+        self.smoothquant.valueChanged.connect(
+            lambda i: self._emit("smoothquant", round(i / SMOOTHQUANT_STEPS, 2) if i else None, "smoothquant"))
         self.threshold.valueChanged.connect(lambda i: self._emit("threshold", round(i * THRESHOLD_STEP, 4),
                                                                  "threshold"))
         self.eval_size.valueChanged.connect(self._eval_size_moved)
@@ -251,11 +267,14 @@ class GlobalControls(QGroupBox):
         self._syncing = True
         try:
             self.weight_precision.setValue(PRECISION_ORDER.index(config.weight.precision))
-            self.activation_precision.setValue(PRECISION_ORDER.index(config.activation.precision))
+            self.activation_precision.setValue(ACTIVATION_PRECISION_ORDER.index(config.activation.precision))
             self.granularity.setCurrentText(config.weight.granularity)
             self.weight_symmetric.setChecked(config.weight.symmetric)
             self.activation_symmetric.setChecked(config.activation.symmetric)
             self.calibration.setCurrentText(config.activation.calibration)
+            self.equalization.setChecked(getattr(config, "equalization", "none") == "cle")
+            alpha = config.activation.smoothquant
+            self.smoothquant.setValue(0 if alpha is None else max(1, round(alpha * SMOOTHQUANT_STEPS)))
             prune = config.prune
             step = round(prune.threshold / THRESHOLD_STEP) if prune.method == "magnitude" and prune.relative else 0
             self.threshold.setValue(min(THRESHOLD_STEPS, max(0, step)))
@@ -275,7 +294,9 @@ class GlobalControls(QGroupBox):
 
     def _update_labels(self) -> None:
         self.weight_precision.setText(label(PRECISION_ORDER[self.weight_precision.value()]))
-        self.activation_precision.setText(label(PRECISION_ORDER[self.activation_precision.value()]))
+        self.activation_precision.setText(label(ACTIVATION_PRECISION_ORDER[self.activation_precision.value()]))
+        alpha = self.smoothquant.value()
+        self.smoothquant.setText(f"α = {alpha / SMOOTHQUANT_STEPS:.1f}" if alpha else "off")
         index = self.threshold.value()
         threshold = index * THRESHOLD_STEP
         if index == 0:

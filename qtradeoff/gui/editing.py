@@ -16,6 +16,7 @@ SELECTION_FIELDS: tuple[tuple[str, str], ...] = (
     ("weight_precision", "Weight precision"),
     ("activation_precision", "Activation precision"),
     ("sparsity", "Sparsity"),
+    ("activation_sparsity", "Channels pruned by activation"),
 )
 SELECTION_SPARSITIES = (0, 25, 50, 75, 90)  # percent
 
@@ -49,6 +50,11 @@ def edit_default(config: CompressionConfig, field: str, value: Any, merge_key: s
         new, text = config.with_defaults(activation={"symmetric": bool(value)}), "Activation symmetry"
     elif field == "calibration":
         new, text = config.with_defaults(activation={"calibration": value}), f"Calibration → {value}"
+    elif field == "equalization":
+        new, text = config.with_equalization(value), f"Equalization → {value}"
+    elif field == "smoothquant":
+        new = config.with_defaults(activation={"smoothquant": value})
+        text = "SmoothQuant → off" if value is None else f"SmoothQuant α → {value:g}"
     elif field == "threshold":
         threshold = float(value)
         new, text = config.with_defaults(prune=_threshold_prune(threshold)), f"Pruning threshold → {threshold:g} σ"
@@ -69,8 +75,13 @@ def edit_layers(config: CompressionConfig, names: Sequence[str], field: str, val
             prune = ({"method": "magnitude", "sparsity": sparsity} if sparsity > 0
                      else {"method": "none", "sparsity": None})
             config = config.with_layer(name, prune=prune)
+        elif field == "activation_sparsity":  # whole output channels with the weakest calibration activations
+            sparsity = float(value)
+            prune = ({"method": "activation", "sparsity": sparsity} if sparsity > 0
+                     else {"method": "none", "sparsity": None})
+            config = config.with_layer(name, prune=prune)
     label = names[0] if len(names) == 1 else f"{len(names)} layers"
-    pretty = f"{float(value):.0%}" if field == "sparsity" else value
+    pretty = f"{float(value):.0%}" if field in ("sparsity", "activation_sparsity") else value
     return Edit(config, f"{label}: {field.replace('_', ' ')} → {pretty}")
 
 
@@ -138,4 +149,4 @@ def threshold_index(config: CompressionConfig) -> int:
 
 def selection_value(field: str, text: str) -> Any:
     """The value a "Set for selection" choice stands for (a sparsity fraction, or a precision name)."""
-    return float(text.rstrip(" %")) / 100.0 if field == "sparsity" else text
+    return float(text.rstrip(" %")) / 100.0 if field in ("sparsity", "activation_sparsity") else text

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from qtradeoff.gui import editing
 from qtradeoff.gui.layer_table import (
+    ACTIVATION_PRECISION_ORDER,
     COL_ACT,
     COL_NAME,
     COL_SENS,
@@ -149,8 +150,10 @@ class LayerPanel(QWidget):
 
     def _fill_selection_values(self, *_args: Any) -> None:
         self.selection_value.clear()
-        if self._selected_field() == "sparsity":
+        if self._selected_field() in ("sparsity", "activation_sparsity"):
             self.selection_value.addItems([f"{percent} %" for percent in editing.SELECTION_SPARSITIES])
+        elif self._selected_field() == "activation_precision":
+            self.selection_value.addItems(ACTIVATION_PRECISION_ORDER)
         else:
             self.selection_value.addItems(PRECISION_ORDER)
 

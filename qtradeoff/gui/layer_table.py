@@ -12,10 +12,12 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from qtradeoff.core.precision import DISPLAY_ORDER, bits_of, label
+from qtradeoff.core.precision import DISPLAY_ORDER, bits_of, is_lut, label
 
-# Slider and combobox order: floats from widest to narrowest, then integers from widest to narrowest.
+# Slider and combobox order: floats from widest to narrowest, then integers from widest to narrowest, then the
+# lookup-table (k-means codebook) precisions, which are for weights only.
 PRECISION_ORDER: tuple[str, ...] = DISPLAY_ORDER
+ACTIVATION_PRECISION_ORDER: tuple[str, ...] = tuple(name for name in DISPLAY_ORDER if not is_lut(name))
 
 COLUMNS = ("Lock · Layer", "Type", "Params", "MACs", "Size share", "Weights", "Activations", "Sparsity",
            "Sensitivity Δ")
@@ -284,15 +286,16 @@ class PrecisionDelegate(QStyledItemDelegate):
 
     def createEditor(self, parent: QWidget, option: Any, index: QModelIndex) -> QWidget:  # noqa: N802
         editor = QComboBox(parent)
-        for name in PRECISION_ORDER:
+        for name in (ACTIVATION_PRECISION_ORDER if index.column() == COL_ACT else PRECISION_ORDER):
             editor.addItem(label(name), name)
         editor.setToolTip("Precision for this layer; it overrides the global default.")
         return editor
 
     def setEditorData(self, editor: QComboBox, index: QModelIndex) -> None:  # noqa: N802
         value = index.data(Qt.EditRole)
-        if value in PRECISION_ORDER:
-            editor.setCurrentIndex(PRECISION_ORDER.index(value))
+        found = editor.findData(value)
+        if found >= 0:
+            editor.setCurrentIndex(found)
 
     def setModelData(self, editor: QComboBox, model: Any, index: QModelIndex) -> None:  # noqa: N802
         model.setData(index, editor.currentData(), Qt.EditRole)

@@ -109,12 +109,14 @@ _partial_weight = st.fixed_dictionaries({}, optional={
     "precision": st.sampled_from(PRECISIONS), "granularity": st.sampled_from(["per_channel", "per_tensor"]),
     "symmetric": st.booleans()})
 _partial_activation = st.fixed_dictionaries({}, optional={
-    "precision": st.sampled_from(PRECISIONS), "calibration": st.sampled_from(["minmax", "percentile", "mse"]),
-    "percentile": st.floats(min_value=50.0, max_value=100.0), "symmetric": st.booleans()})
+    "precision": st.sampled_from([name for name in PRECISIONS if not name.startswith("lut")]),
+    "calibration": st.sampled_from(["minmax", "percentile", "mse"]),
+    "percentile": st.floats(min_value=50.0, max_value=100.0), "symmetric": st.booleans(),
+    "smoothquant": st.one_of(st.none(), st.floats(0.0, 1.0))})
 _partial_prune = st.fixed_dictionaries({}, optional={
     "method": st.sampled_from(["none", "magnitude", "nm"]), "threshold": st.floats(0.0, 10.0),
     "relative": st.booleans(), "sparsity": st.one_of(st.none(), st.floats(0.0, 0.999)),
-    "norm": st.sampled_from(["l1", "l2"])})
+    "norm": st.sampled_from(["l1", "l2"]), "criterion": st.sampled_from(["mean_abs", "apoz"])})
 
 
 _layer_name = st.text(min_size=1, max_size=20).filter(lambda s: not s.startswith(("re:", "type:")))
@@ -131,6 +133,7 @@ def configs(draw):
     if draw(st.booleans()):
         config = config.with_model(ModelRef(draw(st.text(min_size=1, max_size=12)), draw(st.text(max_size=8)), "x"))
     config = config.with_locked(draw(st.lists(_selector, max_size=4)))
+    config = config.with_equalization(draw(st.sampled_from(["none", "cle"])))
     for name in draw(st.lists(_selector, max_size=5, unique=True)):
         config = config.with_layer(name, weight=draw(_partial_weight), activation=draw(_partial_activation),
                                    prune=draw(_partial_prune), skip=draw(st.one_of(st.none(), st.booleans())))

@@ -14,7 +14,8 @@ from qtradeoff.core.precision import DISPLAY_ORDER, PRECISIONS, REGISTRY, Config
 
 
 def test_the_registry_holds_every_precision_of_the_design():
-    assert PRECISIONS == ("fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2") + tuple(f"int{b}" for b in range(2, 17))
+    assert PRECISIONS == (("fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2") + tuple(f"int{b}" for b in range(2, 17))
+                          + tuple(f"lut{b}" for b in range(2, 9)))
     assert tuple(REGISTRY) == PRECISIONS and all(REGISTRY[name].name == name for name in PRECISIONS)
     assert config.PRECISIONS is PRECISIONS and config.bits_of is precision.bits_of
     assert config.is_integer is precision.is_integer and config.ConfigError is ConfigError
@@ -23,12 +24,20 @@ def test_the_registry_holds_every_precision_of_the_design():
 @pytest.mark.parametrize("name", PRECISIONS)
 def test_every_precision_parses_and_its_facts_agree(name):
     p = precision.get(name)
-    parsed = config.CompressionConfig().with_defaults(weight={"precision": name}, activation={"precision": name})
+    activation = {"precision": name} if not p.is_lut else {}
+    parsed = config.CompressionConfig().with_defaults(weight={"precision": name}, activation=activation)
     assert parsed.resolve("any").weight.precision == name
-    assert p.kind in ("float", "int") and p.is_integer == (p.kind == "int") == precision.is_integer(name)
+    assert p.kind in ("float", "int", "lut") and p.is_integer == (p.kind == "int") == precision.is_integer(name)
+    assert p.is_lut == (p.kind == "lut") == precision.is_lut(name)
     assert precision.bits_of(name) == p.bits and precision.label(name) == p.label and p.label
     assert p.family in precision.FLOAT_FAMILIES + ("int8",)
-    if p.is_integer:
+    if p.is_lut:
+        assert p.dtype is None and p.family == "fp32" and name == f"lut{p.bits}" and 2 <= p.bits <= 8
+        with pytest.raises(ValueError, match="no torch dtype"):
+            precision.torch_dtype(name)
+        with pytest.raises(ConfigError, match="weights only"):
+            config.CompressionConfig().with_defaults(activation={"precision": name})
+    elif p.is_integer:
         assert p.dtype is None and precision.integer(p.bits) == name and name == f"int{p.bits}"
         assert p.family == ("int8" if p.bits <= 8 else "fp32")
         with pytest.raises(ValueError, match="no torch dtype"):
@@ -49,10 +58,11 @@ def test_kernel_families_are_the_floats_with_a_cpu_kernel_plus_int8():
 def test_display_order_is_widest_first_and_a_permutation():
     assert sorted(DISPLAY_ORDER) == sorted(PRECISIONS)
     assert DISPLAY_ORDER[:5] == ("fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2")
-    assert DISPLAY_ORDER[5:] == tuple(f"int{b}" for b in range(16, 1, -1))
+    assert DISPLAY_ORDER[5:20] == tuple(f"int{b}" for b in range(16, 1, -1))
+    assert DISPLAY_ORDER[20:] == tuple(f"lut{b}" for b in range(8, 1, -1))
     assert [REGISTRY[name].order for name in DISPLAY_ORDER] == list(range(len(PRECISIONS)))
     bits = [REGISTRY[name].bits for name in DISPLAY_ORDER]
-    assert bits[5:] == sorted(bits[5:], reverse=True)
+    assert bits[5:20] == sorted(bits[5:20], reverse=True) and bits[20:] == sorted(bits[20:], reverse=True)
 
 
 @pytest.mark.parametrize("bad", ["int1", "int17", "fp64", "INT8", "", None, 8])

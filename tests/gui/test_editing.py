@@ -29,6 +29,10 @@ def test_importing_the_editor_pulls_in_no_qt():
     ("weight_symmetric", False, lambda c: c.weight.symmetric is False, "Weight symmetry"),
     ("activation_symmetric", True, lambda c: c.activation.symmetric is True, "Activation symmetry"),
     ("calibration", "mse", lambda c: c.activation.calibration == "mse", "Calibration → mse"),
+    ("equalization", "cle", lambda c: c.equalization == "cle", "Equalization → cle"),
+    ("smoothquant", 0.8, lambda c: c.activation.smoothquant == 0.8, "SmoothQuant α → 0.8"),
+    ("smoothquant", None, lambda c: c.activation.smoothquant is None, "SmoothQuant → off"),
+    ("weight_precision", "lut4", lambda c: c.weight.precision == "lut4", "Weights → lut4"),
 ])
 def test_default_edits(field, value, check, text):
     edit = editing.edit_default(BASE, field, value, field)
@@ -79,7 +83,11 @@ def test_selection_values_and_model_reference():
     assert editing.selection_value("sparsity", "75 %") == 0.75
     assert editing.selection_value("weight_precision", "int6") == "int6"
     assert [field for field, _ in editing.SELECTION_FIELDS] == ["weight_precision", "activation_precision",
-                                                                "sparsity"]
+                                                                "sparsity", "activation_sparsity"]
+    assert editing.selection_value("activation_sparsity", "25 %") == 0.25
+    edit = editing.edit_layers(BASE, ["features.3.conv"], "activation_sparsity", 0.25)
+    assert edit.config.resolve("features.3.conv").prune.method == "activation"
+    assert edit.config.resolve("features.3.conv").prune.sparsity == 0.25
     foreign = CompressionConfig().with_defaults(weight={"precision": "int8"})
     aimed = editing.for_model(foreign, MODEL)
     assert aimed.model == MODEL and aimed.weight.precision == "int8"

@@ -34,14 +34,18 @@ from torch.fx import symbolic_trace
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from qtradeoff.core import runtime
+from qtradeoff.core.compression.algorithms import activation_prune, equalization, smoothquant
+from qtradeoff.core.compression.algorithms.lut import lut_quantize
 from qtradeoff.core.compression.plan import LayerPlan, Plan
-from qtradeoff.core.compression.prune import prune_mask, sparsity_for_threshold
+from qtradeoff.core.compression.prune import prune_mask, sparsity_for_threshold, structured_mask
 from qtradeoff.core.compression.quantize import RangeObserver, cast_float, fake_quantize, int_range, qparams_from_range
 from qtradeoff.core.config import CompressionConfig, LayerSettings, PruneSpec, WeightSpec
 from qtradeoff.core.loading.inventory import LayerInfo, inventory
-from qtradeoff.core.precision import bits_of, is_integer
+from qtradeoff.core.precision import bits_of, is_integer, is_lut
 
 _CALIB_BATCH = 64
+_SMOOTHABLE = ("Linear", "Conv1d", "Conv2d", "Conv3d")  # layers SmoothQuant and activation pruning read
+_TRANSFORM_STATES = 8  # calibrated activation ranges kept for this many CLE / SmoothQuant settings
 _NATIVE_8BIT = {(0, 255): torch.quint8, (-128, 127): torch.qint8}
 _WEIGHT_CACHE_ENTRIES = 4096
 # Processed weights are full fp32 tensors: on a real-size model (resnet50: 100 MB of weights) 4096 entries could
@@ -249,6 +253,14 @@ class Compressor:
         self._output_observers: dict[str, RangeObserver] | None = None
         self._range_cache: dict[tuple, tuple[float, float]] = {}
         self._last_layer = self.layers[-1].name if self.layers else None
+        # float transforms before compression (compression/algorithms): CLE pairs and result, per-channel
+        # calibration statistics, transformed float weights, and activation observers per transform
+        self._cle_pairs: list[equalization.Pair] | None = None
+        self._cle_result: tuple[dict, dict, dict, dict] | None = None
+        self._channel_stats: tuple[dict, dict] | None = None
+        # transformed float weights: full copies, so at most a few transforms per layer are kept (LRU)
+        self._float_cache: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
+        self._transform_observers: OrderedDict[tuple, tuple[dict, dict]] = OrderedDict()
 
     # -- public ----------------------------------------------------------------------------------------------
     @property
@@ -258,16 +270,19 @@ class Compressor:
 
     def plan(self, config: CompressionConfig) -> Plan:
         """Resolve ``config`` for every compressible layer, with the pruning masks of the weights it rewrites."""
+        resolved = [(info, config.resolve(info.name, info.kind)) for info in self.layers]
+        equalize = getattr(config, "equalization", "none") == "cle"
+        transforms = {info.name: self._layer_transform(info, settings, equalize) for info, settings in resolved}
         layers = []
-        for info in self.layers:
-            settings = config.resolve(info.name, info.kind)
-            masks = {name: self.mask(info.name, name, settings) for name in info.weight_names}
+        for info, settings in resolved:
+            transform = transforms[info.name]
+            masks = {name: self.mask(info.name, name, settings, transform) for name in info.weight_names}
             numel = sum(self._folded[info.name][name].numel() for name in info.weight_names)
             kept = sum(int(mask.sum()) if mask is not None else self._folded[info.name][name].numel()
                        for name, mask in masks.items())
             layers.append(LayerPlan(info.name, info.kind, settings, tuple(info.weight_names), info.out_axis,
-                                    info.in_axis, masks, numel, kept, info.name in self._pairs))
-        return Plan(config, tuple(layers))
+                                    info.in_axis, masks, numel, kept, info.name in self._pairs, transform))
+        return Plan(config, tuple(layers), tuple((name, t) for name, t in transforms.items() if t))
 
     @property
     def calibrated(self) -> bool:
@@ -287,6 +302,8 @@ class Compressor:
                            for layer in plan)
         if needs_ranges:
             self._ensure_calibrated()
+            if plan.transform:
+                self._transformed_observers(plan)
         with self._lock:
             self.stats.applies += 1
         if self._deep_copy:
@@ -296,7 +313,7 @@ class Compressor:
         paths += [self._pairs[layer.name] for layer in touched if layer.rewrites and layer.folded]
         model = clone_structure(self.base, paths)  # untouched layers stay shared with the base
         for layer in touched:
-            self._install(model, layer)
+            self._install(model, layer, plan)
         return _inference_mode(model)
 
     def apply(self, config: CompressionConfig) -> nn.Module:
@@ -311,18 +328,183 @@ class Compressor:
         """The BatchNorm folded into ``layer`` when its weights are rewritten (None if there is none)."""
         return self._pairs.get(layer)
 
-    def mask(self, layer: str, name: str, settings: LayerSettings) -> torch.Tensor | None:
-        """Keep-mask of ``layer``'s weight ``name`` under ``settings`` (cached per PruneSpec; None: unpruned)."""
+    def mask(self, layer: str, name: str, settings: LayerSettings, transform: tuple = ()) -> torch.Tensor | None:
+        """Keep-mask of ``layer``'s weight ``name`` under ``settings`` (cached per PruneSpec and float transform;
+        None: unpruned)."""
         if settings.skip or settings.prune.method == "none":
             return None
-        key = (layer, name, settings.prune)
+        key = (layer, name, settings.prune, transform)
         with self._lock:
             if key in self._masks:
                 return self._masks[key]
         info = self._by_name[layer]
-        mask = prune_mask(self._folded[layer][name], settings.prune, out_axis=info.out_axis, in_axis=info.in_axis)
+        weight = self._float_weight(layer, name, transform)
+        if settings.prune.method == "activation":
+            mask = self._activation_mask(info, weight, settings.prune, transform)
+        else:
+            mask = prune_mask(weight, settings.prune, out_axis=info.out_axis, in_axis=info.in_axis)
         with self._lock:
             return self._masks.setdefault(key, mask)
+
+    # -- float transforms before compression: CLE, SmoothQuant; activation statistics ------------------------
+    def _layer_transform(self, info: LayerInfo, settings: LayerSettings, equalize: bool) -> tuple:
+        """``()`` or ``(equalized, smoothquant alpha or None)`` for one layer (see ``LayerPlan.transform``)."""
+        cle = equalize and info.name in self.cle_layers()
+        alpha = settings.activation.smoothquant
+        if alpha is not None and (settings.skip or info.kind not in _SMOOTHABLE
+                                  or info.name not in self._statistics()[0]):
+            alpha = None
+        return (cle, alpha) if cle or alpha is not None else ()
+
+    def cle_pairs(self) -> list[equalization.Pair]:
+        """The layer pairs cross-layer equalization rescales (found once by FX; empty if not traceable)."""
+        with self._lock:
+            if self._cle_pairs is None:
+                pairs: list[equalization.Pair] = []
+                if not self._scripted:
+                    try:
+                        with runtime.tracing():
+                            graph_module = symbolic_trace(self.base)
+                        pairs = equalization.find_pairs(graph_module, self.layer_names, self._pairs)
+                    except Exception as error:  # noqa: BLE001 - not traceable: nothing to equalize
+                        self.notes.append(f"cross-layer equalization finds no pairs: the model is not "
+                                          f"FX-traceable ({type(error).__name__})")
+                self._cle_pairs = pairs
+            return self._cle_pairs
+
+    def cle_layers(self) -> set[str]:
+        return {name for pair in self.cle_pairs() for name in (pair.first, pair.second)}
+
+    def _cle(self) -> tuple[dict, dict, dict, dict]:
+        """(weights, biases, input divisors of second layers, output scales of first layers) after CLE."""
+        pairs = self.cle_pairs()
+        with self._lock:
+            if self._cle_result is None:
+                weights = {name: self._folded[name]["weight"] for p in pairs for name in (p.first, p.second)}
+                biases = {name: self._folded_bias[name] for name in weights}
+                with torch.no_grad():
+                    new_w, new_b, divisors = equalization.equalize(weights, biases, pairs)
+                out_scales = {p.first: divisors[p.second].reshape(-1, p.expand)[:, 0] for p in pairs}
+                self._cle_result = (new_w, new_b, divisors, out_scales)
+            return self._cle_result
+
+    def _statistics(self) -> tuple[dict[str, torch.Tensor], dict[str, activation_prune.ChannelStats]]:
+        """Per conv/linear layer: max |input| per input channel, and output-channel statistics (BatchNorm folded
+        in), over the calibration inputs through the fp32 base (one pass, cached)."""
+        with self._lock:
+            if self._channel_stats is not None:
+                return self._channel_stats
+            absmax: dict[str, torch.Tensor] = {}
+            outputs: dict[str, activation_prune.ChannelStats] = {}
+            if self._scripted or self.calib_inputs is None or len(self.calib_inputs) == 0:
+                self._channel_stats = (absmax, outputs)
+                return self._channel_stats
+            model = _inference_mode(clone_structure(self.base))
+            for info in self.layers:
+                if info.kind not in _SMOOTHABLE:
+                    continue
+                linear = info.kind == "Linear"
+                get_submodule(model, info.name).register_forward_pre_hook(_ChannelAbsMax(absmax, info.name, linear))
+                produces = self._pairs.get(info.name, info.name)
+                outputs[info.name] = activation_prune.ChannelStats()
+                get_submodule(model, produces).register_forward_hook(_ChannelOutput(outputs[info.name], linear))
+            with torch.no_grad(), runtime.running():
+                _run_batches(model, self.calib_inputs, self.calib_batch)
+            outputs = {name: stats for name, stats in outputs.items() if stats.count}
+            self._channel_stats = (absmax, outputs)
+            return self._channel_stats
+
+    def _transformed(self, layer: str, transform: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(float weight, SmoothQuant input divisor or None) of ``layer`` under ``transform`` (cached)."""
+        key = (layer, transform)
+        with self._lock:
+            found = self._float_cache.get(key)
+            if found is not None:
+                self._float_cache.move_to_end(key)
+                return found
+        cle, alpha = transform
+        weight, divisor = self._folded[layer]["weight"], None
+        cle_weights, _, cle_divisors, _ = self._cle() if cle else ({}, {}, {}, {})
+        weight = cle_weights.get(layer, weight)
+        if alpha is not None:
+            absmax = self._statistics()[0][layer]
+            if layer in cle_divisors:
+                absmax = absmax / cle_divisors[layer]
+            groups = getattr(get_submodule(self.base, layer), "groups", 1)
+            with torch.no_grad():
+                weight, divisor = smoothquant.smooth(weight, absmax, alpha, groups)
+        with self._lock:
+            found = self._float_cache.setdefault(key, (weight, divisor))
+            while len(self._float_cache) > _TRANSFORM_STATES * max(1, len(self.layers)):
+                self._float_cache.popitem(last=False)
+            return found
+
+    def float_weight(self, layer: str, name: str, transform: tuple = ()) -> torch.Tensor:
+        """The float tensor compression prunes and quantizes under a layer plan's ``transform``."""
+        return self._float_weight(layer, name, transform)
+
+    def smoothquant_divisor(self, layer: LayerPlan) -> torch.Tensor | None:
+        """What SmoothQuant divides ``layer``'s input by (per channel), or None."""
+        if layer.transform and layer.transform[1] is not None:
+            return self._transformed(layer.name, layer.transform)[1]
+        return None
+
+    def _float_weight(self, layer: str, name: str, transform: tuple) -> torch.Tensor:
+        """The float tensor compression prunes and quantizes: folded, then equalized / smoothed if asked."""
+        if not transform or name != "weight":
+            return self._folded[layer][name]
+        return self._transformed(layer, transform)[0]
+
+    def _float_bias(self, layer: str, transform: tuple) -> torch.Tensor | None:
+        if transform and transform[0]:
+            return self._cle()[1].get(layer, self._folded_bias[layer])
+        return self._folded_bias[layer]
+
+    def _activation_mask(self, info: LayerInfo, weight: torch.Tensor, spec: PruneSpec, transform: tuple
+                         ) -> torch.Tensor:
+        stats = self._statistics()[1].get(info.name)
+        if stats is None or info.kind not in _SMOOTHABLE:
+            with self._lock:
+                note = (f"activation pruning fell back to structured L1 on {info.name}: no activation statistics "
+                        "(not a conv/linear module call, TorchScript, or no calibration inputs)")
+                if note not in self.notes:
+                    self.notes.append(note)
+            return structured_mask(weight, spec.sparsity or 0.0, "l1", info.out_axis)
+        scores = stats.scores(spec.criterion)
+        if spec.criterion == "mean_abs" and transform and transform[0]:
+            out_scales = self._cle()[3]
+            if info.name in out_scales:  # CLE divided this layer's outputs per channel
+                scores = scores / out_scales[info.name].to(scores.dtype)
+        return activation_prune.activation_mask(tuple(weight.shape), scores, spec.sparsity or 0.0, info.out_axis)
+
+    def _transformed_observers(self, plan: Plan) -> tuple[dict, dict]:
+        """Activation observers calibrated on the float model with ``plan``'s transforms (cached per transform)."""
+        key = plan.transform
+        with self._lock:
+            found = self._transform_observers.get(key)
+            if found is not None:
+                self._transform_observers.move_to_end(key)
+                return found
+            touched = [layer for layer in plan if layer.transform]
+            paths = [layer.name for layer in touched] + [self._pairs[layer.name] for layer in touched if layer.folded]
+            model = clone_structure(self.base, paths)
+            for layer in touched:
+                module = get_submodule(model, layer.name)
+                _set_tensor(module, "weight", self._float_weight(layer.name, "weight", layer.transform))
+                if layer.folded:
+                    _set_tensor(module, "bias", self._float_bias(layer.name, layer.transform))
+                    model.get_submodule(self._pairs[layer.name]).forward = FoldedNorm(None)
+                self._install_divisor(module, layer)
+            found = self._observe(_inference_mode(model))
+            self._transform_observers[key] = found
+            while len(self._transform_observers) > _TRANSFORM_STATES:
+                self._transform_observers.popitem(last=False)
+            return found
+
+    def _install_divisor(self, module: nn.Module, layer: LayerPlan) -> None:
+        divisor = self.smoothquant_divisor(layer)
+        if divisor is not None:
+            module.register_forward_pre_hook(smoothquant.InputDivide(divisor, layer.kind == "Linear"))
 
     def sparsity_for_threshold(self, layer: str, threshold: float, relative: bool = False) -> float:
         """Fraction of ``layer``'s weights a magnitude threshold prunes, on the weights compression prunes."""
@@ -345,13 +527,18 @@ class Compressor:
             self._weight_cache.clear()
             self._weight_cache_bytes = 0
             self._masks.clear()
+            self._float_cache.clear()
+            self._transform_observers.clear()
 
     # -- weights ---------------------------------------------------------------------------------------------
     def _processed(self, layer: LayerPlan, name: str) -> torch.Tensor:
         if not layer.rewrites:
             return self._original[layer.name][name]
+        source = self._float_weight(layer.name, name, layer.transform)
         settings = layer.settings
-        key = (layer.name, name, settings.weight, settings.prune)
+        if settings.skip:  # transformed (CLE) but left at fp32
+            return source
+        key = (layer.name, name, settings.weight, settings.prune, layer.transform)
         with self._lock:
             cached = self._weight_cache.get(key)
             if cached is not None:
@@ -359,8 +546,7 @@ class Compressor:
                 self.stats.weight_cache_hits += 1
                 return cached
         with torch.no_grad():
-            result = process_weight(self._folded[layer.name][name], settings.weight, layer.masks.get(name),
-                                    out_axis=layer.out_axis)
+            result = process_weight(source, settings.weight, layer.masks.get(name), out_axis=layer.out_axis)
         with self._lock:
             self.stats.weight_computations += 1
             if key not in self._weight_cache:
@@ -372,7 +558,7 @@ class Compressor:
                 self._weight_cache_bytes -= _tensor_bytes(dropped)
         return result
 
-    def _install(self, model: nn.Module, layer: LayerPlan) -> None:
+    def _install(self, model: nn.Module, layer: LayerPlan, plan: Plan | None = None) -> None:
         """Put ``layer``'s processed weights, folded BatchNorm and activation casts into the cloned ``model``."""
         module = get_submodule(model, layer.name)
         if layer.rewrites:
@@ -380,7 +566,7 @@ class Compressor:
                 _set_tensor(module, name, self._processed(layer, name))
             if layer.folded:
                 bn_name = self._pairs[layer.name]
-                bias = self._folded_bias[layer.name]
+                bias = self._float_bias(layer.name, layer.transform)
                 # The folded bias is added by the stand-in BatchNorm, not inside the conv, for depthwise convs:
                 # oneDNN's depthwise convolutions run up to 1.5x slower with a bias (5x5 depthwise on 1x1 maps in
                 # MobileNetV3). Same arithmetic up to fp32 rounding. Dense convs take the bias in the kernel.
@@ -389,7 +575,10 @@ class Compressor:
                 shaped = bias.reshape(-1, *([1] * (module.weight.dim() - 2))) if split else None
                 _set_tensor(module, "bias", None if split else bias)
                 model.get_submodule(bn_name).forward = FoldedNorm(shaped)
-        self._install_activation(module, layer)
+            elif layer.transform and layer.transform[0]:  # equalized, no BatchNorm: its own bias was rescaled
+                _set_tensor(module, "bias", self._float_bias(layer.name, layer.transform))
+        self._install_divisor(module, layer)  # SmoothQuant's division comes before the activation cast
+        self._install_activation(module, layer, plan)
 
     # -- activations -----------------------------------------------------------------------------------------
     @staticmethod
@@ -397,30 +586,34 @@ class Compressor:
         spec = layer.settings.activation
         return not (layer.settings.skip or spec.precision == "fp32" or layer.kind == "Embedding")
 
-    def activation_grids(self, layer: LayerPlan) -> dict[str, ActivationGrid]:
+    def activation_grids(self, layer: LayerPlan, plan: Plan | None = None) -> dict[str, ActivationGrid]:
         """The activation casts the simulation applies around ``layer``: ``{"input": grid, "output": grid}`` (the
-        output only for the last layer, the logits), empty where activations stay fp32 or are not simulated."""
+        output only for the last layer, the logits), empty where activations stay fp32 or are not simulated.
+        With a ``plan`` that transforms the float model (CLE, SmoothQuant), ranges are those of that model."""
         spec = layer.settings.activation
         if self._scripted or not self.casts_activations(layer):
             return {}
         if not is_integer(spec.precision):
             grid = ActivationGrid(spec.precision)
             return {"input": grid, "output": grid}
-        grids = {"input": self._int_grid(layer.name, self._observers, spec, "input")}
+        transform = plan.transform if plan is not None else ()
+        observers, outputs = (self._transformed_observers(plan) if transform
+                              else (self._observers, self._output_observers))
+        grids = {"input": self._int_grid(layer.name, observers, spec, "input", transform)}
         if layer.name == self._last_layer:
-            grids["output"] = self._int_grid(layer.name, self._output_observers, spec, "output")
+            grids["output"] = self._int_grid(layer.name, outputs, spec, "output", transform)
         return {where: grid for where, grid in grids.items() if grid is not None}
 
-    def _install_activation(self, module: nn.Module, layer: LayerPlan) -> None:
-        install_activation_casts(module, self.activation_grids(layer), last=layer.name == self._last_layer)
+    def _install_activation(self, module: nn.Module, layer: LayerPlan, plan: Plan | None = None) -> None:
+        install_activation_casts(module, self.activation_grids(layer, plan), last=layer.name == self._last_layer)
 
-    def _int_grid(self, layer: str, observers, spec, where: str) -> ActivationGrid | None:
+    def _int_grid(self, layer: str, observers, spec, where: str, transform: tuple = ()) -> ActivationGrid | None:
         observer = (observers or {}).get(layer)
         if observer is None or observer.hi < observer.lo:
             return None  # never observed: this layer is not called as a module (noted at calibration)
         bits = bits_of(spec.precision)
         range_key = (layer, where, spec.calibration, spec.percentile if spec.calibration == "percentile" else None,
-                     bits, spec.symmetric)
+                     bits, spec.symmetric, transform)
         with self._lock:
             lo_hi = self._range_cache.get(range_key)
             if lo_hi is None:
@@ -443,27 +636,32 @@ class Compressor:
                 return
             if self.calib_inputs is None or len(self.calib_inputs) == 0:
                 raise ValueError("integer activations need calibration inputs; pass calib_inputs to the Compressor")
-            observers = {info.name: RangeObserver() for info in self.layers}
-            outputs = {self._last_layer: RangeObserver()} if self._last_layer else {}
-            model = _inference_mode(clone_structure(self.base))
-            for name, observer in observers.items():
-                get_submodule(model, name).register_forward_pre_hook(_InputObserver(observer))
-            for name, observer in outputs.items():
-                get_submodule(model, name).register_forward_hook(_OutputObserver(observer))
-            with torch.no_grad(), runtime.running():
-                try:
-                    _run_batches(model, self.calib_inputs, self.calib_batch)
-                except Exception:  # noqa: BLE001 - e.g. an export program specialised to batch size 1
-                    for observer in (*observers.values(), *outputs.values()):
-                        observer.__init__()
-                    _run_batches(model, self.calib_inputs, 1)
-            self.stats.calibration_passes += 1
-            silent = [name for name, obs in observers.items() if obs.hi < obs.lo and
-                      self._by_name[name].kind != "Embedding"]
-            if silent:
-                self.notes.append("activation quantization is not simulated for layers not called as modules: "
-                                  + ", ".join(silent))
-            self._observers, self._output_observers = observers, outputs
+            self._observers, self._output_observers = self._observe(_inference_mode(clone_structure(self.base)))
+
+    def _observe(self, model: nn.Module) -> tuple[dict[str, RangeObserver], dict[str, RangeObserver]]:
+        """Calibration: the inputs of every layer (and the last one's output) of ``model`` (a clone, hooked here)
+        over the calibration inputs. Called under the lock."""
+        observers = {info.name: RangeObserver() for info in self.layers}
+        outputs = {self._last_layer: RangeObserver()} if self._last_layer else {}
+        for name, observer in observers.items():
+            get_submodule(model, name).register_forward_pre_hook(_InputObserver(observer))
+        for name, observer in outputs.items():
+            get_submodule(model, name).register_forward_hook(_OutputObserver(observer))
+        with torch.no_grad(), runtime.running():
+            try:
+                _run_batches(model, self.calib_inputs, self.calib_batch)
+            except Exception:  # noqa: BLE001 - e.g. an export program specialised to batch size 1
+                for observer in (*observers.values(), *outputs.values()):
+                    observer.__init__()
+                _run_batches(model, self.calib_inputs, 1)
+        self.stats.calibration_passes += 1
+        silent = [name for name, obs in observers.items() if obs.hi < obs.lo and
+                  self._by_name[name].kind != "Embedding"]
+        if silent:
+            note = "activation quantization is not simulated for layers not called as modules: " + ", ".join(silent)
+            if note not in self.notes:
+                self.notes.append(note)
+        return observers, outputs
 
     def _simulate_copy(self, plan: Plan) -> nn.Module:
         """A private deep copy per simulated model, for TorchScript (attributes live in C++: weights are swapped in
@@ -488,7 +686,7 @@ class Compressor:
         for layer in plan:
             if not self._scripted:
                 if layer.rewrites or self.casts_activations(layer):
-                    self._install(model, layer)
+                    self._install(model, layer, plan)
             elif layer.rewrites:
                 module = get_submodule(model, layer.name)
                 for name in layer.weight_names:
@@ -539,6 +737,34 @@ class _OutputCast:
 
     def __call__(self, module, args, output):
         return self.cast(output) if isinstance(output, torch.Tensor) else None
+
+
+class _ChannelAbsMax:
+    """Forward pre-hook: running max |x| per input channel (axis 1, or the last axis of a linear layer's input)."""
+
+    def __init__(self, found: dict, name: str, linear: bool):
+        self.found, self.name, self.linear = found, name, linear
+
+    def __call__(self, module, args):
+        x = args[0] if args else None
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1:
+            return
+        x = x.detach().abs().to(torch.float32)
+        x = x.movedim(-1 if self.linear or x.dim() < 2 else 1, 0)
+        value = x.reshape(x.shape[0], -1).amax(dim=1)
+        old = self.found.get(self.name)
+        self.found[self.name] = value if old is None or old.shape != value.shape else torch.maximum(old, value)
+
+
+class _ChannelOutput:
+    """Forward hook: per-output-channel statistics of a layer (after its folded BatchNorm) for activation pruning."""
+
+    def __init__(self, stats: activation_prune.ChannelStats, linear: bool):
+        self.stats, self.linear = stats, linear
+
+    def __call__(self, module, args, output):
+        if isinstance(output, torch.Tensor) and output.is_floating_point() and output.dim() >= 1:
+            self.stats.observe(output, -1 if self.linear or output.dim() < 2 else 1)
 
 
 class _InputObserver:
@@ -639,6 +865,9 @@ def process_weight(weight: torch.Tensor, spec: WeightSpec, prune: PruneSpec | to
     mask = prune_mask(weight, prune, out_axis=out_axis, in_axis=in_axis) if isinstance(prune, PruneSpec) else prune
     if mask is not None:
         weight = weight * mask
+    if is_lut(spec.precision):  # k-means codebooks per output channel or per tensor (symmetry does not apply)
+        return lut_quantize(weight, bits_of(spec.precision), mask, per_channel=spec.granularity == "per_channel",
+                            out_axis=out_axis)[0]
     if spec.precision != "fp32":
         axis = out_axis if (spec.granularity == "per_channel" and weight.dim() > 1) else None
         weight = fake_quantize(weight, spec.precision, symmetric=spec.symmetric, axis=axis)

@@ -34,12 +34,16 @@ class LayerPlan:
     numel: int
     kept: int
     folded: bool
+    # the float transform of this layer's weights before compression (compression/algorithms): () for none, else
+    # (equalized by CLE, SmoothQuant alpha or None). A transformed layer is rewritten even at fp32 or skipped.
+    transform: tuple = ()
 
     @property
     def rewrites(self) -> bool:
-        """Whether the layer's weights differ from the base model's (quantized or pruned)."""
+        """Whether the layer's weights differ from the base model's (quantized, pruned or transformed)."""
         settings = self.settings
-        return not settings.skip and (settings.weight.precision != "fp32" or settings.prune.method != "none")
+        return bool(self.transform) or (
+            not settings.skip and (settings.weight.precision != "fp32" or settings.prune.method != "none"))
 
     @property
     def pruned(self) -> bool:
@@ -57,6 +61,7 @@ class Plan:
 
     config: CompressionConfig
     layers: tuple[LayerPlan, ...]
+    transform: tuple = ()  # the Compressor's key of the model-wide float transform (CLE, SmoothQuant); () for none
 
     def __iter__(self) -> Iterator[LayerPlan]:
         return iter(self.layers)

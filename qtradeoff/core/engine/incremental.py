@@ -330,8 +330,10 @@ class IncrementalEvaluator:
         """The cache key of every cut: (graph, cut, settings of every layer called before it, data)."""
         keys, prefix = [], []
         resolved: dict[str, Any] = dict(settings or {})
+        # a model-wide float transform (cross-layer equalization) changes layers its settings do not name
+        equalization = getattr(config, "equalization", "none")
         for cut, _ in enumerate(plan.cut_positions):
-            keys.append((plan.signature, cut, tuple(prefix), fingerprint))
+            keys.append((plan.signature, cut, tuple(prefix), fingerprint, equalization))
             if cut < len(plan.cut_layers):
                 name = plan.cut_layers[cut]
                 if name not in resolved:

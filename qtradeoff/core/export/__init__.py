@@ -177,6 +177,10 @@ def export_iter(engine, config, fmt_name: str, out: str | Path, *, verify: bool 
     out = check_destination(Path(out))
     total = 3 if verify else 2
     source = ExportSource(engine, config)
+    refused = unsupported_algorithms(source.plan, fmt.name)
+    if refused:
+        raise ExportError(f"{fmt.name} export does not support {refused} yet; export as packed, or choose "
+                          "integer or float weights without equalization or SmoothQuant")
     yield Progress(0, total, "export: writing")
     with atomic_path(out) as temp:
         note = fmt.write(source, temp)
@@ -190,6 +194,29 @@ def export_iter(engine, config, fmt_name: str, out: str | Path, *, verify: bool 
     write_atomic(verify_mod.report_path(out), (report.to_json() + "\n").encode())
     yield Progress(total, total, "export: done")
     yield report
+
+
+# Formats that store lookup-table weights (indices + codebooks) and the float transforms (CLE, SmoothQuant's
+# input divisors); the others rebuild the model from the base weights on int8/float kernels, which have no
+# codebook lookup.
+LUT_FORMATS = ("packed",)
+
+
+def unsupported_algorithms(plan, fmt_name: str = "") -> str:
+    """What in ``plan`` format ``fmt_name`` does not write yet (lookup-table weights, cross-layer equalization and
+    SmoothQuant outside :data:`LUT_FORMATS`), as a phrase naming a first layer, or "" when it can write the plan."""
+    for layer in plan:
+        precision = layer.settings.weight.precision
+        if not layer.settings.skip and precision.startswith("lut") and fmt_name not in LUT_FORMATS:
+            return f"lookup-table weights ({precision} on {layer.name}; the packed format stores them)"
+    if fmt_name in LUT_FORMATS:
+        return ""
+    if getattr(plan.config, "equalization", "none") != "none":
+        return "cross-layer equalization (the packed format stores it)"
+    for layer in plan:
+        if layer.transform and layer.transform[1] is not None:
+            return f"SmoothQuant (alpha {layer.transform[1]:g} on {layer.name}; the packed format stores it)"
+    return ""
 
 
 def export(engine, config, fmt_name: str, out: str | Path, **kwargs):

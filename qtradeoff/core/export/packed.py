@@ -22,13 +22,14 @@ import torch
 from torch import nn
 
 import qtradeoff
+from qtradeoff.core.compression.algorithms.smoothquant import InputDivide
 from qtradeoff.core.compression.bitpack import pack_bits, unpack_bits
 from qtradeoff.core.compression.compress import ActivationGrid, get_submodule, install_activation_casts
 from qtradeoff.core.compression.quantize import int_qparams, int_range
 from qtradeoff.core.errors import InputError
 from qtradeoff.core.export import RUNNERS_DIR, ExportError, ExportFormat, ExportSource, register
 from qtradeoff.core.measurement import memory as memory_mod
-from qtradeoff.core.precision import bits_of, is_integer, torch_dtype
+from qtradeoff.core.precision import bits_of, is_integer, is_lut, torch_dtype
 
 SCHEMA = "qtradeoff.packed/1"
 META_KEY = "qtradeoff.packed"  # the JSON header, zlib-compressed and base64-encoded (see _encode_header)
@@ -89,6 +90,25 @@ def encode_tensor(processed: torch.Tensor, source: torch.Tensor, precision: str,
         if not symmetric:
             tensors["zero_point"] = _uint_bytes(zero_point.reshape(-1).numpy() - qmin, math.ceil(bits / 8))
         entry.update(encoding="int", bits=bits, symmetric=symmetric, per_channel=axis is not None, qmin=qmin)
+    elif is_lut(precision):
+        # the simulated weight holds at most 2**bits fp16 values per codebook (see algorithms/lut.py): store each
+        # codebook (its distinct values, padded) and every weight's index into it
+        bits = bits_of(precision)
+        per_channel = per_channel and processed.dim() > 1
+        grid = _rows(processed, out_axis).reshape(shape[out_axis] if per_channel else 1, -1)
+        codebooks, codes = [], []
+        for row in grid:
+            distinct = torch.unique(row)
+            if distinct.numel() > 1 << bits:
+                raise ExportError(f"a {precision} weight has {distinct.numel()} distinct values (a bug: please "
+                                  "report it)")
+            codebooks.append(torch.cat([distinct, distinct[-1:].expand((1 << bits) - distinct.numel())]))
+            codes.append(torch.searchsorted(distinct, row))
+        indices = torch.cat(codes)
+        kept = indices if flat_mask is None else indices[flat_mask]
+        tensors["codes"] = pack_bits(kept, bits)
+        tensors["codebook"] = torch.cat(codebooks).to(torch.float16).contiguous()
+        entry.update(encoding="lut", bits=bits, per_channel=per_channel)
     else:
         values = _rows(processed, out_axis)
         values = values if flat_mask is None else values[flat_mask]
@@ -141,6 +161,14 @@ def decode_tensor(entry: dict, tensors: dict[str, torch.Tensor]) -> torch.Tensor
         else:
             channel = torch.nonzero(flat_mask).reshape(-1) // per_value
         values = (codes - zero[channel]).to(torch.float32) * scale[channel]  # as fake_quantize dequantizes
+    elif entry["encoding"] == "lut":
+        bits = int(entry["bits"])
+        codes = unpack_bits(tensors["codes"], bits, count)
+        channels = rows if entry["per_channel"] else 1
+        per_value = numel // channels
+        position = torch.arange(numel) if flat_mask is None else torch.nonzero(flat_mask).reshape(-1)
+        codebook = tensors["codebook"].to(torch.float32)
+        values = codebook[(position // per_value) * (1 << bits) + codes]
     else:
         values = tensors["values"].to(torch.float32)
     if flat_mask is not None:
@@ -214,7 +242,7 @@ def write(source: ExportSource, path: Path) -> str:
     for layer in plan:
         module = get_submodule(simulated, layer.name)
         meta: dict = {"last": layer.name == last}
-        grids = compressor.activation_grids(layer)
+        grids = compressor.activation_grids(layer, plan)  # CLE / SmoothQuant calibrate their own ranges
         if grids:
             meta["activation"] = {where: grid.to_dict() for where, grid in grids.items()}
         if layer.rewrites:
@@ -224,7 +252,8 @@ def write(source: ExportSource, path: Path) -> str:
                 processed = getattr(module, name).detach().to(torch.float32)
                 counted = storage.get(key)
                 entry, parts = encode_tensor(
-                    processed, compressor.weight(layer.name, name), settings.weight.precision,
+                    processed, compressor.float_weight(layer.name, name, layer.transform),
+                    "fp32" if settings.skip else settings.weight.precision,
                     symmetric=settings.weight.symmetric, per_channel=settings.weight.granularity == "per_channel",
                     out_axis=layer.out_axis, mask=layer.masks.get(name),
                     index=counted.index_format if counted is not None else "dense")
@@ -242,9 +271,13 @@ def write(source: ExportSource, path: Path) -> str:
                     tensors[f"{norm}.folded_bias"] = bias.detach().contiguous()
                 dropped.update(key for key in state if key.startswith(f"{norm}."))
             meta["bias"] = getattr(module, "bias", None) is not None
+            divisor = compressor.smoothquant_divisor(layer)
+            if divisor is not None:  # SmoothQuant: the loader divides the layer's input by it
+                tensors[f"{layer.name}.smoothquant_divisor"] = divisor.detach().to(torch.float32).contiguous()
         layers[layer.name] = meta
     plain = {key: value for key, value in state.items() if key not in dropped}
-    plain.update({key: tensors.pop(key) for key in list(tensors) if key.endswith(".folded_bias")})
+    plain.update({key: tensors.pop(key) for key in list(tensors)
+                  if key.endswith((".folded_bias", ".smoothquant_divisor"))})
     joined, plain_index = join_plain(plain)
     tensors.update(joined)
     header = {"schema": SCHEMA, "qtradeoff": qtradeoff.__version__, "torch": torch.__version__,
@@ -319,6 +352,7 @@ def load_packed(path: str | Path, module: nn.Module | None = None) -> nn.Module:
              for key, entry in header["tensors"].items()}
     plain = split_plain(tensors, header["plain"])
     folded_biases = {key: plain.pop(key) for key in list(plain) if key.endswith(".folded_bias")}
+    divisors = {key: plain.pop(key) for key in list(plain) if key.endswith(".smoothquant_divisor")}
     state.update(plain)
     for name, meta in header["layers"].items():
         if "folded_norm" in meta:
@@ -337,6 +371,10 @@ def load_packed(path: str | Path, module: nn.Module | None = None) -> nn.Module:
         for key, value in state.items():
             _assign(module, key, value)
     for name, meta in header["layers"].items():
+        divisor = divisors.get(f"{name}.smoothquant_divisor")
+        if divisor is not None:  # before the activation cast, as in the simulation
+            linear = isinstance(get_submodule(module, name), nn.Linear)
+            get_submodule(module, name).register_forward_pre_hook(InputDivide(divisor, linear))
         grids = {where: ActivationGrid.from_dict(grid) for where, grid in meta.get("activation", {}).items()}
         if grids:
             install_activation_casts(get_submodule(module, name), grids, last=meta["last"])

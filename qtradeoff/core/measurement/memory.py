@@ -27,12 +27,13 @@ import torch
 from torch import nn
 
 from qtradeoff.core import runtime
+from qtradeoff.core.compression.algorithms.lut import codebook_bytes, lut_quantize
 from qtradeoff.core.compression.bitpack import pack_bits
 from qtradeoff.core.compression.compress import clone_structure
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.compression.quantize import int_qparams, int_range
 from qtradeoff.core.config import LayerSettings
-from qtradeoff.core.precision import bits_of, is_integer, torch_dtype
+from qtradeoff.core.precision import bits_of, is_integer, is_lut, torch_dtype
 
 SCALE_BYTES = 4
 
@@ -65,6 +66,9 @@ class TensorStorage:
 
 def qparam_bytes(shape: Sequence[int], settings: LayerSettings, out_axis: int = 0) -> int:
     precision = settings.weight.precision
+    if not settings.skip and is_lut(precision):  # k-means codebooks: per output channel or one per tensor
+        codebooks = shape[out_axis] if settings.weight.granularity == "per_channel" and len(shape) > 1 else 1
+        return codebook_bytes(bits_of(precision), codebooks)
     if settings.skip or not is_integer(precision):
         return 0
     scales = shape[out_axis] if settings.weight.granularity == "per_channel" and len(shape) > 1 else 1
@@ -179,6 +183,18 @@ def _encode_tensor(weight: torch.Tensor, settings: LayerSettings, mask: torch.Te
 
         def payload(select: np.ndarray | None) -> bytes:
             chosen = unsigned if select is None else unsigned[select]
+            return pack_bits(torch.from_numpy(chosen), bits).numpy().tobytes()
+    elif is_lut(precision):  # fp16 codebooks, then bits-wide indices (output-channel major)
+        bits = bits_of(precision)
+        per_channel = settings.weight.granularity == "per_channel" and weight.dim() > 1
+        _, codebooks, indices = lut_quantize(weight, bits, mask, per_channel=per_channel, out_axis=out_axis)
+        header = codebooks.to(torch.float16).reshape(-1).view(torch.uint8).numpy().tobytes()
+        if not per_channel and weight.dim() > 1:  # the payload runs output-channel major like the mask below
+            indices = indices.reshape(weight.shape).movedim(out_axis, 0)
+        codes = indices.reshape(-1).numpy()
+
+        def payload(select: np.ndarray | None) -> bytes:
+            chosen = codes if select is None else codes[select]
             return pack_bits(torch.from_numpy(chosen), bits).numpy().tobytes()
     else:
         flat = (weight.movedim(out_axis, 0) if weight.dim() > 1 else weight).reshape(-1)

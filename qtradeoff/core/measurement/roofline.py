@@ -26,7 +26,7 @@ from qtradeoff.core import runtime
 from qtradeoff.core.config import LayerSettings
 from qtradeoff.core.measurement.realquant import quantized_engine
 from qtradeoff.core.paths import cache_dir
-from qtradeoff.core.precision import FLOAT_FAMILIES, REGISTRY, bits_of, is_integer, torch_dtype
+from qtradeoff.core.precision import FLOAT_FAMILIES, REGISTRY, bits_of, is_integer, is_lut, torch_dtype
 
 ASSUMPTIONS = {
     "int<8": "integer weights and activations below 8 bits: throughput = int8 peak x 8/bits (a packed kernel is "
@@ -35,6 +35,8 @@ ASSUMPTIONS = {
     "weight-only": "integer or fp8 weights with float activations: compute at the activation precision's peak, "
                    "weight bytes at the configured bits",
     "fp8": "fp8 has no CPU compute kernel: compute at the fp32 peak, 1 byte per value",
+    "lut": "lookup-table weights have no CPU kernel: compute at the activation precision's peak (fp32 for integer "
+           "activations, decoded on the fly), weight bytes = indices at the configured bits + codebooks",
     "layers": "only layers with weights are modelled; element-wise ops are folded into the per-layer overhead "
               "(measured as a tiny Conv2d+BatchNorm+ReLU call)",
 }
@@ -175,6 +177,8 @@ def compute_family(settings: LayerSettings) -> tuple[str, float, str]:
     if settings.skip:
         return "fp32", 1.0, ""
     weight, act = settings.weight.precision, settings.activation.precision
+    if is_lut(weight):
+        return ("fp32" if act == "fp32" or is_integer(act) or act in _EMULATED_FLOATS else act), 1.0, "lut"
     if is_integer(weight) and is_integer(act):
         bits = max(bits_of(weight), bits_of(act))
         if bits == 8:

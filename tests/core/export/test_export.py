@@ -121,7 +121,8 @@ def test_torchvision_models_export_and_agree(tmp_path, arch):
 
 
 @pytest.mark.parametrize("index", ["dense", "bitmask", "csr"])
-@pytest.mark.parametrize("precision", ["int2", "int3", "int4", "int8", "int12", "int16", "fp16", "bf16"])
+@pytest.mark.parametrize("precision", ["int2", "int3", "int4", "int8", "int12", "int16", "fp16", "bf16", "lut3",
+                                       "lut4"])
 def test_encode_decode_reproduce_the_simulated_weight(index, precision):
     from qtradeoff.core.compression.compress import process_weight
     from qtradeoff.core.config import WeightSpec

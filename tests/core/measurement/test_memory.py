@@ -27,6 +27,9 @@ CONFIGS = {
     "int3_pruned_90": CompressionConfig().with_defaults(
         weight={"precision": "int3", "symmetric": False}, prune={"method": "magnitude", "sparsity": 0.9}),
     "fp16_nm_2_4": CompressionConfig().with_defaults(weight={"precision": "fp16"}, prune={"method": "nm"}),
+    "lut4_channel": CompressionConfig().with_defaults(weight={"precision": "lut4"}),
+    "lut3_tensor_pruned_60": CompressionConfig().with_defaults(
+        weight={"precision": "lut3", "granularity": "per_tensor"}, prune={"method": "magnitude", "sparsity": 0.6}),
     "mixed": CompressionConfig().with_defaults(weight={"precision": "int6"})
     .with_layer("features.3.conv", weight={"precision": "bf16"}, prune={"method": "structured", "sparsity": 0.5})
     .with_layer("features.5.conv", weight={"precision": "int12", "symmetric": False},
