@@ -53,9 +53,12 @@ class RecoverySettings:
     label_weight: float = 0.5
     time_limit_s: float | None = 60.0
     seed: int = 0
+    # small batches of small models train fastest on one thread, and leave the other cores to the GUI/workers
+    threads: int = 1
 
     def __post_init__(self):
-        for name, value, low in (("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1)):
+        for name, value, low in (("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1),
+                                 ("threads", self.threads, 1)):
             if int(value) < low:
                 raise RecoveryError(f"recovery {name} must be at least {low}, got {value}")
         if self.steps is not None and int(self.steps) < 1:
@@ -235,6 +238,15 @@ def recover_iter(engine, config: CompressionConfig, settings: RecoverySettings |
     file). Returns without a result when ``should_stop()`` becomes true (checked before every step).
     """
     settings = settings or RecoverySettings()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        yield from _recover(engine, config, settings, inputs, labels, split, should_stop)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _recover(engine, config, settings, inputs, labels, split, should_stop):
     compressor: Compressor = engine.compressor
     plan = compressor.plan(config)
     check_recoverable(compressor, plan)
@@ -284,6 +296,7 @@ def recover_iter(engine, config: CompressionConfig, settings: RecoverySettings |
         "planned_steps": total, "settings": settings.to_dict(), "first_loss": losses[0] if losses else None,
         "last_loss": _mean_tail(losses), "seconds": round(time.perf_counter() - started, 3),
         "stopped_early": stopped_by, "left_as_ptq": list(twin.left),
+        "losses": [round(value, 6) for value in losses],
     }
     loaded = engine.loaded
     yield RecoveredWeights(

@@ -205,11 +205,41 @@ class RecoveredCompressor(Compressor):
 
 def recovered_engine(engine, weights: RecoveredWeights, config: CompressionConfig | None = None):
     """An Engine on ``engine``'s data whose model carries ``weights`` (checked against ``engine``'s model and
-    ``config``); its fp32 reference stays the original model, so agreement and SQNR compare with the teacher."""
+    ``config``); its fp32 reference stays the original model, so agreement and SQNR compare with the teacher, and
+    every Result it produces says ``provenance["recovered"]``."""
     from qtradeoff.core.engine.engine import Engine
 
     weights.check(engine.loaded, config)
     module = recovered_module(engine.module, weights)
     loaded = dataclasses.replace(engine.loaded, module=module)
     compressor = RecoveredCompressor(module, engine.data.calib_inputs, weights, layers=engine.compressor.inventory)
-    return Engine(loaded, engine.data, compressor=compressor, reference_module=engine.module)
+    summary = recovered_summary(weights)
+
+    class RecoveredEngine(Engine):
+        def _provenance(self, *args, **kwargs) -> dict:
+            provenance = super()._provenance(*args, **kwargs)
+            provenance["recovered"] = summary
+            return provenance
+
+    return RecoveredEngine(loaded, engine.data, compressor=compressor, reference_module=engine.module)
+
+
+def recovered_summary(weights: RecoveredWeights) -> dict:
+    """What a Result of recovered weights records about them (plain JSON values)."""
+    training = weights.training
+    return {"file": Path(weights.path).name if weights.path else "", "split": training.get("split"),
+            "samples": training.get("samples"), "steps": training.get("steps"), "seconds": training.get("seconds"),
+            "layers": weights.layers}
+
+
+def with_recovered_weights(engine, path: str | os.PathLike, config: CompressionConfig | None):
+    """``(recovered engine, configuration)`` for the file at ``path``: ``config`` when given (it must be the one
+    the weights were trained for), else the file's own."""
+    weights = load_recovered(path)
+    chosen = weights.config if config is None else config
+    weights.check(engine.loaded, chosen)
+    layer_names = {info.name for info in engine.layers}
+    missing = [name for name in weights.layers if name not in layer_names]
+    if missing:
+        raise RecoveredWeightsError(f"{path} names layers this model does not have ({', '.join(missing[:3])})")
+    return recovered_engine(engine, weights, chosen), chosen
