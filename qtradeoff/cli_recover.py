@@ -88,14 +88,14 @@ def run(args: argparse.Namespace) -> int:
     from qtradeoff.cli_args import config_argument, engine_spec, precheck_config
     from qtradeoff.core.errors import CancelledError, InputError, UsageError
 
-    if args.config is None:
-        raise UsageError("give the configuration to recover with --config (an fp32 model has nothing to recover)")
     out = Path(args.output)
     if out.is_dir():
         raise InputError(f"{args.output} is a folder; give -o a file name (e.g. {out / 'recovered.safetensors'})")
     precheck_config(args)
     settings = settings_from_args(args)
     engine = engine_spec(args).build()
+    if args.config is None:
+        raise UsageError("give the configuration to recover with --config (an fp32 model has nothing to recover)")
     config = config_argument(args, engine.layers)
     inputs, labels, split = _train_data(args, engine)
 
