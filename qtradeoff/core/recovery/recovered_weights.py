@@ -227,7 +227,8 @@ def recovered_engine(engine, weights: RecoveredWeights, config: CompressionConfi
 def recovered_summary(weights: RecoveredWeights) -> dict:
     """What a Result of recovered weights records about them (plain JSON values)."""
     training = weights.training
-    return {"file": Path(weights.path).name if weights.path else "", "split": training.get("split"),
+    return {"file": Path(weights.path).name if weights.path else "", "path": weights.path,
+            "split": training.get("split"),
             "samples": training.get("samples"), "steps": training.get("steps"), "seconds": training.get("seconds"),
             "layers": weights.layers}
 
