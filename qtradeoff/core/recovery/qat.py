@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,9 +27,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from qtradeoff.core import runtime
 from qtradeoff.core.compression.compress import ActivationGrid, Compressor, FoldedNorm, get_submodule
 from qtradeoff.core.compression.plan import LayerPlan, Plan
+from qtradeoff.core.compression.quantize import RangeObserver, int_range, qparams_from_range
 from qtradeoff.core.config import CompressionConfig, WeightSpec
 from qtradeoff.core.errors import UsageError
 from qtradeoff.core.measurement.result import Progress
+from qtradeoff.core.precision import bits_of, is_integer
 from qtradeoff.core.recovery.primitives import recovery_loss, ste_activation, ste_weight
 from qtradeoff.core.recovery.recovered_weights import RecoveredWeights
 
@@ -55,6 +58,8 @@ class RecoverySettings:
     seed: int = 0
     # small batches of small models train fastest on one thread, and leave the other cores to the GUI/workers
     threads: int = 1
+    # re-derive integer activation grids from the quantized model after every epoch but the last (QAT observers)
+    recalibrate: bool = True
 
     def __post_init__(self):
         for name, value, low in (("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1),
@@ -123,7 +128,12 @@ class Twin:
     trained: list[str]  # layer names whose weights train
     left: list[str]  # compressible layers left at their post-training values (their type is not trainable)
     norms: dict[str, str]  # layer -> BatchNorm folded into it in the twin
-    grids: dict[str, dict[str, ActivationGrid]]
+    casts: dict[str, dict[str, _InputSTE | _OutputSTE]]  # layer -> "input"/"output" -> its cast (grid inside)
+
+    @property
+    def grids(self) -> dict[str, dict[str, ActivationGrid]]:
+        """The activation grids the twin casts to now."""
+        return {name: {where: cast.grid for where, cast in casts.items()} for name, casts in self.casts.items()}
 
 
 def check_recoverable(compressor: Compressor, plan: Plan) -> None:
@@ -146,7 +156,7 @@ def build_twin(compressor: Compressor, plan: Plan) -> Twin:
     for param in module.parameters():
         param.requires_grad_(False)
     params: list[nn.Parameter] = []
-    trained, left, norms = [], [], {}
+    trained, left, norms, casts = [], [], {}, {}
     for layer in plan:
         target = get_submodule(module, layer.name)
         if not isinstance(target, TRAINABLE_TYPES) or layer.weight_names != ("weight",):
@@ -155,8 +165,10 @@ def build_twin(compressor: Compressor, plan: Plan) -> Twin:
         else:
             trained.append(layer.name)
             params.extend(_make_trainable(compressor, module, target, layer, norms))
-        _install_casts(target, grids.get(layer.name, {}))
-    return Twin(module, params, trained, left, norms, grids)
+        installed = _install_casts(target, grids.get(layer.name, {}))
+        if installed:
+            casts[layer.name] = installed
+    return Twin(module, params, trained, left, norms, casts)
 
 
 def _make_trainable(compressor: Compressor, model: nn.Module, target: nn.Module, layer: LayerPlan,
@@ -197,11 +209,76 @@ def _freeze_processed(compressor: Compressor, target: nn.Module, layer: LayerPla
             setattr(target, name, nn.Parameter(processed, requires_grad=False))
 
 
-def _install_casts(target: nn.Module, grids: dict[str, ActivationGrid]) -> None:
+def _install_casts(target: nn.Module, grids: dict[str, ActivationGrid]) -> dict[str, _InputSTE | _OutputSTE]:
+    installed: dict[str, _InputSTE | _OutputSTE] = {}
     if "input" in grids:
-        target.register_forward_pre_hook(_InputSTE(grids["input"]))
+        installed["input"] = _InputSTE(grids["input"])
+        target.register_forward_pre_hook(installed["input"])
     if "output" in grids:
-        target.register_forward_hook(_OutputSTE(grids["output"]))
+        installed["output"] = _OutputSTE(grids["output"])
+        target.register_forward_hook(installed["output"])
+    return installed
+
+
+def recalibrate(twin: Twin, plan: Plan, inputs: torch.Tensor, batch: int = 64) -> int:
+    """Re-derive every integer activation grid from the twin's own (quantized) activations on ``inputs``, with
+    each layer's calibration method, as QAT's observers do during training: the fp32 ranges the configuration
+    was calibrated with no longer fit once low-bit weights have moved. Returns how many grids changed."""
+    observed: list[tuple[RangeObserver, Any, _InputSTE | _OutputSTE]] = []
+    handles = []
+    for name, casts in twin.casts.items():
+        spec = plan[name].settings.activation
+        target = get_submodule(twin.module, name)
+        for where, cast in casts.items():
+            if not is_integer(cast.grid.precision):
+                continue
+            observer = RangeObserver()
+            observed.append((observer, spec, cast))
+            # prepended: they see the activation before this layer's own cast
+            if where == "input":
+                handles.append(target.register_forward_pre_hook(_ObserveInput(observer), prepend=True))
+            else:
+                handles.append(target.register_forward_hook(_ObserveOutput(observer), prepend=True))
+    if not observed:
+        return 0
+    try:
+        with torch.no_grad(), runtime.running():
+            for start in range(0, len(inputs), batch):
+                twin.module(inputs[start:start + batch])
+    finally:
+        for handle in handles:
+            handle.remove()
+    changed = 0
+    for observer, spec, cast in observed:
+        if observer.hi < observer.lo:
+            continue
+        bits = bits_of(spec.precision)
+        lo, hi = observer.range(spec.calibration, percentile=spec.percentile, bits=bits, symmetric=spec.symmetric)
+        scale, zero_point = qparams_from_range(torch.tensor(lo), torch.tensor(hi), bits, spec.symmetric)
+        qmin, qmax = int_range(bits, spec.symmetric)
+        grid = ActivationGrid(spec.precision, float(scale), int(zero_point), qmin, qmax)
+        changed += grid != cast.grid
+        cast.grid = grid
+    return changed
+
+
+class _ObserveInput:
+    def __init__(self, observer: RangeObserver):
+        self.observer = observer
+
+    def __call__(self, module, args):
+        first = args[0] if args else None
+        if isinstance(first, torch.Tensor) and first.is_floating_point():
+            self.observer.observe(first)
+
+
+class _ObserveOutput:
+    def __init__(self, observer: RangeObserver):
+        self.observer = observer
+
+    def __call__(self, module, args, output):
+        if isinstance(output, torch.Tensor):
+            self.observer.observe(output)
 
 
 def teacher_logits(module: nn.Module, inputs: torch.Tensor, batch: int = 64) -> torch.Tensor:
@@ -290,6 +367,8 @@ def _recover(engine, config, settings, inputs, labels, split, should_stop):
                 yield RecoveryProgress(step, total, "recover", losses[-1])
             if step >= total:
                 break
+        if settings.recalibrate and step < total and not stopped_by:
+            recalibrate(twin, plan, inputs)
     tensors, masks = extract(twin, compressor, plan)
     training = {
         "split": split, "samples": len(inputs), "labelled": labels is not None, "steps": step,

@@ -173,3 +173,19 @@ def test_time_limit_stops_training_early_and_says_so(mlp):
     weights = recover(mlp, INT2, RecoverySettings(steps=10_000, time_limit_s=0.5))
     assert isinstance(weights, RecoveredWeights)
     assert weights.training["steps"] < 10_000 and "time limit" in weights.training["stopped_early"]
+
+
+def test_recalibration_refits_integer_activation_grids_to_the_quantized_model(cnn):
+    from qtradeoff.core.recovery.qat import recalibrate
+
+    config = INT2.with_defaults(activation={"precision": "int8"})
+    plan = cnn.plan(config)
+    twin = build_twin(cnn.compressor, plan)
+    before = twin.grids
+    assert recalibrate(twin, plan, cnn.data.calib_inputs) > 0  # int2 weights move every activation range
+    after = twin.grids
+    assert before.keys() == after.keys() and before != after
+    weights = recover(cnn, config, RecoverySettings(epochs=2, batch_size=64, time_limit_s=None))
+    engine = recovered_engine(cnn, weights, config)
+    layer = engine.plan(config).layers[1]
+    assert engine.compressor.activation_grids(layer)["input"].to_dict() == weights.grids[layer.name]["input"]
