@@ -16,6 +16,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -315,15 +316,6 @@ def recover_iter(engine, config: CompressionConfig, settings: RecoverySettings |
     file). Returns without a result when ``should_stop()`` becomes true (checked before every step).
     """
     settings = settings or RecoverySettings()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
-    try:
-        yield from _recover(engine, config, settings, inputs, labels, split, should_stop)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _recover(engine, config, settings, inputs, labels, split, should_stop):
     compressor: Compressor = engine.compressor
     plan = compressor.plan(config)
     check_recoverable(compressor, plan)
@@ -332,8 +324,9 @@ def _recover(engine, config, settings, inputs, labels, split, should_stop):
     if inputs is None or len(inputs) == 0:
         raise RecoveryError("recovery needs training samples: the calibration split is empty; give a larger one")
     started = time.perf_counter()
-    teacher = teacher_logits(engine.module, inputs)
-    twin = build_twin(compressor, plan)
+    with _threads(settings.threads):
+        teacher = teacher_logits(engine.module, inputs)
+        twin = build_twin(compressor, plan)
     if not twin.parameters:
         raise RecoveryError("no layer of this model can be fine-tuned (only Linear, Conv and Embedding layers "
                             "train)")
@@ -352,14 +345,14 @@ def _recover(engine, config, settings, inputs, labels, split, should_stop):
                 stopped_by = f"time limit of {settings.time_limit_s:g} s"
                 break
             batch = order[start:start + settings.batch_size]
-            with runtime.running():
+            with _threads(settings.threads), runtime.running():
                 output = twin.module(inputs[batch])
                 loss = recovery_loss(output, teacher[batch], None if labels is None else labels[batch],
                                      temperature=settings.temperature, label_weight=settings.label_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-            optimizer.step()
-            schedule.step()
+                optimizer.step()
+                schedule.step()
             step += 1
             losses.append(float(loss.detach()))
             if round(100 * step / total) != percent or step == total:
@@ -368,7 +361,8 @@ def _recover(engine, config, settings, inputs, labels, split, should_stop):
             if step >= total:
                 break
         if settings.recalibrate and step < total and not stopped_by:
-            recalibrate(twin, plan, inputs)
+            with _threads(settings.threads):
+                recalibrate(twin, plan, inputs)
     tensors, masks = extract(twin, compressor, plan)
     training = {
         "split": split, "samples": len(inputs), "labelled": labels is not None, "steps": step,
@@ -395,6 +389,20 @@ def recover(engine, config: CompressionConfig, settings: RecoverySettings | None
         if isinstance(item, RecoveredWeights):
             return item
     raise CancelledError("recovery cancelled before it finished")
+
+
+@contextmanager
+def _threads(count: int):
+    """torch on ``count`` threads for one block (never across a yield: other work in the process keeps its own)."""
+    before = torch.get_num_threads()
+    if before == count:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _mean_tail(losses: list[float], count: int = 10) -> float | None:
