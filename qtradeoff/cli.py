@@ -98,6 +98,9 @@ def _register_builtin_commands() -> None:
     from qtradeoff import cli_apply  # light: imports torch only when run
 
     SUBCOMMANDS.setdefault("apply", (cli_apply.configure, cli_apply.run))
+    from qtradeoff import cli_recover  # light: imports torch only when run
+
+    SUBCOMMANDS.setdefault("recover", (cli_recover.configure, cli_recover.run))
 
 
 _register_builtin_commands()
@@ -132,7 +135,7 @@ def _start_loader_early(name: str, argv: Sequence[str]) -> None:
     data file (``--data``, also test-read in the loader): the loader imports torch too, and started before this
     process imports it the two imports overlap instead of running one after the other (the loader's import was
     most of ``inspect``'s time beyond ``import torch``)."""
-    if name not in ("inspect", "evaluate", "apply") or not argv or argv[0].startswith("-"):
+    if name not in ("inspect", "evaluate", "apply", "recover") or not argv or argv[0].startswith("-"):
         return
     data = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--data"), None)
     data = data or next((arg.partition("=")[2] for arg in argv if arg.startswith("--data=")), None)

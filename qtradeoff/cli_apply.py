@@ -38,6 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-verify", action="store_true", help="write the file without reloading it (the size "
                                                                  "is still checked)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    parser.add_argument("--weights", help="recovered weights from qtradeoff recover (the configuration they were "
+                                          "trained for is used when --config is not given)")
 
 
 SUFFIX_FORMATS = {".pt": "torch-int8", ".safetensors": "packed", ".onnx": "onnx"}
@@ -68,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     out = export_mod.check_destination(Path(args.output))
     engine = engine_spec(args).build()
     config = config_argument(args, engine.layers)
+    if args.weights:
+        from qtradeoff.core.recovery.recovered_weights import with_recovered_weights
+
+        engine, config = with_recovered_weights(engine, args.weights, config if args.config else None)
     fmt = export_mod.get_format(_format_name(args))
     progress = None
     if sys.stderr.isatty() and not args.json:

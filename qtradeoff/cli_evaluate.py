@@ -67,6 +67,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--architecture", help="registry name (torchvision.resnet50) for weight-only files")
     parser.add_argument("--trust", action="store_true", help="allow loading a pickled model that imports code")
     parser.add_argument("--json", action="store_true", help="print the Result as JSON instead of a table")
+    parser.add_argument("--weights", help="recovered weights from qtradeoff recover (the configuration they were "
+                                          "trained for is used when --config is not given)")
     parser.add_argument("--export", metavar="PATH", help="also write the configuration file (qtradeoff.config/1) "
                                                          "with the measured metrics and environment")
 
@@ -141,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
         args.eval_size = None  # the whole split loads; the engine picks how much of it to evaluate
     engine = engine_spec(args).build()
     config = config_argument(args, engine.layers)
+    if args.weights:
+        from qtradeoff.core.recovery.recovered_weights import with_recovered_weights
+
+        engine, config = with_recovered_weights(engine, args.weights, config if args.config else None)
     _check_batch_fits(args.batch, engine.data.input_shape)
     threads = args.threads or torch.get_num_threads()
     batches = (1,) if args.batch == 1 else (1, args.batch)

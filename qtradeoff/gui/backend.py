@@ -117,6 +117,9 @@ class CoreBackend:
                                          InputError]
         if hasattr(data, "DataLoadError"):
             errors.append(data.DataLoadError)
+        from qtradeoff.core.recovery.qat import RecoveryError
+
+        errors.append(RecoveryError)
         self.expected_errors = tuple(errors)
         self.loaded = None
         self.data = None
@@ -298,17 +301,52 @@ class CoreBackend:
     def is_result(self, item: Any) -> bool:
         return isinstance(item, self._measure.Result)
 
-    def export_iter(self, config: Any, fmt: str, path: str, *, should_stop: Callable[[], bool]) -> Iterator[Any]:
+    def export_iter(self, config: Any, fmt: str, path: str, *, should_stop: Callable[[], bool],
+                    weights: str | None = None) -> Iterator[Any]:
         """Write ``config`` as a ``fmt`` model file at ``path`` and verify it (Progress, then the report as a
-        plain dict with its table under ``"summary"``); see :func:`qtradeoff.core.export.export_iter`."""
+        plain dict with its table under ``"summary"``); see :func:`qtradeoff.core.export.export_iter`. With
+        ``weights`` (a recovered-weights file) the exported model carries those weights."""
         from qtradeoff.core.export import export_iter
         from qtradeoff.core.export.verify import ExportReport, format_report
 
-        for item in export_iter(self.engine(), config, fmt, path, should_stop=should_stop):
+        engine = self.engine()
+        if weights:
+            from qtradeoff.core.recovery.recovered_weights import with_recovered_weights
+
+            engine, config = with_recovered_weights(engine, weights, config)
+        for item in export_iter(engine, config, fmt, path, should_stop=should_stop):
             if isinstance(item, ExportReport):
                 yield {**item.to_dict(), "summary": format_report(item)}
             else:
                 yield item
+
+    def recover_iter(self, config: Any, *, eval_size: int | None, should_stop: Callable[[], bool],
+                     settings: dict | None = None) -> Iterator[Any]:
+        """Fine-tune ``config`` (see :mod:`qtradeoff.core.recovery.qat`), keep the recovered weights in a file of
+        the cache folder, then evaluate them: RecoveryProgress, evaluation Progress, then the Result (its
+        ``provenance["recovered"]["path"]`` names the weights file, which export reads). ``settings``: fields of
+        RecoverySettings to override (plain values)."""
+        from qtradeoff.core.paths import cache_dir
+        from qtradeoff.core.recovery.qat import RecoverySettings, recover_iter
+        from qtradeoff.core.recovery.recovered_weights import RecoveredWeights, save_recovered, with_recovered_weights
+
+        engine = self.engine()
+        weights = None
+        for item in recover_iter(engine, config, RecoverySettings(**dict(settings or {})), should_stop=should_stop):
+            if isinstance(item, RecoveredWeights):
+                weights = item
+            else:
+                yield item
+        if weights is None:
+            raise self.Cancelled("recovery cancelled")
+        folder = cache_dir() / "recovered"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = folder / f"{Path(str(self.loaded.path)).stem}-{config.key()[:10]}-{stamp}-{time.time_ns() % 10**6}" \
+                        ".safetensors"
+        save_recovered(weights, path)
+        recovered, config = with_recovered_weights(engine, path, config)
+        yield from recovered.evaluate_iter(config, eval_size=eval_size, latency="estimated", should_stop=should_stop)
 
     def subset_hints(self, target_seconds: float = SUBSET_TARGET_SECONDS) -> dict:
         """The engine's proposed evaluation subset for one edit near ``target_seconds``, with its time and memory

@@ -81,6 +81,9 @@ class MainWindow(QMainWindow):
         from qtradeoff.gui.explore_panel import attach_explore_panel  # search panel (issue 8), wires itself in
 
         self.explore_panel = attach_explore_panel(self)
+        from qtradeoff.gui.recover_actions import attach_recovery  # recovery fine-tune (issue 17)
+
+        attach_recovery(self)
 
     # -- construction --------------------------------------------------------------------------------------------
     def _build_panels(self) -> None:
@@ -425,8 +428,9 @@ class MainWindow(QMainWindow):
     # -- files ---------------------------------------------------------------------------------------------------
     def export_model(self, path: str | Path, fmt: str) -> None:
         """Export the current configuration as a ``fmt`` model file (off the GUI thread; verified after)."""
-        self._set_status(f"Exporting {fmt} to {Path(path).name}…")
-        self.service.export(self.state.config, fmt, str(path))
+        weights = self.recovery.export_weights()
+        self._set_status(f"Exporting {fmt} to {Path(path).name}{' with recovered weights' if weights else ''}…")
+        self.service.export(self.state.config, fmt, str(path), weights=weights)
 
     def _on_exported(self, report: dict) -> None:
         passed = report.get("passed", False)

@@ -38,7 +38,10 @@ def point_key(config: Any) -> str:
 
 def _point_key(result: Any) -> str:
     config = getattr(result, "config", None)
-    return point_key(config) if config is not None and config.locked else result.config_key
+    key = point_key(config) if config is not None and config.locked else result.config_key
+    # a recovered point is the same configuration with other weights: a point of its own beside the original
+    recovered = (getattr(result, "provenance", None) or {}).get("recovered")
+    return f"{key}+recovered:{recovered.get('file', '')}" if isinstance(recovered, dict) else key
 
 
 @dataclass

@@ -36,7 +36,7 @@ DRAIN_SECONDS = 10.0
 
 _WHAT = {"load_sample": "loading the sample", "load_model": "loading a model", "load_data": "loading data",
          "evaluate_iter": "evaluating", "search_iter": "searching", "export_iter": "exporting",
-         "replay": "reloading the model"}
+         "recover_iter": "fine-tuning", "replay": "reloading the model"}
 
 
 class RemoteNeedsTrust(NeedsTrustError):
@@ -109,6 +109,8 @@ class _Host:
             return self.backend.search_iter(*args, **kwargs)
         if op == "export_iter":
             return self.backend.export_iter(*args, **kwargs)
+        if op == "recover_iter":
+            return self.backend.recover_iter(*args, **kwargs)
         raise ValueError(f"unknown request {op!r}")
 
     def replay(self, recipe: tuple) -> None:
@@ -155,7 +157,7 @@ def child_main(conn: Any, stop: Any) -> None:
             os._exit(0)
         _, request_id, op, args, kwargs = message
         try:
-            if op in ("evaluate_iter", "search_iter", "export_iter"):
+            if op in ("evaluate_iter", "search_iter", "export_iter", "recover_iter"):
                 for item in host.stream(op, args, dict(kwargs, should_stop=stop.is_set)):
                     conn.send(("item", request_id, item))
                 conn.send(("ok", request_id, None, host.recipe))
@@ -417,10 +419,19 @@ class ProcessBackend:
         yield from self._edits.stream("evaluate_iter", config, eval_size=eval_size, latency=latency,
                                       should_stop=should_stop, **extra)
 
-    def export_iter(self, config: Any, fmt: str, path: str, *, should_stop: Callable[[], bool]) -> Iterator[Any]:
+    def export_iter(self, config: Any, fmt: str, path: str, *, should_stop: Callable[[], bool],
+                    weights: str | None = None) -> Iterator[Any]:
         """An export on the evaluation child (its engine holds the real int8 model already built)."""
         self._edits.sync(self._recipe)
-        yield from self._edits.stream("export_iter", config, fmt, path, should_stop=should_stop)
+        extra = {"weights": weights} if weights else {}
+        yield from self._edits.stream("export_iter", config, fmt, path, should_stop=should_stop, **extra)
+
+    def recover_iter(self, config: Any, *, eval_size: int | None, should_stop: Callable[[], bool],
+                     settings: dict | None = None) -> Iterator[Any]:
+        """A recovery fine-tune on the evaluation child, then the recovered point's evaluation there."""
+        self._edits.sync(self._recipe)
+        yield from self._edits.stream("recover_iter", config, eval_size=eval_size, should_stop=should_stop,
+                                      settings=settings)
 
     def search_iter(self, strategy: str, options: dict, *, should_stop: Callable[[], bool]) -> Iterator[Any]:
         channel = self._search

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMenu,
     QPushButton,
     QTableView,
     QVBoxLayout,
@@ -212,6 +213,7 @@ class ResultsPanel(QWidget):
     selection_changed = Signal(object)  # store rows selected (list of int)
     compare_requested = Signal(int, int)  # two store rows
     apply_requested = Signal(int)  # a store row to make the edited configuration (double-click)
+    recover_requested = Signal(int)  # a store row to fine-tune (context menu "Recover (fine-tune)…")
 
     def __init__(self, plot: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -235,6 +237,8 @@ class ResultsPanel(QWidget):
         header.setStretchLastSection(True)
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
         self.table.doubleClicked.connect(self._double_clicked)
+        self.table.setContextMenuPolicy(Qt.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._context_menu)
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter: any text in a row (int4, search, a label…)")
         self.filter.setClearButtonEnabled(True)
@@ -286,6 +290,29 @@ class ResultsPanel(QWidget):
         rows = self.selected_rows()
         if len(rows) == 2:
             self.compare_requested.emit(rows[0], rows[1])
+
+    def context_menu(self, row: int) -> QMenu:
+        """The menu of store row ``row``: use it as the edited configuration, or fine-tune it to recover accuracy."""
+        menu = QMenu(self)
+        use = menu.addAction("Use this configuration")
+        use.triggered.connect(lambda: self.apply_requested.emit(row))
+        recover = menu.addAction("Recover (fine-tune)…")
+        recover.setToolTip("Fine-tune this point's compressed model for a bounded number of steps with distillation "
+                           "from fp32 on the calibration split; the result is a new point tagged 'recovered'.")
+        meta = self.model.store.meta[row] if 0 <= row < len(self.model.store) else {}
+        result = self.model.store.results[row] if 0 <= row < len(self.model.store) else None
+        recovered = isinstance((getattr(result, "provenance", None) or {}).get("recovered"), dict)
+        recover.setEnabled(result is not None and meta.get("tag") != "baseline" and not recovered)
+        recover.triggered.connect(lambda: self.recover_requested.emit(row))
+        return menu
+
+    def _context_menu(self, position: Any) -> None:
+        index = self.table.indexAt(position)
+        if not index.isValid():
+            return
+        menu = self.context_menu(self.proxy.mapToSource(index).row())
+        menu.aboutToHide.connect(menu.deleteLater)
+        menu.popup(self.table.viewport().mapToGlobal(position))
 
     def _double_clicked(self, index: QModelIndex) -> None:
         source = self.proxy.mapToSource(index)

@@ -42,7 +42,7 @@ def running_threads() -> list[QThread]:
 class Job:
     """One unit of work for the worker. ``cancel`` is set from the GUI thread and polled by the core."""
 
-    kind: str  # "load" | "sample" | "data" | "eval"
+    kind: str  # "load" | "sample" | "data" | "eval" | "export" | "recover"
     payload: dict[str, Any]
     cancel: threading.Event = field(default_factory=threading.Event)
     description: str = ""
@@ -54,7 +54,7 @@ class _Mailbox:
     Baseline evaluations have their own slot (taken first) so that an edit never coalesces the baseline away.
     """
 
-    ORDER = ("sample", "load", "data", "eval:baseline", "eval", "export")
+    ORDER = ("sample", "load", "data", "eval:baseline", "eval", "export", "recover")
 
     @staticmethod
     def _slot(job: Job) -> str:
@@ -75,6 +75,7 @@ class _Mailbox:
                 self._pending.pop("eval", None)
                 self._pending.pop("eval:baseline", None)
                 self._pending.pop("data", None)
+                self._pending.pop("recover", None)
                 self._pending.pop("load", None)
                 self._pending.pop("sample", None)
                 if self._current is not None:
@@ -185,6 +186,8 @@ class Worker(QObject):
             return self._evaluate(job, job.payload["config"], tag=job.payload.get("tag", "edit"))
         if job.kind == "export":
             return self._export(job)
+        if job.kind == "recover":
+            return self._recover(job)
         raise ValueError(f"unknown job kind {job.kind!r}")
 
     def _baseline(self, job: Job) -> bool:
@@ -201,9 +204,10 @@ class Worker(QObject):
 
     def _export(self, job: Job) -> bool:
         backend = self._backend
+        extra = {"weights": job.payload["weights"]} if job.payload.get("weights") else {}
         try:
             for item in backend.export_iter(job.payload["config"], job.payload["format"], job.payload["path"],
-                                            should_stop=job.cancel.is_set):
+                                            should_stop=job.cancel.is_set, **extra):
                 if job.cancel.is_set():
                     return False
                 if isinstance(item, dict):
@@ -214,6 +218,32 @@ class Worker(QObject):
             return False
         except backend.expected_errors as exc:
             self.failed.emit("export", str(exc))
+        return False
+
+    def _recover(self, job: Job) -> bool:
+        """A recovery fine-tune of one point's configuration, then its evaluation: the Result is a new point
+        tagged "recovered" (its provenance names the recovered-weights file)."""
+        backend = self._backend
+        eval_size = job.payload.get("eval_size")
+        last_emit = 0.0
+        try:
+            for item in backend.recover_iter(job.payload["config"], eval_size=eval_size,
+                                             should_stop=job.cancel.is_set, settings=job.payload.get("settings")):
+                if job.cancel.is_set():
+                    return False
+                if backend.is_result(item):
+                    self.result_ready.emit(item, {"eval_size": eval_size, "latency": "estimated", "tag": "recovered",
+                                                  "source": job.payload.get("source")})
+                    return True
+                now = time.monotonic()
+                if now - last_emit > 0.05 or item.done == item.total:
+                    last_emit = now
+                    stage = "fine-tune" if item.stage == "recover" else str(item.stage)
+                    self.progress.emit(int(item.done), int(item.total), stage)
+        except backend.Cancelled:
+            return False
+        except backend.expected_errors as exc:
+            self.failed.emit("recover", str(exc))
         return False
 
     def _try_as_data(self, job: Job) -> bool:
@@ -373,10 +403,20 @@ class EvaluationService(QObject):
         self._submit(Job("eval", {"config": config, "eval_size": eval_size, "latency": latency, "tag": tag,
                                   "runtimes": tuple(runtimes)}, description="evaluating"))
 
-    def export(self, config: Any, fmt: str, path: str) -> None:
-        """Queue an export of ``config`` as ``fmt`` at ``path`` (written, then verified in a fresh process)."""
-        self._submit(Job("export", {"config": config, "format": fmt, "path": path},
+    def export(self, config: Any, fmt: str, path: str, *, weights: str | None = None) -> None:
+        """Queue an export of ``config`` as ``fmt`` at ``path`` (written, then verified in a fresh process), with
+        the recovered ``weights`` file when given."""
+        self._submit(Job("export", {"config": config, "format": fmt, "path": path, "weights": weights},
                          description=f"exporting {fmt} to {path}"))
+
+    def recover(self, config: Any, *, eval_size: int | None, source: int | None = None,
+                settings: dict | None = None) -> None:
+        """Queue a recovery fine-tune of ``config`` (``source``: the point it starts from; ``settings``: fields of
+        the core's RecoverySettings); the recovered point arrives on ``result_ready`` tagged "recovered". Cancel
+        stops it between training steps."""
+        self._submit(Job("recover", {"config": config, "eval_size": eval_size, "source": source,
+                                     "settings": dict(settings or {})},
+                         description="fine-tuning to recover accuracy"))
 
     def cancel(self) -> bool:
         """Drop pending work and ask the running job to stop at its next check. Returns True if anything was."""

@@ -137,10 +137,13 @@ class Engine:
     sensitivity analysis take: ``layer_names``, ``layers``, ``score``, ``evaluate``, ``evaluate_full``.
     """
 
-    def __init__(self, loaded, data, *, cache_bytes: int = DEFAULT_CACHE_BYTES, compressor: Compressor | None = None):
+    def __init__(self, loaded, data, *, cache_bytes: int = DEFAULT_CACHE_BYTES, compressor: Compressor | None = None,
+                 reference_module: torch.nn.Module | None = None):
         self.loaded = loaded
         self.data = data
         self.module = loaded.module
+        # the fp32 model agreement and SQNR compare with: the base itself, or the original of a recovered base
+        self.reference_module = loaded.module if reference_module is None else reference_module
         self.compressor = compressor if compressor is not None else Compressor(loaded.module, data.calib_inputs)
         self.layers = list(self.compressor.layers)
         self.layer_names = tuple(info.name for info in self.layers)
@@ -232,7 +235,7 @@ class Engine:
         chunk = self.eval_chunk
         started = time.perf_counter()
         with torch.inference_mode(), runtime.running():
-            outputs = [self.module(inputs[i:i + chunk]).float() for i in range(0, len(inputs), chunk)]
+            outputs = [self.reference_module(inputs[i:i + chunk]).float() for i in range(0, len(inputs), chunk)]
         elapsed = time.perf_counter() - started
         reference = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         with self._lock:
@@ -446,7 +449,7 @@ class Engine:
         # A plan that rewrites no weight and casts no activation runs the base model's arithmetic: its outputs
         # are the reference's, bit for bit, so a second forward (the whole cost of an fp32 point on a resnet50)
         # would only repeat them.
-        reuses_reference = self.compressor.changes_nothing(plan)
+        reuses_reference = self.compressor.changes_nothing(plan) and self.reference_module is self.module
         simulated = None if reuses_reference else self.simulated(plan)
         if (p := progress.step("compress")) is not None:
             yield p
