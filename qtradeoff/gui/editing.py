@@ -16,6 +16,7 @@ SELECTION_FIELDS: tuple[tuple[str, str], ...] = (
     ("weight_precision", "Weight precision"),
     ("activation_precision", "Activation precision"),
     ("sparsity", "Sparsity"),
+    ("rounding", "Weight rounding"),
 )
 SELECTION_SPARSITIES = (0, 25, 50, 75, 90)  # percent
 
@@ -49,6 +50,8 @@ def edit_default(config: CompressionConfig, field: str, value: Any, merge_key: s
         new, text = config.with_defaults(activation={"symmetric": bool(value)}), "Activation symmetry"
     elif field == "calibration":
         new, text = config.with_defaults(activation={"calibration": value}), f"Calibration → {value}"
+    elif field == "rounding":
+        new, text = config.with_defaults(weight={"rounding": value}), f"Rounding → {value}"
     elif field == "threshold":
         threshold = float(value)
         new, text = config.with_defaults(prune=_threshold_prune(threshold)), f"Pruning threshold → {threshold:g} σ"
@@ -64,6 +67,8 @@ def edit_layers(config: CompressionConfig, names: Sequence[str], field: str, val
             config = config.with_layer(name, weight={"precision": value})
         elif field == "activation_precision":
             config = config.with_layer(name, activation={"precision": value})
+        elif field == "rounding":
+            config = config.with_layer(name, weight={"rounding": value})
         elif field == "sparsity":
             sparsity = float(value)
             prune = ({"method": "magnitude", "sparsity": sparsity} if sparsity > 0

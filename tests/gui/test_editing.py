@@ -79,7 +79,7 @@ def test_selection_values_and_model_reference():
     assert editing.selection_value("sparsity", "75 %") == 0.75
     assert editing.selection_value("weight_precision", "int6") == "int6"
     assert [field for field, _ in editing.SELECTION_FIELDS] == ["weight_precision", "activation_precision",
-                                                                "sparsity"]
+                                                                "sparsity", "rounding"]
     foreign = CompressionConfig().with_defaults(weight={"precision": "int8"})
     aimed = editing.for_model(foreign, MODEL)
     assert aimed.model == MODEL and aimed.weight.precision == "int8"
