@@ -41,7 +41,7 @@ from qtradeoff.core.precision import PRECISIONS, ConfigError, bits_of, is_intege
 
 __all__ = [
     "SCHEMA", "PRECISIONS", "GRANULARITIES", "CALIBRATIONS", "PRUNE_METHODS", "NORMS", "ConfigError", "bits_of",
-    "is_integer", "WeightSpec", "ActivationSpec", "PruneSpec", "Partial", "LayerOverride", "LayerSettings",
+    "is_integer", "ROUNDINGS", "WeightSpec", "ActivationSpec", "PruneSpec", "Partial", "LayerOverride", "LayerSettings",
     "ModelRef", "CompressionConfig", "to_json", "read_json", "from_json", "from_json_document", "json_schema",
     "MAX_CONFIG_BYTES", "ConfigFileError", "read_file_bytes", "read_json_file", "from_json_file",
     "from_json_document_file", "ACTIVATION_CRITERIA", "EQUALIZATIONS",
@@ -54,6 +54,7 @@ PRUNE_METHODS = ("none", "magnitude", "nm", "structured", "activation")
 NORMS = ("l1", "l2")
 ACTIVATION_CRITERIA = ("mean_abs", "apoz")  # activation-based pruning (compression/algorithms/activation_prune.py)
 EQUALIZATIONS = ("none", "cle")  # cross-layer equalization (compression/algorithms/equalization.py)
+ROUNDINGS = ("nearest", "bias_correction", "adaround", "gptq")
 REGEX_PREFIX = "re:"
 TYPE_PREFIX = "type:"
 
@@ -160,7 +161,15 @@ _WEIGHT_FIELDS = {
     "precision": _PrecisionField(),
     "granularity": _Choice(GRANULARITIES),
     "symmetric": _Bool(),
+    # how integer weights are rounded onto their grid (qtradeoff.core.compression.rounding), and its parameters
+    "rounding": _Choice(ROUNDINGS),
+    "adaround_iterations": _Number("adaround_iterations", 1, 100000, integer=True),
+    "gptq_damping": _Number("gptq_damping", 0, 1, open_min=True),
+    "gptq_block": _Number("gptq_block", 1, 4096, integer=True),
 }
+# Weight fields written only when they differ from their default, so that configurations (and their key())
+# from before rounding existed stay the same.
+_WEIGHT_OPTIONAL = ("rounding", "adaround_iterations", "gptq_damping", "gptq_block")
 _ACTIVATION_FIELDS = {
     "precision": _PrecisionField(weights=False),
     "calibration": _Choice(CALIBRATIONS),
@@ -197,11 +206,26 @@ def _check_fields(values: Mapping[str, Any], checkers: Mapping[str, Any], path: 
 
 @dataclass(frozen=True)
 class WeightSpec:
-    """How a layer's weights are stored: precision, and for integers the grid's granularity and symmetry."""
+    """How a layer's weights are stored: precision, and for integers the grid's granularity and symmetry and how
+    values are rounded onto it: ``nearest``, or a calibration-data algorithm (``bias_correction``, ``adaround``
+    with ``adaround_iterations``, ``gptq`` with ``gptq_damping`` and ``gptq_block``; see
+    :mod:`qtradeoff.core.compression.rounding`)."""
 
     precision: str = "fp32"
     granularity: str = "per_channel"
     symmetric: bool = True
+    rounding: str = "nearest"
+    adaround_iterations: int = 500
+    gptq_damping: float = 0.01
+    gptq_block: int = 128
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: every field, except rounding fields left at their defaults."""
+        out = dataclasses.asdict(self)
+        for name in _WEIGHT_OPTIONAL:
+            if out[name] == getattr(WeightSpec, name):
+                del out[name]
+        return out
 
     def __post_init__(self):
         _check_fields(dataclasses.asdict(self), _WEIGHT_FIELDS, "weight")
@@ -568,7 +592,7 @@ class CompressionConfig:
         if self.equalization != "none":
             out["equalization"] = self.equalization
         out["defaults"] = {
-            "weight": dataclasses.asdict(self.weight),
+            "weight": self.weight.to_dict(),
             "activation": dataclasses.asdict(self.activation),
             "prune": dataclasses.asdict(self.prune),
         }

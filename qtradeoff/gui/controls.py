@@ -24,11 +24,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qtradeoff.core.config import ROUNDINGS
 from qtradeoff.core.engine.estimate import format_seconds
 from qtradeoff.core.precision import label
 from qtradeoff.gui.backend import THRESHOLD_STEP, THRESHOLD_STEPS
 from qtradeoff.gui.formatting import RUNTIME_LABELS
-from qtradeoff.gui.layer_table import ACTIVATION_PRECISION_ORDER, PRECISION_ORDER
+from qtradeoff.gui.layer_table import ACTIVATION_PRECISION_ORDER, PRECISION_ORDER, ROUNDING_LABELS
 
 EVAL_SIZE_STEP = 25
 SMOOTHQUANT_STEPS = 10  # the SmoothQuant slider: off, then alpha 0.1 .. 1.0
@@ -109,6 +110,13 @@ class GlobalControls(QGroupBox):
         self.granularity = QComboBox()
         self.granularity.addItems(["per_channel", "per_tensor"])
         self.granularity.setToolTip("Whether integer weights get one scale per output channel or one per tensor.")
+        self.rounding = QComboBox()
+        for name in ROUNDINGS:
+            self.rounding.addItem(ROUNDING_LABELS[name], name)
+        self.rounding.setToolTip(
+            "How integer weights are rounded onto their grid: to nearest, or with the calibration split — bias "
+            "correction (cancels each layer's mean output shift), AdaRound (learned up/down rounding) or GPTQ "
+            "(error feedback through the inputs' Hessian). The algorithms run once per layer and setting.")
         self.weight_symmetric = QCheckBox("Symmetric weights")
         self.weight_symmetric.setToolTip("Symmetric integer weights use a zero point of 0 (cheaper kernels).")
         self.activation_symmetric = QCheckBox("Symmetric activations")
@@ -166,6 +174,7 @@ class GlobalControls(QGroupBox):
         form.addRow("Weight precision", self.weight_precision)
         form.addRow("Activation precision", self.activation_precision)
         form.addRow("Granularity", self.granularity)
+        form.addRow("Weight rounding", self.rounding)
         form.addRow("Symmetry", symmetry)
         form.addRow("Calibration", self.calibration)
         form.addRow("SmoothQuant α", self.smoothquant)
@@ -193,6 +202,7 @@ class GlobalControls(QGroupBox):
         self.activation_precision.valueChanged.connect(
             lambda i: self._emit("activation_precision", ACTIVATION_PRECISION_ORDER[i], "activation_precision"))
         self.granularity.currentTextChanged.connect(lambda t: self._emit("granularity", t, ""))
+        self.rounding.currentIndexChanged.connect(lambda i: self._emit("rounding", ROUNDINGS[i], ""))
         self.weight_symmetric.toggled.connect(lambda b: self._emit("weight_symmetric", b, ""))
         self.activation_symmetric.toggled.connect(lambda b: self._emit("activation_symmetric", b, ""))
         self.calibration.currentTextChanged.connect(lambda t: self._emit("calibration", t, ""))
@@ -269,6 +279,7 @@ class GlobalControls(QGroupBox):
             self.weight_precision.setValue(PRECISION_ORDER.index(config.weight.precision))
             self.activation_precision.setValue(ACTIVATION_PRECISION_ORDER.index(config.activation.precision))
             self.granularity.setCurrentText(config.weight.granularity)
+            self.rounding.setCurrentIndex(ROUNDINGS.index(config.weight.rounding))
             self.weight_symmetric.setChecked(config.weight.symmetric)
             self.activation_symmetric.setChecked(config.activation.symmetric)
             self.calibration.setCurrentText(config.activation.calibration)

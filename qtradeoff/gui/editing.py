@@ -17,6 +17,7 @@ SELECTION_FIELDS: tuple[tuple[str, str], ...] = (
     ("activation_precision", "Activation precision"),
     ("sparsity", "Sparsity"),
     ("activation_sparsity", "Channels pruned by activation"),
+    ("rounding", "Weight rounding"),
 )
 SELECTION_SPARSITIES = (0, 25, 50, 75, 90)  # percent
 
@@ -55,6 +56,8 @@ def edit_default(config: CompressionConfig, field: str, value: Any, merge_key: s
     elif field == "smoothquant":
         new = config.with_defaults(activation={"smoothquant": value})
         text = "SmoothQuant → off" if value is None else f"SmoothQuant α → {value:g}"
+    elif field == "rounding":
+        new, text = config.with_defaults(weight={"rounding": value}), f"Rounding → {value}"
     elif field == "threshold":
         threshold = float(value)
         new, text = config.with_defaults(prune=_threshold_prune(threshold)), f"Pruning threshold → {threshold:g} σ"
@@ -70,6 +73,8 @@ def edit_layers(config: CompressionConfig, names: Sequence[str], field: str, val
             config = config.with_layer(name, weight={"precision": value})
         elif field == "activation_precision":
             config = config.with_layer(name, activation={"precision": value})
+        elif field == "rounding":
+            config = config.with_layer(name, weight={"rounding": value})
         elif field == "sparsity":
             sparsity = float(value)
             prune = ({"method": "magnitude", "sparsity": sparsity} if sparsity > 0

@@ -21,11 +21,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qtradeoff.core.config import ROUNDINGS
 from qtradeoff.gui import editing
 from qtradeoff.gui.layer_table import (
     ACTIVATION_PRECISION_ORDER,
     COL_ACT,
     COL_NAME,
+    COL_ROUND,
     COL_SENS,
     COL_SPARSITY,
     COL_WEIGHT,
@@ -33,6 +35,7 @@ from qtradeoff.gui.layer_table import (
     SORT_ROLE,
     LayerTableModel,
     PrecisionDelegate,
+    RoundingDelegate,
     SensitivityBarDelegate,
     SparsityDelegate,
 )
@@ -74,6 +77,8 @@ class LayerPanel(QWidget):
         self.table.setItemDelegateForColumn(COL_ACT, self._precision_delegate)
         self.table.setItemDelegateForColumn(COL_SPARSITY, self._sparsity_delegate)
         self.table.setItemDelegateForColumn(COL_SENS, self._sensitivity_delegate)
+        self._rounding_delegate = RoundingDelegate(self.table)
+        self.table.setItemDelegateForColumn(COL_ROUND, self._rounding_delegate)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(22)
         # Interactive, sized once per model: ResizeToContents would re-query every cell on each edit.
@@ -154,6 +159,8 @@ class LayerPanel(QWidget):
             self.selection_value.addItems([f"{percent} %" for percent in editing.SELECTION_SPARSITIES])
         elif self._selected_field() == "activation_precision":
             self.selection_value.addItems(ACTIVATION_PRECISION_ORDER)
+        elif self._selected_field() == "rounding":
+            self.selection_value.addItems(list(ROUNDINGS))
         else:
             self.selection_value.addItems(PRECISION_ORDER)
 

@@ -12,7 +12,8 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from qtradeoff.core.precision import DISPLAY_ORDER, bits_of, is_lut, label
+from qtradeoff.core.config import ROUNDINGS
+from qtradeoff.core.precision import DISPLAY_ORDER, bits_of, is_integer, is_lut, label
 
 # Slider and combobox order: floats from widest to narrowest, then integers from widest to narrowest, then the
 # lookup-table (k-means codebook) precisions, which are for weights only.
@@ -20,9 +21,10 @@ PRECISION_ORDER: tuple[str, ...] = DISPLAY_ORDER
 ACTIVATION_PRECISION_ORDER: tuple[str, ...] = tuple(name for name in DISPLAY_ORDER if not is_lut(name))
 
 COLUMNS = ("Lock · Layer", "Type", "Params", "MACs", "Size share", "Weights", "Activations", "Sparsity",
-           "Sensitivity Δ")
-COL_NAME, COL_TYPE, COL_PARAMS, COL_MACS, COL_SHARE, COL_WEIGHT, COL_ACT, COL_SPARSITY, COL_SENS = range(9)
-EDITABLE = {COL_WEIGHT: "weight_precision", COL_ACT: "activation_precision", COL_SPARSITY: "sparsity"}
+           "Sensitivity Δ", "Rounding")
+COL_NAME, COL_TYPE, COL_PARAMS, COL_MACS, COL_SHARE, COL_WEIGHT, COL_ACT, COL_SPARSITY, COL_SENS, COL_ROUND = range(10)
+EDITABLE = {COL_WEIGHT: "weight_precision", COL_ACT: "activation_precision", COL_SPARSITY: "sparsity",
+            COL_ROUND: "rounding"}
 HEADER_TIPS = {
     COL_NAME: ("Tick a layer to lock it (automatic search leaves it as it is); then its fully-qualified name in "
                "the model."),
@@ -36,6 +38,8 @@ HEADER_TIPS = {
     COL_SENS: ("Change in accuracy when only this layer is compressed (negative: accuracy lost, the same sign as "
                "'vs fp32'), averaged over 8/6/4/3/2-bit weights and 25/50/75 % pruning (filled in by the sensitivity "
                "analysis; click the header to sort, most sensitive first)."),
+    COL_ROUND: ("How the layer's integer weights are rounded onto their grid: nearest, or with calibration data "
+                "(bias correction, AdaRound, GPTQ); double-click to override the default."),
 }
 SORT_ROLE = Qt.UserRole + 1  # numbers to sort by (the display text of "1.18 M" would sort as a string)
 OVERRIDE_TINT = QColor(255, 236, 179)  # amber: a cell that differs from the global default
@@ -79,7 +83,7 @@ class LayerTableModel(QAbstractTableModel):
         self._config = config
         self._threshold_index = threshold_index
         if self._layers:  # from the name column: its tick shows whether the config locks the layer
-            self.dataChanged.emit(self.index(0, COL_NAME), self.index(len(self._layers) - 1, COL_SPARSITY))
+            self.dataChanged.emit(self.index(0, COL_NAME), self.index(len(self._layers) - 1, COL_ROUND))
 
     def set_sensitivity(self, sensitivity: dict[str, float]) -> None:
         """Fill the sensitivity column: accuracy drop (fraction, e.g. 0.012) per layer name; missing = empty."""
@@ -122,6 +126,8 @@ class LayerTableModel(QAbstractTableModel):
             return "precision" in override.activation
         if column == COL_SPARSITY:
             return bool(override.prune)
+        if column == COL_ROUND:
+            return "rounding" in override.weight
         return False
 
     def _kind(self, name: str) -> str:
@@ -151,6 +157,8 @@ class LayerTableModel(QAbstractTableModel):
             return self._config.weight.precision
         if column == COL_ACT:
             return self._config.activation.precision
+        if column == COL_ROUND:
+            return self._config.weight.rounding
         prune = self._config.prune
         if prune.method == "none":
             return "no pruning"
@@ -243,6 +251,13 @@ class LayerTableModel(QAbstractTableModel):
         if column == COL_SENS:
             value = self._sensitivity.get(layer.name)
             return "" if value is None else f"{-value * 100:+.2f} pts"  # a drop, shown as the change in accuracy
+        if column == COL_ROUND:
+            rounding = settings.weight.rounding
+            if role != Qt.DisplayRole:
+                return rounding
+            # only integer weights are rounded onto a grid: say so rather than show a choice with no effect
+            applies = not settings.skip and is_integer(settings.weight.precision)
+            return ROUNDING_LABELS[rounding] if applies else f"({ROUNDING_LABELS[rounding]})"
         return None
 
     def _sort_key(self, row: int, layer: Any, column: int) -> Any:
@@ -266,6 +281,8 @@ class LayerTableModel(QAbstractTableModel):
         if column == COL_SENS:
             drop = self._sensitivity.get(layer.name)
             return float("inf") if drop is None else -drop  # as displayed; layers not analysed sort last
+        if column == COL_ROUND:
+            return ROUNDINGS.index(settings.weight.rounding)
         return 0
 
     def setData(self, index: QModelIndex, value: Any, role: int = Qt.EditRole) -> bool:  # noqa: N802
@@ -296,6 +313,29 @@ class PrecisionDelegate(QStyledItemDelegate):
         found = editor.findData(value)
         if found >= 0:
             editor.setCurrentIndex(found)
+
+    def setModelData(self, editor: QComboBox, model: Any, index: QModelIndex) -> None:  # noqa: N802
+        model.setData(index, editor.currentData(), Qt.EditRole)
+
+
+ROUNDING_LABELS = {"nearest": "nearest", "bias_correction": "bias correction", "adaround": "AdaRound",
+                   "gptq": "GPTQ"}
+
+
+class RoundingDelegate(QStyledItemDelegate):
+    """Edits a rounding cell with a combobox of the rounding algorithms."""
+
+    def createEditor(self, parent: QWidget, option: Any, index: QModelIndex) -> QWidget:  # noqa: N802
+        editor = QComboBox(parent)
+        for name in ROUNDINGS:
+            editor.addItem(ROUNDING_LABELS[name], name)
+        editor.setToolTip("How this layer's integer weights are rounded; it overrides the global default.")
+        return editor
+
+    def setEditorData(self, editor: QComboBox, index: QModelIndex) -> None:  # noqa: N802
+        value = index.data(Qt.EditRole)
+        if value in ROUNDINGS:
+            editor.setCurrentIndex(ROUNDINGS.index(value))
 
     def setModelData(self, editor: QComboBox, model: Any, index: QModelIndex) -> None:  # noqa: N802
         model.setData(index, editor.currentData(), Qt.EditRole)

@@ -83,7 +83,7 @@ def test_selection_values_and_model_reference():
     assert editing.selection_value("sparsity", "75 %") == 0.75
     assert editing.selection_value("weight_precision", "int6") == "int6"
     assert [field for field, _ in editing.SELECTION_FIELDS] == ["weight_precision", "activation_precision",
-                                                                "sparsity", "activation_sparsity"]
+                                                                "sparsity", "activation_sparsity", "rounding"]
     assert editing.selection_value("activation_sparsity", "25 %") == 0.25
     edit = editing.edit_layers(BASE, ["features.3.conv"], "activation_sparsity", 0.25)
     assert edit.config.resolve("features.3.conv").prune.method == "activation"

@@ -34,6 +34,7 @@ from torch.fx import symbolic_trace
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from qtradeoff.core import runtime
+from qtradeoff.core.compression import rounding
 from qtradeoff.core.compression.algorithms import activation_prune, equalization, smoothquant
 from qtradeoff.core.compression.algorithms.lut import lut_quantize
 from qtradeoff.core.compression.plan import LayerPlan, Plan
@@ -48,6 +49,7 @@ _SMOOTHABLE = ("Linear", "Conv1d", "Conv2d", "Conv3d")  # layers SmoothQuant and
 _TRANSFORM_STATES = 8  # calibrated activation ranges kept for this many CLE / SmoothQuant settings
 _NATIVE_8BIT = {(0, 255): torch.quint8, (-128, 127): torch.qint8}
 _WEIGHT_CACHE_ENTRIES = 4096
+ROUNDING_SAMPLES = 1024  # calibration samples whose layer inputs the rounding algorithms see, at most
 # Processed weights are full fp32 tensors: on a real-size model (resnet50: 100 MB of weights) 4096 entries could
 # hold tens of GB, so the cache is bounded by bytes too (a few full copies of a resnet50's weights).
 WEIGHT_CACHE_BYTES = 512 * 1024 * 1024
@@ -70,6 +72,8 @@ class CompressorStats:
     calibration_passes: int = 0  # forward passes of the calibration set (at most one per Compressor)
     range_computations: int = 0  # activation ranges derived from calibration statistics (cache misses)
     applies: int = 0  # simulated models built
+    rounding_passes: int = 0  # forward passes collecting the rounding algorithms' input statistics (at most one)
+    rounding_computations: int = 0  # layers rounded by bias correction, AdaRound or GPTQ (cache misses)
 
     def __getitem__(self, name: str) -> int:
         return getattr(self, name)
@@ -261,6 +265,8 @@ class Compressor:
         # transformed float weights: full copies, so at most a few transforms per layer are kept (LRU)
         self._float_cache: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
         self._transform_observers: OrderedDict[tuple, tuple[dict, dict]] = OrderedDict()
+        self._input_stats: dict[str, rounding.InputStats] | None = None
+        self._rounded_cache: OrderedDict[tuple, rounding.Rounded] = OrderedDict()
 
     # -- public ----------------------------------------------------------------------------------------------
     @property
@@ -529,6 +535,7 @@ class Compressor:
             self._masks.clear()
             self._float_cache.clear()
             self._transform_observers.clear()
+            self._rounded_cache.clear()
 
     # -- weights ---------------------------------------------------------------------------------------------
     def _processed(self, layer: LayerPlan, name: str) -> torch.Tensor:
@@ -538,15 +545,19 @@ class Compressor:
         settings = layer.settings
         if settings.skip:  # transformed (CLE) but left at fp32
             return source
-        key = (layer.name, name, settings.weight, settings.prune, layer.transform)
+        key = (layer.name, name, rounding.cache_spec(settings.weight), settings.prune, layer.transform)
         with self._lock:
             cached = self._weight_cache.get(key)
             if cached is not None:
                 self._weight_cache.move_to_end(key)
                 self.stats.weight_cache_hits += 1
                 return cached
-        with torch.no_grad():
-            result = process_weight(source, settings.weight, layer.masks.get(name), out_axis=layer.out_axis)
+        rounded = self._rounded(layer) if name == "weight" else None
+        if rounded is not None:
+            result = rounded.weight
+        else:
+            with torch.no_grad():
+                result = process_weight(source, settings.weight, layer.masks.get(name), out_axis=layer.out_axis)
         with self._lock:
             self.stats.weight_computations += 1
             if key not in self._weight_cache:
@@ -564,9 +575,11 @@ class Compressor:
         if layer.rewrites:
             for name in layer.weight_names:
                 _set_tensor(module, name, self._processed(layer, name))
+            rounded = self._rounded(layer)
+            corrected = rounded.bias if rounded is not None else None
             if layer.folded:
                 bn_name = self._pairs[layer.name]
-                bias = self._float_bias(layer.name, layer.transform)
+                bias = self._float_bias(layer.name, layer.transform) if corrected is None else corrected
                 # The folded bias is added by the stand-in BatchNorm, not inside the conv, for depthwise convs:
                 # oneDNN's depthwise convolutions run up to 1.5x slower with a bias (5x5 depthwise on 1x1 maps in
                 # MobileNetV3). Same arithmetic up to fp32 rounding. Dense convs take the bias in the kernel.
@@ -575,10 +588,80 @@ class Compressor:
                 shaped = bias.reshape(-1, *([1] * (module.weight.dim() - 2))) if split else None
                 _set_tensor(module, "bias", None if split else bias)
                 model.get_submodule(bn_name).forward = FoldedNorm(shaped)
+            elif corrected is not None:
+                _set_tensor(module, "bias", corrected)
             elif layer.transform and layer.transform[0]:  # equalized, no BatchNorm: its own bias was rescaled
                 _set_tensor(module, "bias", self._float_bias(layer.name, layer.transform))
         self._install_divisor(module, layer)  # SmoothQuant's division comes before the activation cast
         self._install_activation(module, layer, plan)
+
+    # -- rounding with calibration data ----------------------------------------------------------------------
+    def _rounded(self, layer: LayerPlan) -> rounding.Rounded | None:
+        """``layer``'s weight (and bias) rounded by the algorithm its settings name, or None for nearest rounding
+        (also where the algorithm cannot run: unsupported layer kinds, TorchScript, no calibration data; noted).
+        Cached per (layer, weight spec, prune spec): the inputs are the fp32 model's, so nothing else matters."""
+        spec = layer.settings.weight
+        if not layer.rewrites or not rounding.uses_data(spec):
+            return None
+        if layer.transform:  # CLE / SmoothQuant change the layer's weights and inputs; the statistics are fp32's
+            note = ("weights of equalized or SmoothQuant layers rounded to nearest: the rounding algorithms use the "
+                    "untransformed model's input statistics")
+            with self._lock:
+                if note not in self.notes:
+                    self.notes.append(note)
+            return None
+        stats = self._layer_input_stats(layer.name)
+        if stats is None:
+            return None
+        key = (layer.name, rounding.cache_spec(spec), layer.settings.prune)
+        with self._lock:
+            found = self._rounded_cache.get(key)
+            if found is not None:
+                self._rounded_cache.move_to_end(key)
+                return found
+        info = self._by_name[layer.name]
+        geometry = rounding.Geometry.of(get_submodule(self.base, layer.name), info.kind)
+        with torch.no_grad():
+            result = rounding.round_weight(geometry, self._folded[layer.name]["weight"], spec, stats,
+                                           bias=self._folded_bias[layer.name], mask=layer.masks.get("weight"))
+        with self._lock:
+            self.stats.rounding_computations += 1
+            self._rounded_cache[key] = result
+            while len(self._rounded_cache) > _WEIGHT_CACHE_ENTRIES:
+                self._rounded_cache.popitem(last=False)
+        return result
+
+    def _layer_input_stats(self, name: str) -> rounding.InputStats | None:
+        self._ensure_input_stats()
+        return self._input_stats.get(name)
+
+    def _ensure_input_stats(self) -> None:
+        """One pass of the calibration inputs through the fp32 base, accumulating each supported layer's input
+        statistics (``E[x]``, ``E[x xᵀ]``) for the rounding algorithms."""
+        with self._lock:
+            if self._input_stats is not None:
+                return
+            self._input_stats = {}
+            if self._scripted or self.calib_inputs is None or len(self.calib_inputs) == 0:
+                self.notes.append("weights rounded to nearest: rounding with calibration data needs module hooks "
+                                  "and calibration inputs" + (" (TorchScript has no hooks)" if self._scripted else ""))
+                return
+            model = _inference_mode(clone_structure(self.base))
+            collectors, unsupported = {}, []
+            for info in self.layers:
+                geometry = rounding.Geometry.of(get_submodule(self.base, info.name), info.kind)
+                if geometry is None:
+                    unsupported.append(info.name)
+                    continue
+                collectors[info.name] = collector = _StatsCollector(geometry)
+                get_submodule(model, info.name).register_forward_pre_hook(collector)
+            if unsupported:
+                self.notes.append("bias correction, AdaRound and GPTQ apply to Linear and Conv2d layers; nearest "
+                                  "rounding for " + ", ".join(unsupported))
+            with torch.no_grad(), runtime.running():
+                _run_batches(model, self.calib_inputs[:ROUNDING_SAMPLES], self.calib_batch)
+            self.stats.rounding_passes += 1
+            self._input_stats = {name: c.stats for name, c in collectors.items() if c.stats is not None}
 
     # -- activations -----------------------------------------------------------------------------------------
     @staticmethod
@@ -765,6 +848,23 @@ class _ChannelOutput:
     def __call__(self, module, args, output):
         if isinstance(output, torch.Tensor) and output.is_floating_point() and output.dim() >= 1:
             self.stats.observe(output, -1 if self.linear or output.dim() < 2 else 1)
+
+
+class _StatsCollector:
+    """Forward pre-hook: accumulate a layer's input statistics for the rounding algorithms."""
+
+    def __init__(self, geometry: rounding.Geometry):
+        self.geometry = geometry
+        self.stats: rounding.InputStats | None = None
+
+    def __call__(self, module, args):
+        first = args[0] if args else None
+        if not (isinstance(first, torch.Tensor) and first.is_floating_point()):
+            return
+        if self.stats is None:
+            cols = self.geometry.patches(first[:1].to(torch.float32))
+            self.stats = rounding.InputStats.empty(cols.shape[0], cols.shape[2])
+        self.stats.add(self.geometry, first)
 
 
 class _InputObserver:

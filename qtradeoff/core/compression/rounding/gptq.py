@@ -1,0 +1,67 @@
+"""GPTQ (Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers",
+ICLR 2023; the optimal-brain-quantization update of Frantar & Alistarh, NeurIPS 2022).
+
+Columns of each weight matrix are rounded one at a time; the error each rounding makes is fed back into the
+columns not yet rounded, weighted by the inverse Hessian ``H = E[x xᵀ]`` of the layer's inputs, so that the
+layer's *output* error is minimized instead of each weight's own error. Blocks of ``block`` columns are updated
+lazily (the paper's batching); the Cholesky factor of ``H⁻¹`` gives every update. ``damping`` (a fraction of the
+mean diagonal of ``H``) keeps the inverse stable. Inputs are the fp32 model's activations (not those of the
+quantized prefix), so a layer's result depends only on its own weight, grid and mask, and is cached per layer.
+Grouped and depthwise convolutions run as a batch of independent matrices.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qtradeoff.core.compression.rounding.grid import Grid, InputStats
+
+
+def _inverse_cholesky(hessian: torch.Tensor, damping: float) -> torch.Tensor:
+    """Upper Cholesky factor of ``(H + λI)⁻¹`` per group, raising the damping until it factors."""
+    k = hessian.shape[-1]
+    eye = torch.eye(k, dtype=hessian.dtype)
+    mean_diag = hessian.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-12).reshape(-1, 1, 1)
+    for attempt in range(6):
+        damped = hessian + (damping * 10 ** attempt) * mean_diag * eye
+        lower, info = torch.linalg.cholesky_ex(damped)
+        if not bool(info.any()):
+            inverse = torch.cholesky_inverse(lower)
+            upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
+            if not bool(info.any()):
+                return upper
+    raise ValueError("the input Hessian is not positive definite even with strong damping")
+
+
+def gptq(weight: torch.Tensor, grid: Grid, stats: InputStats, *, damping: float = 0.01, block: int = 128,
+         mask: torch.Tensor | None = None) -> torch.Tensor:
+    """GPTQ-rounded ``weight`` (a ``(G, R, K)`` stack) on ``grid``; pruned entries (``mask`` 0) stay zero."""
+    w = weight.detach().to(torch.float64).clone()
+    hessian = stats.hessian.to(torch.float64).clone()
+    # inputs that are always zero carry no information: their weights round to nearest (no error to feed back)
+    dead = hessian.diagonal(dim1=1, dim2=2) <= 0
+    if bool(dead.any()):
+        hessian.diagonal(dim1=1, dim2=2)[dead] = 1.0
+    hinv = _inverse_cholesky(hessian, damping)
+    scale, zero = grid.scale.to(torch.float64), grid.zero_point.to(torch.float64)
+    keep = None if mask is None else mask.to(torch.float64)
+    out = torch.zeros_like(w)
+    k = w.shape[2]
+    for start in range(0, k, block):
+        end = min(start + block, k)
+        w_block = w[:, :, start:end].clone()
+        errors = torch.zeros_like(w_block)
+        h_block = hinv[:, start:end, start:end]
+        for i in range(end - start):
+            column = w_block[:, :, i:i + 1]
+            q = (torch.clamp(torch.round(column / scale + zero), grid.qmin, grid.qmax) - zero) * scale
+            if keep is not None:
+                q = q * keep[:, :, start + i:start + i + 1]
+            out[:, :, start + i:start + i + 1] = q
+            d = h_block[:, i, i].reshape(-1, 1, 1)
+            error = (column - q) / d
+            w_block[:, :, i:] -= error * h_block[:, i:i + 1, i:]
+            errors[:, :, i:i + 1] = error
+        w[:, :, end:] -= errors @ hinv[:, start:end, end:]
+    # back onto the float32 grid exactly as nearest rounding computes values (so exports recover the codes)
+    return grid.nearest(out.to(torch.float32))

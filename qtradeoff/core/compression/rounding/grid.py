@@ -1,0 +1,163 @@
+"""The shared vocabulary of the rounding algorithms: a layer's weight seen as per-group matrices, the integer grid
+its values are rounded onto, and the second-order statistics of the layer's calibration inputs.
+
+A Conv2d weight ``(out, in/groups, kh, kw)`` is ``groups`` matrices ``(out/groups, in/groups*kh*kw)`` acting on
+the unfolded input patches (``F.unfold`` order); a Linear weight ``(out, in)`` is one matrix. Every algorithm
+works on that ``(G, R, K)`` stack, so depthwise and grouped convolutions need no special case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUPPORTED_KINDS = ("Linear", "Conv2d")
+# Unfolded patches per accumulation step at most this many values (a 3x3 conv on large maps unfolds 9x its input).
+_UNFOLD_VALUES = 1 << 24
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a layer applies its weight to its input: what is needed to unfold inputs and reshape weights."""
+
+    kind: str  # "Linear" | "Conv2d"
+    groups: int = 1
+    kernel_size: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] | str = ()
+    dilation: tuple[int, ...] = ()
+    padding_mode: str = "zeros"
+
+    @classmethod
+    def of(cls, module: nn.Module, kind: str) -> Geometry | None:
+        """The geometry of ``module`` (inventory kind ``kind``), or None when no rounding algorithm supports it."""
+        if kind == "Linear" and isinstance(getattr(module, "weight", None), torch.Tensor):
+            return cls("Linear")
+        if kind == "Conv2d" and isinstance(module, nn.Conv2d):
+            return cls("Conv2d", module.groups, tuple(module.kernel_size), tuple(module.stride),
+                       module.padding if isinstance(module.padding, str) else tuple(module.padding),
+                       tuple(module.dilation), module.padding_mode)
+        return None
+
+    def matrices(self, weight: torch.Tensor) -> torch.Tensor:
+        """``weight`` as the ``(G, R, K)`` stack of per-group matrices (a view when possible)."""
+        return weight.reshape(self.groups, weight.shape[0] // self.groups, -1)
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's input ``x`` as ``(G, M, K)``: M input vectors per group, in the weight matrices' order."""
+        if self.kind == "Linear":
+            return x.reshape(1, -1, x.shape[-1])
+        padding = self.padding
+        if self.padding_mode != "zeros" or padding == "same":
+            pad = _same_padding(self) if padding == "same" else [p for p in reversed(padding) for _ in (0, 1)]
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, pad, mode=mode)
+            padding = 0
+        elif padding == "valid":
+            padding = 0
+        cols = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=padding, stride=self.stride)
+        n, ck, length = cols.shape
+        k = ck // self.groups
+        return cols.reshape(n, self.groups, k, length).permute(1, 0, 3, 2).reshape(self.groups, n * length, k)
+
+
+def _same_padding(geometry: Geometry) -> list[int]:
+    pad = []
+    for size, dilation in zip(reversed(geometry.kernel_size), reversed(geometry.dilation), strict=True):
+        total = dilation * (size - 1)
+        pad += [total // 2, total - total // 2]
+    return pad
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An integer grid per output row: ``value = (code - zero_point) * scale``, ``code`` in ``[qmin, qmax]``.
+
+    ``scale``/``zero_point`` are ``(G, R, 1)`` (one per output channel, or the same for all under per-tensor
+    granularity); the grid is exactly the one nearest rounding (:func:`~qtradeoff.core.compression.quantize.
+    fake_quantize`) uses, so an algorithm changes which grid point a weight takes, never the grid.
+    """
+
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    qmin: int
+    qmax: int
+
+    @classmethod
+    def for_rows(cls, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, shape: torch.Size
+                 ) -> Grid:
+        """The grid of a ``(G, R, K)`` stack from per-channel (``out`` values) or per-tensor (one) qparams."""
+        groups, rows = shape[0], shape[1]
+        scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
+        zero_point = torch.as_tensor(zero_point).reshape(-1).to(torch.float32)
+        if scale.numel() == 1:
+            scale, zero_point = scale.expand(groups * rows), zero_point.expand(groups * rows)
+        return cls(scale.reshape(groups, rows, 1).contiguous(), zero_point.reshape(groups, rows, 1).contiguous(),
+                   qmin, qmax)
+
+    def codes_nearest(self, w: torch.Tensor) -> torch.Tensor:
+        """Nearest grid codes (round half to even, then clamp, as torch's fake-quantize ops)."""
+        # x * (1 / scale), as torch's fake-quantize kernels compute it (x / scale can differ at ties)
+        return torch.clamp(torch.round(w * (1.0 / self.scale)) + self.zero_point, self.qmin, self.qmax)
+
+    def value(self, codes: torch.Tensor) -> torch.Tensor:
+        return (codes - self.zero_point) * self.scale
+
+    def nearest(self, w: torch.Tensor) -> torch.Tensor:
+        return self.value(self.codes_nearest(w))
+
+
+@dataclass
+class InputStats:
+    """Second-order statistics of a layer's calibration inputs, per group: ``hessian = E[x xᵀ]`` ``(G, K, K)``
+    and ``mean = E[x]`` ``(G, K)`` over every input vector (every sample, every spatial position), in float64
+    while accumulating. ``count`` input vectors were seen."""
+
+    hessian: torch.Tensor
+    mean: torch.Tensor
+    count: int
+    samples: int = 0  # input tensors' batch entries seen (count / samples: input vectors per sample)
+
+    @classmethod
+    def empty(cls, groups: int, k: int) -> InputStats:
+        return cls(torch.zeros(groups, k, k, dtype=torch.float64), torch.zeros(groups, k, dtype=torch.float64), 0)
+
+    @property
+    def vectors_per_sample(self) -> float:
+        """Input vectors per sample: spatial positions of a convolution, tokens of a Linear on sequences."""
+        return self.count / self.samples if self.samples else 1.0
+
+    def add(self, geometry: Geometry, x: torch.Tensor) -> None:
+        """Accumulate a batch of the layer's inputs (the tensor its forward receives)."""
+        x = x.detach().to(torch.float32)
+        per_sample = max(1, x[:1].numel() * (int(torch.tensor(geometry.kernel_size).prod()) if
+                                              geometry.kind == "Conv2d" else 1))
+        step = max(1, _UNFOLD_VALUES // per_sample) if geometry.kind == "Conv2d" else max(1, len(x))
+        for start in range(0, len(x), step):
+            cols = geometry.patches(x[start:start + step]).to(torch.float64)
+            total = self.count + cols.shape[1]
+            # running means: stable for any number of batches
+            self.hessian += (cols.transpose(1, 2) @ cols - cols.shape[1] * self.hessian) / total
+            self.mean += (cols.sum(dim=1) - cols.shape[1] * self.mean) / total
+            self.count = total
+        self.samples += len(x)
+
+    @classmethod
+    def of(cls, geometry: Geometry, inputs: torch.Tensor) -> InputStats:
+        """Statistics of ``inputs`` (a batch of the layer's inputs)."""
+        cols = geometry.patches(inputs.detach().to(torch.float32)[:1])
+        stats = cls.empty(cols.shape[0], cols.shape[2])
+        stats.add(geometry, inputs)
+        return stats
+
+    def float32(self) -> InputStats:
+        return InputStats(self.hessian.to(torch.float32), self.mean.to(torch.float32), self.count, self.samples)
+
+
+def output_error(delta: torch.Tensor, stats: InputStats) -> torch.Tensor:
+    """``E ||Δw·x||²`` summed over output rows, for a ``(G, R, K)`` weight change, from the input statistics."""
+    hessian = stats.hessian.to(delta.dtype)
+    return ((delta @ hessian) * delta).sum()

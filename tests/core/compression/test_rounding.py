@@ -1,0 +1,210 @@
+"""Rounding with calibration data: bias correction, AdaRound and GPTQ against nearest rounding.
+
+Errors are measured directly (the layer run on its raw calibration inputs with F.linear / F.conv2d), not through
+the input statistics the algorithms optimize, so the statistics' own algebra is checked too.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+
+from qtradeoff.core.compression import rounding
+from qtradeoff.core.compression.compress import Compressor, get_submodule
+from qtradeoff.core.compression.quantize import fake_quantize, quantize_int
+from qtradeoff.core.config import CompressionConfig, WeightSpec
+from qtradeoff.core.loading import architectures, data
+from qtradeoff.core.loading.data import SAMPLE_DIR
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These layers are tiny: two threads only add synchronisation (10x slower on a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _correlated(*shape: int, seed: int = 0) -> torch.Tensor:
+    """Inputs with strongly correlated features (a random mixing of independent ones), as real activations."""
+    gen = torch.Generator().manual_seed(seed)
+    if len(shape) == 2:
+        return torch.randn(*shape, generator=gen) @ torch.randn(shape[1], shape[1], generator=gen) / shape[1] ** 0.5
+    n, c, h, w = shape
+    x = torch.randn(n, c, h, w, generator=gen)
+    x = torch.einsum("nchw,cd->ndhw", x, torch.randn(c, c, generator=gen) / c ** 0.5)
+    return F.avg_pool2d(x, 3, stride=1, padding=1) + 0.3  # spatially correlated, non-zero mean
+
+
+def _layer(kind: str) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(1)
+    if kind == "linear":
+        return nn.Linear(48, 24), _correlated(400, 48)
+    groups = {"conv": 1, "grouped": 4, "depthwise": 16}[kind]
+    conv = nn.Conv2d(16, 16 if groups == 16 else 24, 3, padding=1, groups=groups, bias=kind != "grouped")
+    return conv, _correlated(40, 16, 8, 8)
+
+
+def _run(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    if isinstance(module, nn.Linear):
+        return F.linear(x, weight, bias)
+    return F.conv2d(x, weight, bias, module.stride, module.padding, module.dilation, module.groups)
+
+
+def _rounded(module, x, spec, mask=None):
+    geometry = rounding.Geometry.of(module, "Linear" if isinstance(module, nn.Linear) else "Conv2d")
+    stats = rounding.InputStats.of(geometry, x)
+    return rounding.round_weight(geometry, module.weight, spec, stats, bias=module.bias, mask=mask)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv", "grouped", "depthwise"])
+def test_statistics_give_the_direct_output_error(kind):
+    module, x = _layer(kind)
+    geometry = rounding.Geometry.of(module, "Linear" if kind == "linear" else "Conv2d")
+    stats = rounding.InputStats.of(geometry, x)
+    delta = torch.randn_like(module.weight) * 0.01
+    direct = _run(module, x, delta, None).square()
+    per_vector = direct.sum() / (direct.numel() / delta.shape[0])  # E over input vectors, summed over outputs
+    assert float(rounding.output_error(geometry.matrices(delta), stats)) == pytest.approx(float(per_vector),
+                                                                                         rel=1e-4)
+
+
+@pytest.mark.parametrize("algorithm", ["adaround", "gptq"])
+@pytest.mark.parametrize("precision", ["int3", "int4"])
+@pytest.mark.parametrize("kind", ["linear", "conv", "grouped", "depthwise"])
+def test_algorithm_lowers_output_error_vs_nearest(algorithm, precision, kind):
+    module, x = _layer(kind)
+    spec = WeightSpec(precision=precision, rounding=algorithm, adaround_iterations=200)
+    with torch.no_grad():
+        reference = _run(module, x, module.weight, module.bias)
+        nearest = fake_quantize(module.weight, precision, axis=0)
+        result = _rounded(module, x, spec)
+        error_nearest = float((_run(module, x, nearest, module.bias) - reference).square().mean())
+        error = float((_run(module, x, result.weight, module.bias) - reference).square().mean())
+    assert result.bias is None
+    assert error < 0.9 * error_nearest
+    # still on nearest rounding's grid: an export recovers the integer codes exactly
+    scale, zero_point = _qparams(module.weight, precision)
+    assert torch.equal(quantize_int(result.weight, int(precision[3:]), axis=0, scale=scale,
+                                    zero_point=zero_point), result.weight)
+
+
+def _qparams(weight, precision):
+    from qtradeoff.core.compression.quantize import int_qparams
+
+    return int_qparams(weight.detach(), int(precision[3:]), True, 0)
+
+
+@pytest.mark.parametrize("algorithm", ["adaround", "gptq"])
+def test_pruned_weights_stay_zero(algorithm):
+    module, x = _layer("conv")
+    mask = (module.weight.detach().abs() > module.weight.detach().abs().median()).to(torch.float32)
+    result = _rounded(module, x, WeightSpec(precision="int4", rounding=algorithm, adaround_iterations=50), mask)
+    assert torch.all(result.weight[mask == 0] == 0)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv", "grouped", "depthwise"])
+@pytest.mark.parametrize("precision", ["int2", "int3", "int8"])
+def test_bias_correction_removes_the_mean_output_shift(kind, precision):
+    module, x = _layer(kind)
+    with torch.no_grad():
+        reference = _run(module, x, module.weight, module.bias)
+        result = _rounded(module, x, WeightSpec(precision=precision, rounding="bias_correction"))
+        assert torch.equal(result.weight, fake_quantize(module.weight, precision, axis=0))
+        channels = 0 if kind == "linear" else (0, 2, 3)
+        shift_nearest = (_run(module, x, result.weight, module.bias) - reference).mean(dim=channels)
+        shift = (_run(module, x, result.weight, result.bias) - reference).mean(dim=channels)
+    assert float(shift.abs().max()) < 1e-4 * max(1.0, float(shift_nearest.abs().max()) * 1e3)
+    assert float(shift.abs().max()) < 0.01 * float(shift_nearest.abs().max())
+
+
+def test_cache_spec_ignores_unused_parameters():
+    assert rounding.cache_spec(WeightSpec("int4", gptq_damping=0.1)) == WeightSpec("int4")
+    assert rounding.cache_spec(WeightSpec("int4", rounding="adaround", gptq_block=7)) == \
+        WeightSpec("int4", rounding="adaround")
+    assert rounding.cache_spec(WeightSpec("fp16", rounding="gptq")) == WeightSpec("fp16")
+    assert rounding.cache_spec(WeightSpec("int4", rounding="gptq", gptq_damping=0.1)).gptq_damping == 0.1
+
+
+# -- in the compressor, on digits_cnn ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_cnn():
+    model = architectures.build("qtradeoff.digits_cnn", num_classes=10)
+    model.load_state_dict(load_file(SAMPLE_DIR / "digits_cnn.safetensors"))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def digits(manifest):
+    return data.load_digits(manifest["models"]["digits_cnn"]["preprocessing"])
+
+
+def _layer_inputs(model, name, inputs) -> torch.Tensor:
+    seen = []
+    handle = get_submodule(model, name).register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        model(inputs)
+    handle.remove()
+    return torch.cat(seen)
+
+
+@pytest.mark.parametrize("algorithm", ["adaround", "gptq"])
+def test_every_digits_cnn_layer_reconstructs_better_than_nearest(digits_cnn, digits, algorithm):
+    compressor = Compressor(digits_cnn, digits.calib_inputs)
+    config = CompressionConfig().with_defaults(weight={"precision": "int3", "rounding": algorithm,
+                                                       "adaround_iterations": 150})
+    plan = compressor.plan(config)
+    nearest_plan = compressor.plan(CompressionConfig().with_defaults(weight={"precision": "int3"}))
+    rounded_model, nearest_model = compressor.simulate(plan), compressor.simulate(nearest_plan)
+    better = 0
+    for layer in plan:
+        x = _layer_inputs(digits_cnn, layer.name, digits.calib_inputs)
+        module = get_submodule(rounded_model, layer.name)
+        folded = compressor.weight(layer.name)
+        bias = compressor._folded_bias[layer.name]
+        with torch.no_grad():
+            reference = _run(module, x, folded, bias)
+            error = float((_run(module, x, module.weight, bias) - reference).square().mean())
+            near = get_submodule(nearest_model, layer.name).weight
+            error_nearest = float((_run(module, x, near, bias) - reference).square().mean())
+        assert error <= error_nearest * (1 + 1e-6), layer.name
+        better += error < error_nearest
+    assert better >= len(plan) - (1 if algorithm == "adaround" else 0)  # AdaRound keeps nearest on the first conv
+    assert compressor.stats.rounding_passes == 1
+
+
+def test_rounding_is_cached_per_layer(digits_cnn, digits):
+    compressor = Compressor(digits_cnn, digits.calib_inputs)
+    config = CompressionConfig().with_defaults(weight={"precision": "int4", "rounding": "gptq"})
+    compressor.apply(config)
+    first = compressor.stats.rounding_computations
+    assert first == len(compressor.layers)
+    # unrelated edits: activations, another algorithm's parameter, one layer's precision
+    compressor.apply(config.with_defaults(activation={"precision": "int8"}))
+    compressor.apply(config.with_defaults(weight={"adaround_iterations": 9}))
+    assert compressor.stats.rounding_computations == first
+    compressor.apply(config.with_layer("features.5.conv", weight={"precision": "int3"}))
+    assert compressor.stats.rounding_computations == first + 1
+    compressor.apply(config.with_layer("features.5.conv", weight={"gptq_damping": 0.05}))
+    assert compressor.stats.rounding_computations == first + 2
+    assert compressor.stats.rounding_passes == 1
+
+
+def test_bias_correction_in_the_simulation(digits_cnn, digits):
+    """The corrected bias reaches the simulated model (folded conv, plain Linear) and fixes the mean shift."""
+    compressor = Compressor(digits_cnn, digits.calib_inputs)
+    nearest = compressor.apply(CompressionConfig().with_defaults(weight={"precision": "int3"}))
+    corrected = compressor.apply(CompressionConfig().with_defaults(weight={"precision": "int3",
+                                                                           "rounding": "bias_correction"}))
+    with torch.no_grad():
+        reference = digits_cnn(digits.calib_inputs)
+        shift_nearest = (nearest(digits.calib_inputs) - reference).mean(0).abs().max()
+        shift = (corrected(digits.calib_inputs) - reference).mean(0).abs().max()
+    assert float(shift) < float(shift_nearest)
+    assert not torch.equal(get_submodule(corrected, "classifier.2").bias, digits_cnn.classifier[2].bias)
