@@ -98,8 +98,10 @@ def format_table(result) -> str:
     for stats in result.latency_measured:
         lines.append(f"latency measured   batch {stats.batch:>3}: {stats.median_ms:.3f} ms median, "
                      f"IQR {stats.iqr_ms:.3f} ms, {stats.repeats} repeats"
-                     + (f"  NOISY (IQR {stats.spread:.0%} of the median; rerun on an idle machine)"
-                        if stats.noisy else ""))
+                     + (f", {stats.fp32_ratio:.2f}x fp32 (interleaved, ratios within ±{stats.ratio_spread:.0%})"
+                        if stats.fp32_ratio is not None else "")
+                     + (f"  NOISY (spread {max(stats.spread, stats.ratio_spread):.0%} of the median; rerun on an "
+                        "idle machine)" if stats.noisy else ""))
     for runtime, runtime_stats in result.latency_by_runtime.items():
         for stats in runtime_stats:
             lines.append(f"latency {runtime:<16} batch {stats.batch:>3}: {stats.median_ms:.3f} ms median, "
