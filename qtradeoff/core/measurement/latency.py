@@ -6,6 +6,8 @@ lasts about ``min_run_time / min_repeats``, so timer overhead is negligible for 
 blocks are reached (at most ``max_repeats``). The median and IQR are over the per-call times of the blocks; the
 thread count is pinned for the measurement and recorded. A timing whose blocks disagree (IQR above
 ``NOISY_SPREAD`` of the median) is marked ``noisy``: something else ran on the cores meanwhile.
+To compare a configuration with fp32, the engine times both interleaved (:mod:`.interleaved`); :func:`time_forward`
+times one module alone.
 """
 
 from __future__ import annotations
