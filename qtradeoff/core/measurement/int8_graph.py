@@ -13,6 +13,7 @@ the configuration does not run in static int8 keeps its own setting (fp32, dynam
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
@@ -38,6 +39,9 @@ def fused_qconfig_mapping(model: nn.Module, settings: Mapping[str, LayerSettings
     static = list(static)
     counts = Counter(settings[name] for name in static)
     shared = settings[max(static, key=lambda name: counts[settings[name]])]  # max keeps the first of a tie
+    # min-max, whatever the layers calibrate with: the simulation does not quantize these outputs at all, so their
+    # grid must only round, never clip (a percentile range on a residual sum cost 0.6 points on MobileNetV3)
+    shared = dataclasses.replace(shared, activation=dataclasses.replace(shared.activation, calibration="minmax"))
     mapping = QConfigMapping().set_global(qconfig_of(shared))
     static_set = set(static)
     for name, module in model.named_modules():
