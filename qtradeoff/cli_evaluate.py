@@ -53,7 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="second latency batch size besides 1 (default 32)")
     parser.add_argument("--latency", choices=("both", "measured", "estimated", "none"), default="both",
                         help="which latency figures to produce (default both)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for timing (default: torch's)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for timing (default: the physical cores, minus one when other work runs)")
     parser.add_argument("--runtime", type=runtimes_argument, default=("torch",),
                         help="runtimes to time on, comma-separated: torch, onnxruntime (default torch; onnxruntime "
                              "times the configuration exported as ONNX, interleaved with the fp32 model)")
@@ -144,9 +145,9 @@ def run(args: argparse.Namespace) -> int:
     engine = engine_spec(args).build()
     config = config_argument(args, engine.layers)
     _check_batch_fits(args.batch, engine.data.input_shape)
-    threads = args.threads or torch.get_num_threads()
     batches = (1,) if args.batch == 1 else (1, args.batch)
-    settings = LatencySettings(batch_sizes=batches, threads=threads)
+    # without --threads the engine picks the timing threads (and states them in the Result's provenance)
+    settings = LatencySettings(batch_sizes=batches, threads=args.threads)
     eval_size, subset_note = _choose_subset(engine, config, args, settings, auto)
     result = None
     progress = None
@@ -166,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     if result is None:
         raise Cancelled("evaluation cancelled")
     if "onnxruntime" in args.runtime and args.latency in ("both", "measured"):
+        threads = args.threads or result.provenance.get("threads") or torch.get_num_threads()
         result = _with_onnxruntime(engine, config, result, batches, threads)
     if args.export:
         _export(args.export, config, result, engine.loaded)
