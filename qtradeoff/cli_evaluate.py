@@ -53,7 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="second latency batch size besides 1 (default 32)")
     parser.add_argument("--latency", choices=("both", "measured", "estimated", "none"), default="both",
                         help="which latency figures to produce (default both)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for timing (default: torch's)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for timing (default: the physical cores, minus one when other work runs)")
     parser.add_argument("--runtime", type=runtimes_argument, default=("torch",),
                         help="runtimes to time on, comma-separated: torch, onnxruntime, openvino (default torch; the "
                              "others time the configuration exported as ONNX, interleaved with the fp32 model)")
@@ -100,8 +101,10 @@ def format_table(result) -> str:
     for stats in result.latency_measured:
         lines.append(f"latency measured   batch {stats.batch:>3}: {stats.median_ms:.3f} ms median, "
                      f"IQR {stats.iqr_ms:.3f} ms, {stats.repeats} repeats"
-                     + (f"  NOISY (IQR {stats.spread:.0%} of the median; rerun on an idle machine)"
-                        if stats.noisy else ""))
+                     + (f", {stats.fp32_ratio:.2f}x fp32 (interleaved, ratios within ±{stats.ratio_spread:.0%})"
+                        if stats.fp32_ratio is not None else "")
+                     + (f"  NOISY (spread {max(stats.spread, stats.ratio_spread):.0%} of the median; rerun on an "
+                        "idle machine)" if stats.noisy else ""))
     for runtime, runtime_stats in result.latency_by_runtime.items():
         for stats in runtime_stats:
             lines.append(f"latency {runtime:<16} batch {stats.batch:>3}: {stats.median_ms:.3f} ms median, "
@@ -148,9 +151,9 @@ def run(args: argparse.Namespace) -> int:
 
         engine, config = with_recovered_weights(engine, args.weights, config if args.config else None)
     _check_batch_fits(args.batch, engine.data.input_shape)
-    threads = args.threads or torch.get_num_threads()
     batches = (1,) if args.batch == 1 else (1, args.batch)
-    settings = LatencySettings(batch_sizes=batches, threads=threads)
+    # without --threads the engine picks the timing threads (and states them in the Result's provenance)
+    settings = LatencySettings(batch_sizes=batches, threads=args.threads)
     eval_size, subset_note = _choose_subset(engine, config, args, settings, auto)
     result = None
     progress = None
@@ -173,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     if others and args.latency in ("both", "measured"):
         from qtradeoff.core.export.onnx_format import with_runtime_latency
 
+        threads = args.threads or result.provenance.get("threads") or torch.get_num_threads()
         result = with_runtime_latency(engine, config, result, others, batches=batches, threads=threads)
     if args.export:
         _export(args.export, config, result, engine.loaded)

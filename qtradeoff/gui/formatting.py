@@ -30,8 +30,11 @@ def latency_text(result: Any) -> str:
     for stats in getattr(result, "latency_measured", ()):
         if stats.batch == 1:
             text = f"{stats.median_ms:.3f} ms measured (IQR {stats.iqr_ms:.3f})"
+            ratio = getattr(stats, "fp32_ratio", None)
+            if ratio is not None:  # timed interleaved with fp32: the ratio is the figure to compare
+                text += f", {ratio:.2f}× fp32 (±{getattr(stats, 'ratio_spread', 0.0):.0%})"
             if getattr(stats, "noisy", False):
-                text += f" — NOISY: repeats disagree by {stats.spread:.0%} of the median, re-measure when idle"
+                text += f" — NOISY: repeats disagree by {_worst_spread(stats):.0%} of the median, re-measure when idle"
             parts.append(text)
     measured = result.latency_ms(1, measured=True)
     if not parts and measured is not None:
@@ -45,3 +48,8 @@ def latency_text(result: Any) -> str:
     if estimated is not None:
         parts.append(f"≈{estimated:.3f} ms estimated")
     return ", ".join(parts) or "n/a"
+
+
+def _worst_spread(stats: Any) -> float:
+    """The larger of a timing's own spread and the spread of its ratios to fp32 (either marks it noisy)."""
+    return max(getattr(stats, "spread", 0.0), getattr(stats, "ratio_spread", 0.0))

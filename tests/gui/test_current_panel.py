@@ -37,3 +37,17 @@ def test_a_noisy_measured_latency_says_so_and_a_steady_one_does_not(qtbot):
         text = panel.fields["latency"].text()
         assert "0.300 ms measured (IQR" in text and ("NOISY" in text) == flagged, text
         assert "estimated" in text
+
+
+def test_a_latency_timed_beside_fp32_shows_its_ratio_and_disagreeing_ratios_mark_it_noisy(qtbot):
+    from qtradeoff.core.measurement.latency import LatencyStats
+
+    panel = CurrentPanel()
+    qtbot.addWidget(panel)
+    steady = LatencyStats(batch=1, median_ms=0.30, iqr_ms=0.02, repeats=9, fp32_ratio=0.45, ratio_spread=0.03)
+    swinging = LatencyStats(batch=1, median_ms=0.30, iqr_ms=0.02, repeats=9, fp32_ratio=0.45, ratio_spread=0.40)
+    for stats, flagged in ((steady, False), (swinging, True)):
+        panel.show(dataclasses.replace(_result(), latency_measured=(stats,)))
+        text = panel.fields["latency"].text()
+        assert "0.45× fp32" in text and ("NOISY" in text) == flagged, text
+    assert "40%" in text

@@ -13,6 +13,7 @@ One engine can serve several threads at once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import platform
@@ -37,7 +38,8 @@ from qtradeoff.core.loading import data as data_mod
 from qtradeoff.core.loading import model_io
 from qtradeoff.core.measurement import memory as memory_mod
 from qtradeoff.core.measurement import roofline as roofline_mod
-from qtradeoff.core.measurement.latency import LatencySettings, LatencyStats, time_forward
+from qtradeoff.core.measurement.interleaved import time_interleaved
+from qtradeoff.core.measurement.latency import LatencySettings, LatencyStats
 from qtradeoff.core.measurement.realquant import (
     ENGINE,
     RealModel,
@@ -54,6 +56,7 @@ from qtradeoff.core.measurement.result import (
     sqnr_db,
     wilson_interval,
 )
+from qtradeoff.core.measurement.timing_threads import timing_threads
 from qtradeoff.core.precision import is_integer
 
 # Accuracy forwards run in chunks of this many samples: activations of a chunk stay cache-sized (a single
@@ -478,23 +481,37 @@ class Engine:
         measured: list[LatencyStats] = []
         executed: dict[str, str] = {}
         note = ""
+        protocol = None
         if measured_units:
             if should_stop():
                 return
+            # one fixed thread count for this timing, and for the roofline estimate beside it
+            pinned = timing_threads(settings.threads)
+            settings = dataclasses.replace(settings, threads=pinned.threads)
             real = self.real_model(plan)
             executed, note = dict(real.executed_precisions), real.note
             note = "; ".join(filter(None, [note, _half_precision_note(executed, settings.resolved_threads())]))
             if (p := progress.step("latency (measured)")) is not None:
                 yield p
-            timings = time_forward(real.module, inputs, settings, should_stop=should_stop)
+            # fp32 and the configuration in alternating blocks: the ratio is taken round by round
+            compared = {"config": real.module} if real.module is self.module else {"fp32": self.module,
+                                                                                 "config": real.module}
+            protocol = {"protocol": "interleaved", **pinned.to_dict(), "models": list(compared),
+                        "warmup": settings.warmup, "min_run_time_s": settings.min_run_time,
+                        "min_rounds": settings.min_repeats, "rounds": {}, "block_calls": {}, "fp32_ms": {}}
+            timings = time_interleaved(compared, inputs, settings, should_stop=should_stop)
             try:
                 while True:
                     # the int8 kernels run on the engine they were packed for
                     with quantized_engine(), runtime.running():
-                        stats = next(timings, None)
-                    if stats is None:
+                        timing = next(timings, None)
+                    if timing is None:
                         break
-                    measured.append(stats)
+                    measured.append(timing.stats_with_ratio("config"))
+                    protocol["rounds"][str(timing.batch)] = timing.stats["config"].repeats
+                    protocol["block_calls"][str(timing.batch)] = dict(timing.block_calls)
+                    if "fp32" in timing.stats:
+                        protocol["fp32_ms"][str(timing.batch)] = timing.stats["fp32"].median_ms
                     if (p := progress.step("latency (measured)")) is not None:
                         yield p
             finally:
@@ -523,6 +540,9 @@ class Engine:
         provenance["incremental"] = {"used": bool(incremental and self.evaluator.traceable and not reuses_reference),
                                      "note": self.note}
         provenance["reused_reference"] = reuses_reference
+        if protocol is not None:
+            provenance["latency_protocol"] = protocol
+            provenance["int8_boundaries"] = list(real.boundaries)
         provenance["eval_subset"] = {"samples": samples, "of": self.eval_samples, **dict(subset_note or {})}
         # what may make this result's figures mislead, beside what the loaded model itself warns about
         provenance["warnings"] = [*provenance.get("warnings", ()), *fidelity_warnings(reference, labels is not None)]

@@ -6,6 +6,8 @@ lasts about ``min_run_time / min_repeats``, so timer overhead is negligible for 
 blocks are reached (at most ``max_repeats``). The median and IQR are over the per-call times of the blocks; the
 thread count is pinned for the measurement and recorded. A timing whose blocks disagree (IQR above
 ``NOISY_SPREAD`` of the median) is marked ``noisy``: something else ran on the cores meanwhile.
+To compare a configuration with fp32, the engine times both interleaved (:mod:`.interleaved`); :func:`time_forward`
+times one module alone.
 """
 
 from __future__ import annotations
@@ -38,16 +40,25 @@ class LatencySettings:
 # neighbour computing on the same cores for part of the run makes some blocks run at a fraction of the speed and
 # spreads the quartiles far apart. A quarter of the median sits well between the two.
 NOISY_SPREAD = 0.25
+# Bound on the spread of a timing's interleaved ratios to fp32 (issue 19: ±15 %); see :mod:`.interleaved`.
+RATIO_NOISY_SPREAD = 0.15
 
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Forward latency at one batch size. ``repeats`` is the number of timed blocks (0 for estimates)."""
+    """Forward latency at one batch size. ``repeats`` is the number of timed blocks (0 for estimates).
+
+    ``fp32_ratio`` is the median, over interleaved rounds, of this model's time over the fp32 model's time in the
+    same round (:mod:`.interleaved`), ``ratio_spread`` how far those ratios stray from it; None / 0 when the fp32
+    model was not timed beside it.
+    """
 
     batch: int
     median_ms: float
     iqr_ms: float
     repeats: int
+    fp32_ratio: float | None = None
+    ratio_spread: float = 0.0
 
     @property
     def spread(self) -> float:
@@ -56,17 +67,23 @@ class LatencyStats:
 
     @property
     def noisy(self) -> bool:
-        """True when the timed blocks disagree by more than ``NOISY_SPREAD``: the median is not to be trusted."""
-        return self.spread > NOISY_SPREAD
+        """True when the timed blocks disagree by more than ``NOISY_SPREAD``, or the interleaved ratios to fp32 by
+        more than ``RATIO_NOISY_SPREAD``: the figure is not to be trusted."""
+        return self.spread > NOISY_SPREAD or self.ratio_spread > RATIO_NOISY_SPREAD
 
     def to_dict(self) -> dict:
         # spread and noisy are derived (older records without them load the same); written for readers of the JSON
-        return {"batch": self.batch, "median_ms": self.median_ms, "iqr_ms": self.iqr_ms, "repeats": self.repeats,
-                "spread": round(self.spread, 4), "noisy": self.noisy}
+        d = {"batch": self.batch, "median_ms": self.median_ms, "iqr_ms": self.iqr_ms, "repeats": self.repeats,
+             "spread": round(self.spread, 4), "noisy": self.noisy}
+        if self.fp32_ratio is not None:
+            d.update(fp32_ratio=self.fp32_ratio, ratio_spread=self.ratio_spread)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> LatencyStats:
-        return cls(int(d["batch"]), float(d["median_ms"]), float(d["iqr_ms"]), int(d["repeats"]))
+        ratio = d.get("fp32_ratio")
+        return cls(int(d["batch"]), float(d["median_ms"]), float(d["iqr_ms"]), int(d["repeats"]),
+                   None if ratio is None else float(ratio), float(d.get("ratio_spread", 0.0)))
 
 
 def batch_of(samples: torch.Tensor, batch: int) -> torch.Tensor:

@@ -28,6 +28,7 @@ from qtradeoff.core import runtime
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.compression.quantize import RangeObserver, int_range, qparams_from_range
 from qtradeoff.core.config import LayerSettings
+from qtradeoff.core.measurement import int8_graph
 from qtradeoff.core.precision import FLOAT_FAMILIES, bits_of, is_integer, torch_dtype
 
 ENGINE = "x86"
@@ -44,6 +45,8 @@ class RealModel:
     executed_precisions: dict[str, str]  # layer -> "int8" | "int8-dynamic" | "bf16" | "fp16" | "fp32"
     note: str  # fallbacks and caveats, one sentence each; "" when everything ran as configured
     converted: bool  # False when the int8 conversion failed and the model is the nearest eager fallback
+    # the quantize/dequantize steps the int8 graph still runs (int8_graph.boundaries); () for eager models
+    boundaries: tuple[str, ...] = ()
 
 
 @contextlib.contextmanager
@@ -282,18 +285,19 @@ def _build_real_model(base: nn.Module, plan_: Plan, calib_inputs: torch.Tensor, 
     if static or dynamic:
         try:
             try:
-                model = _checked(_convert_fx(model, settings, static, dynamic, calib_inputs, calib_batch),
-                                 calib_inputs)
+                # Functional ops (adds, pooling, flatten) quantized too, as torch.ao's default x86 flow does, so
+                # int8 chains stay int8 between layers; layers the configuration keeps out of int8 stay out.
+                model = _checked(_convert_fx(model, settings, static, dynamic, calib_inputs, calib_batch,
+                                             fused=bool(static)), calib_inputs)
             except Exception:
                 if not static:
                     raise
-                # Per-layer qconfigs leave functional ops (residual adds, concatenations) in fp32, and FX can
-                # emit graphs that then add a quantized tensor to a float one. Quantizing those ops as well
-                # (every layer not asked for int8 explicitly excluded) is how int8 residual nets are deployed.
-                model = _checked(_convert_fx(model, settings, static, dynamic, calib_inputs, calib_batch,
-                                             quantize_functional_ops=True, keep_float=set(layers) - set(static)),
+                # FX can fail on ops the x86 backend has no int8 pattern for when they sit inside an int8 chain;
+                # per-layer qconfigs leave everything between the named layers in fp32.
+                model = _checked(_convert_fx(model, settings, static, dynamic, calib_inputs, calib_batch),
                                  calib_inputs)
-                notes.append("residual adds and other functional ops also run in int8")
+                notes.append("the ops between int8 layers run in fp32 (the fused int8 graph failed to convert), "
+                             "with a quantize and a dequantize around each")
         except Exception as error:  # FX tracing/conversion fails on dynamic control flow and unsupported ops
             reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
             converted = False
@@ -308,7 +312,7 @@ def _build_real_model(base: nn.Module, plan_: Plan, calib_inputs: torch.Tensor, 
         # e.g. Swin's attention calls F.linear on its qkv/proj weights: the converter never sees a module call
         notes.append(f"{len(stayed)} layer(s) planned for int8 ran in fp32 because the model uses their weights "
                      f"outside a module call the converter can swap (e.g. {stayed[0]})")
-    return RealModel(model, executed, _join(notes), converted)
+    return RealModel(model, executed, _join(notes), converted, tuple(int8_graph.boundaries(model)))
 
 
 def _join(notes: Iterable[str]) -> str:
@@ -324,30 +328,37 @@ def _checked(model: nn.Module, calib_inputs: torch.Tensor) -> nn.Module:
     return model
 
 
+def _static_qconfig(settings: LayerSettings):
+    from torch.ao.quantization import QConfig
+
+    return QConfig(activation=_activation_observer(settings), weight=_weight_observer(settings))
+
+
 def _convert_fx(model: nn.Module, settings, static, dynamic, calib_inputs, calib_batch, *,
-                quantize_functional_ops: bool = False, keep_float: Iterable[str] = ()) -> nn.Module:
+                fused: bool = False) -> nn.Module:
     from torch.ao.quantization import QConfig, QConfigMapping
     from torch.ao.quantization.observer import PlaceholderObserver
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     model = copy.deepcopy(model)  # prepare_fx rewrites its argument; a failed attempt must leave it usable
-    mapping = QConfigMapping().set_global(None)
-    if quantize_functional_ops:
-        first = settings[static[0]]
-        mapping.set_global(QConfig(activation=_activation_observer(first), weight=_weight_observer(first)))
-        for name in keep_float:
-            mapping.set_module_name(name, None)
-    for name in static:
-        mapping.set_module_name(name, QConfig(activation=_activation_observer(settings[name]),
-                                              weight=_weight_observer(settings[name])))
+    if fused:
+        int8_graph.traceable_shape_ops(model)
+        mapping = int8_graph.fused_qconfig_mapping(model, settings, static, _static_qconfig)
+    else:
+        mapping = QConfigMapping().set_global(None)
+        for name in static:
+            mapping.set_module_name(name, _static_qconfig(settings[name]))
     for name in dynamic:
         activation = PlaceholderObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True)
         mapping.set_module_name(name, QConfig(activation=activation, weight=_weight_observer(settings[name])))
-    with _Silenced(), torch.no_grad(), runtime.tracing():  # prepare_fx traces; its calibration runs inside
+    # prepare_fx traces; its calibration runs inside
+    with _Silenced(), torch.no_grad(), runtime.tracing(), int8_graph.no_stack_traces():
         prepared = prepare_fx(model, mapping, example_inputs=(calib_inputs[:1],))
         for start in range(0, len(calib_inputs), calib_batch):
             prepared(calib_inputs[start:start + calib_batch])
-        return convert_fx(prepared)
+        converted = convert_fx(prepared)
+    int8_graph.clamp_weight_grids(converted, settings, [*static, *dynamic])
+    return converted
 
 
 def _eager_dynamic(model: nn.Module, linear_names: list[str], settings) -> nn.Module:
@@ -360,7 +371,9 @@ def _eager_dynamic(model: nn.Module, linear_names: list[str], settings) -> nn.Mo
     activation = PlaceholderObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True)
     qconfigs = {n: QConfig(activation=activation, weight=_weight_observer(settings[n])) for n in linear_names}
     with _Silenced():
-        return quantize_dynamic(model, qconfigs, inplace=False)
+        model = quantize_dynamic(model, qconfigs, inplace=False)
+    int8_graph.clamp_weight_grids(model, settings, linear_names)
+    return model
 
 
 class RealModelCache:
