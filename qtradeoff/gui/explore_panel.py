@@ -309,6 +309,8 @@ def attach_explore_panel(window: Any) -> ExplorePanel:
 
     panel.context_provider = context
     panel.result_found.connect(window.plot.add_result)
+    # the searches measure on the whole evaluation split: the edits and the plot follow them there
+    panel.running_changed.connect(lambda running: running and window.follow_search())
     panel.sensitivity_ready.connect(window.table_model.set_sensitivity)
     panel.message.connect(lambda text: window.statusBar().showMessage(text, 10000))
     left = getattr(window, "left_layout", None) or window.main_splitter.widget(0).layout()

@@ -208,6 +208,7 @@ class MainWindow(QMainWindow):
         self.controls.set_model_facts(summary.sparsity_curve, summary.eval_samples_total)
         self.controls.set_subset_hints(None)  # the new model's proposal follows its baseline
         self.controls.set_eval_size(self.eval_size)
+        self.plot.set_work_samples(self.eval_size)
         self.controls.set_baseline_accuracy(None)
         self.state.blockSignals(True)
         self.state.set(config)
@@ -237,6 +238,7 @@ class MainWindow(QMainWindow):
         self.controls.set_subset_hints(None)
         self.eval_size = min(DEFAULT_EVAL_SIZE, total) or total
         self.controls.set_eval_size(self.eval_size)
+        self.plot.set_work_samples(self.eval_size)
         self.model_panel.show_data(info.get("name"), total, info.get("calib_samples"))
         self._set_status(f"Loaded data {info.get('name')}; evaluating the fp32 baseline…")
         self.data_path = self._requested_data
@@ -304,8 +306,27 @@ class MainWindow(QMainWindow):
 
     def current_result(self) -> Any:
         """The latest result of the edited configuration, or None while it has not been evaluated."""
-        index = self.plot.store.find(point_key(self.state.config))
-        return None if index is None else self.plot.store.results[index]
+        store, key = self.plot.store, point_key(self.state.config)
+        index = store.lookup(key, self.eval_size)  # on the subset the work is measured on, if it has been
+        index = store.find(key) if index is None else index
+        return None if index is None else store.results[index]
+
+    def follow_search(self, samples: int | None = None) -> None:
+        """A search starts: edits move to the search's subset (``samples``, default the whole evaluation split)
+        so that its points and the edits' are comparable, the plot shows that set, and the fp32 baseline and the
+        current configuration are evaluated on it if they are not yet."""
+        if self.summary is None:
+            return
+        samples = int(samples or self.summary.eval_samples_total)
+        if samples <= 0:
+            return
+        if samples != self.eval_size:
+            self.eval_size = samples
+            self.controls.set_eval_size(samples)
+        self.plot.set_work_samples(samples)
+        self._request_baseline()
+        if point_key(self.state.config) != point_key(cfg.CompressionConfig(model=self.state.config.model)):
+            self.request_evaluation()  # (fp32 itself is the baseline just asked for: the newest request would win)
 
     @Slot(str, str)
     def _on_failed(self, kind: str, message: str) -> None:
@@ -339,6 +360,7 @@ class MainWindow(QMainWindow):
     def _on_control_edited(self, field: str, value: Any, merge_key: str) -> None:
         if field == "eval_size":
             self.eval_size = int(value)
+            self.plot.set_work_samples(self.eval_size)  # the plot shows the set the work is measured on
             self._request_baseline()
             self.request_evaluation()
             return

@@ -54,3 +54,52 @@ def test_views_follow_the_points_and_leave_a_user_range_alone(qtbot):
     plot.redraw()
     plot.stop()
     assert _holds(plot)  # a new model's points are fitted afresh
+
+
+def _on(result: FakeResult, samples: int) -> FakeResult:
+    from dataclasses import replace
+
+    return replace(result, eval_samples=samples, provenance={"eval_subset": {"samples": samples, "of": 359}})
+
+
+def test_points_from_two_evaluation_sets_never_share_a_frontier(qtbot):
+    plot = ParetoPlot()
+    qtbot.addWidget(plot)
+    small = [plot.add_result(_on(_result(bits, accuracy, latency), 100), {})
+             for bits, accuracy, latency in ((32, 0.97, 2.0), (8, 0.96, 1.0), (4, 0.90, 0.5))]
+    # on the whole split, a point that would dominate every point of the small subset
+    large = [plot.add_result(_on(_result(bits, accuracy, latency), 359), {})
+             for bits, accuracy, latency in ((32, 0.99, 2.0), (2, 0.99, 0.1))]
+    plot.set_work_samples(100)
+    plot.redraw()
+    assert not plot.set_switch.isHidden() and plot.set_switch.count() == 2
+    for view in ("latency", "memory"):
+        assert set(plot.frontier_indices(view)) <= set(small) and plot.frontier_indices(view)
+    assert len(plot._items["latency"]["others"].data) == 2  # the other set is greyed, not hidden
+    assert "first 100 of 359" in plot.summary.text() and "2 on other sets" in plot.summary.text()
+    plot.show_eval_set(plot.store.eval_set[large[0]])  # as the selector does
+    plot.redraw()
+    for view in ("latency", "memory"):
+        assert set(plot.frontier_indices(view)) <= set(large)
+    plot.set_three_objective(True)
+    assert set(plot.frontier_indices("latency")) == {large[1]}
+    plot.set_work_samples(100)  # the work moves to the small subset again: the plot follows it
+    assert set(plot.frontier_indices("memory")) <= set(small)
+    plot.stop()
+
+
+def test_the_store_fills_in_linear_time_and_keeps_its_columns():
+    from dataclasses import replace
+
+    import numpy as np
+
+    from qtradeoff.gui.plot import PointStore
+
+    store = PointStore()
+    rows = [store.add(replace(_result(8, 0.9 + i * 1e-5, 1.0 + i), config_key=f"k{i}"),
+                      {"tag": "baseline" if i == 3 else "edit"}) for i in range(300)]
+    assert rows == list(range(300)) and len(store) == 300 and len(store.accuracy) == 300
+    assert store._cap < 1024  # doubled, not grown a row at a time
+    assert store.baseline.sum() == 1 and store.baseline[3]
+    assert np.allclose(store.latency("estimated")[0], 1.1 * (1.0 + np.arange(300)))
+    assert store.find(store._keys[5]) == 5 and store.find(store._keys[5], eval_set=1) is None
