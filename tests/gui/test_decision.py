@@ -28,3 +28,51 @@ def test_a_search_moves_the_plot_and_the_edits_to_its_evaluation_set(make_window
     rows = set(plot.frontier_indices("latency")) | set(plot.frontier_indices("memory"))
     assert rows and all(store.results[i].eval_samples == 359 for i in rows)
     assert not plot.set_switch.isHidden()
+
+
+def _with_an_answer(fake_backend):
+    """The fake search, its last point tagged as a solver's answer (role "final"), as the core's searches do."""
+    from dataclasses import replace
+
+    from qtradeoff.gui.backend import SearchPoint
+
+    search_iter = fake_backend.search_iter
+
+    def tagged(strategy, options, *, should_stop):
+        for item in search_iter(strategy, options, should_stop=should_stop):
+            if isinstance(item, SearchPoint) and item.done == item.total:
+                result = replace(item.result, provenance={"search": {"strategy": strategy, "role": "final"}})
+                item = SearchPoint(item.config, result, item.done, item.total)
+            yield item
+
+    fake_backend.search_iter = tagged
+
+
+def test_the_answer_is_marked_listed_and_applied_undoably(make_window, fake_backend, qtbot):
+    from PySide6.QtCore import Qt
+
+    from qtradeoff.gui.results_table import COL_TAG
+
+    _with_an_answer(fake_backend)
+    window = make_window(fake_backend)
+    panel = _search(window, qtbot, "greedy", 3)
+    plot = window.plot
+    assert panel.answer is not None and panel.apply_answer_button.isEnabled()
+    answer = plot.answer
+    assert answer is not None and plot.store.results[answer].config == panel.answer.config
+    plot.redraw()
+    assert len(plot._items["latency"]["answer"].data) == 1 and len(plot._items["memory"]["answer"].data) == 1
+    model = window.results.model
+    assert model.data(model.index(answer, COL_TAG), Qt.DisplayRole) == "explore · greedy · ANSWER"
+    assert "search answer" in plot._tip(0, 0, answer)
+    before = window.state.config
+    assert before != panel.answer.config
+    assert panel.apply_answer()
+    assert window.state.config == panel.answer.config
+    window.undo_stack.undo()
+    assert window.state.config == before
+    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)
+    with qtbot.waitSignal(window.service.model_loaded, timeout=10000):
+        window.load_sample()
+    assert panel.answer is None and not panel.apply_answer_button.isEnabled() and plot.answer is None
+    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)
