@@ -103,3 +103,39 @@ def test_the_store_fills_in_linear_time_and_keeps_its_columns():
     assert store.baseline.sum() == 1 and store.baseline[3]
     assert np.allclose(store.latency("estimated")[0], 1.1 * (1.0 + np.arange(300)))
     assert store.find(store._keys[5]) == 5 and store.find(store._keys[5], eval_set=1) is None
+
+
+def test_measured_and_estimated_latency_never_share_a_frontier(qtbot):
+    from dataclasses import dataclass, field, replace
+    from types import SimpleNamespace
+
+    from qtradeoff.gui.plot import LATENCY_SOURCES
+
+    @dataclass(frozen=True)
+    class WithRuntimes(FakeResult):
+        latency_by_runtime: dict = field(default_factory=dict)
+
+    def ort(ms):
+        return {"onnxruntime": (SimpleNamespace(batch=1, median_ms=ms),)}
+
+    plot = ParetoPlot()
+    qtbot.addWidget(plot)
+    # estimates only: a fast, accurate estimate that would dominate both measured points
+    estimated = plot.add_result(WithRuntimes(**{**_result(4, 0.99, 0.1).__dict__}), {})
+    slow = plot.add_result(WithRuntimes(**{**replace(_result(32, 0.98, 20.0), measured=True).__dict__},
+                                        latency_by_runtime=ort(3.0)), {})
+    fast = plot.add_result(WithRuntimes(**{**replace(_result(8, 0.97, 5.0), measured=True).__dict__}), {})
+    assert [source.key for source in LATENCY_SOURCES][:2] == ["estimated", "torch"]
+    plot.redraw()
+    assert plot.frontier_indices("latency") == [estimated]  # every point estimated: one kind, one frontier
+    plot.set_latency_source("torch")
+    plot.redraw()
+    assert plot.prefer_measured and sorted(plot.frontier_indices("latency")) == [slow, fast]
+    assert list(plot._items["latency"]["estimates"].data["data"]) == [estimated]  # drawn apart
+    assert estimated in plot.frontier_indices("memory")  # memory is counted, never estimated
+    plot.set_latency_source("onnxruntime")
+    plot.redraw()
+    assert plot.frontier_indices("latency") == [slow]  # only it was timed on ONNX Runtime
+    assert plot.store.latency("onnxruntime")[0][slow] == 3.0
+    assert plot.store.latency("openvino")[1].sum() == 0  # nothing timed there: NaN, drawn as estimates
+    plot.stop()
