@@ -71,21 +71,19 @@ def describe_config(config: Any) -> str:
 EMPTY_HINT = "No results yet: drop a model file on the window (or File → Open model…); Help → Quick start."
 
 
-def _log_ticks(low: float, high: float, text: Any) -> list[tuple[float, str]]:
-    """Ticks for a colour bar whose axis runs over log10 values ``low``..``high``: 1-2-5 steps, at most 6."""
-    values = [m * 10.0 ** e for e in range(math.floor(low) - 1, math.ceil(high) + 1) for m in (1, 2, 5)]
-    inside = [v for v in values if low - 1e-9 <= math.log10(v) <= high + 1e-9]
+def _log_ticks(low: float, high: float, unit: float, suffix: str) -> list[tuple[float, str]]:
+    """Ticks for a colour bar whose axis runs over log10 values ``low``..``high``: round numbers of ``unit`` (1-2-5
+    steps, at most 6), labelled in ``suffix``."""
+    low_u, high_u = low - math.log10(unit), high - math.log10(unit)
+    values = [m * 10.0 ** e for e in range(math.floor(low_u) - 1, math.ceil(high_u) + 1) for m in (1, 2, 5)]
+    inside = [v for v in values if low_u - 1e-9 <= math.log10(v) <= high_u + 1e-9]
     if len(inside) > 6:
         inside = [v for v in inside if f"{v:.0e}".startswith("1")] or inside[::2]
     if len(inside) > 6:
         inside = inside[::2]
     if len(inside) < 2:
-        inside = [10.0 ** low, 10.0 ** high]
-    return [(math.log10(v), text(v)) for v in inside]
-
-
-def _ms(value: float) -> str:
-    return f"{value:.3g} ms"
+        inside = [10.0 ** low_u, 10.0 ** high_u]
+    return [(math.log10(v * unit), f"{v:.3g} {suffix}") for v in inside]
 
 
 class ParetoPlot(QWidget):
@@ -159,7 +157,8 @@ class ParetoPlot(QWidget):
             for item in (origin, others, errors, frontier, *groups, estimates, rings, baseline, answer, current,
                          selected):
                 view.addItem(item)
-            for item in (others, *groups, estimates, baseline, answer):
+            # every item drawn over a point passes a click on (the one on top takes it), with the point's row
+            for item in (others, *groups, estimates, rings, baseline, answer, current, selected):
                 item.sigClicked.connect(self._clicked)
             self._items[name] = {"origin": origin, "errors": errors, "frontier": frontier, "others": others,
                                  "groups": groups, "estimates": estimates, "rings": rings, "baseline": baseline,
@@ -429,7 +428,7 @@ class ParetoPlot(QWidget):
             else:
                 order = front[np.lexsort((accuracy[front], x[front]))]
                 items["frontier"].setData(*self._staircase(x[order], accuracy[order]))
-            items["rings"].setData(x=x[front], y=accuracy[front])
+            items["rings"].setData(x=x[front], y=accuracy[front], data=front)
             base = rows[store.baseline[rows]]
             base = base[np.isfinite(x[base])]
             items["baseline"].setData(x=x[base], y=accuracy[base], data=base)
@@ -438,13 +437,14 @@ class ParetoPlot(QWidget):
             else:
                 items["answer"].setData(x=[], y=[])
             chosen = [i for i in self.highlighted if i < n and np.isfinite(x[i])]
-            items["selected"].setData(x=x[chosen] if chosen else [], y=accuracy[chosen] if chosen else [])
+            items["selected"].setData(x=x[chosen] if chosen else [], y=accuracy[chosen] if chosen else [],
+                                      data=chosen)
             if current is not None and np.isfinite(x[current]):
-                items["current"].setData(x=[x[current]], y=[accuracy[current]])
+                items["current"].setData(x=[x[current]], y=[accuracy[current]], data=[current])
             else:
                 items["current"].setData(x=[], y=[])
-        self._colour_bar("memory", memory[rows], lambda v: format_bytes(v))
-        self._colour_bar("latency", latency[rows], _ms)
+        self._colour_bar("memory", memory[rows], *self._memory_unit)
+        self._colour_bar("latency", latency[rows], 1.0, "ms")
         if len(rows):
             y_low = float(np.nanmin(np.minimum(store.ci_low[rows], accuracy[rows])))
             y_high = float(np.nanmax(np.maximum(store.ci_high[rows], accuracy[rows])))
@@ -455,11 +455,12 @@ class ParetoPlot(QWidget):
     def _summary_text(self, rows: np.ndarray, others: np.ndarray, fronts: dict[str, np.ndarray]) -> str:
         on_front = len(set(fronts["latency"].tolist()) | set(fronts["memory"].tolist()))
         shown = self.shown_set()
-        where = f" on {self.store.eval_sets[shown].label()}" if shown is not None else ""
+        # the selector names the set once there are two
+        where = f" on {self.store.eval_sets[shown].label()}" if shown is not None and not len(others) else ""
         text = (f"{len(rows)} configuration(s){where}, {on_front} on "
                 + ("the 3-objective frontier" if self.three_objective else "a frontier"))
         if len(others):
-            text += f"; {len(others)} on other sets (grey)"
+            text += f"; {len(others)} on other set(s), grey"
         return text + "."
 
     def _sync_set_switch(self) -> None:
@@ -499,7 +500,7 @@ class ParetoPlot(QWidget):
         bins[:] = np.clip(np.rint((logs - lo) / width * (N_COLOURS - 1)), 0, N_COLOURS - 1)
         return bins
 
-    def _colour_bar(self, name: str, values: np.ndarray, text: Any) -> None:
+    def _colour_bar(self, name: str, values: np.ndarray, unit: float, suffix: str) -> None:
         bar = self.colour_bars[name]
         span = self._log_range(values)
         if span is None:
@@ -509,11 +510,8 @@ class ParetoPlot(QWidget):
         lo, hi = span
         if hi - lo < 1e-9:
             lo, hi = lo - 0.05, hi + 0.05
-        if name == "memory":
-            unit, suffix = self._memory_unit
-            text = lambda v, unit=unit, suffix=suffix: f"{v / unit:.3g} {suffix}"  # noqa: E731
         bar.setLevels((lo, hi))
-        bar.axis.setTicks([_log_ticks(lo, hi, text)])
+        bar.axis.setTicks([_log_ticks(lo, hi, unit, suffix)])
 
     def _fit(self, name: str, view: Any, x: np.ndarray, y_low: float, y_high: float) -> None:
         """Grow ``view``'s range to hold every point, with headroom, when one falls outside; leave it otherwise
