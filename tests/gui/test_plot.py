@@ -139,3 +139,26 @@ def test_measured_and_estimated_latency_never_share_a_frontier(qtbot):
     assert plot.store.latency("onnxruntime")[0][slow] == 3.0
     assert plot.store.latency("openvino")[1].sum() == 0  # nothing timed there: NaN, drawn as estimates
     plot.stop()
+
+
+def test_frontier_members_are_ringed_and_the_colour_bars_have_units(qtbot):
+    from qtradeoff.gui.plot import _log_ticks
+
+    plot = ParetoPlot()
+    qtbot.addWidget(plot)
+    for bits, accuracy, latency in ((32, 0.98, 2.0), (8, 0.97, 1.0), (16, 0.95, 1.5), (4, 0.90, 0.4)):
+        plot.add_result(_result(bits, accuracy, latency), {})
+    plot.redraw()
+    for view in ("latency", "memory"):
+        assert sorted(plot._items[view]["rings"].data["data"]) == sorted(plot.frontier_indices(view))
+    assert 2 not in plot.frontier_indices("latency")  # int16 is slower, larger and less accurate than int8
+    plot.set_three_objective(True)
+    plot.redraw()
+    joint = plot.frontier_indices("latency")
+    assert joint == plot.frontier_indices("memory") and 2 not in joint
+    steps, _ = plot._items["latency"]["frontier"].getData()
+    assert steps is None or len(steps) == 0  # no 2-D staircase for a 3-D set
+    ticks = _log_ticks(*plot.colour_bars["memory"].values, 1024.0, "KiB")
+    assert ticks and all(text.endswith(" KiB") for _, text in ticks)
+    assert [text for _, text in _log_ticks(-1.0, 1.0, 1.0, "ms")] == ["0.1 ms", "1 ms", "10 ms"]
+    plot.stop()
