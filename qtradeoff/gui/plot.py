@@ -108,6 +108,8 @@ class ParetoPlot(QWidget):
         self._set_labels: tuple[str, ...] = ()
         self.redraw_count = 0
         self.drawn: dict[str, int] = {}  # points drawn per view in the last redraw (after decimation)
+        self.decimate_above = DECIMATE_ABOVE  # points in a view above which one point per 3-px cell is drawn
+        self._fronts_cache: tuple[Any, dict[str, np.ndarray]] | None = None
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("w")
@@ -336,7 +338,7 @@ class ParetoPlot(QWidget):
             self._timer.start()
 
     def _range_changed(self, *_args: Any) -> None:
-        if len(self.store) > DECIMATE_ABOVE:
+        if len(self.store) > self.decimate_above:
             self._schedule()  # which points a cell keeps depends on the range
 
     def stop(self) -> None:
@@ -351,13 +353,19 @@ class ParetoPlot(QWidget):
 
     def _fronts(self, rows: np.ndarray, latency: np.ndarray, measured: np.ndarray) -> dict[str, np.ndarray]:
         store = self.store
+        key = (id(store), store.version, len(store), self.latency_source, self.shown_set(), self.three_objective)
+        if self._fronts_cache is not None and self._fronts_cache[0] == key:
+            return self._fronts_cache[1]  # a redraw for a selection, the current point or a zoom
         timed = rows[measured[rows]] if self.prefer_measured else rows
         timed = timed[np.isfinite(latency[timed])]
         if self.three_objective:
             joint = frontier_3d(timed, latency, store.memory, store.accuracy)
-            return {"latency": joint, "memory": joint}
-        return {"latency": frontier_2d(timed, latency, store.accuracy),
-                "memory": frontier_2d(rows, store.memory, store.accuracy)}
+            fronts = {"latency": joint, "memory": joint}
+        else:
+            fronts = {"latency": frontier_2d(timed, latency, store.accuracy),
+                      "memory": frontier_2d(rows, store.memory, store.accuracy)}
+        self._fronts_cache = (key, fronts)
+        return fronts
 
     def frontier_indices(self, view: str) -> list[int]:
         """Store rows on ``view``'s frontier ("latency" or "memory"; the joint set when the 3-objective frontier is
@@ -403,10 +411,12 @@ class ParetoPlot(QWidget):
         for name, x, colour_by in (("latency", latency, memory), ("memory", memory_x, latency)):
             items = self._items[name]
             box = self.latency_view.getViewBox() if name == "latency" else self.memory_view.getViewBox()
-            pixel = box.viewPixelSize() if n > DECIMATE_ABOVE else (1.0, 1.0)
-            drawn_main = decimate(main, x, accuracy, pixel)
-            drawn_est = decimate(estimates, x, accuracy, pixel)
-            drawn_others = decimate(others, x, accuracy, pixel)
+            (vx0, vx1), (vy0, vy1) = box.viewRange()
+            bounds, pixels = (vx0, vy0, vx1, vy1), (box.width(), box.height())
+            above = self.decimate_above
+            drawn_main = decimate(main, x, accuracy, bounds, pixels, above=above)
+            drawn_est = decimate(estimates, x, accuracy, bounds, pixels, above=above)
+            drawn_others = decimate(others, x, accuracy, bounds, pixels, above=above)
             self.drawn[name] = len(drawn_main) + len(drawn_est) + len(drawn_others)
             items["origin"].setData(x=[0.0] if len(rows) else [], y=[float(np.nanmax(accuracy[rows]))]
                                     if len(rows) else [])
@@ -414,11 +424,13 @@ class ParetoPlot(QWidget):
             group_of = bins[drawn_main]
             for b, group in enumerate(items["groups"]):
                 chosen = drawn_main[group_of == b]
+                if not len(chosen) and not len(group.data) and group.opts["symbol"] == symbol:
+                    continue  # empty and staying so: a setData costs about a millisecond even then
                 group.setData(x=x[chosen], y=accuracy[chosen], data=chosen, symbol=symbol)
             items["estimates"].setData(x=x[drawn_est], y=accuracy[drawn_est], data=drawn_est)
             items["others"].setData(x=x[drawn_others], y=accuracy[drawn_others], data=drawn_others)
             with_bars = np.concatenate((drawn_main, drawn_est))
-            if len(with_bars) > DECIMATE_ABOVE:  # error bars of thousands of points are a grey smear
+            if len(with_bars) > self.decimate_above:  # error bars of thousands of points are a grey smear
                 with_bars = with_bars[:0]
             items["errors"].setData(x=x[with_bars], y=(store.ci_high[with_bars] + store.ci_low[with_bars]) / 2,
                                     height=store.ci_high[with_bars] - store.ci_low[with_bars])

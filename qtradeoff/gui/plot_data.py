@@ -126,6 +126,7 @@ class PointStore:
         self._keys: list[str] = []  # point_key of each row
         self._index: dict[tuple[str, int], int] = {}
         self._rows_of_key: dict[str, list[int]] = {}
+        self.version = 0  # counts changes: what is derived from the columns (frontiers) is cached on it
 
     def _grow(self, capacity: int) -> None:
         old = self._columns
@@ -205,6 +206,7 @@ class PointStore:
             self._rows_of_key.setdefault(key[0], []).append(index)
         for name, value in row.items():
             self._columns[name][index] = value
+        self.version += 1
         return index
 
     def latency(self, source: str | bool = "estimated") -> tuple[np.ndarray, np.ndarray]:
@@ -260,22 +262,27 @@ DECIMATE_ABOVE = 2000  # points in a view; above this one point per cell is draw
 CELL_PX = 3.0
 
 
-def decimate(rows: np.ndarray, x: np.ndarray, y: np.ndarray, pixel: tuple[float, float],
-             origin: tuple[float, float] = (0.0, 0.0), *, above: int = DECIMATE_ABOVE,
-             cell_px: float = CELL_PX) -> np.ndarray:
-    """At most one of ``rows`` per ``cell_px``-pixel cell once there are more than ``above`` (the first row of each
-    cell, in store order); every row otherwise. ``pixel`` is the size of one pixel in data units."""
+def decimate(rows: np.ndarray, x: np.ndarray, y: np.ndarray, bounds: tuple[float, float, float, float],
+             pixels: tuple[float, float], *, above: int = DECIMATE_ABOVE, cell_px: float = CELL_PX) -> np.ndarray:
+    """One of ``rows`` per occupied ``cell_px``-pixel cell once there are more than ``above``; every row otherwise.
+    ``bounds`` is the view's (x0, y0, x1, y1) in data units and ``pixels`` its size on screen; rows outside it share
+    the cells along its edges (they are not visible). O(n) plus the number of cells: one scatter into a grid, no
+    sort."""
     if len(rows) <= above:
         return rows
-    width, height = (max(abs(float(p)) * cell_px, 1e-12) for p in pixel)
-    cx = np.floor((x[rows] - origin[0]) / width)
-    cy = np.floor((y[rows] - origin[1]) / height)
-    finite = np.isfinite(cx) & np.isfinite(cy)
-    rows, cx, cy = rows[finite], cx[finite].astype(np.int64), cy[finite].astype(np.int64)
-    if not len(rows):
+    x0, y0, x1, y1 = (float(b) for b in bounds)
+    nx = max(1, int(math.ceil(float(pixels[0]) / cell_px))) + 2  # one cell of margin on each side
+    ny = max(1, int(math.ceil(float(pixels[1]) / cell_px))) + 2
+    if not (x1 > x0 and y1 > y0) or not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
         return rows
-    cx -= cx.min()
-    cy -= cy.min()
-    cells = cx * (int(cy.max()) + 1) + cy
-    _, first = np.unique(cells, return_index=True)
-    return rows[np.sort(first)]
+    xs, ys = x[rows], y[rows]
+    finite = np.isfinite(xs) & np.isfinite(ys)
+    rows, xs, ys = rows[finite], xs[finite], ys[finite]
+    cx = np.clip(((xs - x0) * ((nx - 2) / (x1 - x0))).astype(np.int64) + 1, 0, nx - 1)
+    cy = np.clip(((ys - y0) * ((ny - 2) / (y1 - y0))).astype(np.int64) + 1, 0, ny - 1)
+    cells = cx * ny + cy
+    chosen = np.full(nx * ny, -1, dtype=np.int64)
+    chosen[cells] = np.arange(len(rows))  # where rows share a cell, one of them is written: it stands for them
+    kept = chosen[chosen >= 0]
+    kept.sort()
+    return rows[kept]

@@ -162,3 +162,36 @@ def test_frontier_members_are_ringed_and_the_colour_bars_have_units(qtbot):
     assert ticks and all(text.endswith(" KiB") for _, text in ticks)
     assert [text for _, text in _log_ticks(-1.0, 1.0, 1.0, "ms")] == ["0.1 ms", "1 ms", "10 ms"]
     plot.stop()
+
+
+def test_dense_clouds_are_decimated_but_the_frontier_and_marks_are_kept(qtbot):
+    from dataclasses import replace
+
+    import numpy as np
+
+    from qtradeoff.gui.plot_data import decimate
+
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, 10, 5000), rng.uniform(0, 10, 5000)
+    rows = np.arange(5000)
+    kept = decimate(rows, x, y, (0.0, 0.0, 10.0, 10.0), (30.0, 30.0), above=100)  # a 10 x 10 grid of cells
+    cells = {(int(a), int(b)) for a, b in zip(x[kept] // 1, y[kept] // 1, strict=True)}
+    assert len(kept) == len(cells) == 100  # one point in each occupied cell
+    assert decimate(rows[:50], x, y, (0.0, 0.0, 10.0, 10.0), (30.0, 30.0), above=100).tolist() == list(range(50))
+
+    plot = ParetoPlot()
+    qtbot.addWidget(plot)
+    plot.resize(600, 300)
+    plot.decimate_above = 50
+    for i in range(400):
+        acc = float(rng.uniform(0.5, 0.99))
+        plot.add_result(replace(_result(8, acc, float(rng.uniform(0.1, 2.0))), config_key=f"k{i}",
+                                weight_bytes=int(rng.integers(1000, 9000))), {})
+    plot.set_answer(7)
+    plot.redraw()
+    assert plot.drawn["latency"] < 400  # decimated
+    rings = plot._items["latency"]["rings"].data["data"]
+    assert sorted(rings) == sorted(plot.frontier_indices("latency"))  # the frontier is drawn whole
+    assert list(plot._items["latency"]["answer"].data["data"]) == [7]
+    plot.decimate_above = 10**9  # (a zoom of a dense cloud redraws it: no more redraws after the test)
+    plot.stop()
