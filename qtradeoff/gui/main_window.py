@@ -169,6 +169,7 @@ class MainWindow(QMainWindow):
         files.export_csv_requested.connect(self.export_csv)
         files.export_model_requested.connect(self.export_model)
         files.save_png_requested.connect(self.save_png)
+        files.save_image_requested.connect(self.save_image)
         files.quit_requested.connect(self.close)
         files.failed.connect(self.show_error)
         files.saved.connect(self._set_status)
@@ -460,9 +461,25 @@ class MainWindow(QMainWindow):
         return self.files.save(path, self.plot.store.to_csv().encode("utf-8"), "results")
 
     def save_png(self, path: str | Path) -> bool:
-        ok = self.plot.save_png(str(path))
-        if not ok:
-            self.show_error(f"Could not save the plot to {path}.")
+        return self.save_image(path, "plot")
+
+    IMAGE_KINDS = ("plot", "plot@2x", "plot@4x", "plot-svg", "window")
+
+    def save_image(self, path: str | Path, what: str = "plot") -> bool:
+        """Save an image: ``plot`` (PNG at screen size), ``plot@2x`` / ``plot@4x`` (PNG drawn at that scale),
+        ``plot-svg`` (SVG) or ``window`` (the whole window as PNG)."""
+        if what not in self.IMAGE_KINDS:
+            raise ValueError(f"what must be one of {', '.join(self.IMAGE_KINDS)}, got {what!r}")
+        if what == "window":
+            ok = self.grab().save(str(path), "PNG")
+        elif what == "plot-svg":
+            ok = self.plot.save_image(str(path))
+        else:
+            ok = self.plot.save_image(str(path), {"plot": 1.0, "plot@2x": 2.0, "plot@4x": 4.0}[what])
+        if ok:
+            self._set_status(f"Saved the {'window' if what == 'window' else 'plot'} to {Path(path).name}.")
+        else:
+            self.show_error(f"Could not save the {'window' if what == 'window' else 'plot'} to {path}.")
         return ok
 
     def import_configuration(self, path: str | Path) -> bool:

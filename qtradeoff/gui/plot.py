@@ -587,7 +587,7 @@ class ParetoPlot(QWidget):
     def save_image(self, path: str | Path, scale: float = 1.0) -> bool:
         """Save both views (with legend and colour bars): SVG when ``path`` ends in .svg, else PNG at ``scale``
         times the on-screen size (pyqtgraph's exporters: the scene is redrawn at that size, not magnified)."""
-        from pyqtgraph.exporters import ImageExporter, SVGExporter
+        from pyqtgraph.exporters import ImageExporter
 
         self._dirty = True
         self.redraw()
@@ -595,7 +595,7 @@ class ParetoPlot(QWidget):
         scene_item = self.graphics.ci
         try:
             if path.lower().endswith(".svg"):
-                SVGExporter(scene_item).export(path)
+                self._save_svg(path)  # pyqtgraph's SVGExporter fails on empty items (pyqtgraph 0.14)
             else:
                 exporter = ImageExporter(scene_item)
                 width = max(1, int(round(scene_item.boundingRect().width() * scale)))
@@ -605,6 +605,25 @@ class ParetoPlot(QWidget):
         except Exception:  # noqa: BLE001 - an exporter failure is reported as "not saved"
             return False
         return Path(path).is_file() and Path(path).stat().st_size > 0
+
+    def _save_svg(self, path: str) -> None:
+        """Render the plot's scene as vector graphics through Qt's SVG generator."""
+        from PySide6.QtCore import QRectF, QSize
+        from PySide6.QtGui import QPainter
+        from PySide6.QtSvg import QSvgGenerator
+
+        view = self.graphics
+        source = view.mapToScene(view.viewport().rect()).boundingRect()
+        generator = QSvgGenerator()
+        generator.setFileName(path)
+        generator.setSize(QSize(int(source.width()), int(source.height())))
+        generator.setViewBox(QRectF(0, 0, source.width(), source.height()))
+        generator.setTitle("qtradeoff Pareto plot")
+        painter = QPainter(generator)
+        try:
+            view.scene().render(painter, QRectF(0, 0, source.width(), source.height()), source)
+        finally:
+            painter.end()
 
     def save_png(self, path: str) -> bool:
         return self.save_image(path, 1.0)

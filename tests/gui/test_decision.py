@@ -76,3 +76,26 @@ def test_the_answer_is_marked_listed_and_applied_undoably(make_window, fake_back
         window.load_sample()
     assert panel.answer is None and not panel.apply_answer_button.isEnabled() and plot.answer is None
     qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)
+
+
+def test_the_plot_and_the_window_save_as_png_at_a_scale_and_svg(make_window, fake_backend, qtbot, tmp_path):
+    from PySide6.QtGui import QImage
+
+    window = make_window(fake_backend)
+    _search(window, qtbot)
+    sizes = {}
+    for what in ("plot", "plot@2x"):
+        path = tmp_path / f"{what}.png"
+        assert window.save_image(path, what)
+        image = QImage(str(path))
+        assert not image.isNull()
+        sizes[what] = image.width()
+    assert abs(sizes["plot@2x"] - 2 * sizes["plot"]) <= 2  # drawn at twice the size, not the same pixels
+    svg = tmp_path / "plot.svg"
+    assert window.save_image(svg, "plot-svg")
+    text = svg.read_text(encoding="utf-8")
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
+    whole = tmp_path / "window.png"
+    assert window.save_image(whole, "window")
+    assert QImage(str(whole)).width() == window.width()
+    assert window.files.save_png_action.text() == "Save plot image…"
