@@ -57,7 +57,7 @@ def _summary(strategy: str, found: int, final: Any) -> str:
                  f" (drop {search.get('drop', 0.0):.2f} points)")
         if not search.get("feasible", True):
             text += " — the constraint could not be met; this is the closest found"
-        text += "."
+        text += ". It is the green diamond on the plot: Apply answer makes it the current configuration."
     return text
 
 
@@ -78,6 +78,7 @@ class ExplorePanel(QGroupBox):
     sensitivity_ready = Signal(object)  # dict: layer -> drop fraction (what LayerTableModel.set_sensitivity takes)
     running_changed = Signal(bool)
     message = Signal(str)
+    apply_answer_requested = Signal(object)  # the answer's CompressionConfig
 
     def __init__(self, service: EvaluationService, parent: QWidget | None = None) -> None:
         super().__init__("Explore", parent)
@@ -91,6 +92,7 @@ class ExplorePanel(QGroupBox):
         self._search_started_at: float | None = None
         self.points_found = 0
         self.last_message = ""
+        self.answer: Any = None  # the last search's answer (a Result), until a new model or data loads
 
         self.strategy = QComboBox()
         for key, label, tip in STRATEGY_CHOICES:
@@ -120,6 +122,10 @@ class ExplorePanel(QGroupBox):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Stop after the current evaluation; every point found so far is kept.")
         self.stop_button.setEnabled(False)
+        self.apply_answer_button = QPushButton("Apply answer")
+        self.apply_answer_button.setToolTip("Make the last search's answer (the green diamond on the plot) the "
+                                            "current configuration; Edit → Undo takes it back.")
+        self.apply_answer_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -140,6 +146,7 @@ class ExplorePanel(QGroupBox):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.apply_answer_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
@@ -149,6 +156,7 @@ class ExplorePanel(QGroupBox):
 
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
+        self.apply_answer_button.clicked.connect(self.apply_answer)
         service.search_found.connect(self._on_found)
         service.search_progress.connect(self._on_progress)
         service.search_sensitivity.connect(self.sensitivity_ready)
@@ -196,6 +204,22 @@ class ExplorePanel(QGroupBox):
         else:
             shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
             self.locks.setText(f"Locked: {shown} — searches leave {'it' if len(names) == 1 else 'them'} as set.")
+
+    def set_answer(self, result: Any) -> None:
+        """Remember a search's answer (None forgets it) and offer to apply it."""
+        self.answer = result
+        self.apply_answer_button.setEnabled(result is not None)
+
+    def forget_answer(self, *_args: Any) -> None:
+        self.set_answer(None)
+
+    @Slot()
+    def apply_answer(self) -> bool:
+        """Ask for the answer's configuration to become the edited one (the window applies it, undoably)."""
+        if self.answer is None:
+            return False
+        self.apply_answer_requested.emit(self.answer.config)
+        return True
 
     # -- actions ---------------------------------------------------------------------------------------------
     def options(self, context: dict) -> dict[str, Any]:
@@ -253,6 +277,7 @@ class ExplorePanel(QGroupBox):
         role = role_of(result)
         if role == "final":
             self._final = result
+            self.set_answer(result)
         self.result_found.emit(result, {"tag": "explore", "role": role, "strategy": self._strategy})
         self._on_progress(done, total, "search")
 
@@ -308,7 +333,24 @@ def attach_explore_panel(window: Any) -> ExplorePanel:
         return {"config": window.state.config, "seeds": seeds}
 
     panel.context_provider = context
-    panel.result_found.connect(window.plot.add_result)
+
+    def found(result: Any, meta: dict) -> None:
+        index = window.plot.add_result(result, meta)
+        if meta.get("role") == "final":
+            window.plot.set_answer(index)  # the green diamond, and "ANSWER" in the results table
+        window.results.sync()
+
+    def apply_answer(config: Any) -> None:
+        # a point is how layers are compressed; which layers are locked stays the user's current choice
+        window.apply_config(config.with_locked(window.state.config.locked), "Apply the search answer")
+        window.statusBar().showMessage("Applied the search answer (Edit → Undo takes it back).", 10000)
+
+    panel.result_found.connect(found)
+    panel.apply_answer_requested.connect(apply_answer)
+    window.service.model_loaded.connect(panel.forget_answer)  # the answer belongs to the model and data it was
+    window.service.data_loaded.connect(panel.forget_answer)  # searched on
+    # the searches measure on the whole evaluation split: the edits and the plot follow them there
+    panel.running_changed.connect(lambda running: running and window.follow_search())
     panel.sensitivity_ready.connect(window.table_model.set_sensitivity)
     panel.message.connect(lambda text: window.statusBar().showMessage(text, 10000))
     left = getattr(window, "left_layout", None) or window.main_splitter.widget(0).layout()

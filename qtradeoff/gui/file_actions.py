@@ -138,6 +138,7 @@ class FileActions(QObject):
     export_csv_requested = Signal(str)
     export_model_requested = Signal(str, str)  # path, export format
     save_png_requested = Signal(str)
+    save_image_requested = Signal(str, str)  # path, what (a value of IMAGE_FILTERS)
     quit_requested = Signal()
     failed = Signal(str)  # one sentence for the message bar
     saved = Signal(str)  # one sentence for the status bar
@@ -183,9 +184,8 @@ class FileActions(QObject):
                                                              "qtradeoff-results.csv", "CSV (*.csv)"),
             None, "Save every evaluated configuration and its metrics as CSV.")
         self.save_png_action = add(
-            "Save plot as PNG…", lambda: self._ask_save(self.save_png_requested.emit, "Save plot as PNG",
-                                                        "qtradeoff-plot.png", "PNG (*.png)"),
-            None, "Save an image of the Pareto plot.")
+            "Save plot image…", self._ask_save_image, None,
+            "Save the Pareto plot as PNG (1×, 2× or 4× the screen size) or SVG, or the whole window as PNG.")
         menu.addSeparator()
         self.menu = menu
         self.quit_action = add("Quit", self.quit_requested, QKeySequence.Quit, "Close qtradeoff.")
@@ -315,6 +315,24 @@ class FileActions(QObject):
         if path:
             self._remember_dir(path)
             request(path)
+
+    # the images "Save plot image…" offers: filter text -> what MainWindow.save_image draws
+    IMAGE_FILTERS = {"Plot, PNG at screen size (*.png)": "plot", "Plot, PNG at 2× (*.png)": "plot@2x",
+                     "Plot, PNG at 4× (*.png)": "plot@4x", "Plot, SVG (*.svg)": "plot-svg",
+                     "Whole window, PNG (*.png)": "window"}
+
+    def _ask_save_image(self) -> None:
+        path, chosen = QFileDialog.getSaveFileName(self._window, "Save plot image",
+                                                   str(Path(self.last_dir()) / "qtradeoff-plot.png"),
+                                                   ";;".join(self.IMAGE_FILTERS))
+        if path:
+            self._remember_dir(path)
+            what = self.IMAGE_FILTERS.get(chosen, "plot")
+            if path.lower().endswith(".svg"):
+                what = "plot-svg"  # the suffix typed wins
+            elif what == "plot-svg":
+                path += ".svg"
+            self.save_image_requested.emit(path, what)
 
     # the export formats the dialog offers: filter text -> format name (file suffix decides when typed)
     MODEL_EXPORT_FILTERS = {"torch-int8: TorchScript int8 (*.pt)": "torch-int8",

@@ -172,6 +172,7 @@ class MainWindow(QMainWindow):
         files.export_csv_requested.connect(self.export_csv)
         files.export_model_requested.connect(self.export_model)
         files.save_png_requested.connect(self.save_png)
+        files.save_image_requested.connect(self.save_image)
         files.quit_requested.connect(self.close)
         files.failed.connect(self.show_error)
         files.saved.connect(self._set_status)
@@ -211,6 +212,7 @@ class MainWindow(QMainWindow):
         self.controls.set_model_facts(summary.sparsity_curve, summary.eval_samples_total)
         self.controls.set_subset_hints(None)  # the new model's proposal follows its baseline
         self.controls.set_eval_size(self.eval_size)
+        self.plot.set_work_samples(self.eval_size)
         self.controls.set_baseline_accuracy(None)
         self.state.blockSignals(True)
         self.state.set(config)
@@ -240,6 +242,7 @@ class MainWindow(QMainWindow):
         self.controls.set_subset_hints(None)
         self.eval_size = min(DEFAULT_EVAL_SIZE, total) or total
         self.controls.set_eval_size(self.eval_size)
+        self.plot.set_work_samples(self.eval_size)
         self.model_panel.show_data(info.get("name"), total, info.get("calib_samples"))
         self._set_status(f"Loaded data {info.get('name')}; evaluating the fp32 baseline…")
         self.data_path = self._requested_data
@@ -307,8 +310,27 @@ class MainWindow(QMainWindow):
 
     def current_result(self) -> Any:
         """The latest result of the edited configuration, or None while it has not been evaluated."""
-        index = self.plot.store.find(point_key(self.state.config))
-        return None if index is None else self.plot.store.results[index]
+        store, key = self.plot.store, point_key(self.state.config)
+        index = store.lookup(key, self.eval_size)  # on the subset the work is measured on, if it has been
+        index = store.find(key) if index is None else index
+        return None if index is None else store.results[index]
+
+    def follow_search(self, samples: int | None = None) -> None:
+        """A search starts: edits move to the search's subset (``samples``, default the whole evaluation split)
+        so that its points and the edits' are comparable, the plot shows that set, and the fp32 baseline and the
+        current configuration are evaluated on it if they are not yet."""
+        if self.summary is None:
+            return
+        samples = int(samples or self.summary.eval_samples_total)
+        if samples <= 0:
+            return
+        if samples != self.eval_size:
+            self.eval_size = samples
+            self.controls.set_eval_size(samples)
+        self.plot.set_work_samples(samples)
+        self._request_baseline()
+        if point_key(self.state.config) != point_key(cfg.CompressionConfig(model=self.state.config.model)):
+            self.request_evaluation()  # (fp32 itself is the baseline just asked for: the newest request would win)
 
     @Slot(str, str)
     def _on_failed(self, kind: str, message: str) -> None:
@@ -342,6 +364,7 @@ class MainWindow(QMainWindow):
     def _on_control_edited(self, field: str, value: Any, merge_key: str) -> None:
         if field == "eval_size":
             self.eval_size = int(value)
+            self.plot.set_work_samples(self.eval_size)  # the plot shows the set the work is measured on
             self._request_baseline()
             self.request_evaluation()
             return
@@ -446,9 +469,25 @@ class MainWindow(QMainWindow):
         return self.files.save(path, self.plot.store.to_csv().encode("utf-8"), "results")
 
     def save_png(self, path: str | Path) -> bool:
-        ok = self.plot.save_png(str(path))
-        if not ok:
-            self.show_error(f"Could not save the plot to {path}.")
+        return self.save_image(path, "plot")
+
+    IMAGE_KINDS = ("plot", "plot@2x", "plot@4x", "plot-svg", "window")
+
+    def save_image(self, path: str | Path, what: str = "plot") -> bool:
+        """Save an image: ``plot`` (PNG at screen size), ``plot@2x`` / ``plot@4x`` (PNG drawn at that scale),
+        ``plot-svg`` (SVG) or ``window`` (the whole window as PNG)."""
+        if what not in self.IMAGE_KINDS:
+            raise ValueError(f"what must be one of {', '.join(self.IMAGE_KINDS)}, got {what!r}")
+        if what == "window":
+            ok = self.grab().save(str(path), "PNG")
+        elif what == "plot-svg":
+            ok = self.plot.save_image(str(path))
+        else:
+            ok = self.plot.save_image(str(path), {"plot": 1.0, "plot@2x": 2.0, "plot@4x": 4.0}[what])
+        if ok:
+            self._set_status(f"Saved the {'window' if what == 'window' else 'plot'} to {Path(path).name}.")
+        else:
+            self.show_error(f"Could not save the {'window' if what == 'window' else 'plot'} to {path}.")
         return ok
 
     def import_configuration(self, path: str | Path) -> bool:

@@ -1,25 +1,41 @@
 """The live Pareto plot: every evaluated configuration as a point in two y-linked views (accuracy–latency and
-accuracy–memory, the third objective as colour), the frontier of each view, the fp32 baseline and the current
-configuration. Results are kept in NumPy arrays and redrawn at most 15 times a second with one setData per item.
+accuracy–memory, the third objective as colour with a colour bar), the frontier of each view, the fp32 baseline,
+the current configuration and a search's answer.
+
+Points of one evaluation set are shown at a time (a selector appears once there are two); the others are greyed and
+never take part in a frontier. With a measured latency source, points that only have an estimate are drawn apart
+and left off the latency frontier. Results are kept in NumPy columns (:mod:`qtradeoff.gui.plot_data`) and redrawn at
+most 15 times a second: points go into a few styled groups (one brush each, no per-point brushes), and above
+:data:`~qtradeoff.gui.plot_data.DECIMATE_ABOVE` points a view draws at most one point per 3-pixel cell (the
+frontier and the marked points are always drawn).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from qtradeoff.core.measurement.pareto import pareto_front_2d
 from qtradeoff.core.precision import is_integer, label
 from qtradeoff.gui.formatting import format_bytes, latency_text
+from qtradeoff.gui.plot_data import (
+    DECIMATE_ABOVE,
+    LATENCY_SOURCES,
+    PointStore,
+    decimate,
+    frontier_2d,
+    frontier_3d,
+    latency_source,
+    point_key,
+)
+
+__all__ = ["LATENCY_SOURCES", "EMPTY_HINT", "ParetoPlot", "PointStore", "describe_config", "point_key"]
 
 REDRAW_INTERVAL_MS = 66  # ~15 Hz
 N_COLOURS = 16
@@ -28,114 +44,9 @@ N_COLOURS = 16
 # headroom a new point usually lands inside the range and the repaint is the points' alone.
 HEADROOM = 0.15  # of the data's span, added above and to the right when the range has to grow
 _REFIT = (math.nan, math.nan, math.nan)  # a followed range that nothing fits: set on the next redraw
-
-
-def point_key(config: Any) -> str:
-    """What identifies a point: the configuration's key without its locked layers. Locks steer searches, not
-    what a configuration measures, so locking a layer neither adds a point nor re-evaluates one."""
-    return config.with_locked(()).key() if config.locked else config.key()
-
-
-def _point_key(result: Any) -> str:
-    config = getattr(result, "config", None)
-    key = point_key(config) if config is not None and config.locked else result.config_key
-    # a recovered point is the same configuration with other weights: a point of its own beside the original
-    recovered = (getattr(result, "provenance", None) or {}).get("recovered")
-    return f"{key}+recovered:{recovered.get('file', '')}" if isinstance(recovered, dict) else key
-
-
-@dataclass
-class PointStore:
-    """All evaluated configurations and their metrics, one row per (configuration, subset size)."""
-
-    results: list[Any] = field(default_factory=list)
-    meta: list[dict] = field(default_factory=list)
-    accuracy: np.ndarray = field(default_factory=lambda: np.empty(0))  # percent
-    ci_low: np.ndarray = field(default_factory=lambda: np.empty(0))
-    ci_high: np.ndarray = field(default_factory=lambda: np.empty(0))
-    latency_measured: np.ndarray = field(default_factory=lambda: np.empty(0))  # ms, NaN when not measured
-    latency_estimated: np.ndarray = field(default_factory=lambda: np.empty(0))  # ms
-    memory: np.ndarray = field(default_factory=lambda: np.empty(0))  # weight bytes
-    baseline: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
-    _keys: list[str] = field(default_factory=list)  # point_key of each row
-    _index: dict[tuple[str, int], int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def find(self, key: str) -> int | None:
-        """Index of the latest point evaluated for a :func:`point_key` (a config's key when it locks nothing)."""
-        for i in range(len(self._keys) - 1, -1, -1):
-            if self._keys[i] == key:
-                return i
-        return None
-
-    def lookup(self, key: str, eval_samples: int) -> int | None:
-        return self._index.get((key, eval_samples))
-
-    def add(self, result: Any, meta: dict) -> int:
-        """Add a result; one evaluated again on the same subset (e.g. now measured) replaces its old point."""
-        accuracy = result.accuracy if result.accuracy is not None else result.agreement
-        ci = result.accuracy_ci95 if result.accuracy is not None else result.agreement_ci95
-        ci = ci or (accuracy, accuracy)
-        measured = result.latency_ms(1, measured=True)
-        estimated = result.latency_ms(1, measured=False)
-        if estimated is None:
-            estimated = measured
-        row = (100.0 * accuracy, 100.0 * ci[0], 100.0 * ci[1],
-               math.nan if measured is None else float(measured),
-               math.nan if estimated is None else float(estimated), float(result.weight_bytes),
-               meta.get("tag") == "baseline")
-        key = (_point_key(result), int(result.eval_samples))
-        index = self._index.get(key)
-        if index is not None:
-            old = self.results[index]
-            if math.isnan(row[3]) and old.latency_ms(1, measured=True) is not None:
-                return index  # keep the measured point: an estimate never replaces a measurement
-            self.results[index] = result
-            self.meta[index] = meta
-            for array, value in zip(self._arrays(), row, strict=True):
-                array[index] = value
-            return index
-        self.results.append(result)
-        self.meta.append(meta)
-        self._keys.append(key[0])
-        (self.accuracy, self.ci_low, self.ci_high, self.latency_measured, self.latency_estimated, self.memory,
-         self.baseline) = (np.append(a, v) for a, v in zip(self._arrays(), row, strict=True))
-        self._index[key] = len(self.results) - 1
-        return len(self.results) - 1
-
-    def _arrays(self) -> tuple[np.ndarray, ...]:
-        return (self.accuracy, self.ci_low, self.ci_high, self.latency_measured, self.latency_estimated,
-                self.memory, self.baseline)
-
-    def latency(self, prefer_measured: bool) -> tuple[np.ndarray, np.ndarray]:
-        """x values in ms and whether each one is a measurement."""
-        measured = ~np.isnan(self.latency_measured)
-        if prefer_measured:
-            return np.where(measured, self.latency_measured, self.latency_estimated), measured
-        return self.latency_estimated.copy(), np.zeros(len(self), dtype=bool)
-
-    def to_csv(self) -> str:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["config_key", "tag", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high", "agreement",
-                         "sqnr_db", "eval_samples", "weight_bytes", "fp32_weight_bytes", "peak_activation_bytes",
-                         "latency_ms_measured", "latency_ms_estimated", "weight_precision", "activation_precision",
-                         "layer_overrides", "config_json"])
-        import json
-
-        for result, meta in zip(self.results, self.meta, strict=True):
-            ci = result.accuracy_ci95 or (None, None)
-            config = result.config
-            writer.writerow([
-                result.config_key, meta.get("tag", ""), result.accuracy, ci[0], ci[1], result.agreement,
-                result.sqnr_db, result.eval_samples, result.weight_bytes, result.fp32_weight_bytes,
-                result.peak_activation_bytes, result.latency_ms(1, measured=True),
-                result.latency_ms(1, measured=False), config.weight.precision, config.activation.precision,
-                len(config.overrides()), json.dumps(config.to_dict(), sort_keys=True),
-            ])
-        return out.getvalue()
+ANSWER_BRUSH = (40, 170, 70)
+OTHERS_BRUSH = (190, 190, 190, 110)
+FRONT_PEN = (220, 60, 40)
 
 
 def describe_config(config: Any) -> str:
@@ -160,8 +71,24 @@ def describe_config(config: Any) -> str:
 EMPTY_HINT = "No results yet: drop a model file on the window (or File → Open model…); Help → Quick start."
 
 
+def _log_ticks(low: float, high: float, unit: float, suffix: str) -> list[tuple[float, str]]:
+    """Ticks for a colour bar whose axis runs over log10 values ``low``..``high``: round numbers of ``unit`` (1-2-5
+    steps, at most 6), labelled in ``suffix``."""
+    low_u, high_u = low - math.log10(unit), high - math.log10(unit)
+    values = [m * 10.0 ** e for e in range(math.floor(low_u) - 1, math.ceil(high_u) + 1) for m in (1, 2, 5)]
+    inside = [v for v in values if low_u - 1e-9 <= math.log10(v) <= high_u + 1e-9]
+    if len(inside) > 6:
+        inside = [v for v in inside if f"{v:.0e}".startswith("1")] or inside[::2]
+    if len(inside) > 6:
+        inside = inside[::2]
+    if len(inside) < 2:
+        inside = [10.0 ** low_u, 10.0 ** high_u]
+    return [(math.log10(v * unit), f"{v:.3g} {suffix}") for v in inside]
+
+
 class ParetoPlot(QWidget):
-    """Two linked scatter views of every result, with frontiers, the baseline and the current configuration."""
+    """Two linked scatter views of one evaluation set's results, with frontiers, the baseline, the current
+    configuration and a search's answer."""
 
     point_clicked = Signal(int)  # index into ``store``
 
@@ -170,79 +97,133 @@ class ParetoPlot(QWidget):
         self.store = PointStore()
         self.current_key: str | None = None
         self.highlighted: tuple[int, ...] = ()  # rows selected in the results table, outlined in blue
+        self.answer: int | None = None  # store row of the last search's answer
         # Estimates by default: every point has one, so the frontier compares like with like.
-        self.prefer_measured = False
+        self.latency_source = "estimated"
+        self.three_objective = False
+        self.eval_set_choice: int | None = None  # the set the user picked; None: the set of the current work
+        self.work_samples: int | None = None  # the subset size edits are measured on (the window says)
         self._dirty = False
         self._memory_unit = (1024.0, "KiB")
+        self._set_labels: tuple[str, ...] = ()
         self.redraw_count = 0
+        self.drawn: dict[str, int] = {}  # points drawn per view in the last redraw (after decimation)
+        self.decimate_above = DECIMATE_ABOVE  # points in a view above which one point per 3-px cell is drawn
+        self._fronts_cache: tuple[Any, dict[str, np.ndarray]] | None = None
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("w")
         self.graphics.setToolTip("")
         self.latency_view = self.graphics.addPlot(row=0, col=0)
-        self.memory_view = self.graphics.addPlot(row=0, col=1)
+        self.memory_view = self.graphics.addPlot(row=0, col=2)
         self.memory_view.setYLink(self.latency_view)
-        cmap = pg.colormap.get("viridis")
-        self._brushes = [QBrush(QColor(*cmap.map(i / (N_COLOURS - 1), mode="byte"))) for i in range(N_COLOURS)]
+        self.cmap = pg.colormap.get("viridis")
+        self._brushes = [QBrush(QColor(*self.cmap.map(i / (N_COLOURS - 1), mode="byte"))) for i in range(N_COLOURS)]
         self._items: dict[str, dict[str, Any]] = {}
         # (x max, y low, y high) each view was last given while it follows the data; None once the user pans or
         # zooms it (pyqtgraph's "A" button gives it back to auto-range)
         self._follow: dict[str, tuple[float, float, float] | None] = {}
+        point_pen = pg.mkPen((40, 40, 40, 160))
         for name, view in (("latency", self.latency_view), ("memory", self.memory_view)):
             view.showGrid(x=True, y=True, alpha=0.25)
             view.disableAutoRange()
             self._follow[name] = _REFIT
-            view.getViewBox().sigRangeChangedManually.connect(lambda *_args, name=name: self._release(name))
+            box = view.getViewBox()
+            box.sigRangeChangedManually.connect(lambda *_args, name=name: self._release(name))
+            box.sigRangeChanged.connect(self._range_changed)
             view.setLimits(xMin=0)  # latency and bytes are never negative; 0 in view shows the compression ratio
             view.setLabel("left", "Accuracy (%)")
             for side in ("left", "bottom"):
                 view.getAxis(side).enableAutoSIPrefix(False)  # the units are in the labels already
             errors = pg.ErrorBarItem(x=np.empty(0), y=np.empty(0), height=np.empty(0), beam=0.0,
                                      pen=pg.mkPen((120, 120, 120, 70), width=1))
-            frontier = pg.PlotDataItem(pen=pg.mkPen((220, 60, 40), width=2))
-            points = pg.ScatterPlotItem(size=11, pen=pg.mkPen((40, 40, 40, 160)), hoverable=True,
-                                        hoverPen=pg.mkPen((0, 0, 0), width=2), tip=self._tip)
+            frontier = pg.PlotDataItem(pen=pg.mkPen(FRONT_PEN, width=2))
+            others = pg.ScatterPlotItem(size=7, symbol="o", pen=None, brush=pg.mkBrush(*OTHERS_BRUSH),
+                                        hoverable=True, tip=self._tip)
+            # one group per colour: a single brush per item keeps pyqtgraph on its fast path
+            groups = [pg.ScatterPlotItem(size=11, pen=point_pen, brush=brush, hoverable=True,
+                                         hoverPen=pg.mkPen((0, 0, 0), width=2), tip=self._tip)
+                      for brush in self._brushes]
+            estimates = pg.ScatterPlotItem(size=10, symbol="t", brush=QBrush(), hoverable=True, tip=self._tip,
+                                           pen=pg.mkPen((110, 110, 110), width=1.2))
+            rings = pg.ScatterPlotItem(size=17, symbol="o", brush=QBrush(), pen=pg.mkPen(FRONT_PEN, width=2))
             baseline = pg.ScatterPlotItem(size=22, symbol="star", brush=pg.mkBrush(255, 200, 0),
-                                          pen=pg.mkPen((90, 60, 0), width=1.5))
+                                          pen=pg.mkPen((90, 60, 0), width=1.5), tip=self._tip, hoverable=True)
+            answer = pg.ScatterPlotItem(size=20, symbol="d", brush=pg.mkBrush(*ANSWER_BRUSH),
+                                        pen=pg.mkPen((0, 70, 20), width=1.5), tip=self._tip, hoverable=True)
             current = pg.ScatterPlotItem(size=24, symbol="o", brush=QBrush(), pen=pg.mkPen((220, 0, 120), width=3))
             selected = pg.ScatterPlotItem(size=18, symbol="s", brush=QBrush(), pen=pg.mkPen((0, 120, 255), width=2.5))
             # An invisible point at x = 0 keeps zero in the auto-range: without it, points that differ by 0.01 %
             # fill the whole axis and a negligible difference looks like a large one.
             origin = pg.ScatterPlotItem(size=1, pen=None, brush=QBrush())
-            for item in (origin, errors, frontier, points, baseline, current, selected):
+            for item in (origin, others, errors, frontier, *groups, estimates, rings, baseline, answer, current,
+                         selected):
                 view.addItem(item)
-            points.sigClicked.connect(self._clicked)
-            self._items[name] = {"origin": origin, "errors": errors, "frontier": frontier, "points": points,
-                                 "baseline": baseline, "current": current, "selected": selected}
+            # every item drawn over a point passes a click on (the one on top takes it), with the point's row
+            for item in (others, *groups, estimates, rings, baseline, answer, current, selected):
+                item.sigClicked.connect(self._clicked)
+            self._items[name] = {"origin": origin, "errors": errors, "frontier": frontier, "others": others,
+                                 "groups": groups, "estimates": estimates, "rings": rings, "baseline": baseline,
+                                 "answer": answer, "current": current, "selected": selected}
+        # colour bars: the latency view is coloured by memory, the memory view by latency (log scales)
+        self.colour_bars: dict[str, Any] = {}
+        for name, col, text in (("memory", 1, "memory"), ("latency", 3, "latency")):
+            bar = pg.ColorBarItem(values=(0.0, 1.0), width=10, colorMap=self.cmap, interactive=False,
+                                  colorMapMenu=False)
+            bar.axis.setWidth(52)
+            bar.setToolTip(f"Colour of the points beside it: {text} (log scale, dark = small)")
+            self.graphics.addItem(bar, row=0, col=col)
+            self.colour_bars[name] = bar
         self.latency_view.setLabel("bottom", "Latency, batch 1 (ms)")
         self.memory_view.setLabel("bottom", "Weight memory (KiB)")
-        self.latency_view.setTitle("Accuracy vs latency · colour: memory (dark = small)",
-                                   size="9pt", color=(60, 60, 60))
-        self.memory_view.setTitle("Accuracy vs memory · colour: latency (dark = fast)",
-                                  size="9pt", color=(60, 60, 60))
+        self.latency_view.setTitle("Accuracy vs latency · colour: memory", size="9pt", color=(60, 60, 60))
+        self.memory_view.setTitle("Accuracy vs memory · colour: latency", size="9pt", color=(60, 60, 60))
         # The legend sits in its own row under both views so it never hides a point.
-        legend = pg.LegendItem(colCount=5, labelTextSize="8pt", labelTextColor=(60, 60, 60))
-        self.graphics.addItem(legend, row=1, col=0, colspan=2)
+        legend = pg.LegendItem(colCount=4, labelTextSize="8pt", labelTextColor=(60, 60, 60))
+        self.graphics.addItem(legend, row=1, col=0, colspan=4)
         legend.addItem(pg.ScatterPlotItem(symbol="o", brush=self._brushes[8], pen=pg.mkPen("k")), "measured latency")
         legend.addItem(pg.ScatterPlotItem(symbol="t", brush=self._brushes[8], pen=pg.mkPen("k")),
                        "estimated latency")
+        legend.addItem(pg.ScatterPlotItem(symbol="o", brush=pg.mkBrush(*OTHERS_BRUSH), pen=None),
+                       "other evaluation set")
         legend.addItem(pg.ScatterPlotItem(symbol="star", brush=pg.mkBrush(255, 200, 0), pen=pg.mkPen("k")),
                        "fp32 baseline")
-        legend.addItem(pg.PlotDataItem(pen=pg.mkPen((220, 60, 40), width=2)), "Pareto frontier")
+        legend.addItem(pg.PlotDataItem(pen=pg.mkPen(FRONT_PEN, width=2)), "Pareto frontier")
+        legend.addItem(pg.ScatterPlotItem(symbol="o", brush=QBrush(), pen=pg.mkPen(FRONT_PEN, width=2)),
+                       "frontier member")
+        legend.addItem(pg.ScatterPlotItem(symbol="d", brush=pg.mkBrush(*ANSWER_BRUSH), pen=pg.mkPen("k")),
+                       "search answer")
         legend.addItem(pg.ScatterPlotItem(symbol="o", brush=QBrush(), pen=pg.mkPen((220, 0, 120), width=3)),
                        "current configuration")
+        self.legend = legend
         self.graphics.ci.layout.setRowStretchFactor(0, 10)
 
+        self.set_switch = QComboBox()
+        self.set_switch.setToolTip("Points measured on other samples are not comparable: the plot and its frontiers "
+                                   "show one evaluation set at a time, the others greyed.")
+        self.set_switch.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        self.set_switch.activated.connect(self._choose_set)
+        self.set_switch.hide()  # until there are two sets
         self.latency_switch = QComboBox()
-        self.latency_switch.addItems(["Estimated latency for every point", "Measured latency where available"])
+        for source in LATENCY_SOURCES:
+            self.latency_switch.addItem(source.label, source.key)
         self.latency_switch.setToolTip(
-            "Plot measured latency where a point was timed on real kernels, or the roofline estimate for all points.")
+            "Plot the roofline estimate for every point, or the latency measured on a runtime where a point was "
+            "timed there; points with only an estimate are then drawn as hollow triangles and left off the "
+            "latency frontier (measured and estimated latencies never share a frontier).")
         self.latency_switch.currentIndexChanged.connect(self._switch_latency)
+        self.three_box = QCheckBox("3-objective frontier")
+        self.three_box.setToolTip("Ring the configurations no other beats on accuracy, latency and memory at once "
+                                  "(instead of each view's own 2-D frontier).")
+        self.three_box.toggled.connect(self.set_three_objective)
         self.summary = QLabel(EMPTY_HINT)
         self.summary.setToolTip("How many configurations were evaluated and how many are on a frontier.")
+        self.summary.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # long text never widens the window
         top = QHBoxLayout()
         top.addWidget(self.summary, 1)
+        top.addWidget(self.set_switch)
         top.addWidget(self.latency_switch)
+        top.addWidget(self.three_box)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
@@ -261,6 +242,8 @@ class ParetoPlot(QWidget):
     def clear(self) -> None:
         self.store = PointStore()
         self.highlighted = ()
+        self.answer = None
+        self.eval_set_choice = None
         for name in self._follow:  # a new model's points: fit the views to them afresh
             self._follow[name] = _REFIT
         self._schedule()
@@ -270,6 +253,15 @@ class ParetoPlot(QWidget):
         self.highlighted = tuple(int(i) for i in indices if 0 <= int(i) < len(self.store))
         self._schedule()
 
+    def set_answer(self, index: int | None) -> None:
+        """Mark a search's answer (a store row; None forgets it). Its meta says so, for the results table."""
+        if self.answer is not None and self.answer < len(self.store):
+            self.store.meta[self.answer].pop("answer", None)
+        self.answer = index if index is not None and 0 <= index < len(self.store) else None
+        if self.answer is not None:
+            self.store.meta[self.answer]["answer"] = True
+        self._schedule()
+
     def _release(self, name: str) -> None:
         self._follow[name] = None
 
@@ -277,11 +269,67 @@ class ParetoPlot(QWidget):
         self.current_key = config_key
         self._schedule()
 
+    # -- what is shown -------------------------------------------------------------------------------------------
+    @property
+    def prefer_measured(self) -> bool:
+        return latency_source(self.latency_source).measured
+
+    def set_latency_source(self, key: str) -> None:
+        """Plot latency from this source (a key of LATENCY_SOURCES)."""
+        latency_source(key)  # validates
+        index = self.latency_switch.findData(key)
+        if self.latency_switch.currentIndex() != index:
+            self.latency_switch.setCurrentIndex(index)  # calls back into _switch_latency
+        elif self.latency_source != key:
+            self._switch_latency(index)
+
     def _switch_latency(self, index: int) -> None:
-        self.prefer_measured = index == 1
+        self.latency_source = str(self.latency_switch.itemData(index))
         if self._follow["latency"] is not None:
             self._follow["latency"] = _REFIT  # other x values
         self._schedule()
+
+    def set_three_objective(self, on: bool) -> None:
+        self.three_objective = bool(on)
+        if self.three_box.isChecked() != self.three_objective:
+            self.three_box.setChecked(self.three_objective)
+        self._schedule()
+
+    def set_work_samples(self, samples: int | None) -> None:
+        """The subset size the current work is measured on: the plot shows that evaluation set (the user's own
+        choice in the selector lasts until the work moves to another subset)."""
+        self.work_samples = None if samples is None else int(samples)
+        self.eval_set_choice = None
+        self._refit()
+        self._schedule()
+
+    def show_eval_set(self, index: int | None) -> None:
+        """Show evaluation set ``index`` of ``store.eval_sets`` (None: the set of the current work)."""
+        self.eval_set_choice = index
+        self._refit()
+        self._schedule()
+
+    def _choose_set(self, combo_index: int) -> None:
+        self.show_eval_set(int(self.set_switch.itemData(combo_index)))
+
+    def _refit(self) -> None:
+        for name in self._follow:
+            if self._follow[name] is not None:
+                self._follow[name] = _REFIT
+
+    def shown_set(self) -> int | None:
+        """Index of the evaluation set the plot shows: the user's choice, else the latest set of the current
+        work's subset size, else the latest point's set."""
+        sets = self.store.eval_sets
+        if not sets:
+            return None
+        if self.eval_set_choice is not None and 0 <= self.eval_set_choice < len(sets):
+            return self.eval_set_choice
+        if self.work_samples is not None:
+            matching = [i for i, s in enumerate(sets) if s.samples == self.work_samples]
+            if matching:
+                return matching[-1]
+        return int(self.store.eval_set[-1]) if len(self.store) else len(sets) - 1
 
     def _schedule(self) -> None:
         # The timer runs only while there is something to draw, so an idle window holds no active timer.
@@ -289,19 +337,45 @@ class ParetoPlot(QWidget):
         if not self._timer.isActive():
             self._timer.start()
 
+    def _range_changed(self, *_args: Any) -> None:
+        if len(self.store) > self.decimate_above:
+            self._schedule()  # which points a cell keeps depends on the range
+
     def stop(self) -> None:
         self._timer.stop()
 
-    # -- drawing -------------------------------------------------------------------------------------------------
-    def frontier_indices(self, view: str) -> list[int]:
-        store = self.store
-        if not len(store):
-            return []
-        x = store.latency(self.prefer_measured)[0] if view == "latency" else store.memory
-        finite = np.flatnonzero(np.isfinite(x))
-        front = pareto_front_2d([(x[i], store.accuracy[i]) for i in finite], maximize=(False, True))
-        return [int(finite[i]) for i in front]
+    # -- frontiers -----------------------------------------------------------------------------------------------
+    def _rows(self) -> np.ndarray:
+        shown = self.shown_set()
+        if shown is None:
+            return np.empty(0, dtype=np.int64)
+        return np.flatnonzero(self.store.eval_set == shown)
 
+    def _fronts(self, rows: np.ndarray, latency: np.ndarray, measured: np.ndarray) -> dict[str, np.ndarray]:
+        store = self.store
+        key = (id(store), store.version, len(store), self.latency_source, self.shown_set(), self.three_objective)
+        if self._fronts_cache is not None and self._fronts_cache[0] == key:
+            return self._fronts_cache[1]  # a redraw for a selection, the current point or a zoom
+        timed = rows[measured[rows]] if self.prefer_measured else rows
+        timed = timed[np.isfinite(latency[timed])]
+        if self.three_objective:
+            joint = frontier_3d(timed, latency, store.memory, store.accuracy)
+            fronts = {"latency": joint, "memory": joint}
+        else:
+            fronts = {"latency": frontier_2d(timed, latency, store.accuracy),
+                      "memory": frontier_2d(rows, store.memory, store.accuracy)}
+        self._fronts_cache = (key, fronts)
+        return fronts
+
+    def frontier_indices(self, view: str) -> list[int]:
+        """Store rows on ``view``'s frontier ("latency" or "memory"; the joint set when the 3-objective frontier is
+        on), among the shown evaluation set's points only."""
+        if not len(self.store):
+            return []
+        latency, measured = self.store.latency(self.latency_source)
+        return [int(i) for i in self._fronts(self._rows(), latency, measured)[view]]
+
+    # -- drawing -------------------------------------------------------------------------------------------------
     def redraw(self) -> None:
         if not self._dirty:
             self._timer.stop()
@@ -310,9 +384,13 @@ class ParetoPlot(QWidget):
         self.redraw_count += 1
         store = self.store
         n = len(store)
-        latency, measured = store.latency(self.prefer_measured)
+        self._sync_set_switch()
+        latency, measured = store.latency(self.latency_source)
+        accuracy = store.accuracy
         memory = store.memory
-        max_memory = float(memory.max()) if n else 0.0
+        rows = self._rows()
+        others = np.flatnonzero(store.eval_set != self.shown_set()) if n else rows
+        max_memory = float(memory[rows].max()) if len(rows) else 0.0
         unit = (1024.0 * 1024.0, "MiB") if max_memory >= 4 << 20 else (1024.0, "KiB")
         if unit != self._memory_unit:  # only then: a new label re-lays out and repaints the axis
             if self._follow["memory"] is not None:
@@ -320,36 +398,132 @@ class ParetoPlot(QWidget):
             self._memory_unit = unit
             self.memory_view.setLabel("bottom", f"Weight memory ({unit[1]})")
         memory_x = memory / self._memory_unit[0]
-        symbols = np.where(measured, "o", "t").tolist()
-        current = store.find(self.current_key) if self.current_key else None
-        fronts = {}
+        fronts = self._fronts(rows, latency, measured)
+        if self.prefer_measured:
+            main, estimates = rows[measured[rows]], rows[~measured[rows]]
+        else:
+            main, estimates = rows, rows[:0]
+        current = store.find(self.current_key, self.shown_set()) if self.current_key else None
+        answer = self.answer
+        if answer is not None and not (answer < n and store.eval_set[answer] == self.shown_set()):
+            answer = None
+        symbol = "o" if self.prefer_measured else "t"
         for name, x, colour_by in (("latency", latency, memory), ("memory", memory_x, latency)):
             items = self._items[name]
-            items["origin"].setData(x=[0.0] if n else [], y=[float(np.nanmax(store.accuracy))] if n else [])
-            items["points"].setData(x=x, y=store.accuracy, data=np.arange(n), symbol=symbols,
-                                    brush=self._colour(colour_by))
-            items["errors"].setData(x=x, y=(store.ci_high + store.ci_low) / 2,
-                                    height=store.ci_high - store.ci_low)
-            front = self.frontier_indices(name)
-            fronts[name] = front
-            order = sorted(front, key=lambda i, x=x: (x[i], store.accuracy[i]))
-            items["frontier"].setData(*self._staircase(x[order], store.accuracy[order]))
-            base = np.flatnonzero(store.baseline)
-            items["baseline"].setData(x=x[base], y=store.accuracy[base], data=base)
+            box = self.latency_view.getViewBox() if name == "latency" else self.memory_view.getViewBox()
+            (vx0, vx1), (vy0, vy1) = box.viewRange()
+            bounds, pixels = (vx0, vy0, vx1, vy1), (box.width(), box.height())
+            above = self.decimate_above
+            drawn_main = decimate(main, x, accuracy, bounds, pixels, above=above)
+            drawn_est = decimate(estimates, x, accuracy, bounds, pixels, above=above)
+            drawn_others = decimate(others, x, accuracy, bounds, pixels, above=above)
+            self.drawn[name] = len(drawn_main) + len(drawn_est) + len(drawn_others)
+            items["origin"].setData(x=[0.0] if len(rows) else [], y=[float(np.nanmax(accuracy[rows]))]
+                                    if len(rows) else [])
+            bins = self._bins(colour_by, rows)
+            group_of = bins[drawn_main]
+            for b, group in enumerate(items["groups"]):
+                chosen = drawn_main[group_of == b]
+                if not len(chosen) and not len(group.data) and group.opts["symbol"] == symbol:
+                    continue  # empty and staying so: a setData costs about a millisecond even then
+                group.setData(x=x[chosen], y=accuracy[chosen], data=chosen, symbol=symbol)
+            items["estimates"].setData(x=x[drawn_est], y=accuracy[drawn_est], data=drawn_est)
+            items["others"].setData(x=x[drawn_others], y=accuracy[drawn_others], data=drawn_others)
+            with_bars = np.concatenate((drawn_main, drawn_est))
+            if len(with_bars) > self.decimate_above:  # error bars of thousands of points are a grey smear
+                with_bars = with_bars[:0]
+            items["errors"].setData(x=x[with_bars], y=(store.ci_high[with_bars] + store.ci_low[with_bars]) / 2,
+                                    height=store.ci_high[with_bars] - store.ci_low[with_bars])
+            front = fronts[name]
+            if self.three_objective:
+                items["frontier"].setData(x=[], y=[])
+            else:
+                order = front[np.lexsort((accuracy[front], x[front]))]
+                items["frontier"].setData(*self._staircase(x[order], accuracy[order]))
+            items["rings"].setData(x=x[front], y=accuracy[front], data=front)
+            base = rows[store.baseline[rows]]
+            base = base[np.isfinite(x[base])]
+            items["baseline"].setData(x=x[base], y=accuracy[base], data=base)
+            if answer is not None and np.isfinite(x[answer]):
+                items["answer"].setData(x=[x[answer]], y=[accuracy[answer]], data=[answer])
+            else:
+                items["answer"].setData(x=[], y=[])
             chosen = [i for i in self.highlighted if i < n and np.isfinite(x[i])]
-            items["selected"].setData(x=x[chosen] if chosen else [], y=store.accuracy[chosen] if chosen else [])
+            items["selected"].setData(x=x[chosen] if chosen else [], y=accuracy[chosen] if chosen else [],
+                                      data=chosen)
             if current is not None and np.isfinite(x[current]):
-                items["current"].setData(x=[x[current]], y=[store.accuracy[current]])
+                items["current"].setData(x=[x[current]], y=[accuracy[current]], data=[current])
             else:
                 items["current"].setData(x=[], y=[])
-        if n:
-            y_low = float(np.nanmin(np.minimum(store.ci_low, store.accuracy)))
-            y_high = float(np.nanmax(np.maximum(store.ci_high, store.accuracy)))
-            self._fit("latency", self.latency_view, latency, y_low, y_high)
-            self._fit("memory", self.memory_view, memory_x, y_low, y_high)
-        on_front = len(set(fronts.get("latency", [])) | set(fronts.get("memory", [])))
-        self.summary.setText(f"{n} configuration(s) evaluated, {on_front} on a frontier." if n else
-                             EMPTY_HINT)
+        self._colour_bar("memory", memory[rows], *self._memory_unit)
+        self._colour_bar("latency", latency[rows], 1.0, "ms")
+        if len(rows):
+            y_low = float(np.nanmin(np.minimum(store.ci_low[rows], accuracy[rows])))
+            y_high = float(np.nanmax(np.maximum(store.ci_high[rows], accuracy[rows])))
+            self._fit("latency", self.latency_view, latency[rows], y_low, y_high)
+            self._fit("memory", self.memory_view, memory_x[rows], y_low, y_high)
+        self.summary.setText(self._summary_text(rows, others, fronts) if n else EMPTY_HINT)
+
+    def _summary_text(self, rows: np.ndarray, others: np.ndarray, fronts: dict[str, np.ndarray]) -> str:
+        on_front = len(set(fronts["latency"].tolist()) | set(fronts["memory"].tolist()))
+        shown = self.shown_set()
+        # the selector names the set once there are two
+        where = f" on {self.store.eval_sets[shown].label()}" if shown is not None and not len(others) else ""
+        text = (f"{len(rows)} configuration(s){where}, {on_front} on "
+                + ("the 3-objective frontier" if self.three_objective else "a frontier"))
+        if len(others):
+            text += f"; {len(others)} on other set(s), grey"
+        return text + "."
+
+    def _sync_set_switch(self) -> None:
+        sets = self.store.eval_sets
+        labels = tuple(s.label() for s in sets)
+        if labels != self._set_labels:
+            self._set_labels = labels
+            self.set_switch.blockSignals(True)
+            self.set_switch.clear()
+            for i, text in enumerate(labels):
+                self.set_switch.addItem(text, i)
+            self.set_switch.blockSignals(False)
+            self.set_switch.setVisible(len(sets) >= 2)
+        shown = self.shown_set()
+        if shown is not None and self.set_switch.currentIndex() != shown:
+            self.set_switch.blockSignals(True)
+            self.set_switch.setCurrentIndex(shown)
+            self.set_switch.blockSignals(False)
+
+    def _log_range(self, values: np.ndarray) -> tuple[float, float] | None:
+        finite = values[np.isfinite(values) & (values > 0)]
+        if not len(finite):
+            return None
+        return math.log10(float(finite.min())), math.log10(float(finite.max()))
+
+    def _bins(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Colour step (0..N_COLOURS-1) of every store row, on a log scale over the shown rows' values: sizes and
+        latencies span orders of magnitude between fp32 and 2-bit configurations."""
+        bins = np.zeros(len(values), dtype=np.int64)
+        span = self._log_range(values[rows]) if len(rows) else None
+        if span is None:
+            return bins
+        lo, hi = span
+        width = hi - lo if hi > lo else 1.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.log10(np.clip(np.nan_to_num(values, nan=10.0 ** lo), 1e-12, None))
+        bins[:] = np.clip(np.rint((logs - lo) / width * (N_COLOURS - 1)), 0, N_COLOURS - 1)
+        return bins
+
+    def _colour_bar(self, name: str, values: np.ndarray, unit: float, suffix: str) -> None:
+        bar = self.colour_bars[name]
+        span = self._log_range(values)
+        if span is None:
+            bar.setLevels((0.0, 1.0))
+            bar.axis.setTicks([[]])
+            return
+        lo, hi = span
+        if hi - lo < 1e-9:
+            lo, hi = lo - 0.05, hi + 0.05
+        bar.setLevels((lo, hi))
+        bar.axis.setTicks([_log_ticks(lo, hi, unit, suffix)])
 
     def _fit(self, name: str, view: Any, x: np.ndarray, y_low: float, y_high: float) -> None:
         """Grow ``view``'s range to hold every point, with headroom, when one falls outside; leave it otherwise
@@ -384,19 +558,6 @@ class ParetoPlot(QWidget):
         ys = np.repeat(y, 2)[:-1]
         return xs, ys
 
-    def _colour(self, values: np.ndarray) -> list[QBrush]:
-        if not len(values):
-            return []
-        finite = np.isfinite(values)
-        if not finite.any():
-            return [self._brushes[0]] * len(values)
-        # Log scale: sizes and latencies span orders of magnitude between fp32 and 2-bit configurations.
-        logs = np.log10(np.clip(np.nan_to_num(values, nan=float(values[finite].min())), 1e-9, None))
-        lo, hi = float(logs.min()), float(logs.max())
-        span = hi - lo if hi > lo else 1.0
-        steps = np.clip(((logs - lo) / span * (N_COLOURS - 1)).round(), 0, N_COLOURS - 1)
-        return [self._brushes[int(s)] for s in steps]
-
     def _tip(self, x: float, y: float, data: Any) -> str:
         try:
             index = int(data)
@@ -408,7 +569,12 @@ class ParetoPlot(QWidget):
         acc = (f"accuracy {result.accuracy:.1%} [{ci[0]:.1%}, {ci[1]:.1%}] on {result.eval_samples}"
                if result.accuracy is not None and ci else f"agreement {result.agreement:.1%}")
         lat = f"latency {latency_text(result)}"
-        head = "fp32 baseline" if meta.get("tag") == "baseline" else "configuration"
+        head = {"baseline": "fp32 baseline", "recovered": "recovered configuration (fine-tuned weights)"}.get(
+            meta.get("tag"), "configuration")
+        if index == self.answer:
+            head = f"search answer ({meta.get('strategy', 'search')})"
+        if int(self.store.eval_set[index]) != self.shown_set():
+            head += " · on another evaluation set (not comparable)"
         return (f"{head}\n{acc}\n{lat}\nweights {format_bytes(result.weight_bytes)} "
                 f"({result.weight_bytes / max(1, result.fp32_weight_bytes):.0%} of fp32)\n"
                 f"{describe_config(result.config)}\nclick to load it")
@@ -418,6 +584,47 @@ class ParetoPlot(QWidget):
             return
         self.point_clicked.emit(int(points[0].data()))
 
-    def save_png(self, path: str) -> bool:
+    # -- images --------------------------------------------------------------------------------------------------
+    def save_image(self, path: str | Path, scale: float = 1.0) -> bool:
+        """Save both views (with legend and colour bars): SVG when ``path`` ends in .svg, else PNG at ``scale``
+        times the on-screen size (pyqtgraph's exporters: the scene is redrawn at that size, not magnified)."""
+        from pyqtgraph.exporters import ImageExporter
+
+        self._dirty = True
         self.redraw()
-        return self.graphics.grab().save(path, "PNG")
+        path = str(path)
+        scene_item = self.graphics.ci
+        try:
+            if path.lower().endswith(".svg"):
+                self._save_svg(path)  # pyqtgraph's SVGExporter fails on empty items (pyqtgraph 0.14)
+            else:
+                exporter = ImageExporter(scene_item)
+                width = max(1, int(round(scene_item.boundingRect().width() * scale)))
+                exporter.parameters()["width"] = width
+                exporter.parameters()["antialias"] = True
+                exporter.export(path)
+        except Exception:  # noqa: BLE001 - an exporter failure is reported as "not saved"
+            return False
+        return Path(path).is_file() and Path(path).stat().st_size > 0
+
+    def _save_svg(self, path: str) -> None:
+        """Render the plot's scene as vector graphics through Qt's SVG generator."""
+        from PySide6.QtCore import QRectF, QSize
+        from PySide6.QtGui import QPainter
+        from PySide6.QtSvg import QSvgGenerator
+
+        view = self.graphics
+        source = view.mapToScene(view.viewport().rect()).boundingRect()
+        generator = QSvgGenerator()
+        generator.setFileName(path)
+        generator.setSize(QSize(int(source.width()), int(source.height())))
+        generator.setViewBox(QRectF(0, 0, source.width(), source.height()))
+        generator.setTitle("qtradeoff Pareto plot")
+        painter = QPainter(generator)
+        try:
+            view.scene().render(painter, QRectF(0, 0, source.width(), source.height()), source)
+        finally:
+            painter.end()
+
+    def save_png(self, path: str) -> bool:
+        return self.save_image(path, 1.0)

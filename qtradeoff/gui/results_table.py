@@ -34,7 +34,8 @@ COLUMNS = ("#", "Pin", "Label", "Tag", "Accuracy", "95 % CI", "Latency b1", "Lat
 TIPS = {
     COL_PIN: "Pinned points stay easy to find: sort by this column.",
     COL_LABEL: "Your name for the point (double-click to edit); saved with the session.",
-    COL_TAG: "How the point was made: baseline, edit, search, sweep, restored from a session…",
+    COL_TAG: "How the point was made: baseline, edit, search (· strategy, · ANSWER for its answer), sweep, restored "
+             "from a session…",
     COL_ACC: "Top-1 accuracy (or agreement with fp32 where the data has no labels), percent.",
     COL_CI: "95 % Wilson interval of the accuracy on this subset.",
     COL_LAT: "Batch-1 latency in ms: measured on real kernels where it was timed, else the roofline estimate.",
@@ -138,7 +139,8 @@ class ResultsTableModel(QAbstractTableModel):
         if column == COL_LABEL:
             return meta.get("label", "")
         if column == COL_TAG:
-            return str(meta.get("tag", "")) + (" (restored)" if meta.get("restored") else "")
+            return (str(meta.get("tag", "")) + (f" · {meta['strategy']}" if meta.get("strategy") else "")
+                    + (" · ANSWER" if meta.get("answer") else "") + (" (restored)" if meta.get("restored") else ""))
         if column == COL_ACC:
             return f"{self._accuracy(result):.2f} %"
         if column == COL_CI:

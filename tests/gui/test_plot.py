@@ -54,3 +54,144 @@ def test_views_follow_the_points_and_leave_a_user_range_alone(qtbot):
     plot.redraw()
     plot.stop()
     assert _holds(plot)  # a new model's points are fitted afresh
+
+
+def _on(result: FakeResult, samples: int) -> FakeResult:
+    from dataclasses import replace
+
+    return replace(result, eval_samples=samples, provenance={"eval_subset": {"samples": samples, "of": 359}})
+
+
+def test_points_from_two_evaluation_sets_never_share_a_frontier(qtbot):
+    plot = ParetoPlot()
+    qtbot.addWidget(plot)
+    small = [plot.add_result(_on(_result(bits, accuracy, latency), 100), {})
+             for bits, accuracy, latency in ((32, 0.97, 2.0), (8, 0.96, 1.0), (4, 0.90, 0.5))]
+    # on the whole split, a point that would dominate every point of the small subset
+    large = [plot.add_result(_on(_result(bits, accuracy, latency), 359), {})
+             for bits, accuracy, latency in ((32, 0.99, 2.0), (2, 0.99, 0.1))]
+    plot.set_work_samples(100)
+    plot.redraw()
+    assert not plot.set_switch.isHidden() and plot.set_switch.count() == 2
+    for view in ("latency", "memory"):
+        assert set(plot.frontier_indices(view)) <= set(small) and plot.frontier_indices(view)
+    assert len(plot._items["latency"]["others"].data) == 2  # the other set is greyed, not hidden
+    assert "first 100 of 359" in plot.set_switch.currentText() and "2 on other set(s)" in plot.summary.text()
+    plot.show_eval_set(plot.store.eval_set[large[0]])  # as the selector does
+    plot.redraw()
+    for view in ("latency", "memory"):
+        assert set(plot.frontier_indices(view)) <= set(large)
+    plot.set_three_objective(True)
+    assert set(plot.frontier_indices("latency")) == {large[1]}
+    plot.set_work_samples(100)  # the work moves to the small subset again: the plot follows it
+    assert set(plot.frontier_indices("memory")) <= set(small)
+    plot.stop()
+
+
+def test_the_store_fills_in_linear_time_and_keeps_its_columns():
+    from dataclasses import replace
+
+    import numpy as np
+
+    from qtradeoff.gui.plot import PointStore
+
+    store = PointStore()
+    rows = [store.add(replace(_result(8, 0.9 + i * 1e-5, 1.0 + i), config_key=f"k{i}"),
+                      {"tag": "baseline" if i == 3 else "edit"}) for i in range(300)]
+    assert rows == list(range(300)) and len(store) == 300 and len(store.accuracy) == 300
+    assert store._cap < 1024  # doubled, not grown a row at a time
+    assert store.baseline.sum() == 1 and store.baseline[3]
+    assert np.allclose(store.latency("estimated")[0], 1.1 * (1.0 + np.arange(300)))
+    assert store.find(store._keys[5]) == 5 and store.find(store._keys[5], eval_set=1) is None
+
+
+def test_measured_and_estimated_latency_never_share_a_frontier(qtbot):
+    from dataclasses import dataclass, field, replace
+    from types import SimpleNamespace
+
+    from qtradeoff.gui.plot import LATENCY_SOURCES
+
+    @dataclass(frozen=True)
+    class WithRuntimes(FakeResult):
+        latency_by_runtime: dict = field(default_factory=dict)
+
+    def ort(ms):
+        return {"onnxruntime": (SimpleNamespace(batch=1, median_ms=ms),)}
+
+    plot = ParetoPlot()
+    qtbot.addWidget(plot)
+    # estimates only: a fast, accurate estimate that would dominate both measured points
+    estimated = plot.add_result(WithRuntimes(**{**_result(4, 0.99, 0.1).__dict__}), {})
+    slow = plot.add_result(WithRuntimes(**{**replace(_result(32, 0.98, 20.0), measured=True).__dict__},
+                                        latency_by_runtime=ort(3.0)), {})
+    fast = plot.add_result(WithRuntimes(**{**replace(_result(8, 0.97, 5.0), measured=True).__dict__}), {})
+    assert [source.key for source in LATENCY_SOURCES][:2] == ["estimated", "torch"]
+    plot.redraw()
+    assert plot.frontier_indices("latency") == [estimated]  # every point estimated: one kind, one frontier
+    plot.set_latency_source("torch")
+    plot.redraw()
+    assert plot.prefer_measured and sorted(plot.frontier_indices("latency")) == [slow, fast]
+    assert list(plot._items["latency"]["estimates"].data["data"]) == [estimated]  # drawn apart
+    assert estimated in plot.frontier_indices("memory")  # memory is counted, never estimated
+    plot.set_latency_source("onnxruntime")
+    plot.redraw()
+    assert plot.frontier_indices("latency") == [slow]  # only it was timed on ONNX Runtime
+    assert plot.store.latency("onnxruntime")[0][slow] == 3.0
+    assert plot.store.latency("openvino")[1].sum() == 0  # nothing timed there: NaN, drawn as estimates
+    plot.stop()
+
+
+def test_frontier_members_are_ringed_and_the_colour_bars_have_units(qtbot):
+    from qtradeoff.gui.plot import _log_ticks
+
+    plot = ParetoPlot()
+    qtbot.addWidget(plot)
+    for bits, accuracy, latency in ((32, 0.98, 2.0), (8, 0.97, 1.0), (16, 0.95, 1.5), (4, 0.90, 0.4)):
+        plot.add_result(_result(bits, accuracy, latency), {})
+    plot.redraw()
+    for view in ("latency", "memory"):
+        assert sorted(plot._items[view]["rings"].data["data"]) == sorted(plot.frontier_indices(view))
+    assert 2 not in plot.frontier_indices("latency")  # int16 is slower, larger and less accurate than int8
+    plot.set_three_objective(True)
+    plot.redraw()
+    joint = plot.frontier_indices("latency")
+    assert joint == plot.frontier_indices("memory") and 2 not in joint
+    steps, _ = plot._items["latency"]["frontier"].getData()
+    assert steps is None or len(steps) == 0  # no 2-D staircase for a 3-D set
+    ticks = _log_ticks(*plot.colour_bars["memory"].values, 1024.0, "KiB")
+    assert ticks and all(text.endswith(" KiB") for _, text in ticks)
+    assert [text for _, text in _log_ticks(-1.0, 1.0, 1.0, "ms")] == ["0.1 ms", "1 ms", "10 ms"]
+    plot.stop()
+
+
+def test_dense_clouds_are_decimated_but_the_frontier_and_marks_are_kept(qtbot):
+    from dataclasses import replace
+
+    import numpy as np
+
+    from qtradeoff.gui.plot_data import decimate
+
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, 10, 5000), rng.uniform(0, 10, 5000)
+    rows = np.arange(5000)
+    kept = decimate(rows, x, y, (0.0, 0.0, 10.0, 10.0), (30.0, 30.0), above=100)  # a 10 x 10 grid of cells
+    cells = {(int(a), int(b)) for a, b in zip(x[kept] // 1, y[kept] // 1, strict=True)}
+    assert len(kept) == len(cells) == 100  # one point in each occupied cell
+    assert decimate(rows[:50], x, y, (0.0, 0.0, 10.0, 10.0), (30.0, 30.0), above=100).tolist() == list(range(50))
+
+    plot = ParetoPlot()
+    qtbot.addWidget(plot)
+    plot.resize(600, 300)
+    plot.decimate_above = 50
+    for i in range(400):
+        acc = float(rng.uniform(0.5, 0.99))
+        plot.add_result(replace(_result(8, acc, float(rng.uniform(0.1, 2.0))), config_key=f"k{i}",
+                                weight_bytes=int(rng.integers(1000, 9000))), {})
+    plot.set_answer(7)
+    plot.redraw()
+    assert plot.drawn["latency"] < 400  # decimated
+    rings = plot._items["latency"]["rings"].data["data"]
+    assert sorted(rings) == sorted(plot.frontier_indices("latency"))  # the frontier is drawn whole
+    assert list(plot._items["latency"]["answer"].data["data"]) == [7]
+    plot.decimate_above = 10**9  # (a zoom of a dense cloud redraws it: no more redraws after the test)
+    plot.stop()

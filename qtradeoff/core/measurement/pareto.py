@@ -147,3 +147,48 @@ def brute_force_front(points: Iterable[Sequence[float]]) -> list[int]:
     """O(n²) reference: indices of points (all objectives minimised) that no other point dominates."""
     points = [tuple(map(float, p)) for p in points]
     return [i for i, p in enumerate(points) if not any(_dominates(q, p) for q in points)]
+
+
+def pareto_front_arrays(values, maximize=None):
+    """Indices (ascending) of the non-dominated rows of an ``(n, k)`` array, vectorised with NumPy.
+
+    ``maximize`` is one flag per column (default: every column minimised). Rows with a NaN or infinite value take
+    no part. Exact duplicates of a non-dominated row are all kept, as :func:`pareto_front_2d` does. Two columns:
+    one sort and a running minimum, O(n log n). More columns: each pass removes every row the best remaining
+    candidate dominates, so the cost is O(n · k · passes), and passes stay near the frontier's size.
+    """
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 2:
+        raise ValueError(f"values must be an (n, k) array, got shape {v.shape}")
+    n, k = v.shape
+    if maximize is not None:
+        flags = np.asarray(maximize, dtype=bool)
+        if flags.shape != (k,):
+            raise ValueError(f"maximize needs one flag per column ({k}), got {flags.shape}")
+        v = np.where(flags, -v, v)
+    rows = np.flatnonzero(np.isfinite(v).all(axis=1))
+    if not len(rows) or k == 0:
+        return rows
+    v = v[rows]
+    if k == 1:
+        return rows[v[:, 0] == v[:, 0].min()]
+    if k == 2:
+        order = np.lexsort((v[:, 1], v[:, 0]))  # by x, then y
+        x, y = v[order, 0], v[order, 1]
+        previous = np.concatenate(([np.inf], np.minimum.accumulate(y)[:-1]))
+        strict = y < previous
+        starts = np.concatenate(([True], (x[1:] != x[:-1]) | (y[1:] != y[:-1])))
+        first = np.flatnonzero(starts)[np.cumsum(starts) - 1]  # the first row of each run of equal points
+        return np.sort(rows[order[strict[first]]])
+    order = np.argsort(v.sum(axis=1), kind="stable")  # good dominators first: each pass removes many rows
+    index, points = rows[order], v[order]
+    i = 0
+    while i < len(points):
+        p = points[i]
+        dominated = np.all(p <= points, axis=1) & np.any(p < points, axis=1)
+        keep = ~dominated
+        i = int(keep[:i].sum()) + 1
+        index, points = index[keep], points[keep]
+    return np.sort(index)

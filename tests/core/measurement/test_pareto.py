@@ -72,3 +72,25 @@ def test_objectives_of_a_result_prefers_measured_latency():
     assert objectives_of(result) == {"accuracy": 0.97, "latency": 0.4, "memory": 1000.0}
     latencies[(1, True)] = 0.5
     assert objectives_of(result)["latency"] == 0.5
+
+
+def test_pareto_front_arrays_matches_a_brute_force_sweep():
+    import numpy as np
+
+    from qtradeoff.core.measurement.pareto import pareto_front_arrays
+
+    rng = np.random.default_rng(7)
+    for k in (2, 3, 4):
+        for n in (0, 1, 5, 60, 300):
+            values = rng.integers(0, 8, size=(n, k)).astype(float)  # coarse: many ties and exact duplicates
+            if n > 3:
+                values[2, 0] = np.nan  # a row with a missing value takes no part
+            maximize = [True] + [False] * (k - 1)  # accuracy up, the costs down
+            got = pareto_front_arrays(values, maximize).tolist()
+            signed = np.where(maximize, -values, values)
+            finite = [i for i in range(n) if np.isfinite(signed[i]).all()]
+            expected = [finite[i] for i in brute_force_front([signed[i] for i in finite])]
+            assert got == expected, (k, n)
+            if k == 2:
+                assert got == sorted(finite[i] for i in pareto_front_2d([values[i] for i in finite],
+                                                                        maximize=(True, False)))
