@@ -408,7 +408,8 @@ class ParetoPlot(QWidget):
         acc = (f"accuracy {result.accuracy:.1%} [{ci[0]:.1%}, {ci[1]:.1%}] on {result.eval_samples}"
                if result.accuracy is not None and ci else f"agreement {result.agreement:.1%}")
         lat = f"latency {latency_text(result)}"
-        head = "fp32 baseline" if meta.get("tag") == "baseline" else "configuration"
+        head = {"baseline": "fp32 baseline", "recovered": "recovered configuration (fine-tuned weights)"}.get(
+            meta.get("tag"), "configuration")
         return (f"{head}\n{acc}\n{lat}\nweights {format_bytes(result.weight_bytes)} "
                 f"({result.weight_bytes / max(1, result.fp32_weight_bytes):.0%} of fp32)\n"
                 f"{describe_config(result.config)}\nclick to load it")
