@@ -172,6 +172,8 @@ def format_summary(summary: dict) -> str:
         ci = scores["accuracy_ci95"] if scores["labelled"] else None
         shown = _percent(value, ci) if ci else f"{100 * value:.2f}%"
         lines.append(f"{label} {name:<7} {shown} on {scores['eval_samples']} evaluation samples")
+    if training.get("kept"):
+        lines.append(f"kept               {training['kept']}")
     if training.get("left_as_ptq"):
         lines.append("not fine-tuned     " + ", ".join(training["left_as_ptq"]) + " (layer type not trainable)")
     lines.append(f"wrote              {summary['output']}")

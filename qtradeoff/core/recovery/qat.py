@@ -288,6 +288,20 @@ def teacher_logits(module: nn.Module, inputs: torch.Tensor, batch: int = 64) -> 
         return torch.cat([module(inputs[i:i + batch]).float() for i in range(0, len(inputs), batch)])
 
 
+def training_loss(twin: Twin, inputs: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None,
+                  settings: RecoverySettings, batch: int = 64) -> float:
+    """The recovery loss of the twin over the whole training split (no gradient), sample-weighted."""
+    total = 0.0
+    with torch.no_grad(), runtime.running():
+        for start in range(0, len(inputs), batch):
+            end = min(start + batch, len(inputs))
+            loss = recovery_loss(twin.module(inputs[start:end]), teacher[start:end],
+                                 None if labels is None else labels[start:end], temperature=settings.temperature,
+                                 label_weight=settings.label_weight)
+            total += float(loss) * (end - start)
+    return total / max(len(inputs), 1)
+
+
 def extract(twin: Twin, compressor: Compressor, plan: Plan) -> tuple[dict[str, torch.Tensor],
                                                                      dict[str, torch.Tensor]]:
     """The trained tensors (``"<layer>.weight"`` masked, ``"<layer>.bias"``) and the masks they were trained
@@ -332,7 +346,15 @@ def recover_iter(engine, config: CompressionConfig, settings: RecoverySettings |
                             "train)")
     total = settings.total_steps(len(inputs))
     optimizer = torch.optim.Adam(twin.parameters, lr=settings.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    # a short linear warm-up, then cosine decay: the first Adam steps at full rate can throw a configuration that
+    # is already good (int4, int8) off its grid before they help
+    warmup = max(1, min(20, total // 10))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (
+        1.0 + math.cos(math.pi * min(i, total) / total)))
+    with _threads(settings.threads):
+        initial_loss = training_loss(twin, inputs, teacher, labels, settings)
+    initial = [param.detach().clone() for param in twin.parameters]
+    initial_grids = twin.grids
     generator = torch.Generator().manual_seed(settings.seed)
     losses: list[float] = []
     step, stopped_by, percent = 0, "", -1
@@ -363,13 +385,26 @@ def recover_iter(engine, config: CompressionConfig, settings: RecoverySettings |
         if settings.recalibrate and step < total and not stopped_by:
             with _threads(settings.threads):
                 recalibrate(twin, plan, inputs)
+    with _threads(settings.threads):
+        final_loss = training_loss(twin, inputs, teacher, labels, settings)
+    kept = ""
+    if not final_loss < initial_loss:
+        # fine-tuning made the training split's loss worse: the post-training weights are the better answer
+        with torch.no_grad():
+            for param, value in zip(twin.parameters, initial, strict=True):
+                param.copy_(value)
+        for name, casts in twin.casts.items():
+            for where, cast in casts.items():
+                cast.grid = initial_grids[name][where]
+        kept = "post-training weights: fine-tuning did not lower the loss on the training split"
     tensors, masks = extract(twin, compressor, plan)
     training = {
         "split": split, "samples": len(inputs), "labelled": labels is not None, "steps": step,
         "planned_steps": total, "settings": settings.to_dict(), "first_loss": losses[0] if losses else None,
         "last_loss": _mean_tail(losses), "seconds": round(time.perf_counter() - started, 3),
         "stopped_early": stopped_by, "left_as_ptq": list(twin.left),
-        "losses": [round(value, 6) for value in losses],
+        "losses": [round(value, 6) for value in losses], "initial_loss": initial_loss, "final_loss": final_loss,
+        "kept": kept,
     }
     loaded = engine.loaded
     yield RecoveredWeights(

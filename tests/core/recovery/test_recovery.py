@@ -189,3 +189,10 @@ def test_recalibration_refits_integer_activation_grids_to_the_quantized_model(cn
     engine = recovered_engine(cnn, weights, config)
     layer = engine.plan(config).layers[1]
     assert engine.compressor.activation_grids(layer)["input"].to_dict() == weights.grids[layer.name]["input"]
+
+
+def test_a_fine_tune_that_raises_the_training_loss_keeps_the_post_training_weights(mlp):
+    config = CompressionConfig().with_defaults(weight={"precision": "int8"})
+    weights = recover(mlp, config, RecoverySettings(steps=3, lr=50.0, batch_size=96, time_limit_s=None))
+    assert weights.training["kept"] and weights.training["final_loss"] >= weights.training["initial_loss"]
+    assert recovered_engine(mlp, weights, config).score(config) == mlp.score(config)
