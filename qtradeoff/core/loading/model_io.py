@@ -51,7 +51,7 @@ from torch import nn
 
 from qtradeoff.core import runtime
 from qtradeoff.core.errors import InputError, NeedsTrustError
-from qtradeoff.core.loading import _files, architectures
+from qtradeoff.core.loading import _files, architectures, checkpoints
 from qtradeoff.core.loading._files import FileCheckError, human_bytes
 from qtradeoff.core.paths import cache_dir
 
@@ -277,6 +277,7 @@ class _MetaBuild(NamedTuple):
     shapes: Mapping[str, tuple[int, ...]]  # parameter and buffer names -> shapes (step counters left out)
     size: int  # bytes the real build would allocate for them
     converts: bool  # some module rewrites old checkpoints while loading (torchvision's MNASNet does)
+    compressible: frozenset[str] = frozenset()  # weights of its convolutions and linear layers
 
 
 @functools.cache
@@ -294,7 +295,8 @@ def _meta_build(name: str, num_classes: int | None) -> _MetaBuild | None:
     size = sum(tensor.numel() * tensor.element_size() for tensor in state.values())
     converts = any(not type(sub)._load_from_state_dict.__module__.startswith("torch.nn.") for sub in model.modules()
                    if type(sub)._load_from_state_dict is not nn.Module._load_from_state_dict)
-    return _MetaBuild(MappingProxyType(_comparable({k: tuple(v.shape) for k, v in state.items()})), size, converts)
+    return _MetaBuild(MappingProxyType(_comparable({k: tuple(v.shape) for k, v in state.items()})), size, converts,
+                      checkpoints.compressible_weights(model))
 
 
 def _signature(name: str, num_classes: int | None) -> Mapping[str, tuple[int, ...]] | None:
@@ -402,6 +404,7 @@ class _Loaded:
     architecture: str | None
     num_classes: int | None
     metadata: dict | None = None
+    warnings: list[str] = field(default_factory=list)  # what did not fit (missing/unexpected keys), reported
 
 
 def _short(error: BaseException) -> str:
@@ -415,24 +418,26 @@ def _build_from_state(path: Path, state: dict[str, torch.Tensor], fmt: str, arch
     budget = budget or _files.memory_budget()
     _check_state_size(path, state, budget)
     if architecture is None:
-        match = match_architecture(state)
+        match = match_architecture(state) or _lenient_match(state)
         if match is None:
             raise ModelLoadError(
                 f"{path.name} is a {fmt} that matches no known architecture; "
                 "pass --architecture package.module:callable (needs --trust)."
             )
         architecture, num_classes = match
-        _check_buildable(path, state, architecture, num_classes, budget)
-        assigned = _build_assigned(architecture, num_classes, state)
-        if assigned is not None:
-            return _Loaded(assigned, fmt, architecture, num_classes)
-        module = _build_registry(path, architecture, num_classes)
-    elif architectures.is_known(architecture):
-        if num_classes is None:
-            default = _signature(architecture, None)
-            num_classes = _head_classes({k: tuple(v.shape) for k, v in state.items()}, default) if default else None
-        _check_buildable(path, state, architecture, num_classes, budget)
-        assigned = _build_assigned(architecture, num_classes, state)
+    if architectures.is_known(architecture):
+        default = _signature(architecture, None)
+        fitted = None
+        # A module with its own _load_from_state_dict may rename old keys: names are judged after loading, below.
+        if default is not None and not _meta_build(architecture, None).converts:
+            fitted = _fit_or_refuse(path, state, default, _meta_build(architecture, None).compressible, architecture)
+            state = fitted.state
+            if num_classes is None:
+                num_classes = _head_classes({k: tuple(v.shape) for k, v in state.items()}, default)
+        notes = fitted.warnings(path.name) if fitted is not None else []
+        _check_buildable(path, state, architecture, num_classes, budget,
+                         allowed_missing=frozenset(fitted.missing) if fitted is not None else frozenset())
+        assigned = None if notes else _build_assigned(architecture, num_classes, state)
         if assigned is not None:
             return _Loaded(assigned, fmt, architecture, num_classes)
         module = _build_registry(path, architecture, num_classes)
@@ -445,25 +450,68 @@ def _build_from_state(path: Path, state: dict[str, torch.Tensor], fmt: str, arch
         if num_classes is None:
             num_classes = _last_linear_rows(state)
         module = _build_callable(path, architecture, num_classes)
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        fitted = _fit_or_refuse(path, state, expected, checkpoints.compressible_weights(module), architecture)
+        state, notes = fitted.state, fitted.warnings(path.name)
     else:
         raise ModelLoadError(
             f"{path}: unknown architecture {architecture!r}; use a torchvision builder name "
             "(e.g. torchvision.resnet18) or package.module:callable with --trust."
         )
     try:
-        result = module.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-        if missing or result.unexpected_keys:
-            raise RuntimeError(
-                f"Error(s) in loading state_dict:\n missing {', '.join(missing[:3]) or 'none'}; "
-                f"unexpected {', '.join(result.unexpected_keys[:3]) or 'none'}"
-            )
+        result = module.load_state_dict(state, strict=False)  # what is missing or unexpected was sorted out by the fit
+        if not notes and (result.missing_keys or result.unexpected_keys):  # a converting module's own renaming
+            _report_after_load(path, architecture, module, result, notes)
     except RuntimeError as error:
         detail = " ".join(line.strip() for line in str(error).splitlines()[1:3])[:200] or _short(error)
         raise ModelLoadError(
             f"{path} does not fit the architecture {architecture} ({detail}); choose the matching architecture."
         ) from None
-    return _Loaded(module, fmt, architecture, num_classes)
+    return _Loaded(module, fmt, architecture, num_classes, warnings=notes)
+
+
+def _report_after_load(path: Path, architecture: str, module: nn.Module, result: Any, notes: list[str]) -> None:
+    """Missing and unexpected keys as load_state_dict found them (modules that rename keys while loading); a
+    missing compressible weight is refused like a fit's."""
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    lacking = [k for k in missing if k in checkpoints.compressible_weights(module)]
+    if lacking:
+        raise ModelLoadError(checkpoints.refusal(str(path), architecture, lacking))
+    notes.extend(checkpoints.Fit(OrderedDict(), "", 0, missing, list(result.unexpected_keys)).warnings(path.name))
+
+
+def _fit_or_refuse(path: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]],
+                   compressible: frozenset[str], architecture: str) -> checkpoints.Fit:
+    """The file's tensors under the architecture's names (prefix stripped); refused in one sentence when a
+    convolution's or linear layer's weight is missing, or when nothing fits at all."""
+    fitted = checkpoints.fit(state, expected)
+    if fitted.matched == 0:
+        raise ModelLoadError(
+            f"{path} does not fit the architecture {architecture} (none of its tensor names are the model's, e.g. "
+            f"{next(iter(state), 'none')}); choose the matching architecture."
+        )
+    lacking = fitted.missing_compressible(compressible)
+    if lacking:
+        raise ModelLoadError(checkpoints.refusal(str(path), architecture, lacking))
+    return fitted
+
+
+def _lenient_match(state: Mapping[str, torch.Tensor]) -> tuple[str, int | None] | None:
+    """An architecture for a checkpoint that holds more than the network: the bundled architectures when every
+    one of their tensors is in the file (under some prefix) beside extra ones, then any registry architecture
+    whose tensors are exactly those under one shared prefix (``encoder.``, ``net.``, …)."""
+    for name in sorted(architectures._BUILTIN):
+        default = _signature(name, None)
+        if default is None:
+            continue
+        fitted = checkpoints.fit(state, default)
+        if not fitted.missing and fitted.matched and (match := match_architecture(fitted.state)) and match[0] == name:
+            return match
+    for prefix in checkpoints.candidate_prefixes(state)[1:6]:
+        inside, _outside = checkpoints.strip(state, prefix)
+        if inside and (match := match_architecture(inside)) is not None:
+            return match
+    return None
 
 
 def _check_state_size(path: Path, state: Mapping[str, torch.Tensor], budget: int) -> None:
@@ -485,7 +533,7 @@ def _check_claimed(path: Path, what: str, claimed: int, shape: tuple[int, ...] |
 
 
 def _check_buildable(path: Path, state: Mapping[str, torch.Tensor], architecture: str, num_classes: int | None,
-                     budget: int) -> None:
+                     budget: int, allowed_missing: frozenset[str] = frozenset()) -> None:
     """Before a registry architecture is really built (which allocates and initializes every parameter, tens
     of seconds for an absurd head), build it on the meta device: refuse it above the memory budget, and refuse a
     state dict whose shapes it would not accept anyway — both in well under a second."""
@@ -516,7 +564,7 @@ def _check_buildable(path: Path, state: Mapping[str, torch.Tensor], architecture
             )
         return
     given = _comparable({k: tuple(v.shape) for k, v in state.items()})
-    missing = [k for k in shapes if k not in given]
+    missing = [k for k in shapes if k not in given and k not in allowed_missing]
     unexpected = [k for k in given if k not in shapes]
     mismatched = [k for k in shapes if k in given and given[k] != shapes[k]]
     if missing or unexpected or mismatched:
@@ -688,9 +736,32 @@ def _load_pickle(path: Path, kind: str, trust: bool, architecture: str | None,
                 "pass --trust only if you trust its source.",
                 globals=names, format="pickle",
             ) from None
+        absent = _absent_module(error) if trust else None
+        if absent:
+            raise ModelLoadError(f"{path} {absent}.") from None
         raise ModelLoadError(f"{path} could not be unpickled ({_short(error)}); it may be truncated or damaged.") \
             from None
     return _interpret_object(path, obj, architecture, trust, budget)
+
+
+_MISSING_CLASS = re.compile(r"Can't get attribute '([\w.]+)' on <module '([\w.]+)'")
+
+
+def _absent_module(error: BaseException) -> str | None:
+    """What a trusted unpickle needed and could not import, as a phrase: the module (``ModuleNotFoundError``), or
+    a class its installed version lacks (``Can't get attribute 'X' on <module 'm'>``); else None."""
+    seen: BaseException | None = error
+    for _ in range(4):  # torch.load may wrap the import failure
+        if seen is None:
+            break
+        if isinstance(seen, ModuleNotFoundError) and seen.name:
+            return (f"needs the Python module {seen.name!r}, which is not installed here; install the package that "
+                    f"provides it (e.g. pip install {seen.name.split('.')[0]}) and load the file again")
+        if isinstance(seen, AttributeError) and (found := _MISSING_CLASS.search(str(seen))):
+            return (f"needs {found.group(1)} from the module {found.group(2)!r}, which the installed version lacks; "
+                    f"install the version of {found.group(2).split('.')[0]} it was saved with")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _interpret_object(path: Path, obj: Any, architecture: str | None, trust: bool,
@@ -898,7 +969,7 @@ def load_model(path: str | Path, *, trust: bool = False, architecture: str | Non
         architecture=loaded.architecture or (sample or {}).get("architecture"),
         load_seconds=time.perf_counter() - started,
         preprocessing=dict(sample["preprocessing"]) if sample else _preprocessing_from_metadata(loaded.metadata),
-        warnings=_weight_warnings(path, loaded.module),
+        warnings=[*loaded.warnings, *_weight_warnings(path, loaded.module)],
     )
 
 
