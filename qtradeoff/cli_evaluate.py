@@ -42,10 +42,11 @@ def runtimes_argument(text: str) -> tuple[str, ...]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (used by qtradeoff.cli's subcommand registry)."""
-    from qtradeoff.cli_args import batch_size, positive_float, positive_int
+    from qtradeoff.cli_args import add_model_options, batch_size, positive_float, positive_int
 
     parser.description = "Evaluate one compression configuration: accuracy, memory and latency."
     parser.add_argument("model", help="model file, or the name of a bundled sample (e.g. digits_cnn)")
+    add_model_options(parser)
     parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory or a tensor file "
                                        "(default: the bundled sample data, for sample models)")
     parser.add_argument("--config", help="configuration JSON (default: fp32, i.e. the unmodified model)")
@@ -64,8 +65,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"time target of --eval-size auto (default {DEFAULT_TARGET_SECONDS:g}); implies auto "
                              "when --eval-size is not given")
     parser.add_argument("--calib-size", type=positive_int, help="use only the first N calibration samples")
-    parser.add_argument("--architecture", help="registry name (torchvision.resnet50) for weight-only files")
-    parser.add_argument("--trust", action="store_true", help="allow loading a pickled model that imports code")
     parser.add_argument("--json", action="store_true", help="print the Result as JSON instead of a table")
     parser.add_argument("--export", metavar="PATH", help="also write the configuration file (qtradeoff.config/1) "
                                                          "with the measured metrics and environment")

@@ -19,10 +19,11 @@ import platform
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -97,11 +98,14 @@ class EngineSpec:
     eval_size: int | None = None
     calib_size: int | None = None
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    arch_kwargs: Mapping[str, Any] | None = field(default=None, hash=False)  # the architecture's constructor's
+    input_shape: tuple[int, ...] | None = None
 
     def load_model(self):
         """The LoadedModel the spec names: a file, or else a bundled sample; raises ModelLoadError/NeedsTrust."""
         if Path(self.model).exists():
-            return model_io.load_model(self.model, trust=self.trust, architecture=self.architecture)
+            return model_io.load_model(self.model, trust=self.trust, architecture=self.architecture,
+                                       arch_kwargs=self.arch_kwargs, input_shape=self.input_shape)
         if self.model in model_io.sample_names():
             return model_io.load_sample_model(self.model)
         raise model_io.ModelLoadError(f"model file {self.model} not found; give a path or a sample name "
