@@ -30,6 +30,7 @@ import torch
 import qtradeoff
 from qtradeoff.core import runtime
 from qtradeoff.core.compression.compress import Compressor
+from qtradeoff.core.compression.floor import scale_floor_warnings
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.config import CompressionConfig
 from qtradeoff.core.engine import estimate as estimate_mod
@@ -526,7 +527,8 @@ class Engine:
         provenance["reused_reference"] = reuses_reference
         provenance["eval_subset"] = {"samples": samples, "of": self.eval_samples, **dict(subset_note or {})}
         # what may make this result's figures mislead, beside what the loaded model itself warns about
-        provenance["warnings"] = [*provenance.get("warnings", ()), *fidelity_warnings(reference, labels is not None)]
+        provenance["warnings"] = [*provenance.get("warnings", ()), *fidelity_warnings(reference, labels is not None),
+                                  *scale_floor_warnings(self.compressor, plan)]
         yield Result(
             config=config, config_key=config.key(), labelled=labels is not None, eval_samples=samples,
             weight_bytes=weights.weight_bytes, fp32_weight_bytes=weights.fp32_weight_bytes,
