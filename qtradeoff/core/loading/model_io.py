@@ -881,6 +881,17 @@ def _load_code_archive(path: Path, kind: str, trust: bool) -> _Loaded:
                 module = torch.export.load(str(path)).module()
     except Exception as error:  # noqa: BLE001
         raise ModelLoadError(f"{path} is {what} that failed to load ({_short(error)}); save it again.") from None
+    if kind == "torchscript":
+        # A scripted registry architecture becomes its eager module again: real int8 kernels, simulated activations.
+        from qtradeoff.core.loading.scripted import rebuild_eager
+
+        rebuilt = rebuild_eager(module)
+        if rebuilt.module is not None:
+            return _Loaded(rebuilt.module, kind, rebuilt.architecture, rebuilt.num_classes,
+                           metadata={"rebuilt_from_torchscript": rebuilt.architecture})
+        return _Loaded(module, kind, rebuilt.architecture, rebuilt.num_classes,
+                       warnings=[f"{path.name}: {rebuilt.note}; its layers cannot run on int8 kernels and its "
+                                 "activations are not simulated"] if rebuilt.note else [])
     return _Loaded(module, kind, None, None)
 
 
