@@ -17,7 +17,7 @@ FORMAT_CHOICES = ("torch-int8", "packed", "onnx")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``apply`` (used by qtradeoff.cli's subcommand registry)."""
-    from qtradeoff.cli_args import positive_int
+    from qtradeoff.cli_args import add_model_options, positive_int
 
     parser.description = "Write a configuration as a compressed model file and verify it in a fresh process."
     parser.add_argument("model", help="model file, or the name of a bundled sample (e.g. digits_cnn)")
@@ -33,13 +33,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-size", type=positive_int, help="use only the first N calibration samples")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the timed runs")
     parser.add_argument("--repeats", type=positive_int, default=20, help="timed repeats per batch size (default 20)")
-    parser.add_argument("--architecture", help="registry name (torchvision.resnet50) for weight-only files")
-    parser.add_argument("--trust", action="store_true", help="allow loading a pickled model that imports code")
     parser.add_argument("--no-verify", action="store_true", help="write the file without reloading it (the size "
                                                                  "is still checked)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     parser.add_argument("--weights", help="recovered weights from qtradeoff recover (the configuration they were "
                                           "trained for is used when --config is not given)")
+    add_model_options(parser)
 
 
 SUFFIX_FORMATS = {".pt": "torch-int8", ".safetensors": "packed", ".onnx": "onnx"}

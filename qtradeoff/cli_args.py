@@ -4,6 +4,7 @@ and the readers of MODEL/--data/--config (one place, so every subcommand accepts
 from __future__ import annotations
 
 import argparse
+import json
 import math
 
 # -- option values argparse cannot check by itself ------------------------------------------------------------------
@@ -69,13 +70,50 @@ def batch_size(text: str) -> int:
     return value
 
 
+def arch_kwargs(text: str) -> dict:
+    """``--arch-kwargs``: a JSON object of the architecture constructor's keyword arguments (plain data)."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({error.msg} at character {error.pos}); "
+                                         "write an object like '{\"num_classes\": 10}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object; write it like '{{\"num_classes\": 10}}'")
+    bad = next((key for key in value if not key.isidentifier()), None)
+    if bad is not None:
+        raise argparse.ArgumentTypeError(f"{bad!r} is not a keyword argument name")
+    return value
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options every subcommand that opens a model takes, defined once: what builds a weights-only file, the
+    consent to run code, and one sample's shape."""
+    group = parser.add_argument_group("model options")
+    group.add_argument("--architecture", help="what builds a weights-only file: a registry name "
+                                              "(torchvision.resnet18, qtradeoff.digits_cnn) or package.module:callable "
+                                              "(imports code: needs --trust)")
+    group.add_argument("--arch-kwargs", type=arch_kwargs, metavar="JSON",
+                       help="keyword arguments of the architecture's constructor, a JSON object "
+                            "(e.g. '{\"num_classes\": 10}')")
+    group.add_argument("--trust", action="store_true",
+                       help="allow loading that can run code from the file or the architecture")
+    group.add_argument("--input-shape", type=shape, metavar="SHAPE",
+                       help="one sample's shape without the batch, e.g. 3,224,224 (default: from the file or data)")
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """The model options as keyword arguments of ``load_model`` (absent ones left out)."""
+    found = {"trust": getattr(args, "trust", False), "architecture": getattr(args, "architecture", None),
+             "arch_kwargs": getattr(args, "arch_kwargs", None), "input_shape": getattr(args, "input_shape", None)}
+    return {key: value for key, value in found.items() if value is not None}
+
+
 def engine_spec(args: argparse.Namespace):
-    """The EngineSpec that a subcommand's MODEL, --data, --trust, --architecture and size options describe."""
+    """The EngineSpec that a subcommand's MODEL, --data, model options and size options describe."""
     from qtradeoff.core.engine.engine import EngineSpec
 
-    return EngineSpec(args.model, getattr(args, "data", None), trust=getattr(args, "trust", False),
-                      architecture=getattr(args, "architecture", None), eval_size=getattr(args, "eval_size", None),
-                      calib_size=getattr(args, "calib_size", None))
+    return EngineSpec(args.model, getattr(args, "data", None), eval_size=getattr(args, "eval_size", None),
+                      calib_size=getattr(args, "calib_size", None), **model_options(args))
 
 
 def precheck_config(args: argparse.Namespace) -> None:

@@ -42,10 +42,11 @@ def runtimes_argument(text: str) -> tuple[str, ...]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate`` (used by qtradeoff.cli's subcommand registry)."""
-    from qtradeoff.cli_args import batch_size, positive_float, positive_int
+    from qtradeoff.cli_args import add_model_options, batch_size, positive_float, positive_int
 
     parser.description = "Evaluate one compression configuration: accuracy, memory and latency."
     parser.add_argument("model", help="model file, or the name of a bundled sample (e.g. digits_cnn)")
+    add_model_options(parser)
     parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory or a tensor file "
                                        "(default: the bundled sample data, for sample models)")
     parser.add_argument("--config", help="configuration JSON (default: fp32, i.e. the unmodified model)")
@@ -65,8 +66,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"time target of --eval-size auto (default {DEFAULT_TARGET_SECONDS:g}); implies auto "
                              "when --eval-size is not given")
     parser.add_argument("--calib-size", type=positive_int, help="use only the first N calibration samples")
-    parser.add_argument("--architecture", help="registry name (torchvision.resnet50) for weight-only files")
-    parser.add_argument("--trust", action="store_true", help="allow loading a pickled model that imports code")
     parser.add_argument("--json", action="store_true", help="print the Result as JSON instead of a table")
     parser.add_argument("--weights", help="recovered weights from qtradeoff recover (the configuration they were "
                                           "trained for is used when --config is not given)")
@@ -96,7 +95,7 @@ def format_table(result) -> str:
     lines.append(f"output SQNR        {sqnr}")
     lines.append(f"evaluated on       {result.eval_samples} samples")
     lines.append(f"weights            {human_bytes(result.weight_bytes)} ({result.weight_bytes} B; fp32 "
-                 f"{result.fp32_weight_bytes} B, {result.compression_ratio:.2f}x smaller)")
+                 f"{result.fp32_weight_bytes} B, {result.compression_ratio:.2f}x smaller)" + int8_count(result))
     lines.append(f"peak activations   {human_bytes(result.peak_activation_bytes)} at batch 1")
     for stats in result.latency_measured:
         lines.append(f"latency measured   batch {stats.batch:>3}: {stats.median_ms:.3f} ms median, "
@@ -125,6 +124,16 @@ def format_table(result) -> str:
         lines.append(f"warning            {warning}")
     lines.append(f"environment        torch {prov.get('torch')}, {prov.get('cpu')}, {prov.get('threads')} threads")
     return "\n".join(lines)
+
+
+def int8_count(result) -> str:
+    """``"; 20 of 21 layers ran on int8 kernels"`` beside the memory figure, when layers were measured for real
+    (counted bytes do not say that the kernels were int8: a TorchScript model may have run them all in fp32)."""
+    executed = result.executed_precisions or {}
+    if not executed:
+        return ""
+    int8 = sum(1 for precision in executed.values() if precision.startswith("int8"))
+    return f"; {int8} of {len(executed)} layers ran on int8 kernels"
 
 
 def run(args: argparse.Namespace) -> int:

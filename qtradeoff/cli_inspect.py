@@ -14,24 +14,22 @@ import sys
 
 
 def configure_inspect(parser: argparse.ArgumentParser) -> None:
-    from qtradeoff.cli_args import shape
+    from qtradeoff.cli_args import add_model_options
 
     parser.description = "Show a model file's format, trust verdict, parameter count and layer inventory."
     parser.add_argument("file", help="model file (safetensors, torch.save, TorchScript, torch.export .pt2)")
-    parser.add_argument("--trust", action="store_true", help="allow loading that can run code from the file")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--architecture", help="registry name (torchvision.resnet18) or package.module:callable")
-    parser.add_argument("--input-shape", type=shape, help="one sample's shape for the layer inventory, e.g. 3,224,224")
+    add_model_options(parser)
 
 
 def inspect_command(args: argparse.Namespace) -> int:
     """Run ``inspect``; returns the exit code (failures are raised, for qtradeoff.cli's wrapper to report)."""
+    from qtradeoff.cli_args import model_options
     from qtradeoff.core.loading.model_io import NeedsTrust, load_model
 
     report: dict = {"file": args.file}
     try:
-        loaded = load_model(args.file, trust=args.trust, architecture=getattr(args, "architecture", None),
-                            input_shape=getattr(args, "input_shape", None))
+        loaded = load_model(args.file, **model_options(args))
     except NeedsTrust as error:  # the verdict is the answer the user asked for; the refusal follows on stderr
         report.update(format=error.format, trust={"required": True, "trusted": False, "globals": error.globals})
         _emit(report, args.json)

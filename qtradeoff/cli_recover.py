@@ -17,7 +17,7 @@ TRAIN_SPLITS = ("calib", "train")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``recover`` (used by qtradeoff.cli's subcommand registry)."""
-    from qtradeoff.cli_args import non_negative_float, positive_float, positive_int
+    from qtradeoff.cli_args import add_model_options, non_negative_float, positive_float, positive_int
 
     parser.description = ("Fine-tune a compressed configuration (fake-quant with a straight-through estimator, "
                           "pruning masks kept, distillation from the fp32 model) and write the recovered weights.")
@@ -45,8 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-size", type=positive_int, help="report accuracy on the first N evaluation samples")
     parser.add_argument("--calib-size", type=positive_int, help="use only the first N calibration samples")
     parser.add_argument("--no-eval", action="store_true", help="write the weights without evaluating them")
-    parser.add_argument("--architecture", help="registry name (torchvision.resnet50) for weight-only files")
-    parser.add_argument("--trust", action="store_true", help="allow loading a pickled model that imports code")
+    add_model_options(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
 
 

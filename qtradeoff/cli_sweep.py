@@ -18,12 +18,13 @@ import threading
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``qtradeoff sweep`` (for the ``SUBCOMMANDS`` registry of :mod:`qtradeoff.cli`)."""
-    from qtradeoff.cli_args import non_negative_float, non_negative_int, positive_float, positive_int
+    from qtradeoff.cli_args import add_model_options, non_negative_float, non_negative_int, positive_float, positive_int
     from qtradeoff.core.search import explore  # light: the strategies import torch only when they run
 
     parser.description = ("Search configurations of MODEL with a strategy and write one JSON line per evaluated "
                           "configuration (config + result) to --out; --resume continues an interrupted file.")
     parser.add_argument("model", help="model file, or the name of a bundled sample (digits_cnn, digits_mlp, ...)")
+    add_model_options(parser)
     parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory or a tensor file "
                                        "(default: the sample's own data for a bundled sample)")
     parser.add_argument("--strategy", choices=explore.STRATEGIES, default="greedy")
@@ -47,8 +48,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random/evolutionary seed (default 0)")
     parser.add_argument("--eval-size", type=positive_int, help="use only the first N evaluation samples")
     parser.add_argument("--calib-size", type=positive_int, help="use only the first N calibration samples")
-    parser.add_argument("--trust", action="store_true", help="allow loading that can run code from the file")
-    parser.add_argument("--architecture", help="registry name (torchvision.resnet18) for weight-only files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--workers", type=non_negative_int, default=None,
                         help="evaluate in N worker processes (0: one per core); default 1, in this process. Grid, "

@@ -46,8 +46,11 @@ class CurrentPanel(QGroupBox):
         else:
             fields["delta"].setText("— (baseline on another subset)" if baseline is not None else "—")
         fields["latency"].setText(latency_text(result))
+        executed = getattr(result, "executed_precisions", None) or {}
+        int8 = sum(1 for precision in executed.values() if precision.startswith("int8"))
         fields["weights"].setText(f"{format_bytes(result.weight_bytes)} "
-                                  f"({result.weight_bytes / max(1, result.fp32_weight_bytes):.1%} of fp32)")
+                                  f"({result.weight_bytes / max(1, result.fp32_weight_bytes):.1%} of fp32)"
+                                  + (f", {int8}/{len(executed)} layers on int8 kernels" if executed else ""))
         fields["activations"].setText(format_bytes(result.peak_activation_bytes))
         provenance = getattr(result, "provenance", None)
         warnings = list(provenance.get("warnings") or ()) if isinstance(provenance, dict) else []

@@ -687,6 +687,12 @@ class Compressor:
             grids["output"] = self._int_grid(layer.name, outputs, spec, "output", transform)
         return {where: grid for where, grid in grids.items() if grid is not None}
 
+    def activation_range(self, layer: str, where: str = "input") -> tuple[float, float] | None:
+        """The min and max calibration saw at ``layer``'s input (``"output"``: the last layer's); None before
+        calibration or where it saw nothing."""
+        observer = ((self._observers if where == "input" else self._output_observers) or {}).get(layer)
+        return None if observer is None or observer.hi < observer.lo else (observer.lo, observer.hi)
+
     def _install_activation(self, module: nn.Module, layer: LayerPlan, plan: Plan | None = None) -> None:
         install_activation_casts(module, self.activation_grids(layer, plan), last=layer.name == self._last_layer)
 

@@ -20,16 +20,18 @@ import platform
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import qtradeoff
 from qtradeoff.core import runtime
 from qtradeoff.core.compression.compress import Compressor
+from qtradeoff.core.compression.floor import scale_floor_warnings
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.config import CompressionConfig
 from qtradeoff.core.engine import estimate as estimate_mod
@@ -100,11 +102,14 @@ class EngineSpec:
     eval_size: int | None = None
     calib_size: int | None = None
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    arch_kwargs: Mapping[str, Any] | None = field(default=None, hash=False)  # the architecture's constructor's
+    input_shape: tuple[int, ...] | None = None
 
     def load_model(self):
         """The LoadedModel the spec names: a file, or else a bundled sample; raises ModelLoadError/NeedsTrust."""
         if Path(self.model).exists():
-            return model_io.load_model(self.model, trust=self.trust, architecture=self.architecture)
+            return model_io.load_model(self.model, trust=self.trust, architecture=self.architecture,
+                                       arch_kwargs=self.arch_kwargs, input_shape=self.input_shape)
         if self.model in model_io.sample_names():
             return model_io.load_sample_model(self.model)
         raise model_io.ModelLoadError(f"model file {self.model} not found; give a path or a sample name "
@@ -545,7 +550,8 @@ class Engine:
             provenance["int8_boundaries"] = list(real.boundaries)
         provenance["eval_subset"] = {"samples": samples, "of": self.eval_samples, **dict(subset_note or {})}
         # what may make this result's figures mislead, beside what the loaded model itself warns about
-        provenance["warnings"] = [*provenance.get("warnings", ()), *fidelity_warnings(reference, labels is not None)]
+        provenance["warnings"] = [*provenance.get("warnings", ()), *fidelity_warnings(reference, labels is not None),
+                                  *scale_floor_warnings(self.compressor, plan)]
         yield Result(
             config=config, config_key=config.key(), labelled=labels is not None, eval_samples=samples,
             weight_bytes=weights.weight_bytes, fp32_weight_bytes=weights.fp32_weight_bytes,

@@ -50,8 +50,8 @@ import torch
 from torch import nn
 
 from qtradeoff.core import runtime
-from qtradeoff.core.errors import InputError, NeedsTrustError
-from qtradeoff.core.loading import _files, architectures
+from qtradeoff.core.errors import InputError, NeedsTrustError, UsageError
+from qtradeoff.core.loading import _files, architectures, checkpoints
 from qtradeoff.core.loading._files import FileCheckError, human_bytes
 from qtradeoff.core.paths import cache_dir
 
@@ -258,6 +258,27 @@ def _is_tensor_mapping(obj: Mapping) -> bool:
     return bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
+class ArchitectureArgumentError(UsageError, ModelLoadError):
+    """``--arch-kwargs`` the architecture does not accept (a usage error: exit 2, naming the argument)."""
+
+
+def kwargs_key(arch_kwargs: Mapping[str, Any] | None) -> str:
+    """Constructor keyword arguments as canonical JSON text (hashable, for the memoized meta builds)."""
+    return json.dumps(dict(arch_kwargs), sort_keys=True) if arch_kwargs else ""
+
+
+def _builder_kwargs(num_classes: int | None, extra: str) -> dict[str, Any]:
+    kwargs = json.loads(extra) if extra else {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    return kwargs
+
+
+def _unknown_keyword(error: BaseException) -> str | None:
+    found = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+    return found.group(1) if found else None
+
+
 class _ParamsOnMeta(torch.overrides.TorchFunctionMode):
     """Create parameter-like tensors on the meta device so that building a model costs no memory or init time.
 
@@ -277,13 +298,14 @@ class _MetaBuild(NamedTuple):
     shapes: Mapping[str, tuple[int, ...]]  # parameter and buffer names -> shapes (step counters left out)
     size: int  # bytes the real build would allocate for them
     converts: bool  # some module rewrites old checkpoints while loading (torchvision's MNASNet does)
+    compressible: frozenset[str] = frozenset()  # weights of its convolutions and linear layers
 
 
 @functools.cache
-def _meta_build(name: str, num_classes: int | None) -> _MetaBuild | None:
+def _meta_build(name: str, num_classes: int | None, extra: str = "") -> _MetaBuild | None:
     """What building a registry architecture would give, from a build on the meta device (nothing allocated;
-    a pure function of the installed code, memoized for the process; read-only)."""
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    a pure function of the installed code, memoized for the process; read-only). ``extra``: :func:`kwargs_key`."""
+    kwargs = _builder_kwargs(num_classes, extra)
     try:
         with warnings.catch_warnings(), _ParamsOnMeta():
             warnings.simplefilter("ignore")
@@ -294,12 +316,13 @@ def _meta_build(name: str, num_classes: int | None) -> _MetaBuild | None:
     size = sum(tensor.numel() * tensor.element_size() for tensor in state.values())
     converts = any(not type(sub)._load_from_state_dict.__module__.startswith("torch.nn.") for sub in model.modules()
                    if type(sub)._load_from_state_dict is not nn.Module._load_from_state_dict)
-    return _MetaBuild(MappingProxyType(_comparable({k: tuple(v.shape) for k, v in state.items()})), size, converts)
+    return _MetaBuild(MappingProxyType(_comparable({k: tuple(v.shape) for k, v in state.items()})), size, converts,
+                      checkpoints.compressible_weights(model))
 
 
-def _signature(name: str, num_classes: int | None) -> Mapping[str, tuple[int, ...]] | None:
+def _signature(name: str, num_classes: int | None, extra: str = "") -> Mapping[str, tuple[int, ...]] | None:
     """Parameter names and shapes of a registry architecture, built on meta (see :func:`_meta_build`)."""
-    built = _meta_build(name, num_classes)
+    built = _meta_build(name, num_classes, extra)
     return None if built is None else built.shapes
 
 
@@ -402,6 +425,7 @@ class _Loaded:
     architecture: str | None
     num_classes: int | None
     metadata: dict | None = None
+    warnings: list[str] = field(default_factory=list)  # what did not fit (missing/unexpected keys), reported
 
 
 def _short(error: BaseException) -> str:
@@ -411,31 +435,39 @@ def _short(error: BaseException) -> str:
 
 
 def _build_from_state(path: Path, state: dict[str, torch.Tensor], fmt: str, architecture: str | None,
-                      trust: bool, num_classes: int | None = None, budget: int | None = None) -> _Loaded:
+                      trust: bool, num_classes: int | None = None, budget: int | None = None,
+                      arch_kwargs: Mapping[str, Any] | None = None) -> _Loaded:
     budget = budget or _files.memory_budget()
+    arch_kwargs = dict(arch_kwargs or {})
+    if architecture is not None and "num_classes" in arch_kwargs:  # the user's word over the file's head
+        num_classes = arch_kwargs.pop("num_classes")
+    extra = kwargs_key(arch_kwargs) if architecture is not None else ""
     _check_state_size(path, state, budget)
     if architecture is None:
-        match = match_architecture(state)
+        match = match_architecture(state) or _lenient_match(state)
         if match is None:
             raise ModelLoadError(
                 f"{path.name} is a {fmt} that matches no known architecture; "
                 "pass --architecture package.module:callable (needs --trust)."
             )
         architecture, num_classes = match
-        _check_buildable(path, state, architecture, num_classes, budget)
-        assigned = _build_assigned(architecture, num_classes, state)
+    if architectures.is_known(architecture):
+        meta = _meta_build(architecture, num_classes if extra else None, extra)  # the user's keywords shape it
+        default = None if meta is None else meta.shapes
+        fitted = None
+        # A module with its own _load_from_state_dict may rename old keys: names are judged after loading, below.
+        if meta is not None and not meta.converts:
+            fitted = _fit_or_refuse(path, state, default, meta.compressible, architecture)
+            state = fitted.state
+        if num_classes is None and default is not None:
+            num_classes = _head_classes({k: tuple(v.shape) for k, v in state.items()}, default)
+        notes = fitted.warnings(path.name) if fitted is not None else []
+        _check_buildable(path, state, architecture, num_classes, budget,
+                         allowed_missing=frozenset(fitted.missing) if fitted is not None else frozenset(), extra=extra)
+        assigned = None if notes else _build_assigned(architecture, num_classes, state, extra)
         if assigned is not None:
             return _Loaded(assigned, fmt, architecture, num_classes)
-        module = _build_registry(path, architecture, num_classes)
-    elif architectures.is_known(architecture):
-        if num_classes is None:
-            default = _signature(architecture, None)
-            num_classes = _head_classes({k: tuple(v.shape) for k, v in state.items()}, default) if default else None
-        _check_buildable(path, state, architecture, num_classes, budget)
-        assigned = _build_assigned(architecture, num_classes, state)
-        if assigned is not None:
-            return _Loaded(assigned, fmt, architecture, num_classes)
-        module = _build_registry(path, architecture, num_classes)
+        module = _build_registry(path, architecture, num_classes, extra)
     elif ":" in architecture:
         if not trust:
             raise NeedsTrust(
@@ -444,26 +476,69 @@ def _build_from_state(path: Path, state: dict[str, torch.Tensor], fmt: str, arch
             )
         if num_classes is None:
             num_classes = _last_linear_rows(state)
-        module = _build_callable(path, architecture, num_classes)
+        module = _build_callable(path, architecture, num_classes, extra)
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        fitted = _fit_or_refuse(path, state, expected, checkpoints.compressible_weights(module), architecture)
+        state, notes = fitted.state, fitted.warnings(path.name)
     else:
         raise ModelLoadError(
             f"{path}: unknown architecture {architecture!r}; use a torchvision builder name "
             "(e.g. torchvision.resnet18) or package.module:callable with --trust."
         )
     try:
-        result = module.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-        if missing or result.unexpected_keys:
-            raise RuntimeError(
-                f"Error(s) in loading state_dict:\n missing {', '.join(missing[:3]) or 'none'}; "
-                f"unexpected {', '.join(result.unexpected_keys[:3]) or 'none'}"
-            )
+        result = module.load_state_dict(state, strict=False)  # what is missing or unexpected was sorted out by the fit
+        if not notes and (result.missing_keys or result.unexpected_keys):  # a converting module's own renaming
+            _report_after_load(path, architecture, module, result, notes)
     except RuntimeError as error:
         detail = " ".join(line.strip() for line in str(error).splitlines()[1:3])[:200] or _short(error)
         raise ModelLoadError(
             f"{path} does not fit the architecture {architecture} ({detail}); choose the matching architecture."
         ) from None
-    return _Loaded(module, fmt, architecture, num_classes)
+    return _Loaded(module, fmt, architecture, num_classes, warnings=notes)
+
+
+def _report_after_load(path: Path, architecture: str, module: nn.Module, result: Any, notes: list[str]) -> None:
+    """Missing and unexpected keys as load_state_dict found them (modules that rename keys while loading); a
+    missing compressible weight is refused like a fit's."""
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    lacking = [k for k in missing if k in checkpoints.compressible_weights(module)]
+    if lacking:
+        raise ModelLoadError(checkpoints.refusal(str(path), architecture, lacking))
+    notes.extend(checkpoints.Fit(OrderedDict(), "", 0, missing, list(result.unexpected_keys)).warnings(path.name))
+
+
+def _fit_or_refuse(path: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]],
+                   compressible: frozenset[str], architecture: str) -> checkpoints.Fit:
+    """The file's tensors under the architecture's names (prefix stripped); refused in one sentence when a
+    convolution's or linear layer's weight is missing, or when nothing fits at all."""
+    fitted = checkpoints.fit(state, expected)
+    if fitted.matched == 0:
+        raise ModelLoadError(
+            f"{path} does not fit the architecture {architecture} (none of its tensor names are the model's, e.g. "
+            f"{next(iter(state), 'none')}); choose the matching architecture."
+        )
+    lacking = fitted.missing_compressible(compressible)
+    if lacking:
+        raise ModelLoadError(checkpoints.refusal(str(path), architecture, lacking))
+    return fitted
+
+
+def _lenient_match(state: Mapping[str, torch.Tensor]) -> tuple[str, int | None] | None:
+    """An architecture for a checkpoint that holds more than the network: the bundled architectures when every
+    one of their tensors is in the file (under some prefix) beside extra ones, then any registry architecture
+    whose tensors are exactly those under one shared prefix (``encoder.``, ``net.``, …)."""
+    for name in sorted(architectures._BUILTIN):
+        default = _signature(name, None)
+        if default is None:
+            continue
+        fitted = checkpoints.fit(state, default)
+        if not fitted.missing and fitted.matched and (match := match_architecture(fitted.state)) and match[0] == name:
+            return match
+    for prefix in checkpoints.candidate_prefixes(state)[1:6]:
+        inside, _outside = checkpoints.strip(state, prefix)
+        if inside and (match := match_architecture(inside)) is not None:
+            return match
+    return None
 
 
 def _check_state_size(path: Path, state: Mapping[str, torch.Tensor], budget: int) -> None:
@@ -485,11 +560,11 @@ def _check_claimed(path: Path, what: str, claimed: int, shape: tuple[int, ...] |
 
 
 def _check_buildable(path: Path, state: Mapping[str, torch.Tensor], architecture: str, num_classes: int | None,
-                     budget: int) -> None:
+                     budget: int, allowed_missing: frozenset[str] = frozenset(), extra: str = "") -> None:
     """Before a registry architecture is really built (which allocates and initializes every parameter, tens
     of seconds for an absurd head), build it on the meta device: refuse it above the memory budget, and refuse a
     state dict whose shapes it would not accept anyway — both in well under a second."""
-    built = _meta_build(architecture, num_classes)
+    built = _meta_build(architecture, num_classes, extra)
     if built is None:
         return  # not buildable on meta: the real build below reports its own failure
     shapes = built.shapes
@@ -516,7 +591,7 @@ def _check_buildable(path: Path, state: Mapping[str, torch.Tensor], architecture
             )
         return
     given = _comparable({k: tuple(v.shape) for k, v in state.items()})
-    missing = [k for k in shapes if k not in given]
+    missing = [k for k in shapes if k not in given and k not in allowed_missing]
     unexpected = [k for k in given if k not in shapes]
     mismatched = [k for k in shapes if k in given and given[k] != shapes[k]]
     if missing or unexpected or mismatched:
@@ -540,7 +615,8 @@ def _last_linear_rows(state: Mapping[str, torch.Tensor]) -> int | None:
     return int(rows[-1]) if rows else None
 
 
-def _build_assigned(name: str, num_classes: int | None, state: Mapping[str, torch.Tensor]) -> nn.Module | None:
+def _build_assigned(name: str, num_classes: int | None, state: Mapping[str, torch.Tensor],
+                    extra: str = "") -> nn.Module | None:
     """A registry architecture built on the meta device with the file's tensors assigned as its parameters and
     buffers, or None when the state does not cover every one of them exactly (the caller then builds for real).
 
@@ -549,13 +625,13 @@ def _build_assigned(name: str, num_classes: int | None, state: Mapping[str, torc
     paid again by the isolated test-load. Tensors are cast to the dtype the model declares, as copying would, and
     one file tensor saved under two names of untied parameters is copied for the second, as copying would.
     """
-    built = _meta_build(name, num_classes)
+    built = _meta_build(name, num_classes, extra)
     if built is None or built.converts:  # a custom _load_from_state_dict may not expect assignment
         return None
     try:
         with warnings.catch_warnings(), _ParamsOnMeta():
             warnings.simplefilter("ignore")
-            module = architectures.build(name, **({} if num_classes is None else {"num_classes": num_classes}))
+            module = architectures.build(name, **_builder_kwargs(num_classes, extra))
     except Exception:  # noqa: BLE001 - the real build reports what is wrong
         return None
     expected = module.state_dict(keep_vars=True)
@@ -588,12 +664,13 @@ def _build_assigned(name: str, num_classes: int | None, state: Mapping[str, torc
     return module
 
 
-def _build_registry(path: Path, name: str, num_classes: int | None) -> nn.Module:
+def _build_registry(path: Path, name: str, num_classes: int | None, extra: str = "") -> nn.Module:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return architectures.build(name, **({} if num_classes is None else {"num_classes": num_classes}))
+            return architectures.build(name, **_builder_kwargs(num_classes, extra))
     except Exception as error:  # noqa: BLE001
+        _refuse_keyword(name, error, extra)
         raise ModelLoadError(f"{path}: cannot build architecture {name} ({_short(error)}).") from None
 
 
@@ -607,18 +684,30 @@ def _before_user_code() -> None:
         tvcompat.torchvision()
 
 
-def _build_callable(path: Path, spec: str, num_classes: int | None) -> nn.Module:
+def _refuse_keyword(architecture: str, error: BaseException, extra: str) -> None:
+    """A build that failed on a keyword the user passed is their usage error, naming ``--arch-kwargs``."""
+    keyword = _unknown_keyword(error) if isinstance(error, TypeError) else None
+    if keyword is not None and keyword in _builder_kwargs(None, extra):
+        raise ArchitectureArgumentError(
+            f"argument --arch-kwargs: {architecture} takes no keyword argument {keyword!r}") from None
+
+
+def _build_callable(path: Path, spec: str, num_classes: int | None, extra: str = "") -> nn.Module:
     module_name, _, attr = spec.partition(":")
     _before_user_code()
+    given = _builder_kwargs(None, extra)
     try:
         target: Any = importlib.import_module(module_name)
         for part in attr.split("."):
             target = getattr(target, part)
         try:
-            built = target(num_classes=num_classes) if num_classes is not None else target()
-        except TypeError:  # the callable takes no num_classes
-            built = target()
+            built = target(**_builder_kwargs(num_classes, extra))
+        except TypeError as error:  # the callable takes no num_classes
+            if num_classes is None or _unknown_keyword(error) != "num_classes":
+                raise
+            built = target(**given)
     except Exception as error:  # noqa: BLE001
+        _refuse_keyword(spec, error, extra)
         raise ModelLoadError(f"{path}: cannot build {spec} ({_short(error)}); check the architecture name.") from None
     if not isinstance(built, nn.Module):
         raise ModelLoadError(f"{path}: {spec} returned {type(built).__name__}, not an nn.Module.")
@@ -636,7 +725,7 @@ def _torch_load(path: Path, *, weights_only: bool, allow_list: bool = True) -> A
 
 
 def _load_pickle(path: Path, kind: str, trust: bool, architecture: str | None,
-                 budget: int | None = None) -> _Loaded:
+                 budget: int | None = None, arch_kwargs: Mapping[str, Any] | None = None) -> _Loaded:
     scan = _scan(path, kind)
     if not trust:
         wanted = _refused_globals(scan)
@@ -688,13 +777,36 @@ def _load_pickle(path: Path, kind: str, trust: bool, architecture: str | None,
                 "pass --trust only if you trust its source.",
                 globals=names, format="pickle",
             ) from None
+        absent = _absent_module(error) if trust else None
+        if absent:
+            raise ModelLoadError(f"{path} {absent}.") from None
         raise ModelLoadError(f"{path} could not be unpickled ({_short(error)}); it may be truncated or damaged.") \
             from None
-    return _interpret_object(path, obj, architecture, trust, budget)
+    return _interpret_object(path, obj, architecture, trust, budget, arch_kwargs)
+
+
+_MISSING_CLASS = re.compile(r"Can't get attribute '([\w.]+)' on <module '([\w.]+)'")
+
+
+def _absent_module(error: BaseException) -> str | None:
+    """What a trusted unpickle needed and could not import, as a phrase: the module (``ModuleNotFoundError``), or
+    a class its installed version lacks (``Can't get attribute 'X' on <module 'm'>``); else None."""
+    seen: BaseException | None = error
+    for _ in range(4):  # torch.load may wrap the import failure
+        if seen is None:
+            break
+        if isinstance(seen, ModuleNotFoundError) and seen.name:
+            return (f"needs the Python module {seen.name!r}, which is not installed here; install the package that "
+                    f"provides it (e.g. pip install {seen.name.split('.')[0]}) and load the file again")
+        if isinstance(seen, AttributeError) and (found := _MISSING_CLASS.search(str(seen))):
+            return (f"needs {found.group(1)} from the module {found.group(2)!r}, which the installed version lacks; "
+                    f"install the version of {found.group(2).split('.')[0]} it was saved with")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _interpret_object(path: Path, obj: Any, architecture: str | None, trust: bool,
-                      budget: int | None = None) -> _Loaded:
+                      budget: int | None = None, arch_kwargs: Mapping[str, Any] | None = None) -> _Loaded:
     if isinstance(obj, nn.Module):
         return _Loaded(obj, "pickle", _registry_name_of(obj), _out_features(obj))
     if isinstance(obj, Mapping):
@@ -703,7 +815,8 @@ def _interpret_object(path: Path, obj: Any, architecture: str | None, trust: boo
                 return _Loaded(obj[key], "pickle", _registry_name_of(obj[key]), _out_features(obj[key]))
         state = unwrap_state_dict(obj)
         if state is not None:
-            return _build_from_state(path, state, "state_dict", architecture, trust, budget=budget)
+            return _build_from_state(path, state, "state_dict", architecture, trust, budget=budget,
+                                     arch_kwargs=arch_kwargs)
         raise ModelLoadError(
             f"{path} holds a dictionary without model weights (keys: {', '.join(map(str, list(obj)[:5]))}); "
             "choose a file saved with torch.save(model) or torch.save(model.state_dict())."
@@ -731,7 +844,7 @@ def _out_features(module: nn.Module) -> int | None:
 
 
 def _load_safetensors(path: Path, sniffed: _files.Sniff, architecture: str | None, trust: bool,
-                      budget: int | None = None) -> _Loaded:
+                      budget: int | None = None, arch_kwargs: Mapping[str, Any] | None = None) -> _Loaded:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -746,7 +859,7 @@ def _load_safetensors(path: Path, sniffed: _files.Sniff, architecture: str | Non
     if architecture is None and architectures.is_known(str(metadata.get("architecture", ""))):
         architecture = metadata["architecture"]
     num_classes = int(metadata["num_classes"]) if str(metadata.get("num_classes", "")).isdigit() else None
-    loaded = _build_from_state(path, dict(state), "safetensors", architecture, trust, num_classes, budget)
+    loaded = _build_from_state(path, dict(state), "safetensors", architecture, trust, num_classes, budget, arch_kwargs)
     loaded.metadata = metadata
     return loaded
 
@@ -768,6 +881,17 @@ def _load_code_archive(path: Path, kind: str, trust: bool) -> _Loaded:
                 module = torch.export.load(str(path)).module()
     except Exception as error:  # noqa: BLE001
         raise ModelLoadError(f"{path} is {what} that failed to load ({_short(error)}); save it again.") from None
+    if kind == "torchscript":
+        # A scripted registry architecture becomes its eager module again: real int8 kernels, simulated activations.
+        from qtradeoff.core.loading.scripted import rebuild_eager
+
+        rebuilt = rebuild_eager(module)
+        if rebuilt.module is not None:
+            return _Loaded(rebuilt.module, kind, rebuilt.architecture, rebuilt.num_classes,
+                           metadata={"rebuilt_from_torchscript": rebuilt.architecture})
+        return _Loaded(module, kind, rebuilt.architecture, rebuilt.num_classes,
+                       warnings=[f"{path.name}: {rebuilt.note}; its layers cannot run on int8 kernels and its "
+                                 "activations are not simulated"] if rebuilt.note else [])
     return _Loaded(module, kind, None, None)
 
 
@@ -781,7 +905,8 @@ def _load_onnx(path: Path, size: int) -> _Loaded:
     return _Loaded(module, "onnx", None, num_classes, metadata)
 
 
-def load_in_process(path: Path, *, trust: bool, architecture: str | None, budget: int) -> tuple[_Loaded, int]:
+def load_in_process(path: Path, *, trust: bool, architecture: str | None, budget: int,
+                    arch_kwargs: Mapping[str, Any] | None = None) -> tuple[_Loaded, int]:
     """Check, identify and load the file in this process. Returns the loaded model and the file size."""
     path = Path(path)
     try:
@@ -802,11 +927,11 @@ def load_in_process(path: Path, *, trust: bool, architecture: str | None, budget
     if kind == "onnx":
         loaded = _load_onnx(path, size)
     elif kind == "safetensors":
-        loaded = _load_safetensors(path, sniffed, architecture, trust, budget)
+        loaded = _load_safetensors(path, sniffed, architecture, trust, budget, arch_kwargs)
     elif kind in ("torchscript", "export"):
         loaded = _load_code_archive(path, kind, trust)
     else:
-        loaded = _load_pickle(path, kind, trust, architecture, budget)
+        loaded = _load_pickle(path, kind, trust, architecture, budget, arch_kwargs)
     with contextlib.suppress(NotImplementedError):  # torch.export modules refuse eval(); they are traced in eval
         loaded.module.eval()
     return loaded, size
@@ -817,11 +942,14 @@ def load_in_process(path: Path, *, trust: bool, architecture: str | None, budget
 
 
 def inspect_file(path: str | Path, *, trust: bool = False, architecture: str | None = None,
-                 memory_budget: int | None = None) -> dict:
+                 memory_budget: int | None = None, arch_kwargs: Mapping[str, Any] | None = None) -> dict:
     """Identify and test-load ``path`` in this process; the verdict is plain data (what the child reports)."""
     budget = memory_budget or _files.memory_budget()
     try:
-        loaded, size = load_in_process(Path(path), trust=trust, architecture=architecture, budget=budget)
+        loaded, size = load_in_process(Path(path), trust=trust, architecture=architecture, budget=budget,
+                                       arch_kwargs=arch_kwargs)
+    except ArchitectureArgumentError as error:
+        return {"ok": False, "error": "ArchitectureArgumentError", "message": str(error)}
     except NeedsTrust as error:
         return {"ok": False, "error": "NeedsTrust", "message": str(error), "globals": error.globals,
                 "format": error.format}
@@ -839,16 +967,20 @@ def _raise_verdict(verdict: dict) -> None:
         return
     if verdict.get("error") == "NeedsTrust":
         raise NeedsTrust(verdict["message"], globals=verdict.get("globals"), format=verdict.get("format"))
+    if verdict.get("error") == "ArchitectureArgumentError":
+        raise ArchitectureArgumentError(verdict["message"])
     raise ModelLoadError(verdict["message"])
 
 
 def load_model(path: str | Path, *, trust: bool = False, architecture: str | None = None,
                input_shape: tuple[int, ...] | None = None, isolate: bool = True,
-               memory_budget: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> LoadedModel:
+               memory_budget: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+               arch_kwargs: Mapping[str, Any] | None = None) -> LoadedModel:
     """Load a model file of any supported format, safely. Raises ModelLoadError (or NeedsTrust).
 
     ``architecture``: a registry name (``torchvision.resnet18``, ``qtradeoff.digits_cnn``) or
     ``package.module:callable`` (imports code: needs ``trust``); auto-detected for state dicts when None.
+    ``arch_kwargs``: keyword arguments of the architecture's constructor (``{"num_classes": 10}``), plain JSON data.
     ``isolate`` (default) test-loads in a child process with a memory limit and a timeout first.
     ``input_shape``: one sample's shape; otherwise taken from the sample manifest, else None (see module doc).
     """
@@ -864,7 +996,8 @@ def load_model(path: str | Path, *, trust: bool = False, architecture: str | Non
         from qtradeoff.core.loading import _load_child
 
         verdict = _load_child.run_isolated(
-            {"path": str(path), "trust": trust, "architecture": architecture, "memory_budget": budget},
+            {"path": str(path), "trust": trust, "architecture": architecture, "memory_budget": budget,
+             "arch_kwargs": dict(arch_kwargs) if arch_kwargs else None},
             timeout=timeout, memory_bytes=budget, label=str(path),
         )
         _raise_verdict(verdict)
@@ -878,7 +1011,8 @@ def load_model(path: str | Path, *, trust: bool = False, architecture: str | Non
         # The child already matched the architecture: reuse its answer instead of searching again.
         if architecture is None and verdict.get("format") in ("safetensors", "state_dict"):
             architecture = verdict.get("architecture")
-    loaded, size = load_in_process(path, trust=trust, architecture=architecture, budget=budget)
+    loaded, size = load_in_process(path, trust=trust, architecture=architecture, budget=budget,
+                                   arch_kwargs=arch_kwargs)
     sample = _manifest_entry_for(digest)
     if input_shape is None and sample is not None:
         input_shape = tuple(sample["input_shape"])
@@ -898,7 +1032,7 @@ def load_model(path: str | Path, *, trust: bool = False, architecture: str | Non
         architecture=loaded.architecture or (sample or {}).get("architecture"),
         load_seconds=time.perf_counter() - started,
         preprocessing=dict(sample["preprocessing"]) if sample else _preprocessing_from_metadata(loaded.metadata),
-        warnings=_weight_warnings(path, loaded.module),
+        warnings=[*loaded.warnings, *_weight_warnings(path, loaded.module)],
     )
 
 

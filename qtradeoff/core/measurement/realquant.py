@@ -300,12 +300,21 @@ def _build_real_model(base: nn.Module, plan_: Plan, calib_inputs: torch.Tensor, 
                              "with a quantize and a dequantize around each")
         except Exception as error:  # FX tracing/conversion fails on dynamic control flow and unsupported ops
             reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-            converted = False
-            model = copy.deepcopy(base).eval()
-            _apply_pruning(model, plan_)
-            notes = [f"int8 conversion failed ({type(error).__name__}: {reason}); measured the nearest real "
-                     "execution: fp32 eager" + (" with dynamic int8 Linear layers" if dynamic or static else "")]
-            model = _eager_dynamic(model, [n for n in static + dynamic if layers[n] == "Linear"], settings)
+            from qtradeoff.core.measurement.subtrees import convert_by_subtrees
+
+            partial = convert_by_subtrees(model, settings, static, dynamic, calib_inputs, calib_batch, _convert_fx,
+                                          layers)
+            if partial is not None:  # the largest parts FX can trace, converted one by one
+                model, roots = partial
+                notes.append(f"the whole model does not convert ({type(error).__name__}: {reason}); its traceable "
+                             f"parts do ({', '.join(roots[:4])}{', …' if len(roots) > 4 else ''}), the rest is fp32")
+            else:
+                converted = False
+                model = copy.deepcopy(base).eval()
+                _apply_pruning(model, plan_)
+                notes = [f"int8 conversion failed ({type(error).__name__}: {reason}); measured the nearest real "
+                         "execution: fp32 eager" + (" with dynamic int8 Linear layers" if dynamic or static else "")]
+                model = _eager_dynamic(model, [n for n in static + dynamic if layers[n] == "Linear"], settings)
     executed = {name: _executed(model, name) for name in layers}
     stayed = [name for name in static + dynamic if executed[name] == "fp32"]
     if converted and stayed:

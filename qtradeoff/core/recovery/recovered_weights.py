@@ -190,17 +190,17 @@ class RecoveredCompressor(Compressor):
         self._trained_grids = {name: {where: ActivationGrid.from_dict(grid) for where, grid in grids.items()}
                                for name, grids in weights.grids.items()}
 
-    def mask(self, layer, name, settings):
+    def mask(self, layer, name, settings, transform=()):
         if self._trained_settings.get(layer) == settings and settings.prune.method != "none" and not settings.skip:
             found = self.recovered.masks.get(f"{layer}.{name}")
             if found is not None:
                 return found
-        return super().mask(layer, name, settings)
+        return super().mask(layer, name, settings, transform)
 
-    def activation_grids(self, layer: LayerPlan) -> dict[str, ActivationGrid]:
+    def activation_grids(self, layer: LayerPlan, plan=None) -> dict[str, ActivationGrid]:
         if self._trained_settings.get(layer.name) == layer.settings and self.casts_activations(layer):
             return dict(self._trained_grids.get(layer.name, {}))
-        return super().activation_grids(layer)
+        return super().activation_grids(layer, plan)
 
 
 def recovered_engine(engine, weights: RecoveredWeights, config: CompressionConfig | None = None):

@@ -38,3 +38,29 @@ def test_each_warning_from_its_cause():
     assert any("tiny" in w for w in fidelity_warnings(varied * 1e-10, labelled=True))
     assert any("no labels" in w for w in fidelity_warnings(varied, labelled=False))
     assert any("one sample is 10.0 points" in w for w in fidelity_warnings(varied[:10], labelled=True))
+
+
+def test_a_scale_floor_that_zeroes_a_layer_is_named():
+    """Outputs of ~1e-10: int8 weights round to 0 and activations collapse on the floored grid (issue 16)."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from qtradeoff.core.loading.data import EvalData, fingerprint
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(1e-10)
+        model[0].bias.mul_(1e-10)
+    inputs = torch.randn(80, 8)
+    data = EvalData("tiny", inputs[:16], None, inputs[16:], None, None, fingerprint(inputs[:16], inputs[16:]))
+    engine = Engine(SimpleNamespace(module=model), data)
+    weight_only = engine.evaluate(CompressionConfig().with_defaults(weight={"precision": "int8"}), latency="none")
+    (floor,) = [w for w in weight_only.provenance["warnings"] if "smallest scale" in w]
+    assert "zeroes the weights of layer 0:" in floor  # the second layer's weights are ordinary
+    w8a8 = engine.evaluate(W8A8, latency="none").provenance["warnings"]
+    assert any("collapses the activations of layer 2" in w for w in w8a8), w8a8
+    healthy = engine.evaluate(CompressionConfig().with_defaults(weight={"precision": "int8"}).with_layer(
+        "0", weight={"precision": "fp32"}), latency="none")
+    assert not any("smallest scale" in w for w in healthy.provenance["warnings"])

@@ -160,11 +160,15 @@ def test_cancel_stops_between_steps(mlp):
 def test_nothing_to_recover_and_torchscript_are_refused(cnn):
     with pytest.raises(RecoveryError, match="nothing to recover"):
         recover(cnn, CompressionConfig(), FEW)
-    scripted = EngineSpec("digits_cnn_torchscript", calib_size=16, eval_size=16)
-    try:
-        engine = scripted.build()
-    except Exception:  # noqa: BLE001 - the sample's name may not resolve; the refusal is what matters
-        pytest.skip("no TorchScript sample by that name")
+    from types import SimpleNamespace
+
+    from qtradeoff.core import Engine, load_sample_model, sample_data_for
+    from qtradeoff.core.loading.model_io import SAMPLE_DIR
+
+    # the loader rebuilds a scripted registry architecture as eager (issue 16), so the scripted module itself
+    scripted = SimpleNamespace(module=torch.jit.load(SAMPLE_DIR / "digits_cnn.torchscript.pt"))
+    sample = load_sample_model("digits_cnn")
+    engine = Engine(scripted, sample_data_for(sample, calib_size=16, eval_size=16))
     with pytest.raises(RecoveryError, match="eager"):
         recover(engine, INT2, FEW)
 
@@ -196,3 +200,11 @@ def test_a_fine_tune_that_raises_the_training_loss_keeps_the_post_training_weigh
     weights = recover(mlp, config, RecoverySettings(steps=3, lr=50.0, batch_size=96, time_limit_s=None))
     assert weights.training["kept"] and weights.training["final_loss"] >= weights.training["initial_loss"]
     assert recovered_engine(mlp, weights, config).score(config) == mlp.score(config)
+
+
+@pytest.mark.parametrize("extra", [{"equalization": "cle"}, {"weight": {"precision": "lut4"}},
+                                   {"weight": {"rounding": "gptq"}}])
+def test_configurations_the_twin_cannot_train_are_refused(mlp, extra):
+    config = INT2.with_equalization("cle") if "equalization" in extra else INT2.with_defaults(**extra)
+    with pytest.raises(RecoveryError, match="recovery fine-tunes nearest-rounded integer grids"):
+        recover(mlp, config, FEW)
