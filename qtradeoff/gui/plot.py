@@ -81,8 +81,9 @@ def _log_ticks(low: float, high: float, unit: float, suffix: str) -> list[tuple[
         inside = [v for v in inside if f"{v:.0e}".startswith("1")] or inside[::2]
     if len(inside) > 6:
         inside = inside[::2]
-    if len(inside) < 2:
-        inside = [10.0 ** low_u, 10.0 ** high_u]
+    if not inside:  # a narrow range: one tick in the middle (ticks at the very ends are not drawn)
+        middle = float(f"{10.0 ** ((low_u + high_u) / 2):.2g}")  # short: a label wider than the axis is not drawn
+        inside = [middle]
     return [(math.log10(v * unit), f"{v:.3g} {suffix}") for v in inside]
 
 
@@ -170,10 +171,11 @@ class ParetoPlot(QWidget):
         for name, col, text in (("memory", 1, "memory"), ("latency", 3, "latency")):
             bar = pg.ColorBarItem(values=(0.0, 1.0), width=10, colorMap=self.cmap, interactive=False,
                                   colorMapMenu=False)
-            bar.axis.setWidth(52)
+            bar.axis.setWidth(58)
             bar.setToolTip(f"Colour of the points beside it: {text} (log scale, dark = small)")
             self.graphics.addItem(bar, row=0, col=col)
             self.colour_bars[name] = bar
+        self.graphics.ci.layout.setColumnMinimumWidth(4, 14)  # room for the last bar's tick labels
         self.latency_view.setLabel("bottom", "Latency, batch 1 (ms)")
         self.memory_view.setLabel("bottom", "Weight memory (KiB)")
         self.latency_view.setTitle("Accuracy vs latency · colour: memory", size="9pt", color=(60, 60, 60))
@@ -463,6 +465,7 @@ class ParetoPlot(QWidget):
             self._fit("latency", self.latency_view, latency[rows], y_low, y_high)
             self._fit("memory", self.memory_view, memory_x[rows], y_low, y_high)
         self.summary.setText(self._summary_text(rows, others, fronts) if n else EMPTY_HINT)
+        self.summary.setToolTip(self.summary.text())  # the whole sentence where a narrow window clips it
 
     def _summary_text(self, rows: np.ndarray, others: np.ndarray, fronts: dict[str, np.ndarray]) -> str:
         on_front = len(set(fronts["latency"].tolist()) | set(fronts["memory"].tolist()))
@@ -520,8 +523,9 @@ class ParetoPlot(QWidget):
             bar.axis.setTicks([[]])
             return
         lo, hi = span
-        if hi - lo < 1e-9:
-            lo, hi = lo - 0.05, hi + 0.05
+        if hi - lo < 0.1:  # at least a tenth of a decade, so that a round tick falls inside
+            centre = (lo + hi) / 2
+            lo, hi = centre - 0.05, centre + 0.05
         bar.setLevels((lo, hi))
         bar.axis.setTicks([_log_ticks(lo, hi, unit, suffix)])
 
