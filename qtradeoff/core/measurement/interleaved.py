@@ -4,13 +4,14 @@ Timing each model in its own run and dividing medians turns any drift between th
 the CPU clocking down) into the ratio: three repeats of one batch-1 ratio read 9.5, 22 and 382 on a quiet machine
 where alternating calls read 1.70. Here, after ``warmup`` calls of each model, one call sizes the blocks (each
 model runs enough calls that a block lasts about ``min_run_time / min_repeats / len(models)``), then rounds of one
-block per model run in alternating order (AB, BA, AB, ...) until ``min_run_time`` seconds and ``min_repeats``
-rounds are reached (at most ``max_repeats``). Each round gives one per-call time per model and one ratio per
-compared model (its block over the reference's block of the same round), so load that hits a round hits both
-sides of its ratio. Reported: per model, the median and IQR of its per-call times (:class:`LatencyStats`), and per
-compared model the median ratio and its spread (the farther quartile from the median, relative to it); a ratio
-whose spread exceeds ``RATIO_NOISY_SPREAD`` is marked noisy. Blocks run through ``torch.utils.benchmark.Timer``;
-its clock can be replaced, which is how the tests check the protocol without timing anything.
+block per model run in rotating order (AB, BA, AB, ...; ABC, BCA, CAB with three) until ``min_run_time`` seconds
+and ``min_repeats`` rounds are reached (at most ``max_repeats``). Each round gives one per-call time per model and
+one ratio per compared model (its block over the reference's block of the same round), so load that hits a round
+hits both sides of its ratio. Reported: per model, the median and IQR of its per-call times
+(:class:`LatencyStats`), and per compared model the median ratio and its spread (the farther quartile from the
+median, relative to it); a ratio whose spread exceeds ``RATIO_NOISY_SPREAD`` is marked noisy. Blocks run through
+``torch.utils.benchmark.Timer``; its clock can be replaced, which is how the tests check the protocol without
+timing anything.
 """
 
 from __future__ import annotations
@@ -120,7 +121,10 @@ def time_interleaved(modules: Mapping[str, Callable], samples: torch.Tensor,
                         rounds < settings.min_repeats or clock() - started < settings.min_run_time):
                     if should_stop():  # between rounds: a round is short, and its pair must stay whole
                         return
-                    for name in names if rounds % 2 == 0 else names[::-1]:
+                    # rotated every round (AB BA ..., ABC BCA CAB ...): each model follows each other one
+                    # equally often, so none keeps the cache warm from a block of its own more than the others
+                    shift = rounds % len(names)
+                    for name in names[shift:] + names[:shift]:
                         times[name].append(timers[name].timeit(calls[name]).times[0])
                     rounds += 1
             stats = {}

@@ -73,6 +73,16 @@ def test_blocks_alternate_in_order_abab_then_baba():
     assert rounds == [["fp32", 3], ["config", 6], ["fp32", 6], ["config", 6], ["fp32", 3]]  # AB BA AB BA
 
 
+def test_three_models_rotate_so_that_none_runs_two_blocks_in_a_row():
+    clock = FakeClock()
+    models = {name: clock.model(name, 0.05) for name in ("fp32", "tool", "fx")}
+    settings = LatencySettings(batch_sizes=(1,), threads=1, warmup=0, min_run_time=0.0, min_repeats=6)
+    timing = next(time_interleaved(models, torch.zeros(1, 2), settings, clock=clock))
+    blocks = clock.calls[9::3]  # after the sizing calls, one name per block of 3 calls
+    assert blocks == ["fp32", "tool", "fx", "tool", "fx", "fp32", "fx", "fp32", "tool"] * 2
+    assert set(timing.ratios) == {"tool", "fx"}
+
+
 def test_ratios_that_disagree_are_marked_noisy_and_the_mark_reaches_the_stats_and_json():
     clock = FakeClock()
     slow = iter([False, False, True] * 100)
