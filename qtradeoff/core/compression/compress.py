@@ -435,6 +435,12 @@ class Compressor:
                 self._rounded_cache.popitem(last=False)
         return result
 
+    def rounded(self, layer: LayerPlan) -> rounding.Rounded | None:
+        """The weight (BatchNorm folded) and, for bias correction, the bias that ``layer``'s rounding algorithm
+        gives, as the simulation installs them; None where the layer is rounded to nearest. For real-kernel
+        models and exports, which must carry the same values."""
+        return self._rounded(layer)
+
     def _layer_input_stats(self, name: str) -> rounding.InputStats | None:
         self._ensure_input_stats()
         return self._input_stats.get(name)
