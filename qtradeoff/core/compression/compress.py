@@ -468,8 +468,14 @@ class Compressor:
             if unsupported:
                 self.notes.append("bias correction, AdaRound and GPTQ apply to Linear and Conv2d layers; nearest "
                                   "rounding for " + ", ".join(unsupported))
+            inputs = self.calib_inputs[:ROUNDING_SAMPLES]
             with torch.no_grad(), runtime.running():
-                _run_batches(model, self.calib_inputs[:ROUNDING_SAMPLES], self.calib_batch)
+                try:
+                    _run_batches(model, inputs, self.calib_batch)
+                except Exception:  # noqa: BLE001 - e.g. an export program specialised to batch size 1
+                    for collector in collectors.values():
+                        collector.stats = None
+                    _run_batches(model, inputs, 1)
             self.stats.rounding_passes += 1
             self._input_stats = {name: c.stats for name, c in collectors.items() if c.stats is not None}
 
