@@ -87,7 +87,8 @@ def bench_model(name: str, bits_list: list[str], rounds: int, iterations: int | 
                              "accuracy": result.accuracy, "ci95": list(result.accuracy_ci95),
                              "seconds": statistics.median(seconds[algorithm]),
                              "ratio": statistics.median(ratios[algorithm]), "eval_samples": result.eval_samples})
-            print(f"  {name} {bits} {algorithm}: {statistics.median(seconds[algorithm]):.2f} s", flush=True)
+            shown = ", ".join(f"{row['activation']} acts {row['accuracy']:.2%}" for row in rows[-len(ACTIVATIONS):])
+            print(f"  {name} {bits} {algorithm}: {statistics.median(seconds[algorithm]):.2f} s, {shown}", flush=True)
     return rows
 
 
