@@ -27,8 +27,9 @@ from PySide6.QtWidgets import (
 from qtradeoff.core.config import ROUNDINGS
 from qtradeoff.core.engine.estimate import format_seconds
 from qtradeoff.core.precision import label
+from qtradeoff.gui import layer_table
 from qtradeoff.gui.backend import THRESHOLD_STEP, THRESHOLD_STEPS
-from qtradeoff.gui.layer_table import PRECISION_ORDER, ROUNDING_LABELS
+from qtradeoff.gui.layer_table import PRECISION_ORDER
 
 EVAL_SIZE_STEP = 25
 
@@ -98,7 +99,7 @@ class GlobalControls(QGroupBox):
         self.granularity.setToolTip("Whether integer weights get one scale per output channel or one per tensor.")
         self.rounding = QComboBox()
         for name in ROUNDINGS:
-            self.rounding.addItem(ROUNDING_LABELS[name], name)
+            self.rounding.addItem(layer_table.ROUNDING_LABELS[name], name)
         self.rounding.setToolTip(
             "How integer weights are rounded onto their grid: to nearest, or with the calibration split — bias "
             "correction (cancels each layer's mean output shift), AdaRound (learned up/down rounding) or GPTQ "
