@@ -27,9 +27,10 @@ from PySide6.QtWidgets import (
 from qtradeoff.core.config import ROUNDINGS
 from qtradeoff.core.engine.estimate import format_seconds
 from qtradeoff.core.precision import label
+from qtradeoff.gui import layer_table
 from qtradeoff.gui.backend import THRESHOLD_STEP, THRESHOLD_STEPS
 from qtradeoff.gui.formatting import RUNTIME_LABELS
-from qtradeoff.gui.layer_table import ACTIVATION_PRECISION_ORDER, PRECISION_ORDER, ROUNDING_LABELS
+from qtradeoff.gui.layer_table import ACTIVATION_PRECISION_ORDER, PRECISION_ORDER
 
 EVAL_SIZE_STEP = 25
 SMOOTHQUANT_STEPS = 10  # the SmoothQuant slider: off, then alpha 0.1 .. 1.0
@@ -112,7 +113,7 @@ class GlobalControls(QGroupBox):
         self.granularity.setToolTip("Whether integer weights get one scale per output channel or one per tensor.")
         self.rounding = QComboBox()
         for name in ROUNDINGS:
-            self.rounding.addItem(ROUNDING_LABELS[name], name)
+            self.rounding.addItem(layer_table.ROUNDING_LABELS[name], name)
         self.rounding.setToolTip(
             "How integer weights are rounded onto their grid: to nearest, or with the calibration split — bias "
             "correction (cancels each layer's mean output shift), AdaRound (learned up/down rounding) or GPTQ "

@@ -631,6 +631,12 @@ class Compressor:
                 self._rounded_cache.popitem(last=False)
         return result
 
+    def rounded(self, layer: LayerPlan) -> rounding.Rounded | None:
+        """The weight (BatchNorm folded) and, for bias correction, the bias that ``layer``'s rounding algorithm
+        gives, as the simulation installs them; None where the layer is rounded to nearest. For real-kernel
+        models and exports, which must carry the same values."""
+        return self._rounded(layer)
+
     def _layer_input_stats(self, name: str) -> rounding.InputStats | None:
         self._ensure_input_stats()
         return self._input_stats.get(name)
@@ -658,8 +664,14 @@ class Compressor:
             if unsupported:
                 self.notes.append("bias correction, AdaRound and GPTQ apply to Linear and Conv2d layers; nearest "
                                   "rounding for " + ", ".join(unsupported))
+            inputs = self.calib_inputs[:ROUNDING_SAMPLES]
             with torch.no_grad(), runtime.running():
-                _run_batches(model, self.calib_inputs[:ROUNDING_SAMPLES], self.calib_batch)
+                try:
+                    _run_batches(model, inputs, self.calib_batch)
+                except Exception:  # noqa: BLE001 - e.g. an export program specialised to batch size 1
+                    for collector in collectors.values():
+                        collector.stats = None
+                    _run_batches(model, inputs, 1)
             self.stats.rounding_passes += 1
             self._input_stats = {name: c.stats for name, c in collectors.items() if c.stats is not None}
 

@@ -97,8 +97,10 @@ def _parametrize_weights(compressor, plan, model: nn.Module) -> tuple[int, list[
                 source = source * mask
             axis = layer.out_axis if (spec.granularity == "per_channel" and source.dim() > 1) else None
             scale, zero_point = int_qparams(source, bits, spec.symmetric, axis)
-            again = quantize_int(source, bits, symmetric=spec.symmetric, axis=axis, scale=scale,
-                                 zero_point=zero_point)
+            # the simulated weight must lie on the source's grid (nearest rounding, or bias correction, AdaRound
+            # and GPTQ, which choose other points of the same grid): re-quantizing it must change nothing
+            again = quantize_int(simulated.to(torch.float32), bits, symmetric=spec.symmetric, axis=axis,
+                                 scale=scale, zero_point=zero_point)
             if mask is not None:
                 again = again * mask
             if not torch.equal(again, simulated):

@@ -18,8 +18,9 @@ import io
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -247,15 +248,47 @@ def planned(plan: Plan) -> dict[str, tuple[str, str]]:
 
 
 def build_real_model(base: nn.Module, plan: Plan, calib_inputs: torch.Tensor, *,
-                     calib_batch: int = 256) -> RealModel:
+                     calib_batch: int = 256, rounded: Mapping[str, Any] | None = None) -> RealModel:
     """Convert ``base`` (never mutated) to real kernels as ``plan`` asks.
 
     Activation observers are calibrated on ``calib_inputs``; pruned weights are zeroed with the plan's masks.
+    ``rounded``: layer -> the compressor's ``Rounded`` (``.weight`` BatchNorm folded, ``.bias`` or None) for the
+    layers whose weights a rounding algorithm chose; the converted int8 layers get those values on their grid.
     """
     # torch.ao's converted modules initialise weights from the global RNG before loading ours: keep the
     # caller's random stream where it was
     with quantized_engine(), torch.random.fork_rng(devices=[]):
-        return _build_real_model(base, plan, calib_inputs, calib_batch)
+        real = _build_real_model(base, plan, calib_inputs, calib_batch)
+        if rounded and real.converted:
+            _install_rounded(real.module, rounded)
+        return real
+
+
+def _install_rounded(model: nn.Module, rounded: Mapping[str, Any]) -> None:
+    """Put the rounding algorithms' weights (and corrected biases) into the converted int8 layers, on the grid
+    torch.ao chose for them (the same as the simulation's: see :func:`_weight_observer`). Layers left in float
+    are left alone (they run the unrounded weights, as for nearest rounding)."""
+    for name, values in rounded.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+        weight_of = getattr(module, "weight", None)
+        if not callable(weight_of) or not hasattr(module, "set_weight_bias"):
+            continue  # not a quantized module (a float layer keeps its own weights)
+        current = weight_of()
+        if not isinstance(current, torch.Tensor) or not current.is_quantized or \
+                tuple(current.shape) != tuple(values.weight.shape):
+            continue
+        weight = values.weight.detach().to(torch.float32)
+        if current.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            new = torch.quantize_per_channel(weight, current.q_per_channel_scales(),
+                                             current.q_per_channel_zero_points(), current.q_per_channel_axis(),
+                                             current.dtype)
+        else:
+            new = torch.quantize_per_tensor(weight, current.q_scale(), current.q_zero_point(), current.dtype)
+        bias = module.bias() if values.bias is None else values.bias.detach().to(torch.float32)
+        module.set_weight_bias(new, bias)
 
 
 def _build_real_model(base: nn.Module, plan_: Plan, calib_inputs: torch.Tensor, calib_batch: int) -> RealModel:

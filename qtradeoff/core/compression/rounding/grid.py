@@ -125,11 +125,6 @@ class InputStats:
     def empty(cls, groups: int, k: int) -> InputStats:
         return cls(torch.zeros(groups, k, k, dtype=torch.float64), torch.zeros(groups, k, dtype=torch.float64), 0)
 
-    @property
-    def vectors_per_sample(self) -> float:
-        """Input vectors per sample: spatial positions of a convolution, tokens of a Linear on sequences."""
-        return self.count / self.samples if self.samples else 1.0
-
     def add(self, geometry: Geometry, x: torch.Tensor) -> None:
         """Accumulate a batch of the layer's inputs (the tensor its forward receives)."""
         x = x.detach().to(torch.float32)

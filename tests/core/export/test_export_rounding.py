@@ -1,0 +1,53 @@
+"""Exports carry the rounding algorithms' weights: every format reloads in a fresh process and reproduces the
+simulated accuracy of a GPTQ / AdaRound / bias-corrected configuration (the torch-int8 and ONNX writers used to
+re-derive weights from the float model, which would silently have exported nearest rounding)."""
+
+import pytest
+
+from qtradeoff.core import CompressionConfig, Engine, load_sample_model, sample_data_for
+from qtradeoff.core.export import export
+
+FAST = {"latency_batches": (1,), "repeats": 1}
+SUFFIX = {"packed": ".safetensors", "torch-int8": ".pt", "onnx": ".onnx"}
+
+
+def _config(name: str) -> CompressionConfig:
+    config = CompressionConfig().with_defaults(weight={"precision": "int4", "rounding": "gptq"},
+                                               activation={"precision": "int8"})
+    if name == "digits_mlp":
+        return (config.with_layer("layers.2", weight={"rounding": "adaround", "adaround_iterations": 30})
+                .with_layer("layers.4", weight={"rounding": "bias_correction"}))
+    return config.with_layer("features.5.conv", weight={"rounding": "bias_correction"}).with_layer(
+        "classifier.2", weight={"rounding": "bias_correction"})
+
+
+@pytest.fixture(scope="module")
+def engines():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            loaded = load_sample_model(name)
+            cache[name] = Engine(loaded, sample_data_for(loaded))
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize(("name", "fmt"), [
+    ("digits_mlp", "packed"), ("digits_mlp", "torch-int8"), ("digits_mlp", "onnx"),
+    # folded BatchNorms: the real model's fused convolutions get the folded rounded weights
+    pytest.param("digits_cnn", "torch-int8", marks=pytest.mark.slow), ("digits_cnn", "onnx")])
+def test_export_carries_the_rounded_weights(engines, tmp_path, name, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    engine = engines(name)
+    config = _config(name)
+    nearest = engine.evaluate(config.with_defaults(weight={"rounding": "nearest"}).without_layer("layers.2")
+                              .without_layer("layers.4").without_layer("features.5.conv")
+                              .without_layer("classifier.2"), latency="none")
+    report = export(engine, config, fmt, tmp_path / f"model{SUFFIX[fmt]}", **FAST)
+    assert report.passed, report.failures
+    assert abs(report.exported["accuracy"] - report.simulated["accuracy"]) * 100 <= 0.5
+    assert report.simulated["accuracy"] != nearest.accuracy or engine.logits(config).ne(
+        engine.logits(nearest.config)).any()
