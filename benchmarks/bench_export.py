@@ -6,8 +6,11 @@ W8A8 ``torch-int8`` export; ``--rounds`` rounds alternate fp32 and int8 runs (ma
 the ratio is the median over rounds of int8 median / fp32 median. The export's own verification is skipped here
 (``apply`` does it); the accuracy of each int8 file on the sample test set is printed beside its ratio.
 
-ONNX Runtime rows: see ``RUNTIMES`` below; the ONNX part adds its ``(runtime name, fp32 writer, int8 format,
-runner)`` entry there and gets the same rows.
+ONNX Runtime and OpenVINO rows (where installed: the ``[onnx]`` / ``[openvino]`` extras): the fp32 model and the
+W8A8 configuration written as ONNX (QDQ), timed in alternating blocks on each runtime in this process
+(:func:`qtradeoff.core.export.onnx_format.onnx_export_latency`; ONNX Runtime at optimization level ``all``, what a
+deployment runs), and the accuracy each runtime reaches on the file (ONNX Runtime also unfused, level ``none``:
+what the file computes).
 Measured 2026-12-02 (AMD EPYC, AVX2 without VNNI, --threads 1 on a shared loaded machine, 3 rounds): int8/fp32
 at batch 1 / 32: digits_cnn 0.40x / 0.45x, digits_mlp 0.59x / 0.48x, mobilenet_v3_small_digits 0.17x / 0.07x. The
 int8 files of digits_cnn and mobilenet here score 88.58 % / 92.76 % against 98.33 % / 97.49 % simulated: fbgemm's
@@ -81,6 +84,41 @@ def bench_model(name: str, rounds: int, repeats: int, threads: int | None, folde
             row[f"int8_ms_b{b}"] = statistics.median(medians["int8"][b])
             row[f"ratio_b{b}"] = statistics.median(ratios[b])
         rows.append(row)
+    rows += _onnx_rows(name, engine, loaded, rounds, threads, folder / name)
+    return rows
+
+
+def _onnx_rows(name: str, engine, loaded, rounds: int, threads: int | None, folder: Path) -> list[dict]:
+    from qtradeoff.core.export.onnx_format import onnx_export_latency
+    from qtradeoff.core.measurement import runtime_latency
+
+    runtimes = tuple(r for r in runtime_latency.RUNTIMES if runtime_latency.available(r))
+    if not runtimes:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = onnx_export_latency(engine, W8A8, folder, batches=BATCHES, threads=threads, rounds=3 * rounds,
+                                  runtimes=runtimes)
+    inputs, labels = engine.data.eval_inputs.numpy(), engine.data.eval_labels.numpy()
+    simulated = engine.evaluate(W8A8, latency="none").accuracy
+    rows = []
+    for runtime in runtimes:
+        def accuracy(optimization: str, runtime=runtime) -> float:
+            out = runtime_latency.outputs(runtime, figures["paths"]["config"], inputs, threads=threads,
+                                          optimization=optimization)
+            return float((out.argmax(1) == labels).mean())
+
+        timed = figures["by_runtime"][runtime]["stats"]
+        row = {"model": name, "runtime": runtime, "int8_accuracy": accuracy("all"),
+               "simulated_accuracy": simulated, "fp32_file_bytes": figures["fp32_bytes"],
+               "int8_file_bytes": figures["int8_bytes"], "sample_file_bytes": loaded.file_bytes}
+        if runtime == "onnxruntime":
+            row["int8_accuracy_unfused"] = accuracy("none")
+        for b in BATCHES:
+            row[f"fp32_ms_b{b}"] = timed["fp32"][b].median_ms
+            row[f"int8_ms_b{b}"] = timed["config"][b].median_ms
+            row[f"ratio_b{b}"] = timed["config"][b].median_ms / timed["fp32"][b].median_ms
+            row[f"spread_b{b}"] = max(timed["config"][b].spread, timed["fp32"][b].spread)
+        rows.append(row)
     return rows
 
 
@@ -93,15 +131,18 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     tune_allocator()
-    print(f"{'model':<28}{'runtime':<10}{'int8/fp32 b1':>13}{'int8/fp32 b32':>14}{'fp32 b1 ms':>11}"
+    print(f"{'model':<28}{'runtime':<12}{'int8/fp32 b1':>13}{'int8/fp32 b32':>14}{'fp32 b1 ms':>11}"
           f"{'int8 b1 ms':>11}{'int8 acc':>9}{'sim acc':>8}{'int8 file':>10}{'fp32 file':>10}")
     with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
         for name in args.models:
             for row in bench_model(name, args.rounds, args.repeats, args.threads, Path(folder)):
-                print(f"{row['model']:<28}{row['runtime']:<10}{row['ratio_b1']:>12.2f}x{row['ratio_b32']:>13.2f}x"
+                print(f"{row['model']:<28}{row['runtime']:<12}{row['ratio_b1']:>12.2f}x{row['ratio_b32']:>13.2f}x"
                       f"{row['fp32_ms_b1']:>11.3f}{row['int8_ms_b1']:>11.3f}{100 * row['int8_accuracy']:>8.2f}%"
                       f"{100 * row['simulated_accuracy']:>7.2f}%{row['int8_file_bytes']:>10}"
-                      f"{row['fp32_file_bytes']:>10}", flush=True)
+                      f"{row['fp32_file_bytes']:>10}"
+                      + (f"  (unfused {100 * row['int8_accuracy_unfused']:.2f}%)" if "int8_accuracy_unfused" in row
+                         else "") + (f"  spread {row['spread_b1']:.2f}/{row['spread_b32']:.2f}" if "spread_b1" in row
+                                     else ""), flush=True)
                 if args.json:
                     print(json.dumps(row))
 

@@ -28,7 +28,7 @@ def eval_size_argument(text: str):
         raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
 
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "openvino")
 
 
 def runtimes_argument(text: str) -> tuple[str, ...]:
@@ -55,8 +55,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="which latency figures to produce (default both)")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for timing (default: torch's)")
     parser.add_argument("--runtime", type=runtimes_argument, default=("torch",),
-                        help="runtimes to time on, comma-separated: torch, onnxruntime (default torch; onnxruntime "
-                             "times the configuration exported as ONNX, interleaved with the fp32 model)")
+                        help="runtimes to time on, comma-separated: torch, onnxruntime, openvino (default torch; the "
+                             "others time the configuration exported as ONNX, interleaved with the fp32 model)")
     parser.add_argument("--eval-size", type=eval_size_argument, default=None,
                         help="use only the first N evaluation samples, or 'auto': as many as keep the estimated "
                              "evaluation time near --target-seconds (at least 100 where the split has them)")
@@ -163,8 +163,11 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     if result is None:
         raise Cancelled("evaluation cancelled")
-    if "onnxruntime" in args.runtime and args.latency in ("both", "measured"):
-        result = _with_onnxruntime(engine, config, result, batches, threads)
+    others = tuple(r for r in args.runtime if r != "torch")
+    if others and args.latency in ("both", "measured"):
+        from qtradeoff.core.export.onnx_format import with_runtime_latency
+
+        result = with_runtime_latency(engine, config, result, others, batches=batches, threads=threads)
     if args.export:
         _export(args.export, config, result, engine.loaded)
     if args.json:
@@ -172,27 +175,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(result))
     return 0
-
-
-def _with_onnxruntime(engine, config, result, batches, threads):
-    """``result`` with the configuration's and fp32's latency on ONNX Runtime (from exported files, interleaved)."""
-    import dataclasses
-    import tempfile
-
-    from qtradeoff.core.errors import UsageError
-    from qtradeoff.core.measurement import ort_latency
-
-    if not ort_latency.available():
-        raise UsageError("--runtime onnxruntime needs ONNX Runtime; install qtradeoff[onnx]")
-    from qtradeoff.core.export.onnx_format import onnx_export_latency
-
-    with tempfile.TemporaryDirectory(prefix="qtradeoff-ort-") as folder:
-        figures = onnx_export_latency(engine, config, folder, batches=batches, threads=threads)
-    stats = figures["stats"]
-    by_runtime = dict(result.latency_by_runtime)
-    by_runtime["onnxruntime"] = tuple(stats["config"][b] for b in batches)
-    by_runtime["onnxruntime/fp32"] = tuple(stats["fp32"][b] for b in batches)
-    return dataclasses.replace(result, latency_by_runtime=by_runtime)
 
 
 def _choose_subset(engine, config, args: argparse.Namespace, settings, auto: bool) -> tuple[int, dict]:

@@ -268,8 +268,32 @@ class CoreBackend:
             return self._engine
 
     def evaluate_iter(self, config: Any, *, eval_size: int | None, latency: str,
-                      should_stop: Callable[[], bool]) -> Iterator[Any]:
-        yield from self.engine().evaluate_iter(config, eval_size=eval_size, latency=latency, should_stop=should_stop)
+                      should_stop: Callable[[], bool], runtimes: tuple[str, ...] = ()) -> Iterator[Any]:
+        """The engine's evaluation; with ``runtimes`` (``"onnxruntime"``, ``"openvino"``) and measured latency, the
+        Result also carries the configuration's and fp32's latency on those runtimes (exported as ONNX, timed
+        interleaved). A runtime that cannot time this configuration leaves a warning, not a lost point."""
+        engine = self.engine()
+        for item in engine.evaluate_iter(config, eval_size=eval_size, latency=latency, should_stop=should_stop):
+            if not (self.is_result(item) and runtimes and item.latency_measured):
+                yield item
+                continue
+            yield self._measure.Progress(0, 1, "latency on " + ", ".join(runtimes))
+            yield self._with_runtimes(engine, config, item, runtimes)
+
+    def _with_runtimes(self, engine: Any, config: Any, result: Any, runtimes: tuple[str, ...]) -> Any:
+        import dataclasses
+
+        from qtradeoff.core.errors import QtradeoffError
+        from qtradeoff.core.export.onnx_format import with_runtime_latency
+
+        batches = tuple(s.batch for s in result.latency_measured)
+        threads = result.provenance.get("threads")
+        try:
+            return with_runtime_latency(engine, config, result, runtimes, batches=batches, threads=threads)
+        except (QtradeoffError, RuntimeError, ImportError) as exc:  # an export or runtime refusal: keep torch's
+            warning = f"not timed on {', '.join(runtimes)}: {' '.join(str(exc).split())[:200]}"
+            provenance = {**result.provenance, "warnings": [*(result.provenance.get("warnings") or ()), warning]}
+            return dataclasses.replace(result, provenance=provenance)
 
     def is_result(self, item: Any) -> bool:
         return isinstance(item, self._measure.Result)

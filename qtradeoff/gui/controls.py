@@ -27,10 +27,22 @@ from PySide6.QtWidgets import (
 from qtradeoff.core.engine.estimate import format_seconds
 from qtradeoff.core.precision import label
 from qtradeoff.gui.backend import THRESHOLD_STEP, THRESHOLD_STEPS
+from qtradeoff.gui.formatting import RUNTIME_LABELS
 from qtradeoff.gui.layer_table import ACTIVATION_PRECISION_ORDER, PRECISION_ORDER
 
 EVAL_SIZE_STEP = 25
 SMOOTHQUANT_STEPS = 10  # the SmoothQuant slider: off, then alpha 0.1 .. 1.0
+
+
+def runtime_choices() -> list[tuple[str, tuple[str, ...]]]:
+    """The "also time on" entries: torch only, each installed runtime, and all of them when several are."""
+    import importlib.util
+
+    installed = [r for r in RUNTIME_LABELS if importlib.util.find_spec(r) is not None]
+    choices = [("torch only", ())] + [(f"{RUNTIME_LABELS[r]} too", (r,)) for r in installed]
+    if len(installed) > 1:
+        choices.append(("ONNX Runtime and OpenVINO too", tuple(installed)))
+    return choices
 
 
 def wilson_half_width(p: float, n: int, z: float = 1.96) -> float:
@@ -133,6 +145,16 @@ class GlobalControls(QGroupBox):
         self.measure_latency = QCheckBox("Measure latency on real kernels")
         self.measure_latency.setToolTip(
             "Time every edit on real CPU kernels (slower); otherwise latency is estimated from MACs and bytes.")
+        # Other runtimes a measured point is also timed on (its ONNX export, interleaved with fp32's): only those
+        # installed here are offered.
+        self.also_time_on = QComboBox()
+        for text, runtimes in runtime_choices():
+            self.also_time_on.addItem(text, ",".join(runtimes))  # a string: Qt keeps it as it is
+        self.also_time_on.setToolTip(
+            "Measured points are also exported as ONNX and timed on these runtimes, so the plot can show the "
+            "latency of the runtime you deploy on (slower: each runtime builds and times its own model).")
+        self.also_time_on.setEnabled(False)
+        self.measure_latency.toggled.connect(self.also_time_on.setEnabled)
         self.measure_now = QPushButton("Measure this configuration")
         self.measure_now.setToolTip("Time the current configuration on real kernels once, without changing it.")
 
@@ -158,9 +180,13 @@ class GlobalControls(QGroupBox):
         latency.addWidget(self.measure_latency)
         latency.addWidget(self.measure_now)
         latency.addStretch(1)
+        runtimes_row = QHBoxLayout()
+        runtimes_row.addWidget(QLabel("Also time measured points on"))
+        runtimes_row.addWidget(self.also_time_on, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(latency)
+        layout.addLayout(runtimes_row)
 
         self.weight_precision.valueChanged.connect(
             lambda i: self._emit("weight_precision", PRECISION_ORDER[i], "weight_precision"))
@@ -181,6 +207,15 @@ class GlobalControls(QGroupBox):
         self._update_labels()
 
     # -- model facts ---------------------------------------------------------------------------------------------
+    def other_runtimes(self) -> tuple[str, ...]:
+        """The runtimes besides torch that measured points are also timed on (empty: torch only)."""
+        return tuple(r for r in str(self.also_time_on.currentData() or "").split(",") if r)
+
+    def set_other_runtimes(self, runtimes: tuple[str, ...] | list[str]) -> None:
+        """Choose the entry for ``runtimes`` (as saved in the settings); unknown or uninstalled ones: torch only."""
+        index = self.also_time_on.findData(",".join(runtimes))
+        self.also_time_on.setCurrentIndex(max(index, 0))
+
     def set_model_facts(self, sparsity_curve: tuple[float, ...], eval_total: int) -> None:
         self._sparsity_curve = tuple(sparsity_curve)
         self._eval_total = int(eval_total)

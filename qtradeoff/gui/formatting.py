@@ -20,6 +20,9 @@ def quality(result: Any) -> tuple[float, tuple[float, float] | None]:
     return result.agreement, result.agreement_ci95
 
 
+RUNTIME_LABELS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
 def latency_text(result: Any) -> str:
     """Batch-1 latency as the window states it: measured with its IQR, and flagged when the timed repeats disagree
     (another process shared the cores: the median is not to be trusted), else the roofline estimate, marked."""
@@ -33,6 +36,11 @@ def latency_text(result: Any) -> str:
     measured = result.latency_ms(1, measured=True)
     if not parts and measured is not None:
         parts.append(f"{measured:.3f} ms measured")
+    for runtime, label in RUNTIME_LABELS.items():
+        for stats in (getattr(result, "latency_by_runtime", None) or {}).get(runtime, ()):
+            if stats.batch == 1:
+                parts.append(f"{stats.median_ms:.3f} ms on {label} (IQR {stats.iqr_ms:.3f})"
+                             + (" — NOISY" if getattr(stats, "noisy", False) else ""))
     estimated = result.latency_ms(1, measured=False)
     if estimated is not None:
         parts.append(f"≈{estimated:.3f} ms estimated")

@@ -383,13 +383,17 @@ class MainWindow(QMainWindow):
             return
         config = self.state.config
         measured = self.controls.measure_latency.isChecked() if measured is None else measured
+        runtimes = self.controls.other_runtimes() if measured else ()
         index = self.plot.store.lookup(point_key(config), self.eval_size)
         if index is not None:
-            has_measured = self.plot.store.results[index].latency_ms(1, measured=True) is not None
+            known = self.plot.store.results[index]
+            has_measured = known.latency_ms(1, measured=True) is not None and all(
+                r in known.latency_by_runtime for r in runtimes)
             if has_measured or not measured:
                 self._set_status(f"Configuration #{index + 1} was already evaluated.")
                 return
-        self.service.evaluate(config, eval_size=self.eval_size, latency="both" if measured else "estimated")
+        self.service.evaluate(config, eval_size=self.eval_size, latency="both" if measured else "estimated",
+                              runtimes=runtimes)
 
     def _request_baseline(self) -> None:
         """Evaluate fp32 on the current subset size too, so "vs fp32" compares the same samples."""
@@ -497,11 +501,14 @@ class MainWindow(QMainWindow):
             self.resize(initial_size(screen.availableGeometry() if screen is not None else None))
         self.arrangement.restore(self.settings)
         self.controls.measure_latency.setChecked(self.settings.value("measure_latency", False, type=bool))
+        saved_runtimes = str(self.settings.value("also_time_on", "") or "")
+        self.controls.set_other_runtimes(tuple(r for r in saved_runtimes.split(",") if r))
 
     def _save_settings(self) -> None:
         self.settings.setValue("geometry", self.saveGeometry())
         self.arrangement.save(self.settings)
         self.settings.setValue("measure_latency", self.controls.measure_latency.isChecked())
+        self.settings.setValue("also_time_on", ",".join(self.controls.other_runtimes()))
         self.settings.sync()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802

@@ -411,10 +411,11 @@ class ProcessBackend:
 
     # -- evaluation and search -------------------------------------------------------------------------------------
     def evaluate_iter(self, config: Any, *, eval_size: int | None, latency: str,
-                      should_stop: Callable[[], bool]) -> Iterator[Any]:
+                      should_stop: Callable[[], bool], runtimes: tuple[str, ...] = ()) -> Iterator[Any]:
         self._edits.sync(self._recipe)
+        extra = {"runtimes": tuple(runtimes)} if runtimes else {}
         yield from self._edits.stream("evaluate_iter", config, eval_size=eval_size, latency=latency,
-                                      should_stop=should_stop)
+                                      should_stop=should_stop, **extra)
 
     def export_iter(self, config: Any, fmt: str, path: str, *, should_stop: Callable[[], bool]) -> Iterator[Any]:
         """An export on the evaluation child (its engine holds the real int8 model already built)."""

@@ -234,10 +234,12 @@ class Worker(QObject):
         # The baseline is timed on real kernels and also estimated, so both latency views can show it.
         latency = job.payload.get("baseline_latency" if tag == "baseline" else "latency") or (
             "both" if tag == "baseline" else "estimated")
+        # other runtimes to time on (only asked for with measured latency; fakes in tests need not know the word)
+        runtimes = {"runtimes": tuple(job.payload["runtimes"])} if job.payload.get("runtimes") else {}
         last_emit = 0.0
         try:
             for item in backend.evaluate_iter(config, eval_size=eval_size, latency=latency,
-                                              should_stop=job.cancel.is_set):
+                                              should_stop=job.cancel.is_set, **runtimes):
                 if job.cancel.is_set():
                     return False
                 if backend.is_result(item):
@@ -364,10 +366,12 @@ class EvaluationService(QObject):
         self._submit(Job("data", {"path": path, "eval_size": eval_size, "baseline_latency": baseline_latency},
                          description=f"loading data {path}"))
 
-    def evaluate(self, config: Any, *, eval_size: int | None, latency: str = "estimated", tag: str = "edit") -> None:
-        """Queue an evaluation; a still-pending older evaluation is replaced (the newest request wins)."""
-        self._submit(Job("eval", {"config": config, "eval_size": eval_size, "latency": latency, "tag": tag},
-                         description="evaluating"))
+    def evaluate(self, config: Any, *, eval_size: int | None, latency: str = "estimated", tag: str = "edit",
+                 runtimes: tuple[str, ...] = ()) -> None:
+        """Queue an evaluation; a still-pending older evaluation is replaced (the newest request wins).
+        ``runtimes``: other runtimes than torch to also time the configuration on (with measured latency)."""
+        self._submit(Job("eval", {"config": config, "eval_size": eval_size, "latency": latency, "tag": tag,
+                                  "runtimes": tuple(runtimes)}, description="evaluating"))
 
     def export(self, config: Any, fmt: str, path: str) -> None:
         """Queue an export of ``config`` as ``fmt`` at ``path`` (written, then verified in a fresh process)."""

@@ -121,3 +121,64 @@ def test_unknown_runtime_is_a_usage_error():
     from qtradeoff.core.errors import EXIT_USAGE
 
     assert cli.main(["evaluate", "digits_mlp", "--runtime", "tensorrt"]) == EXIT_USAGE
+
+
+def test_evaluate_times_on_openvino_too(capsys):
+    pytest.importorskip("openvino")
+    from qtradeoff import cli
+
+    code = cli.main(["evaluate", "digits_mlp", "--runtime", "onnxruntime,openvino", "--latency", "measured",
+                     "--eval-size", "64", "--batch", "4", "--json"])
+    assert code == 0
+    by_runtime = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["latency_by_runtime"]
+    assert set(by_runtime) == {"onnxruntime", "onnxruntime/fp32", "openvino", "openvino/fp32"}
+    assert [s["batch"] for s in by_runtime["openvino"]] == [1, 4]
+    assert all(s["median_ms"] > 0 and s["repeats"] > 1 for s in by_runtime["openvino"] + by_runtime["openvino/fp32"])
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_mlp"])
+def test_openvino_runs_the_exported_file_to_the_simulated_accuracy(name, tmp_path):
+    pytest.importorskip("openvino")
+    from qtradeoff.core.measurement import runtime_latency
+
+    engine = EngineSpec(name).build()
+    inputs, labels = engine.data.eval_inputs, engine.data.eval_labels
+    config = _configs(engine)["w8a8"]
+    plan = engine.plan(config)
+    with torch.no_grad():
+        simulated = engine.compressor.simulate(plan)(inputs).argmax(1)
+    simulated_accuracy = (simulated == labels).float().mean().item()
+    path = onnx_format.write_onnx(engine.compressor, plan, inputs[:1], tmp_path / "w8a8.onnx").path
+    outputs = runtime_latency.outputs("openvino", path, inputs.numpy(), threads=1)
+    accuracy = float((outputs.argmax(1) == labels.numpy()).mean())
+    # OpenVINO runs the QDQ pairs with its own int8 kernels (its rounding and accumulation, not the simulation's)
+    assert abs(accuracy - simulated_accuracy) <= 0.01, (accuracy, simulated_accuracy)
+    assert float((outputs.argmax(1) == simulated.numpy()).mean()) >= 0.98
+
+
+def test_runtime_timing_interleaves_blocks_of_every_file():
+    from qtradeoff.core.measurement.runtime_latency import time_calls
+
+    now = [0.0]
+    calls_seen = []
+
+    def clock():
+        return now[0]
+
+    def call(name, cost):
+        def run(batch):
+            calls_seen.append((name, batch))
+            now[0] += cost * batch
+        return run
+
+    unit = 1 / 1024  # exact in binary, so block sizes come out exact
+    stats = time_calls({"fp32": call("fp32", 4 * unit), "config": call("config", unit)}, (1, 2), rounds=4,
+                       min_block_seconds=10 * unit, warmup=1, clock=clock)
+    assert stats["fp32"][1].median_ms == pytest.approx(4000 * unit)
+    assert stats["config"][2].median_ms == pytest.approx(2000 * unit)
+    assert stats["fp32"][2].repeats == 4 and stats["fp32"][2].iqr_ms == pytest.approx(0.0)
+    timed = calls_seen[2 * 2 * 2:]  # after warm-up and the block-size probe of each (name, batch)
+    first_round = [name for name, _ in dict.fromkeys(timed)][:2]
+    assert first_round == ["fp32", "config"]  # the files alternate within a round
+    # block sizes: min_block_seconds / per-call time, so a fast file runs more calls per block
+    assert timed.count(("config", 1)) == 4 * 10 and timed.count(("fp32", 1)) == 4 * 2

@@ -141,6 +141,7 @@ class FakeBackend:
         self.gate: threading.Event | None = None  # when set, evaluations block until the gate opens or cancel
         self.started = threading.Event()
         self.evaluated: list[Any] = []
+        self.runtimes_asked: list[tuple[str, tuple[str, ...]]] = []  # (latency, other runtimes) per evaluation
         self.trusted_paths: set[str] = set()
         # searches: every point after the first waits on ``search_gate`` if set (or a stop)
         self.search_gate: threading.Event | None = None
@@ -179,8 +180,9 @@ class FakeBackend:
     def baseline_config(self):
         return CompressionConfig()
 
-    def evaluate_iter(self, config, *, eval_size, latency, should_stop):
+    def evaluate_iter(self, config, *, eval_size, latency, should_stop, runtimes=()):
         self.started.set()
+        self.runtimes_asked.append((latency, tuple(runtimes)))
         for step in range(self.steps):
             if self.gate is not None:
                 while not self.gate.wait(0.01):

@@ -386,8 +386,29 @@ def test_a_fifo_or_device_import_leaves_the_window_responsive_and_says_why(make_
     with qtbot.waitSignal(window.files.failed, timeout=5000) as failed:
         frozen = _returns_to_the_event_loop_after(qtbot, trigger)
     print(f"\n[{how}: {what}] back in the event loop after {frozen * 1000:.1f} ms")
-    assert frozen < 0.1, f"the window was frozen {frozen * 1000:.0f} ms"
+    # Not a timing target (that is benchmarks/bench_gui.py): a read on the GUI thread would block on the FIFO until
+    # the 5 s wait gives up, so a bound far above load noise (170 ms seen at load 6) still tells the two apart.
+    assert frozen < 2.0, f"the window was frozen {frozen * 1000:.0f} ms"
     message = failed.args[0]
     assert path.name in message and "not a regular file" in message and "\n" not in message, message
     assert "MemoryError" not in message
     assert window.state.config == before and window.undo_stack.count() == 0
+
+
+def test_measured_points_are_also_timed_on_the_chosen_runtime(make_window, fake_backend, qtbot, settings):
+    window = make_window(fake_backend)
+    combo = window.controls.also_time_on
+    assert combo.itemText(0) == "torch only" and not combo.isEnabled()  # only meaningful when measuring
+    if combo.findData("onnxruntime") < 0:
+        pytest.skip("ONNX Runtime is not installed here")
+    window.controls.measure_latency.setChecked(True)
+    assert combo.isEnabled()
+    window.controls.set_other_runtimes(("onnxruntime",))
+    window.controls.weight_precision.slider.setValue(PRECISION_ORDER.index("int4"))
+    qtbot.waitUntil(lambda: ("both", ("onnxruntime",)) in fake_backend.runtimes_asked, timeout=10000)
+    window.controls.measure_latency.setChecked(False)
+    window.controls.weight_precision.slider.setValue(PRECISION_ORDER.index("int6"))
+    qtbot.waitUntil(lambda: fake_backend.runtimes_asked[-1] == ("estimated", ()), timeout=10000)
+    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=10000)
+    window._save_settings()  # what closing does
+    assert settings.value("also_time_on") == "onnxruntime"

@@ -269,15 +269,18 @@ FP32_CONFIG = {"schema": "qtradeoff.config/1", "defaults": {"weight": {"precisio
 
 
 def onnx_export_latency(engine, config, folder: str | Path, *, batches=(1, 32), threads: int | None = None,
-                        rounds: int = 15, optimization: str = "all") -> dict:
-    """Write the fp32 model and ``config`` as ONNX in ``folder`` and time both interleaved on ONNX Runtime.
+                        rounds: int = 15, optimization: str = "all", runtime: str = "onnxruntime",
+                        runtimes: tuple[str, ...] | None = None) -> dict:
+    """Write the fp32 model and ``config`` as ONNX in ``folder`` and time both interleaved on ``runtime`` (or on
+    each of ``runtimes``, the files written once).
 
     Returns plain data: ``fp32_bytes``, ``int8_bytes``, ``paths``, ``stats`` (``{"fp32"|"config": {batch:
-    LatencyStats}}``) and ``latency`` (per batch: both ``to_dict()`` figures and the config/fp32 median ratio).
-    Used by ``qtradeoff evaluate --runtime onnxruntime`` and ``benchmarks/bench_export_onnx.py``.
+    LatencyStats}}``) and ``latency`` (per batch: both ``to_dict()`` figures and the config/fp32 median ratio); with
+    ``runtimes``, ``by_runtime`` holds ``stats`` and ``latency`` per runtime. Used by ``qtradeoff evaluate
+    --runtime``, the GUI's "also time on" choice and ``benchmarks/bench_export.py``.
     """
     from qtradeoff.core.config import CompressionConfig
-    from qtradeoff.core.measurement import ort_latency
+    from qtradeoff.core.measurement import runtime_latency
 
     folder = Path(folder)
     example = engine.data.eval_inputs[:1]
@@ -285,13 +288,50 @@ def onnx_export_latency(engine, config, folder: str | Path, *, batches=(1, 32), 
     fp32 = write_onnx(engine.compressor, fp32_plan, example, folder / "fp32.onnx")
     written = write_onnx(engine.compressor, engine.plan(config), example, folder / "config.onnx")
     samples = engine.data.eval_inputs[:64].numpy()
-    stats = ort_latency.time_interleaved({"fp32": fp32.path, "config": written.path}, samples, batches=batches,
-                                         threads=threads, rounds=rounds, optimization=optimization)
-    return {"fp32_bytes": fp32.file_bytes, "int8_bytes": written.file_bytes,
-            "paths": {"fp32": str(fp32.path), "config": str(written.path)}, "stats": stats,
+    by_runtime = {}
+    for name in runtimes or (runtime,):
+        stats = runtime_latency.time_interleaved({"fp32": fp32.path, "config": written.path}, samples, runtime=name,
+                                                 batches=batches, threads=threads, rounds=rounds,
+                                                 optimization=optimization)
+        by_runtime[name] = {
+            "stats": stats,
             "latency": {str(b): {"fp32": stats["fp32"][b].to_dict(), "config": stats["config"][b].to_dict(),
                                  "ratio": stats["config"][b].median_ms / stats["fp32"][b].median_ms}
                         for b in batches}}
+    first = by_runtime[next(iter(by_runtime))]
+    return {"fp32_bytes": fp32.file_bytes, "int8_bytes": written.file_bytes,
+            "paths": {"fp32": str(fp32.path), "config": str(written.path)}, "stats": first["stats"],
+            "latency": first["latency"], "by_runtime": by_runtime}
+
+
+def with_runtime_latency(engine, config, result, runtimes, *, batches=(1, 32), threads: int | None = None,
+                         rounds: int = 15):
+    """``result`` with the configuration's and fp32's latency on each of ``runtimes`` (``"onnxruntime"``,
+    ``"openvino"``), from the configuration and the fp32 model exported as ONNX and timed interleaved.
+
+    Keys of ``latency_by_runtime``: ``"<runtime>"`` and ``"<runtime>/fp32"``. Raises UsageError naming the extra to
+    install when a runtime is missing.
+    """
+    import dataclasses
+    import tempfile
+
+    from qtradeoff.core.errors import UsageError
+    from qtradeoff.core.measurement import runtime_latency
+
+    runtimes = tuple(r for r in runtimes if r != "torch")
+    if not runtimes:
+        return result
+    missing = [r for r in runtimes if not runtime_latency.available(r)]
+    if missing:
+        raise UsageError(f"timing on {missing[0]} needs it installed: pip install {runtime_latency.EXTRAS[missing[0]]}")
+    with tempfile.TemporaryDirectory(prefix="qtradeoff-runtimes-") as folder:
+        figures = onnx_export_latency(engine, config, folder, batches=batches, threads=threads, rounds=rounds,
+                                      runtimes=runtimes)
+    by_runtime = dict(result.latency_by_runtime)
+    for name, timed in figures["by_runtime"].items():
+        by_runtime[name] = tuple(timed["stats"]["config"][b] for b in batches)
+        by_runtime[f"{name}/fp32"] = tuple(timed["stats"]["fp32"][b] for b in batches)
+    return dataclasses.replace(result, latency_by_runtime=by_runtime)
 
 
 def _register() -> None:
@@ -300,7 +340,7 @@ def _register() -> None:
     # Verified with ONNX Runtime's graph optimizations off: the QDQ graph then runs node by node and must reproduce
     # the simulation; at level "all" ORT fuses QLinearConv with u8×s8 kernels that saturate on x86 CPUs without
     # VNNI (digits_cnn W8A8: 98.33 % → 89.14 % on an AVX2 EPYC), a property of that runtime on that CPU, which
-    # benchmarks/bench_export_onnx.py measures at "all".
+    # benchmarks/bench_export.py measures at "all".
     register(ExportFormat("onnx", ".onnx", write, RUNNERS_DIR / "run_onnxruntime.py", "int8",
                           description="ONNX with QuantizeLinear/DequantizeLinear for the integer layers (ONNX Runtime)",
                           runner_args=("--optimization", "none")))

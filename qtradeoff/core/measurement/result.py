@@ -87,8 +87,8 @@ class Result:
     counted.
     ``latency_estimated`` entries have ``iqr_ms == 0`` and ``repeats == 0``: they are roofline estimates.
     ``latency_by_runtime``: measured latency on other runtimes than torch (``latency_measured`` stays torch's), keyed
-    ``"onnxruntime"`` for the configuration and ``"onnxruntime/fp32"`` for the fp32 model timed interleaved with it
-    (both from exported ONNX files); empty when only torch was asked for.
+    by runtime (``"onnxruntime"``, ``"openvino"``) for the configuration and ``"<runtime>/fp32"`` for the fp32 model
+    timed interleaved with it (both from exported ONNX files); empty when only torch was asked for.
     """
 
     config: CompressionConfig

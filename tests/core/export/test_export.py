@@ -2,6 +2,7 @@
 torch-int8 runner with qtradeoff unimportable), reproduces the simulated accuracy (or outputs), and stays within
 its size bound."""
 
+import importlib.util
 import json
 
 import pytest
@@ -111,6 +112,12 @@ def test_torchvision_models_export_and_agree(tmp_path, arch):
         int8 = export(engine, config, "torch-int8", tmp_path / "m.pt", **FAST)
         # no labels: the check is the SQNR against the simulated outputs (resnet18 measured 28.9 / 29.1 dB)
         assert int8.verified and int8.passed, int8.failures
+        # ONNX for resnet18 only: a random-weight mobilenet_v3_small's W8A8 outputs share no top-1 with fp32's
+        # (0.0 dB), so agreement with the simulation proves little there; the trained mobilenet_v3_small_digits
+        # sample covers that architecture (tests/core/test_onnx_export.py). Measured: 40.6 dB vs the simulation.
+        if arch.endswith("resnet18") and importlib.util.find_spec("onnxruntime") is not None:
+            onnx = export(engine, config, "onnx", tmp_path / "m.onnx", **FAST)
+            assert onnx.verified and onnx.passed, onnx.failures
 
 
 @pytest.mark.parametrize("index", ["dense", "bitmask", "csr"])
