@@ -75,7 +75,13 @@ def engine_spec(args: argparse.Namespace):
 
     return EngineSpec(args.model, getattr(args, "data", None), trust=getattr(args, "trust", False),
                       architecture=getattr(args, "architecture", None), eval_size=getattr(args, "eval_size", None),
-                      calib_size=getattr(args, "calib_size", None))
+                      calib_size=getattr(args, "calib_size", None), **io_options(args))
+
+
+def io_options(args: argparse.Namespace) -> dict:
+    """EngineSpec fields of the data/model I/O options (qtradeoff.cli_io) a subcommand has."""
+    names = ("label_column",)
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def precheck_config(args: argparse.Namespace) -> None:

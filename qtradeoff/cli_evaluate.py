@@ -46,9 +46,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.description = "Evaluate one compression configuration: accuracy, memory and latency."
     parser.add_argument("model", help="model file, or the name of a bundled sample (e.g. digits_cnn)")
-    parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory or a tensor file "
+    parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory, a tensor file "
+                                       "(.pt/.npz/safetensors), a .npy array (inputs only) or a .csv table "
                                        "(default: the bundled sample data, for sample models)")
     parser.add_argument("--config", help="configuration JSON (default: fp32, i.e. the unmodified model)")
+    from qtradeoff.cli_io import add_io_options
+
+    add_io_options(parser)
     parser.add_argument("--batch", type=batch_size, default=32,
                         help="second latency batch size besides 1 (default 32)")
     parser.add_argument("--latency", choices=("both", "measured", "estimated", "none"), default="both",

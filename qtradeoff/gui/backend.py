@@ -159,6 +159,8 @@ class CoreBackend:
         kwargs = {}
         if self.loaded.input_shape and len(self.loaded.input_shape) == 3:
             kwargs["image_size"] = self.loaded.input_shape[-1]
+        if getattr(self.loaded, "preprocessing", None):  # a digits-layout .npz is fed as the sample model is
+            kwargs["preprocessing"] = self.loaded.preprocessing
         try:
             data = self._data_mod.load_data(path, **kwargs)
         except TypeError:

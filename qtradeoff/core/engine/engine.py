@@ -97,6 +97,7 @@ class EngineSpec:
     eval_size: int | None = None
     calib_size: int | None = None
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    label_column: str | None = None  # a CSV's label column (default: one named label/target/y)
 
     def load_model(self):
         """The LoadedModel the spec names: a file, or else a bundled sample; raises ModelLoadError/NeedsTrust."""
@@ -118,7 +119,8 @@ class EngineSpec:
                                              "data (an ImageFolder directory, a tensor file or 'digits')")
             data = model_io.sample_data_for(loaded, **sizes)
         else:
-            data = data_mod.load_data(self.data, preprocessing=loaded.preprocessing, **sizes)
+            data = data_mod.load_data(self.data, preprocessing=loaded.preprocessing, label_column=self.label_column,
+                                      **sizes)
         if len(data.eval_inputs) == 0:
             raise data_mod.DataLoadError(f"{data.name} has no evaluation samples; choose a larger evaluation split")
         data_mod.check_compatible(loaded, data)

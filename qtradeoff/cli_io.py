@@ -1,0 +1,14 @@
+"""The data and model-I/O options that evaluate and sweep share: which CSV column holds the labels (and, as the
+engine learns them, which model output is scored and what the inputs are). One group, so both commands accept
+and refuse the same things; :func:`qtradeoff.cli_args.io_options` turns them into EngineSpec fields."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_io_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data and model I/O")
+    group.add_argument("--label-column", metavar="NAME",
+                       help="--data CSV: the column holding the labels (default: one named label, target or y; "
+                            "every other column is a numeric feature)")
