@@ -95,6 +95,16 @@ def format_table(result) -> str:
     lines.append(f"agreement w/ fp32  {_percent(result.agreement, result.agreement_ci95)}")
     sqnr = "inf (identical to fp32)" if math.isinf(result.sqnr_db) else f"{result.sqnr_db:.1f} dB"
     lines.append(f"output SQNR        {sqnr}")
+    prov = result.provenance
+    fidelity = prov.get("fidelity") or {}
+    if fidelity.get("mse") is not None:
+        cosine = fidelity.get("cosine")
+        lines.append(f"output MSE         {fidelity['mse']:.4g} vs fp32, cosine similarity "
+                     + ("n/a" if cosine is None else f"{cosine:.6f}"))
+    chosen = prov.get("output")
+    if chosen and chosen.get("structured"):
+        others = ", ".join(f"{o['name']} {o['shape']}" for o in chosen.get("others", ())) or "none"
+        lines.append(f"scored output      {chosen['scored']} (others: {others}; choose with --output)")
     lines.append(f"evaluated on       {result.eval_samples} samples")
     lines.append(f"weights            {human_bytes(result.weight_bytes)} ({result.weight_bytes} B; fp32 "
                  f"{result.fp32_weight_bytes} B, {result.compression_ratio:.2f}x smaller)")
@@ -117,7 +127,6 @@ def format_table(result) -> str:
         lines.append("executed as        " + ", ".join(f"{n} layers {p}" for p, n in sorted(counts.items())))
     if result.measured_note:
         lines.append(f"note               {result.measured_note}")
-    prov = result.provenance
     for note in prov.get("simulation_notes") or ():
         lines.append(f"simulation         {note}")
     for warning in prov.get("warnings") or ():

@@ -60,6 +60,7 @@ def inspect_command(args: argparse.Namespace) -> int:
     report["inventory_input_shape"] = list(shape) if shape else None
     report["inventory_input_shape_guessed"] = guessed
     report["layers"], report["inventory_note"] = _layers(loaded.module, shape)
+    report["outputs"], report["outputs_note"] = _outputs(loaded.module, shape)
     _emit(report, args.json)
     return 0
 
@@ -95,6 +96,20 @@ def _layers(module, shape) -> tuple[list[dict] | None, str]:
     ], ""
 
 
+def _outputs(module, shape) -> tuple[list[dict] | None, str]:
+    """The model's tensor outputs (name, shape, dtype) on one zero sample of ``shape`` (choose one with --output)."""
+    if shape is None:
+        return None, "no input shape known; pass --input-shape"
+    import torch
+
+    from qtradeoff.core.loading.outputs import probe
+
+    try:
+        return [info.to_dict() for info in probe(module, torch.zeros(1, *shape))], ""
+    except Exception as error:  # noqa: BLE001 - a forward failure is a finding, not a crash
+        return None, f"forward with input shape {tuple(shape)} failed ({str(error).splitlines()[0][:120]})"
+
+
 def _emit(report: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report, indent=2))
@@ -119,6 +134,12 @@ def _emit(report: dict, as_json: bool) -> None:
             f"input shape:  {tuple(shape) if shape else 'unknown (pass --input-shape)'}",
         ]
         lines += [f"warning:      {warning}" for warning in report.get("warnings") or ()]
+        outputs = report.get("outputs")
+        if outputs is None:
+            lines.append(f"outputs:      {report.get('outputs_note')}")
+        else:
+            lines.append("outputs:      " + ", ".join(f"{o['name'] or '(tensor)'} {tuple(o['shape'])} {o['dtype']}"
+                                                     for o in outputs))
         layers = report.get("layers")
         if layers is None:
             lines.append(f"layers:       {report.get('inventory_note')}")

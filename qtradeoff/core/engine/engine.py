@@ -35,6 +35,7 @@ from qtradeoff.core.engine import estimate as estimate_mod
 from qtradeoff.core.engine.incremental import DEFAULT_CACHE_BYTES, IncrementalError, IncrementalEvaluator
 from qtradeoff.core.loading import data as data_mod
 from qtradeoff.core.loading import model_io
+from qtradeoff.core.loading import outputs as outputs_mod
 from qtradeoff.core.measurement import memory as memory_mod
 from qtradeoff.core.measurement import roofline as roofline_mod
 from qtradeoff.core.measurement.latency import LatencySettings, LatencyStats, time_forward
@@ -98,6 +99,7 @@ class EngineSpec:
     calib_size: int | None = None
     cache_bytes: int = DEFAULT_CACHE_BYTES
     label_column: str | None = None  # a CSV's label column (default: one named label/target/y)
+    output: str | None = None  # which model output is scored (qtradeoff.core.loading.outputs; default the first)
 
     def load_model(self):
         """The LoadedModel the spec names: a file, or else a bundled sample; raises ModelLoadError/NeedsTrust."""
@@ -123,6 +125,7 @@ class EngineSpec:
                                       **sizes)
         if len(data.eval_inputs) == 0:
             raise data_mod.DataLoadError(f"{data.name} has no evaluation samples; choose a larger evaluation split")
+        loaded, data = outputs_mod.scored_output(loaded, data, self.output)
         data_mod.check_compatible(loaded, data)
         return loaded, data
 
@@ -525,8 +528,12 @@ class Engine:
         provenance["eval_subset"] = {"samples": samples, "of": self.eval_samples, **dict(subset_note or {})}
         # what may make this result's figures mislead, beside what the loaded model itself warns about
         provenance["warnings"] = [*provenance.get("warnings", ()), *fidelity_warnings(reference, labels is not None)]
+        provenance["fidelity"] = outputs_mod.regression_metrics(reference, output)
+        selection = getattr(self.module, "output_selection", None)
+        if selection is not None:
+            provenance["output"] = selection.to_dict()
         yield Result(
-            config=config, config_key=config.key(), labelled=labels is not None, eval_samples=samples,
+            config=config, config_key=config.key(), labelled=fidelity["accuracy"] is not None, eval_samples=samples,
             weight_bytes=weights.weight_bytes, fp32_weight_bytes=weights.fp32_weight_bytes,
             peak_activation_bytes=peak, latency_measured=tuple(measured), executed_precisions=executed,
             measured_note=note, latency_estimated=tuple(estimated), provenance=provenance, **fidelity,
@@ -684,6 +691,9 @@ def fidelity_warnings(reference: torch.Tensor, labelled: bool) -> list[str]:
 
 def _fidelity(reference: torch.Tensor, output: torch.Tensor, labels: torch.Tensor | None) -> dict:
     n = len(output)
+    if not outputs_mod.is_class_scores(reference):
+        # not class scores: "agreement" compares where each sample's largest value is; no accuracy without classes
+        reference, output, labels = reference.reshape(n, -1), output.reshape(n, -1), None
     predicted = output.argmax(1)
     agree = int((predicted == reference.argmax(1)).sum())
     out = {"agreement": agree / n if n else 0.0, "agreement_ci95": wilson_interval(agree, n),

@@ -463,9 +463,14 @@ def check_compatible(model, data: EvalData) -> None:
             f"{where} cannot run on {data.name}'s inputs of shape {tuple(data.input_shape)} ({first}); "
             "change the data's preprocessing or choose the matching model."
         ) from None
-    if not isinstance(output, torch.Tensor) or output.ndim != 2:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise DataLoadError(f"{where} returns {shape}, not a batch of class scores; choose a classification model.")
+    if not isinstance(output, torch.Tensor):
+        raise DataLoadError(f"{where} returns {type(output).__name__}, not one tensor; choose which output is "
+                            "scored (CLI --output NAME_OR_INDEX, e.g. logits or 0).")
+    if output.ndim == 0 or output.shape[0] != 1:
+        raise DataLoadError(f"{where} returns {tuple(output.shape)} for one sample, not a batch (batch dimension "
+                            "first); choose a model whose outputs are batched.")
+    if data.eval_labels is None or output.ndim != 2:
+        return  # fidelity (and MSE/cosine) against fp32: any batched tensor will do
     classes = output.shape[1]
     needed = data.num_classes
     if data.eval_labels is not None and data.eval_labels.numel():
