@@ -80,7 +80,7 @@ def engine_spec(args: argparse.Namespace):
 
 def io_options(args: argparse.Namespace) -> dict:
     """EngineSpec fields of the data/model I/O options (qtradeoff.cli_io) a subcommand has."""
-    names = ("label_column", "output")
+    names = ("label_column", "output", "input_spec")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 

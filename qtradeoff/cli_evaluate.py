@@ -90,6 +90,9 @@ def format_table(result) -> str:
         lines.append(f"accuracy (top-1)   {_percent(result.accuracy, result.accuracy_ci95)}")
         if result.top5 is not None:
             lines.append(f"accuracy (top-5)   {_percent(result.top5, result.top5_ci95)}")
+    elif (result.provenance.get("data") or {}).get("synthetic"):
+        lines.append("accuracy           n/a: fidelity on synthetic inputs "
+                     f"({result.provenance['data'].get('input', {}).get('text', '')}) below")
     else:
         lines.append("accuracy           n/a (no labels): fidelity vs fp32 below")
     lines.append(f"agreement w/ fp32  {_percent(result.agreement, result.agreement_ci95)}")
@@ -127,6 +130,8 @@ def format_table(result) -> str:
         lines.append("executed as        " + ", ".join(f"{n} layers {p}" for p, n in sorted(counts.items())))
     if result.measured_note:
         lines.append(f"note               {result.measured_note}")
+    for kept in prov.get("fp32_layers") or ():
+        lines.append(f"kept fp32          {kept['name']}: {kept['reason']}")
     for note in prov.get("simulation_notes") or ():
         lines.append(f"simulation         {note}")
     for warning in prov.get("warnings") or ():

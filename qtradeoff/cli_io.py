@@ -16,3 +16,9 @@ def add_io_options(parser: argparse.ArgumentParser) -> None:
                        help="which output of a model returning a tuple, list, dict, dataclass or namedtuple is "
                             "scored: a key, field or index path such as logits, 0 or heads.age (default: the "
                             "first tensor output; 'inspect' lists them)")
+    group.add_argument("--input", dest="input_spec", metavar="SPEC",
+                       help="a single-input model's input: name:dtype[shape with batch first] and, for integer ids, "
+                            "an exclusive upper bound, e.g. tokens:int64[1,32]<30000 or x:float32[1,3,64,64] "
+                            "(float range: x:float32[1,8]-1..1); without --data, evaluation runs on seeded "
+                            "synthetic inputs drawn from it (fidelity on synthetic inputs). Default: what the file "
+                            "says (torch.export example inputs, traced TorchScript types)")

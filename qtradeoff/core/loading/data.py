@@ -36,6 +36,8 @@ class EvalData:
     eval_labels: torch.Tensor | None
     num_classes: int | None
     fingerprint: str  # sha256 of the tensors: identifies the data in caches and provenance
+    synthetic: bool = False  # drawn from an input specification: figures are fidelity on synthetic inputs
+    input_spec: dict | None = None  # the input specification the inputs follow (input_spec.InputSpec.to_dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

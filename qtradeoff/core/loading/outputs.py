@@ -2,14 +2,13 @@
 by path (``logits``, ``0``, ``heads.age``), and a view of the model that returns the chosen one only, so the rest
 of the engine sees one tensor. Also the figures of an output that are not class scores (MSE, cosine similarity).
 
-The view keeps the model's layer names: it is a shallow copy of the module whose class is a subclass with the
-selecting ``forward`` (the base is never mutated). TorchScript modules, whose class cannot be subclassed, are
-wrapped by a module that shares their children under the same names.
+The view keeps the model's layer names (see :mod:`~qtradeoff.core.loading.views`; the base is never mutated).
+TorchScript modules, whose class cannot be subclassed, are wrapped by a module that shares their children under
+the same names.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from qtradeoff.core.errors import InputError
+from qtradeoff.core.loading import views
 
 
 class OutputError(InputError):
@@ -160,18 +160,13 @@ def with_output(module: nn.Module, selection: OutputSelection) -> nn.Module:
     path = selection.scored
     if isinstance(module, torch.jit.ScriptModule):
         view = _ScriptOutput(module, path)
-    else:
-        base = type(module)
-        forward = base.forward
+        view.output_selection = selection
+        return view
 
-        def selecting_forward(self, *args, **kwargs):
-            return select(forward(self, *args, **kwargs), path)
+    def selecting(forward, self, *args, **kwargs):
+        return select(forward(self, *args, **kwargs), path)
 
-        view = copy.copy(module)  # shares parameters and children: nothing is copied, nothing of the base changes
-        view.__class__ = type(base.__name__, (base,), {"forward": selecting_forward,
-                                                        "__module__": base.__module__})
-    view.output_selection = selection
-    return view
+    return views.forward_view(module, selecting, output_selection=selection)
 
 
 def is_class_scores(output: torch.Tensor) -> bool:
