@@ -22,6 +22,9 @@ def configure_inspect(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--architecture", help="registry name (torchvision.resnet18) or package.module:callable")
     parser.add_argument("--input-shape", type=shape, help="one sample's shape for the layer inventory, e.g. 3,224,224")
+    parser.add_argument("--input", dest="input_spec", metavar="SPEC",
+                        help="the input as evaluate's --input takes it (e.g. tokens:int64[1,32]<30000): integer "
+                             "token ids for the inventory and the outputs (default: what the file says)")
 
 
 def inspect_command(args: argparse.Namespace) -> int:
@@ -52,6 +55,18 @@ def inspect_command(args: argparse.Namespace) -> int:
         load_seconds=round(loaded.load_seconds, 3),
         warnings=list(loaded.warnings),
     )
+    from qtradeoff.core.loading import input_spec
+
+    spec = input_spec.parse(args.input_spec) if getattr(args, "input_spec", None) else \
+        input_spec.from_module(loaded.module)
+    report["input"] = spec.to_dict() if spec is not None else None
+    if spec is not None and (spec.is_integer or getattr(args, "input_spec", None)):
+        example = input_spec.synthetic(spec, spec.batch if spec.static_batch else 1)
+        report["inventory_input_shape"], report["inventory_input_shape_guessed"] = list(spec.sample_shape), False
+        report["layers"], report["inventory_note"] = _layers(loaded.module, spec.sample_shape, example)
+        report["outputs"], report["outputs_note"] = _outputs(loaded.module, spec.sample_shape, example)
+        _emit(report, args.json)
+        return 0
     shape, guessed = loaded.input_shape, False
     if shape is None:
         from qtradeoff.core.loading.inventory import guess_input_shape
@@ -77,7 +92,7 @@ def _unsafe_globals(path) -> list[str]:
         return []
 
 
-def _layers(module, shape) -> tuple[list[dict] | None, str]:
+def _layers(module, shape, example=None) -> tuple[list[dict] | None, str]:
     if shape is None:
         return None, "no input shape known; pass --input-shape"
     try:
@@ -85,7 +100,7 @@ def _layers(module, shape) -> tuple[list[dict] | None, str]:
     except ImportError:  # pragma: no cover - inventory is part of the package
         return None, "layer inventory unavailable"
     try:
-        infos = inventory(module, shape)
+        infos = inventory(module, shape) if example is None else inventory(module, example_input=example)
     except Exception as error:  # noqa: BLE001 - a forward failure is a finding, not a crash
         return None, f"forward with input shape {tuple(shape)} failed ({str(error).splitlines()[0][:120]})"
     return [
@@ -96,7 +111,7 @@ def _layers(module, shape) -> tuple[list[dict] | None, str]:
     ], ""
 
 
-def _outputs(module, shape) -> tuple[list[dict] | None, str]:
+def _outputs(module, shape, example=None) -> tuple[list[dict] | None, str]:
     """The model's tensor outputs (name, shape, dtype) on one zero sample of ``shape`` (choose one with --output)."""
     if shape is None:
         return None, "no input shape known; pass --input-shape"
@@ -105,7 +120,8 @@ def _outputs(module, shape) -> tuple[list[dict] | None, str]:
     from qtradeoff.core.loading.outputs import probe
 
     try:
-        return [info.to_dict() for info in probe(module, torch.zeros(1, *shape))], ""
+        example = torch.zeros(1, *shape) if example is None else example
+        return [info.to_dict() for info in probe(module, example)], ""
     except Exception as error:  # noqa: BLE001 - a forward failure is a finding, not a crash
         return None, f"forward with input shape {tuple(shape)} failed ({str(error).splitlines()[0][:120]})"
 

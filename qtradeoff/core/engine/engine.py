@@ -540,6 +540,10 @@ class Engine:
         provenance["warnings"] = [*provenance.get("warnings", ()), *fidelity_warnings(reference, labels is not None)]
         provenance["fidelity"] = outputs_mod.regression_metrics(reference, output)
         provenance["fp32_layers"] = self._fp32_layers(plan)
+        fixed = getattr(self.module, "static_batch", None)
+        if fixed and fixed > 1:
+            provenance["warnings"].append(f"the exported program is fixed at batch {fixed}: it ran in slices of "
+                                          f"{fixed} (the last padded), so latency at smaller batches times {fixed}")
         if getattr(self.data, "synthetic", False):
             provenance["warnings"].insert(0, "fidelity on synthetic inputs: drawn from the input specification "
                                              f"{self.data.input_spec['text']}, not real data; no accuracy")

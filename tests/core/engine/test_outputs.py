@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from qtradeoff import cli
 from qtradeoff.core.config import CompressionConfig, to_json
-from qtradeoff.core.loading import outputs
+from qtradeoff.core.loading import _load_child, outputs
 
 W8A8 = CompressionConfig().with_defaults(weight={"precision": "int8"}, activation={"precision": "int8"})
 
@@ -105,6 +105,8 @@ def user_models(tmp_path, monkeypatch):
     (tmp_path / "user_heads.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    # the loader server keeps the environment it started with: restart it so it imports the module from tmp_path
+    _load_child.SERVER.stop()
     import importlib
 
     module = importlib.import_module("user_heads")
@@ -114,7 +116,8 @@ def user_models(tmp_path, monkeypatch):
     save_file({k: v.contiguous() for k, v in state.items()}, path)
     config = tmp_path / "w8a8.json"
     config.write_text(to_json(W8A8))
-    return path, config
+    yield path, config
+    _load_child.SERVER.stop()  # the next user starts one with the environment restored
 
 
 def _evaluate(capsys, path, *options):

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from qtradeoff import cli
 from qtradeoff.core.config import CompressionConfig, to_json
 from qtradeoff.core.engine.engine import EngineSpec
+from qtradeoff.core.loading import _load_child
 
 W8A8 = CompressionConfig().with_defaults(weight={"precision": "int8"}, activation={"precision": "int8"})
 
@@ -59,6 +60,8 @@ def seq_models(tmp_path, monkeypatch):
     (tmp_path / "user_seq.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    # the loader server keeps the environment it started with: restart it so it imports the module from tmp_path
+    _load_child.SERVER.stop()
     import importlib
 
     module = importlib.import_module("user_seq")
@@ -68,7 +71,8 @@ def seq_models(tmp_path, monkeypatch):
                           ("transformer", module.TinyTransformer)):
         files[name] = tmp_path / f"{name}.safetensors"
         save_file({k: v.contiguous() for k, v in builder().state_dict().items()}, files[name])
-    return files
+    yield files
+    _load_child.SERVER.stop()  # the next user starts one with the environment restored
 
 
 @pytest.mark.parametrize(("name", "architecture"), [("lstm", "user_seq:RNNClassifier"),
@@ -118,3 +122,13 @@ def test_exported_program_with_static_batch_evaluates_at_any_batch(tmp_path):
     assert w8a8.sqnr_db > 15 and json.dumps(w8a8.to_dict())
     x = engine.data.eval_inputs[:5]
     assert torch.allclose(engine.module(x), flat(x), atol=1e-5)
+
+
+def test_inspect_with_an_input_spec_lists_layers_and_outputs(seq_models, capsys):
+    assert cli.main(["inspect", str(seq_models["gru"]), "--trust", "--architecture", "user_seq:gru_classifier",
+                     "--input", TOKENS, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["input"]["text"] == TOKENS and report["outputs"] == [{"name": "", "shape": [1, 4],
+                                                                         "dtype": "float32"}]
+    kinds = {layer["name"]: layer["kind"] for layer in report["layers"]}
+    assert kinds == {"embed": "Embedding", "rnn": "GRU", "head": "Linear"}
