@@ -132,3 +132,21 @@ def test_inspect_with_an_input_spec_lists_layers_and_outputs(seq_models, capsys)
                                                                          "dtype": "float32"}]
     kinds = {layer["name"]: layer["kind"] for layer in report["layers"]}
     assert kinds == {"embed": "Embedding", "rnn": "GRU", "head": "Linear"}
+
+
+def test_token_ids_from_a_npy_file_and_a_short_sweep(seq_models, tmp_path, capsys):
+    import numpy as np
+
+    tokens = tmp_path / "tokens.npy"
+    np.save(tokens, np.random.default_rng(0).integers(0, 500, size=(60, 12)))
+    spec = EngineSpec(str(seq_models["gru"]), data=str(tokens), trust=True, architecture="user_seq:gru_classifier",
+                      input_spec=TOKENS, eval_size=40, calib_size=12)
+    engine = spec.build()
+    assert engine.data.eval_inputs.dtype == torch.int64 and not engine.data.synthetic
+    assert engine.evaluate(W8A8, latency="none").sqnr_db > 15
+    out = tmp_path / "sweep.jsonl"
+    code = cli.main(["sweep", str(seq_models["gru"]), "--architecture", "user_seq:gru_classifier", "--trust",
+                     "--input", TOKENS, "--budget", "2", "--eval-size", "32", "--out", str(out), "--quiet",
+                     "--backend", "local"])
+    assert code == 0, capsys.readouterr().err
+    assert len(out.read_text().splitlines()) >= 2
