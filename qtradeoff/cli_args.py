@@ -113,7 +113,13 @@ def engine_spec(args: argparse.Namespace):
     from qtradeoff.core.engine.engine import EngineSpec
 
     return EngineSpec(args.model, getattr(args, "data", None), eval_size=getattr(args, "eval_size", None),
-                      calib_size=getattr(args, "calib_size", None), **model_options(args))
+                      calib_size=getattr(args, "calib_size", None), **model_options(args), **io_options(args))
+
+
+def io_options(args: argparse.Namespace) -> dict:
+    """EngineSpec fields of the data/model I/O options (qtradeoff.cli_io) a subcommand has."""
+    names = ("label_column", "output", "input_spec")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def precheck_config(args: argparse.Namespace) -> None:

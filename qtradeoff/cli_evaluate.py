@@ -47,9 +47,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = "Evaluate one compression configuration: accuracy, memory and latency."
     parser.add_argument("model", help="model file, or the name of a bundled sample (e.g. digits_cnn)")
     add_model_options(parser)
-    parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory or a tensor file "
+    parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory, a tensor file "
+                                       "(.pt/.npz/safetensors), a .npy array (inputs only) or a .csv table "
                                        "(default: the bundled sample data, for sample models)")
     parser.add_argument("--config", help="configuration JSON (default: fp32, i.e. the unmodified model)")
+    from qtradeoff.cli_io import add_io_options
+
+    add_io_options(parser)
     parser.add_argument("--batch", type=batch_size, default=32,
                         help="second latency batch size besides 1 (default 32)")
     parser.add_argument("--latency", choices=("both", "measured", "estimated", "none"), default="both",
@@ -88,11 +92,24 @@ def format_table(result) -> str:
         lines.append(f"accuracy (top-1)   {_percent(result.accuracy, result.accuracy_ci95)}")
         if result.top5 is not None:
             lines.append(f"accuracy (top-5)   {_percent(result.top5, result.top5_ci95)}")
+    elif (result.provenance.get("data") or {}).get("synthetic"):
+        lines.append("accuracy           n/a: fidelity on synthetic inputs "
+                     f"({result.provenance['data'].get('input', {}).get('text', '')}) below")
     else:
         lines.append("accuracy           n/a (no labels): fidelity vs fp32 below")
     lines.append(f"agreement w/ fp32  {_percent(result.agreement, result.agreement_ci95)}")
     sqnr = "inf (identical to fp32)" if math.isinf(result.sqnr_db) else f"{result.sqnr_db:.1f} dB"
     lines.append(f"output SQNR        {sqnr}")
+    prov = result.provenance
+    fidelity = prov.get("fidelity") or {}
+    if fidelity.get("mse") is not None:
+        cosine = fidelity.get("cosine")
+        lines.append(f"output MSE         {fidelity['mse']:.4g} vs fp32, cosine similarity "
+                     + ("n/a" if cosine is None else f"{cosine:.6f}"))
+    chosen = prov.get("output")
+    if chosen and chosen.get("structured"):
+        others = ", ".join(f"{o['name']} {o['shape']}" for o in chosen.get("others", ())) or "none"
+        lines.append(f"scored output      {chosen['scored']} (others: {others}; choose with --output)")
     lines.append(f"evaluated on       {result.eval_samples} samples")
     lines.append(f"weights            {human_bytes(result.weight_bytes)} ({result.weight_bytes} B; fp32 "
                  f"{result.fp32_weight_bytes} B, {result.compression_ratio:.2f}x smaller)" + int8_count(result))
@@ -117,7 +134,8 @@ def format_table(result) -> str:
         lines.append("executed as        " + ", ".join(f"{n} layers {p}" for p, n in sorted(counts.items())))
     if result.measured_note:
         lines.append(f"note               {result.measured_note}")
-    prov = result.provenance
+    for kept in prov.get("fp32_layers") or ():
+        lines.append(f"kept fp32          {kept['name']}: {kept['reason']}")
     for note in prov.get("simulation_notes") or ():
         lines.append(f"simulation         {note}")
     for warning in prov.get("warnings") or ():

@@ -20,6 +20,9 @@ def configure_inspect(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="model file (safetensors, torch.save, TorchScript, torch.export .pt2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_model_options(parser)
+    parser.add_argument("--input", dest="input_spec", metavar="SPEC",
+                        help="the input as evaluate's --input takes it (e.g. tokens:int64[1,32]<30000): integer "
+                             "token ids for the inventory and the outputs (default: what the file says)")
 
 
 def inspect_command(args: argparse.Namespace) -> int:
@@ -50,6 +53,18 @@ def inspect_command(args: argparse.Namespace) -> int:
         load_seconds=round(loaded.load_seconds, 3),
         warnings=list(loaded.warnings),
     )
+    from qtradeoff.core.loading import input_spec
+
+    spec = input_spec.parse(args.input_spec) if getattr(args, "input_spec", None) else \
+        input_spec.from_module(loaded.module)
+    report["input"] = spec.to_dict() if spec is not None else None
+    if spec is not None and (spec.is_integer or getattr(args, "input_spec", None)):
+        example = input_spec.synthetic(spec, spec.batch if spec.static_batch else 1)
+        report["inventory_input_shape"], report["inventory_input_shape_guessed"] = list(spec.sample_shape), False
+        report["layers"], report["inventory_note"] = _layers(loaded.module, spec.sample_shape, example)
+        report["outputs"], report["outputs_note"] = _outputs(loaded.module, spec.sample_shape, example)
+        _emit(report, args.json)
+        return 0
     shape, guessed = loaded.input_shape, False
     if shape is None:
         from qtradeoff.core.loading.inventory import guess_input_shape
@@ -58,6 +73,7 @@ def inspect_command(args: argparse.Namespace) -> int:
     report["inventory_input_shape"] = list(shape) if shape else None
     report["inventory_input_shape_guessed"] = guessed
     report["layers"], report["inventory_note"] = _layers(loaded.module, shape)
+    report["outputs"], report["outputs_note"] = _outputs(loaded.module, shape)
     _emit(report, args.json)
     return 0
 
@@ -74,7 +90,7 @@ def _unsafe_globals(path) -> list[str]:
         return []
 
 
-def _layers(module, shape) -> tuple[list[dict] | None, str]:
+def _layers(module, shape, example=None) -> tuple[list[dict] | None, str]:
     if shape is None:
         return None, "no input shape known; pass --input-shape"
     try:
@@ -82,7 +98,7 @@ def _layers(module, shape) -> tuple[list[dict] | None, str]:
     except ImportError:  # pragma: no cover - inventory is part of the package
         return None, "layer inventory unavailable"
     try:
-        infos = inventory(module, shape)
+        infos = inventory(module, shape) if example is None else inventory(module, example_input=example)
     except Exception as error:  # noqa: BLE001 - a forward failure is a finding, not a crash
         return None, f"forward with input shape {tuple(shape)} failed ({str(error).splitlines()[0][:120]})"
     return [
@@ -91,6 +107,21 @@ def _layers(module, shape) -> tuple[list[dict] | None, str]:
          "reason": info.reason}
         for info in infos
     ], ""
+
+
+def _outputs(module, shape, example=None) -> tuple[list[dict] | None, str]:
+    """The model's tensor outputs (name, shape, dtype) on one zero sample of ``shape`` (choose one with --output)."""
+    if shape is None:
+        return None, "no input shape known; pass --input-shape"
+    import torch
+
+    from qtradeoff.core.loading.outputs import probe
+
+    try:
+        example = torch.zeros(1, *shape) if example is None else example
+        return [info.to_dict() for info in probe(module, example)], ""
+    except Exception as error:  # noqa: BLE001 - a forward failure is a finding, not a crash
+        return None, f"forward with input shape {tuple(shape)} failed ({str(error).splitlines()[0][:120]})"
 
 
 def _emit(report: dict, as_json: bool) -> None:
@@ -117,6 +148,12 @@ def _emit(report: dict, as_json: bool) -> None:
             f"input shape:  {tuple(shape) if shape else 'unknown (pass --input-shape)'}",
         ]
         lines += [f"warning:      {warning}" for warning in report.get("warnings") or ()]
+        outputs = report.get("outputs")
+        if outputs is None:
+            lines.append(f"outputs:      {report.get('outputs_note')}")
+        else:
+            lines.append("outputs:      " + ", ".join(f"{o['name'] or '(tensor)'} {tuple(o['shape'])} {o['dtype']}"
+                                                     for o in outputs))
         layers = report.get("layers")
         if layers is None:
             lines.append(f"layers:       {report.get('inventory_note')}")

@@ -25,9 +25,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                           "configuration (config + result) to --out; --resume continues an interrupted file.")
     parser.add_argument("model", help="model file, or the name of a bundled sample (digits_cnn, digits_mlp, ...)")
     add_model_options(parser)
-    parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory or a tensor file "
+    parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory, a tensor file "
+                                       "(.pt/.npz/safetensors), a .npy array (inputs only) or a .csv table "
                                        "(default: the sample's own data for a bundled sample)")
     parser.add_argument("--strategy", choices=explore.STRATEGIES, default="greedy")
+    from qtradeoff.cli_io import add_io_options
+
+    add_io_options(parser)
     parser.add_argument("--budget", type=positive_int, default=None, help="at most N configurations evaluated")
     parser.add_argument("--out", required=True, help="results file (JSON lines)")
     parser.add_argument("--resume", action="store_true", help="continue an existing results file")

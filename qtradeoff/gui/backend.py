@@ -8,6 +8,7 @@ Tests can substitute a fake with the same methods (dependency injection into :cl
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -139,7 +140,12 @@ class CoreBackend:
         return self._install(loaded, data)
 
     def load_model(self, path: str, *, trust: bool = False) -> ModelSummary:
+        from qtradeoff.core.loading import input_spec
+
         loaded = self._model_io.load_model(path, trust=trust)
+        spec = input_spec.from_module(loaded.module)  # what the file says its input is (exported programs)
+        if spec is not None and spec.static_batch:
+            loaded = dataclasses.replace(loaded, module=input_spec.fixed_batch_view(loaded.module, spec.batch))
         if loaded.preprocessing is None:
             # A bundled sample opened as a file: its manifest entry says how to feed it the digits data.
             entry_for = getattr(self._model_io, "_manifest_entry_for", None)
@@ -154,6 +160,8 @@ class CoreBackend:
                 data = self._model_io.sample_data_for(loaded)
             except Exception:  # noqa: BLE001 - no bundled data fits this model: the user drops a dataset
                 data = data if data is not None and self._compatible(loaded, data) else None
+        if data is None and spec is not None:  # fidelity on synthetic inputs until the user drops a dataset
+            data = input_spec.synthetic_data(spec)
         return self._install(loaded, data)
 
     def load_data(self, path: str) -> dict:
@@ -162,10 +170,17 @@ class CoreBackend:
         kwargs = {}
         if self.loaded.input_shape and len(self.loaded.input_shape) == 3:
             kwargs["image_size"] = self.loaded.input_shape[-1]
+        if getattr(self.loaded, "preprocessing", None):  # a digits-layout .npz is fed as the sample model is
+            kwargs["preprocessing"] = self.loaded.preprocessing
         try:
             data = self._data_mod.load_data(path, **kwargs)
         except TypeError:
             data = self._data_mod.load_data(path)
+        from qtradeoff.core.loading import outputs
+
+        loaded, data = outputs.scored_output(self.loaded, data, None)  # labels dropped for a non-class output
+        if loaded is not self.loaded:
+            self._set_data(self.data, loaded)
         if not self._compatible(self.loaded, data, raise_errors=True):
             raise self._data_mod.DataLoadError(f"{path} does not fit the loaded model's input shape.")
         if self._shape_guessed:  # the data now says what the input is: redo the layer inventory with it
@@ -192,7 +207,10 @@ class CoreBackend:
             return False
 
     def _install(self, loaded: Any, data: Any) -> ModelSummary:
-        from qtradeoff.core.loading import inventory
+        from qtradeoff.core.loading import inventory, outputs
+
+        if data is not None:  # a model returning a tuple/dict is scored on its first tensor output
+            loaded, data = outputs.scored_output(loaded, data, None)
 
         shape = loaded.input_shape or (data.input_shape if data is not None else None)
         self._shape_guessed = shape is None
@@ -235,7 +253,8 @@ class CoreBackend:
     def _data_info(self) -> dict:
         if self.data is None:
             return {}
-        return {"name": self.data.name, "eval_samples": int(self.data.eval_inputs.shape[0]),
+        name = f"fidelity on {self.data.name}" if getattr(self.data, "synthetic", False) else self.data.name
+        return {"name": name, "eval_samples": int(self.data.eval_inputs.shape[0]),
                 "calib_samples": int(self.data.calib_inputs.shape[0]), "labelled": bool(self.data.labelled)}
 
     def _sparsity_curves(self, module: Any, layers: tuple[Any, ...]) -> tuple[tuple[float, ...], dict]:

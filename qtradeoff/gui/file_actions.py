@@ -353,7 +353,7 @@ class FileActions(QObject):
 
     def _open_data(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self._window, "Open data", self.last_dir(),
-                                              "Tensors (*.pt *.pth *.npz *.npy);;All files (*)")
+                                              "Data (*.pt *.pth *.npz *.npy *.csv *.safetensors);;All files (*)")
         if path:
             self._remember_dir(path)
             self._request_data(path)

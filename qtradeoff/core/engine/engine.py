@@ -37,7 +37,9 @@ from qtradeoff.core.config import CompressionConfig
 from qtradeoff.core.engine import estimate as estimate_mod
 from qtradeoff.core.engine.incremental import DEFAULT_CACHE_BYTES, IncrementalError, IncrementalEvaluator
 from qtradeoff.core.loading import data as data_mod
+from qtradeoff.core.loading import input_spec as input_spec_mod
 from qtradeoff.core.loading import model_io
+from qtradeoff.core.loading import outputs as outputs_mod
 from qtradeoff.core.measurement import memory as memory_mod
 from qtradeoff.core.measurement import roofline as roofline_mod
 from qtradeoff.core.measurement.interleaved import time_interleaved
@@ -104,6 +106,9 @@ class EngineSpec:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     arch_kwargs: Mapping[str, Any] | None = field(default=None, hash=False)  # the architecture's constructor's
     input_shape: tuple[int, ...] | None = None
+    label_column: str | None = None  # a CSV's label column (default: one named label/target/y)
+    output: str | None = None  # which model output is scored (qtradeoff.core.loading.outputs; default the first)
+    input_spec: str | None = None  # --input text (qtradeoff.core.loading.input_spec); default what the file says
 
     def load_model(self):
         """The LoadedModel the spec names: a file, or else a bundled sample; raises ModelLoadError/NeedsTrust."""
@@ -120,15 +125,24 @@ class EngineSpec:
         loaded = self.load_model()
         sizes = {key: value for key, value in (("eval_size", self.eval_size), ("calib_size", self.calib_size))
                  if value is not None}
-        if self.data is None or self.data == "digits" and loaded.preprocessing is not None:
+        spec = input_spec_mod.parse(self.input_spec) if self.input_spec else input_spec_mod.from_module(loaded.module)
+        if spec is not None and spec.static_batch and spec.batch >= 1:
+            # an exported program fixed at its example's batch size: run it in slices of that size
+            loaded = dataclasses.replace(loaded, module=input_spec_mod.fixed_batch_view(loaded.module, spec.batch))
+        if self.data is None and loaded.preprocessing is None and spec is not None:
+            data = input_spec_mod.synthetic_data(spec, **sizes)
+        elif self.data is None or self.data == "digits" and loaded.preprocessing is not None:
             if loaded.preprocessing is None:
                 raise data_mod.DataLoadError(f"{loaded.path} is not a bundled sample; pass --data with evaluation "
-                                             "data (an ImageFolder directory, a tensor file or 'digits')")
+                                             "data (an ImageFolder directory, a tensor file or 'digits'), or --input "
+                                             "to evaluate on synthetic inputs (e.g. x:float32[1,3,64,64])")
             data = model_io.sample_data_for(loaded, **sizes)
         else:
-            data = data_mod.load_data(self.data, preprocessing=loaded.preprocessing, **sizes)
-        if len(data.eval_inputs) == 0:
-            raise data_mod.DataLoadError(f"{data.name} has no evaluation samples; choose a larger evaluation split")
+            data = data_mod.load_data(self.data, preprocessing=loaded.preprocessing, label_column=self.label_column,
+                                      **sizes)
+            if self.input_spec:
+                data = input_spec_mod.fit_data(data, spec)
+        loaded, data = outputs_mod.scored_output(loaded, data, self.output)
         data_mod.check_compatible(loaded, data)
         return loaded, data
 
@@ -552,8 +566,20 @@ class Engine:
         # what may make this result's figures mislead, beside what the loaded model itself warns about
         provenance["warnings"] = [*provenance.get("warnings", ()), *fidelity_warnings(reference, labels is not None),
                                   *scale_floor_warnings(self.compressor, plan)]
+        provenance["fidelity"] = outputs_mod.regression_metrics(reference, output)
+        provenance["fp32_layers"] = self._fp32_layers(plan)
+        fixed = getattr(self.module, "static_batch", None)
+        if fixed and fixed > 1:
+            provenance["warnings"].append(f"the exported program is fixed at batch {fixed}: it ran in slices of "
+                                          f"{fixed} (the last padded), so latency at smaller batches times {fixed}")
+        if getattr(self.data, "synthetic", False):
+            provenance["warnings"].insert(0, "fidelity on synthetic inputs: drawn from the input specification "
+                                             f"{self.data.input_spec['text']}, not real data; no accuracy")
+        selection = getattr(self.module, "output_selection", None)
+        if selection is not None:
+            provenance["output"] = selection.to_dict()
         yield Result(
-            config=config, config_key=config.key(), labelled=labels is not None, eval_samples=samples,
+            config=config, config_key=config.key(), labelled=fidelity["accuracy"] is not None, eval_samples=samples,
             weight_bytes=weights.weight_bytes, fp32_weight_bytes=weights.fp32_weight_bytes,
             peak_activation_bytes=peak, latency_measured=tuple(measured), executed_precisions=executed,
             measured_note=note, latency_estimated=tuple(estimated), provenance=provenance, **fidelity,
@@ -599,6 +625,17 @@ class Engine:
         return self.real_models.get(plan.config.key(), build)
 
     # -- internals -------------------------------------------------------------------------------------------
+    def _fp32_layers(self, plan: Plan) -> list[dict]:
+        """Layers (or parts of them) that stay fp32 under ``plan``, each with the reason: what the inventory cannot
+        compress, and Embeddings, which are weight-only (their inputs are integer ids)."""
+        kept = [{"name": info.name, "reason": info.reason} for info in self.compressor.inventory
+                if not info.compressible]
+        kept += [{"name": layer.name, "reason": "activations stay fp32: an Embedding is weight-only (its inputs are "
+                  "integer ids)"} for layer in plan
+                 if layer.kind == "Embedding" and not layer.settings.skip
+                 and is_integer(layer.settings.activation.precision)]
+        return kept
+
     def _activation_profile(self) -> memory_mod.ActivationProfile:
         if self._activations is None:
             profile = memory_mod.activation_profile(self.module, self.data.eval_inputs[:1], self.layers)
@@ -639,7 +676,9 @@ class Engine:
             "seed": seed,
             "model": {"name": getattr(loaded, "name", ""), "sha256": getattr(loaded, "sha256", ""),
                       "format": getattr(loaded, "format", "")},
-            "data": {"name": data.name, "fingerprint": self.subset_fingerprint(samples)},
+            "data": {"name": data.name, "fingerprint": self.subset_fingerprint(samples),
+                     "synthetic": bool(getattr(data, "synthetic", False)),
+                     "input": getattr(data, "input_spec", None)},
             "simulation_notes": list(self.compressor.notes),
             "warnings": list(getattr(loaded, "warnings", ())),  # e.g. NaN weights: every Result says so
             "roofline": roofline_info,
@@ -713,6 +752,9 @@ def fidelity_warnings(reference: torch.Tensor, labelled: bool) -> list[str]:
 
 def _fidelity(reference: torch.Tensor, output: torch.Tensor, labels: torch.Tensor | None) -> dict:
     n = len(output)
+    if not outputs_mod.is_class_scores(reference):
+        # not class scores: "agreement" compares where each sample's largest value is; no accuracy without classes
+        reference, output, labels = reference.reshape(n, -1), output.reshape(n, -1), None
     predicted = output.argmax(1)
     agree = int((predicted == reference.argmax(1)).sum())
     out = {"agreement": agree / n if n else 0.0, "agreement_ci95": wilson_interval(agree, n),

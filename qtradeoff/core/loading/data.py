@@ -10,7 +10,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from qtradeoff.core import runtime
 from qtradeoff.core.errors import InputError
-from qtradeoff.core.loading import _files
+from qtradeoff.core.loading import _files, tabular
 
 SAMPLE_DIR = Path(__file__).resolve().parents[3] / "sample_models"
 DIGITS_FILE = SAMPLE_DIR / "digits.npz"
@@ -36,6 +36,8 @@ class EvalData:
     eval_labels: torch.Tensor | None
     num_classes: int | None
     fingerprint: str  # sha256 of the tensors: identifies the data in caches and provenance
+    synthetic: bool = False  # drawn from an input specification: figures are fidelity on synthetic inputs
+    input_spec: dict | None = None  # the input specification the inputs follow (input_spec.InputSpec.to_dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -79,18 +81,20 @@ def preprocess_digits(images: np.ndarray, preprocessing: Mapping) -> torch.Tenso
     return x.contiguous()
 
 
-def digits_split(split: str, preprocessing: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and labels of one fixed split of the bundled digits set: ``train``, ``calib`` or ``test``."""
-    with np.load(DIGITS_FILE) as archive:
+def digits_split(split: str, preprocessing: Mapping, file: Path = DIGITS_FILE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and labels of one fixed split of the bundled digits set (or an archive laid out like it, ``file``):
+    ``train``, ``calib`` or ``test``."""
+    with np.load(file, allow_pickle=False) as archive:
         indices = archive[f"{split}_idx"]
         images, labels = archive["images"][indices], archive["labels"][indices]
     return preprocess_digits(images, preprocessing), torch.from_numpy(labels.astype(np.int64))
 
 
-def load_digits(preprocessing: Mapping, *, calib_size: int | None = None, eval_size: int | None = None) -> EvalData:
+def load_digits(preprocessing: Mapping, *, calib_size: int | None = None, eval_size: int | None = None,
+                file: Path = DIGITS_FILE) -> EvalData:
     """The bundled digits sample: calibration split and test split, optionally cut to the first N (fixed order)."""
-    calib_inputs, calib_labels = digits_split("calib", preprocessing)
-    eval_inputs, eval_labels = digits_split("test", preprocessing)
+    calib_inputs, calib_labels = digits_split("calib", preprocessing, file)
+    eval_inputs, eval_labels = digits_split("test", preprocessing, file)
     calib_inputs, calib_labels = calib_inputs[:calib_size], calib_labels[:calib_size]
     eval_inputs, eval_labels = eval_inputs[:eval_size], eval_labels[:eval_size]
     return EvalData(
@@ -132,6 +136,7 @@ def load_data(
     seed: int = 0,
     memory_budget: int | None = None,
     isolate: bool = True,
+    label_column: str | None = None,
 ) -> EvalData:
     """Load evaluation data: ``"digits"`` (the bundled sample), an ImageFolder directory, or a tensor file.
 
@@ -139,7 +144,12 @@ def load_data(
     - A directory in ImageFolder layout (``root/<class>/<image>``): images resized so the short side is
       ``image_size``, centre-cropped to ``crop_size`` (default ``image_size``), normalised with ``mean``/``std``.
     - A ``.pt`` (read with ``weights_only=True``), ``.npz`` or safetensors file holding ``inputs`` and optional
-      ``labels`` (or a bare tensor of inputs); the format is recognised from content, not extension.
+      ``labels`` (or a bare tensor of inputs; ``x``/``y``, ``data``/``target``... are taken too); the format is
+      recognised from content, not extension. An ``.npz`` laid out like the bundled digits archive (``images``,
+      ``labels``, ``calib_idx``, ``test_idx``) is read as the digits sample is, with ``preprocessing``.
+    - A ``.npy`` array: inputs only (fidelity against fp32, no accuracy).
+    - A ``.csv`` table with a header row: numeric feature columns and the label column ``label_column`` (default:
+      a column named label/target/y when there is one); see :mod:`~qtradeoff.core.loading.tabular`.
 
     A tensor file is first read in the loader's child process with a memory limit (``isolate``, the default), as
     model files are; the pickle of a ``.pt`` is estimated before anything is allocated (stride-0 views at full size).
@@ -154,16 +164,25 @@ def load_data(
     if path.is_dir():
         return _load_image_folder(path, image_size, crop_size or image_size, mean, std, calib_size, eval_size, seed)
     if isolate:
-        _probe_isolated(path, budget)
-    inputs, labels = _read_checked(path, budget)
+        _probe_isolated(path, budget, label_column)
+    inputs, labels = _read_checked(path, budget, label_column)
+    if tabular.is_digits_layout(path):
+        return replace(load_digits(preprocessing or DIGITS_PREPROCESSING, calib_size=calib_size,
+                                   eval_size=eval_size, file=path), name=path.stem)
     return _split(path.stem, inputs, labels, None, calib_size, eval_size, seed, path)
 
 
-def _read_checked(path: Path, budget: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _read_checked(path: Path, budget: int, label_column: str | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A tensor file's inputs and labels, after the checks every user file passes (see ``_files``) and an
     estimate of what its pickle will allocate, made before anything is allocated."""
     try:
         size = _files.check_regular_file(path, budget, what="data")
+        if tabular.is_npy(path):
+            return _checked_content(path, {"inputs": tabular.read_npy(path, budget)})
+        if path.suffix.lower() in (".csv", ".tsv"):
+            inputs, labels, _classes = tabular.read_csv(path, budget, label_column)
+            return _checked_content(path, {"inputs": inputs, "labels": labels})
         sniffed = _files.sniff(path, size, budget)
         if sniffed.kind in ("torch_zip", "pickle"):
             scan = _files.scan_file(path, sniffed.kind)
@@ -177,16 +196,16 @@ def _read_checked(path: Path, budget: int) -> tuple[torch.Tensor, torch.Tensor |
                                     "never writes; save plain tensors instead.")
             _files.check_claimed(path, "its storages", scan.storage_bytes, None, budget, ratio=False)
             _files.check_claimed(path, "its tensors' shapes", scan.tensor_bytes, scan.largest, budget)
-    except _files.FileCheckError as error:
+    except (_files.FileCheckError, tabular.TabularError) as error:
         raise DataLoadError(str(error)) from None
     return _read_tensor_file(path, sniffed)
 
 
-def probe_data_file(path: str, memory_budget: int) -> dict:
+def probe_data_file(path: str, memory_budget: int, label_column: str | None = None) -> dict:
     """Read a data file as :func:`load_data` would (run in the loader's child: see :func:`_probe_isolated`);
     the verdict is plain data."""
     try:
-        inputs, labels = _read_checked(Path(path), memory_budget)
+        inputs, labels = _read_checked(Path(path), memory_budget, label_column)
     except DataLoadError as error:
         return {"ok": False, "error": "DataLoadError", "message": str(error)}
     except MemoryError:
@@ -196,14 +215,15 @@ def probe_data_file(path: str, memory_budget: int) -> dict:
             "labelled": labels is not None}
 
 
-def _probe_isolated(path: Path, budget: int) -> None:
+def _probe_isolated(path: Path, budget: int, label_column: str | None = None) -> None:
     """Read the file first in the loader's child process, with the memory limit and timeout model files get, so
     that a hostile data file exhausts or crashes the child, not this process."""
     from qtradeoff.core.loading import _load_child
     from qtradeoff.core.loading.model_io import DEFAULT_TIMEOUT, ModelLoadError
 
     try:
-        verdict = _load_child.run_isolated({"path": str(path), "memory_budget": budget}, timeout=DEFAULT_TIMEOUT,
+        verdict = _load_child.run_isolated({"path": str(path), "memory_budget": budget, "label_column": label_column},
+                                           timeout=DEFAULT_TIMEOUT,
                                            memory_bytes=budget, label=str(path), target=PROBE_TARGET)
     except ModelLoadError as error:
         raise DataLoadError(str(error)) from None
@@ -249,6 +269,13 @@ def _read_tensor_file(path: Path, sniffed) -> tuple[torch.Tensor, torch.Tensor |
             raise DataLoadError(f"{path} contains Python objects beyond tensors; save plain tensors instead.") \
                 from None
         raise DataLoadError(f"{path} could not be read as data ({first}); it may be truncated or damaged.") from None
+    return _checked_content(path, content)
+
+
+def _checked_content(path: Path, content) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A file's content (a tensor, an (inputs, labels) pair or a dict) as checked ``(inputs, labels)``."""
+    if isinstance(content, Mapping):
+        content = tabular.pick_named(dict(content))
     if isinstance(content, torch.Tensor):
         content = {"inputs": content}
     if isinstance(content, (tuple, list)) and len(content) == 2 and all(isinstance(t, torch.Tensor) for t in content):
@@ -270,6 +297,8 @@ def _read_tensor_file(path: Path, sniffed) -> tuple[torch.Tensor, torch.Tensor |
             raise not_real from None
     _check_finite(path, inputs)
     if labels is not None:
+        if isinstance(labels, torch.Tensor) and labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]  # a column vector of labels, as scikit-learn and CSV exports often write them
         if (not isinstance(labels, torch.Tensor) or labels.shape != inputs.shape[:1] or labels.is_floating_point()
                 or labels.is_complex() or labels.dtype == torch.bool):
             raise DataLoadError(
@@ -436,9 +465,14 @@ def check_compatible(model, data: EvalData) -> None:
             f"{where} cannot run on {data.name}'s inputs of shape {tuple(data.input_shape)} ({first}); "
             "change the data's preprocessing or choose the matching model."
         ) from None
-    if not isinstance(output, torch.Tensor) or output.ndim != 2:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise DataLoadError(f"{where} returns {shape}, not a batch of class scores; choose a classification model.")
+    if not isinstance(output, torch.Tensor):
+        raise DataLoadError(f"{where} returns {type(output).__name__}, not one tensor; choose which output is "
+                            "scored (CLI --output NAME_OR_INDEX, e.g. logits or 0).")
+    if output.ndim == 0 or output.shape[0] != 1:
+        raise DataLoadError(f"{where} returns {tuple(output.shape)} for one sample, not a batch (batch dimension "
+                            "first); choose a model whose outputs are batched.")
+    if data.eval_labels is None or output.ndim != 2:
+        return  # fidelity (and MSE/cosine) against fp32: any batched tensor will do
     classes = output.shape[1]
     needed = data.num_classes
     if data.eval_labels is not None and data.eval_labels.numel():

@@ -195,7 +195,7 @@ def test_model_given_as_data(digits_cnn):
 
 def test_missing_inputs_and_bad_labels(tmp_path, tensors):
     path = tmp_path / "wrong.pt"
-    torch.save({"images": tensors[0]}, path)
+    torch.save({"pictures": tensors[0]}, path)  # "images", "x", "data"... are taken (tabular.INPUT_KEYS)
     assert "no 'inputs' tensor" in _bad(path)
     torch.save({"inputs": tensors[0], "labels": tensors[1][:3]}, path)
     assert "'labels' must be N integer class indices" in _bad(path)
