@@ -118,8 +118,9 @@ def engine_spec(args: argparse.Namespace):
 
 def io_options(args: argparse.Namespace) -> dict:
     """EngineSpec fields of the data/model I/O options (qtradeoff.cli_io) a subcommand has."""
-    names = ("label_column", "output", "input_spec")
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    # the scored output is --score-output (apply and recover use -o/--output for the file they write)
+    names = {"label_column": "label_column", "score_output": "output", "input_spec": "input_spec"}
+    return {field: getattr(args, name) for name, field in names.items() if getattr(args, name, None) is not None}
 
 
 def precheck_config(args: argparse.Namespace) -> None:

@@ -109,7 +109,7 @@ def format_table(result) -> str:
     chosen = prov.get("output")
     if chosen and chosen.get("structured"):
         others = ", ".join(f"{o['name']} {o['shape']}" for o in chosen.get("others", ())) or "none"
-        lines.append(f"scored output      {chosen['scored']} (others: {others}; choose with --output)")
+        lines.append(f"scored output      {chosen['scored']} (others: {others}; choose with --score-output)")
     lines.append(f"evaluated on       {result.eval_samples} samples")
     lines.append(f"weights            {human_bytes(result.weight_bytes)} ({result.weight_bytes} B; fp32 "
                  f"{result.fp32_weight_bytes} B, {result.compression_ratio:.2f}x smaller)" + int8_count(result))

@@ -110,7 +110,8 @@ def _layers(module, shape, example=None) -> tuple[list[dict] | None, str]:
 
 
 def _outputs(module, shape, example=None) -> tuple[list[dict] | None, str]:
-    """The model's tensor outputs (name, shape, dtype) on one zero sample of ``shape`` (choose one with --output)."""
+    """The model's tensor outputs (name, shape, dtype) on one zero sample of ``shape`` (choose one with
+    --score-output)."""
     if shape is None:
         return None, "no input shape known; pass --input-shape"
     import torch

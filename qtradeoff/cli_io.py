@@ -12,7 +12,7 @@ def add_io_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--label-column", metavar="NAME",
                        help="--data CSV: the column holding the labels (default: one named label, target or y; "
                             "every other column is a numeric feature)")
-    group.add_argument("--output", metavar="NAME_OR_INDEX",
+    group.add_argument("--score-output", dest="score_output", metavar="NAME_OR_INDEX",
                        help="which output of a model returning a tuple, list, dict, dataclass or namedtuple is "
                             "scored: a key, field or index path such as logits, 0 or heads.age (default: the "
                             "first tensor output; 'inspect' lists them)")

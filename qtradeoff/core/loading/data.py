@@ -467,7 +467,7 @@ def check_compatible(model, data: EvalData) -> None:
         ) from None
     if not isinstance(output, torch.Tensor):
         raise DataLoadError(f"{where} returns {type(output).__name__}, not one tensor; choose which output is "
-                            "scored (CLI --output NAME_OR_INDEX, e.g. logits or 0).")
+                            "scored (CLI --score-output NAME_OR_INDEX, e.g. logits or 0).")
     if output.ndim == 0 or output.shape[0] != 1:
         raise DataLoadError(f"{where} returns {tuple(output.shape)} for one sample, not a batch (batch dimension "
                             "first); choose a model whose outputs are batched.")

@@ -124,14 +124,15 @@ def choose(value, selector: str | None, where: str) -> OutputSelection:
     if selector is None or (not structured and selector in ("", "0")):
         return OutputSelection(outputs[0].name, outputs, structured)
     if not structured:
-        raise OutputError(f"{where} returns one tensor, so --output {selector!r} names nothing; leave --output out.")
+        raise OutputError(f"{where} returns one tensor, so --score-output {selector!r} names nothing; "
+                          "leave --score-output out.")
     try:
         chosen = select(value, selector)
     except KeyError:
         chosen = None
     if not isinstance(chosen, torch.Tensor):
         raise OutputError(f"{where} has no tensor output {selector!r}; its outputs are "
-                          f"{_describe_for_message(outputs)} (give one of these names to --output).")
+                          f"{_describe_for_message(outputs)} (give one of these names to --score-output).")
     # name it as tensor_outputs does (an index into a namedtuple becomes its field name)
     name = next((info.name for info, (_, t) in zip(outputs, tensor_outputs(value), strict=True) if t is chosen),
                 selector)

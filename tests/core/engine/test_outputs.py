@@ -1,4 +1,4 @@
-"""Models whose forward returns a tuple, list, dict, dataclass or namedtuple: one output is scored (--output),
+"""Models whose forward returns a tuple, list, dict, dataclass or namedtuple: one output is scored (--score-output),
 the others are listed; accuracy only for class scores with labels, else fidelity with MSE and cosine similarity."""
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def test_two_head_model_scores_the_chosen_output(user_models, capsys):
     assert first["labelled"] and first["accuracy"] is not None  # output 0: class scores, digits labels
     assert first["provenance"]["output"]["scored"] == "0"
     assert first["provenance"]["output"]["others"] == [{"name": "1", "shape": [1, 1], "dtype": "float32"}]
-    age = json.loads(_evaluate(capsys, path, "--architecture", "user_heads:TwoHead", "--output", "1", "--json",
+    age = json.loads(_evaluate(capsys, path, "--architecture", "user_heads:TwoHead", "--score-output", "1", "--json",
                                "--config", str(config)))
     assert not age["labelled"] and age["accuracy"] is None  # a regression head: fidelity only
     fidelity = age["provenance"]["fidelity"]
@@ -143,12 +143,12 @@ def test_two_head_model_scores_the_chosen_output(user_models, capsys):
 
 def test_dict_output_model_from_a_state_dict_and_its_table(user_models, capsys):
     path, config = user_models
-    table = _evaluate(capsys, path, "--architecture", "user_heads:DictHeads", "--output", "heads.logits",
+    table = _evaluate(capsys, path, "--architecture", "user_heads:DictHeads", "--score-output", "heads.logits",
                       "--config", str(config))
     assert "accuracy (top-1)" in table and "scored output      heads.logits" in table
     assert "embedding [1, 32]" in table and "output MSE" in table and "cosine similarity" in table
     code = cli.main(["evaluate", str(path), "--data", "digits", "--trust", "--latency", "none",
-                     "--architecture", "user_heads:DictHeads", "--output", "heads.size"])
+                     "--architecture", "user_heads:DictHeads", "--score-output", "heads.size"])
     err = capsys.readouterr().err
     assert code != 0 and "heads.size" in err and "heads.logits [1, 10]" in err and err.count("\n") == 1
 
