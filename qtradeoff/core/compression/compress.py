@@ -745,9 +745,9 @@ class Compressor:
         observers = {info.name: RangeObserver() for info in self.layers}
         outputs = {self._last_layer: RangeObserver()} if self._last_layer else {}
         for name, observer in observers.items():
-            get_submodule(model, name).register_forward_pre_hook(_InputObserver(observer))
+            get_submodule(model, name).register_forward_pre_hook(InputObserver(observer))
         for name, observer in outputs.items():
-            get_submodule(model, name).register_forward_hook(_OutputObserver(observer))
+            get_submodule(model, name).register_forward_hook(OutputObserver(observer))
         with torch.no_grad(), runtime.running():
             try:
                 _run_batches(model, self.calib_inputs, self.calib_batch)
@@ -885,7 +885,9 @@ class _StatsCollector:
         self.stats.add(self.geometry, first)
 
 
-class _InputObserver:
+class InputObserver:
+    """Forward pre-hook feeding a layer's float input to a RangeObserver (calibration; recovery's recalibration)."""
+
     def __init__(self, observer: RangeObserver):
         self.observer = observer
 
@@ -895,7 +897,9 @@ class _InputObserver:
             self.observer.observe(first)
 
 
-class _OutputObserver:
+class OutputObserver:
+    """Forward hook feeding a layer's tensor output to a RangeObserver."""
+
     def __init__(self, observer: RangeObserver):
         self.observer = observer
 

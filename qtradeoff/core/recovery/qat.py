@@ -26,7 +26,14 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from qtradeoff.core import runtime
-from qtradeoff.core.compression.compress import ActivationGrid, Compressor, FoldedNorm, get_submodule
+from qtradeoff.core.compression.compress import (
+    ActivationGrid,
+    Compressor,
+    FoldedNorm,
+    InputObserver,
+    OutputObserver,
+    get_submodule,
+)
 from qtradeoff.core.compression.plan import LayerPlan, Plan
 from qtradeoff.core.compression.quantize import RangeObserver, int_range, qparams_from_range
 from qtradeoff.core.config import CompressionConfig, WeightSpec
@@ -248,9 +255,9 @@ def recalibrate(twin: Twin, plan: Plan, inputs: torch.Tensor, batch: int = 64) -
             observed.append((observer, spec, cast))
             # prepended: they see the activation before this layer's own cast
             if where == "input":
-                handles.append(target.register_forward_pre_hook(_ObserveInput(observer), prepend=True))
+                handles.append(target.register_forward_pre_hook(InputObserver(observer), prepend=True))
             else:
-                handles.append(target.register_forward_hook(_ObserveOutput(observer), prepend=True))
+                handles.append(target.register_forward_hook(OutputObserver(observer), prepend=True))
     if not observed:
         return 0
     try:
@@ -272,25 +279,6 @@ def recalibrate(twin: Twin, plan: Plan, inputs: torch.Tensor, batch: int = 64) -
         changed += grid != cast.grid
         cast.grid = grid
     return changed
-
-
-class _ObserveInput:
-    def __init__(self, observer: RangeObserver):
-        self.observer = observer
-
-    def __call__(self, module, args):
-        first = args[0] if args else None
-        if isinstance(first, torch.Tensor) and first.is_floating_point():
-            self.observer.observe(first)
-
-
-class _ObserveOutput:
-    def __init__(self, observer: RangeObserver):
-        self.observer = observer
-
-    def __call__(self, module, args, output):
-        if isinstance(output, torch.Tensor):
-            self.observer.observe(output)
 
 
 def teacher_logits(module: nn.Module, inputs: torch.Tensor, batch: int = 64) -> torch.Tensor:
