@@ -13,7 +13,6 @@ times one module alone.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -96,33 +95,9 @@ def batch_of(samples: torch.Tensor, batch: int) -> torch.Tensor:
 
 def time_forward(module: Callable, samples: torch.Tensor, settings: LatencySettings = LatencySettings(),
                  should_stop: Callable[[], bool] = lambda: False) -> Iterable[LatencyStats]:
-    """Yield one :class:`LatencyStats` per batch size of ``settings``; stops early when ``should_stop()``."""
-    from torch.utils.benchmark import Timer  # here: importing it pulls setuptools, ~1 s of every start-up
+    """Yield one :class:`LatencyStats` per batch size of ``settings``; stops early when ``should_stop()``.
+    One model on its own: the interleaved protocol (:mod:`.interleaved`) with nothing to interleave."""
+    from qtradeoff.core.measurement.interleaved import time_interleaved  # it imports this module
 
-    threads = settings.resolved_threads()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for batch in settings.batch_sizes:
-            if should_stop():
-                return
-            x = batch_of(samples, batch)
-            with torch.inference_mode():
-                for _ in range(settings.warmup):
-                    module(x)
-                timer = Timer("module(x)", globals={"module": module, "x": x}, num_threads=threads)
-                single = max(timer.timeit(1).times[0], 1e-7)
-                number = max(1, min(100_000, int(settings.min_run_time / settings.min_repeats / single)))
-                times: list[float] = []
-                started = time.perf_counter()
-                while len(times) < settings.max_repeats and (
-                        len(times) < settings.min_repeats or time.perf_counter() - started < settings.min_run_time):
-                    if should_stop():
-                        return
-                    times.append(timer.timeit(number).times[0])
-            values = torch.tensor(times, dtype=torch.float64)
-            q1, median, q3 = (float(v) for v in torch.quantile(values, torch.tensor([0.25, 0.5, 0.75],
-                                                                                      dtype=torch.float64)))
-            yield LatencyStats(batch, median * 1e3, (q3 - q1) * 1e3, len(times))
-    finally:
-        torch.set_num_threads(previous)
+    for timing in time_interleaved({"model": module}, samples, settings, should_stop=should_stop):
+        yield timing.stats["model"]

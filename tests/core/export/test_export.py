@@ -29,19 +29,6 @@ def mixed(engine) -> CompressionConfig:
     return config
 
 
-@pytest.fixture(scope="module")
-def engines():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            loaded = load_sample_model(name)
-            cache[name] = Engine(loaded, sample_data_for(loaded))
-        return cache[name]
-
-    return get
-
-
 def test_formats_are_registered():
     assert {"torch-int8", "packed"} <= set(format_names())
     with pytest.raises(ExportError, match="unknown export format"):

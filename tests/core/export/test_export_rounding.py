@@ -4,10 +4,11 @@ re-derive weights from the float model, which would silently have exported neare
 
 import pytest
 
-from qtradeoff.core import CompressionConfig, Engine, load_sample_model, sample_data_for
+from qtradeoff.core import CompressionConfig
 from qtradeoff.core.export import export
 
-FAST = {"latency_batches": (1,), "repeats": 1}
+from .test_export import FAST
+
 SUFFIX = {"packed": ".safetensors", "torch-int8": ".pt", "onnx": ".onnx"}
 
 
@@ -19,19 +20,6 @@ def _config(name: str) -> CompressionConfig:
                 .with_layer("layers.4", weight={"rounding": "bias_correction"}))
     return config.with_layer("features.5.conv", weight={"rounding": "bias_correction"}).with_layer(
         "classifier.2", weight={"rounding": "bias_correction"})
-
-
-@pytest.fixture(scope="module")
-def engines():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            loaded = load_sample_model(name)
-            cache[name] = Engine(loaded, sample_data_for(loaded))
-        return cache[name]
-
-    return get
 
 
 @pytest.mark.parametrize(("name", "fmt"), [
