@@ -135,7 +135,14 @@ def test_two_sweeps_started_together_on_one_new_file_one_is_refused_naming_the_o
     assert codes == [0, 3], outcomes
     winner = next(pid for pid, (code, _) in outcomes.items() if code == 0)
     loser_message = next(_one_error_line(err) for code, err in outcomes.values() if code == 3)
-    assert f"pid {winner}" in loser_message and str(out) in loser_message
+    assert str(out) in loser_message
+    # Which refusal the loser gets depends on when it reached the file: while the winner held it (the usual case),
+    # it names the winner's pid; if its imports were so slow under load that the winner had already finished, it is
+    # refused for the results the winner left. Both keep the winner's records intact, which is what matters.
+    if "being written by another sweep" in loser_message:
+        assert f"(pid {winner})" in loser_message
+    else:
+        assert "already holds results" in loser_message, loser_message
     keys = [record["key"] for record in _assert_valid(out)]
     assert len(keys) == len(set(keys)) == 3
 
