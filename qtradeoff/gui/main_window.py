@@ -84,6 +84,9 @@ class MainWindow(QMainWindow):
         from qtradeoff.gui.recover_actions import attach_recovery  # recovery fine-tune (issue 17)
 
         attach_recovery(self)
+        from qtradeoff.gui.graph_view import attach_graph_view  # model graph and layer profile (issue 18)
+
+        self.graph_view = attach_graph_view(self)
 
     # -- construction --------------------------------------------------------------------------------------------
     def _build_panels(self) -> None:
