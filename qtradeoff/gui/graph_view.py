@@ -44,8 +44,9 @@ QUANTITIES: tuple[tuple[str, str], ...] = (
     ("latency_ratio", "Measured time vs fp32"),
     ("latency_ms", "Measured time (this configuration)"),
 )
-NODE_W, NODE_H, GLUE_W, GLUE_H = 168.0, 34.0, 118.0, 24.0
-STEP_X, STEP_Y = 196.0, 58.0
+NODE_W, NODE_H, GLUE_W, GLUE_H = 172.0, 32.0, 118.0, 20.0
+STEP_X, STEP_Y = 194.0, 50.0
+MIN_FIT_SCALE = 0.7  # the first view zooms out to show the whole graph, but not below where text stays readable
 MISSING = QColor(200, 200, 200)
 GLUE_FILL = QColor(246, 246, 246)
 HIGHLIGHT = QColor(30, 110, 230)  # the results table and plot outline selections in the same blue
@@ -474,17 +475,26 @@ class GraphView(QWidget):
             item = _NodeItem(node, rect)
             self.scene.addItem(item)
             self._items[node.id] = item
-            title = node.kind if node.op != "layer" else f"{node.kind} · {_short(node.layer)}"
+            kinds = node.kind
             if node.folded:
-                title += " +" + "+".join(part.split(" ")[0].replace("BatchNorm2d", "BN").replace("BatchNorm1d", "BN")
-                                         for part in node.folded)
-            text = QGraphicsSimpleTextItem(title, item)
-            text.setFont(small if node.op != "layer" else self.font())
-            metrics_width = text.boundingRect().width()
-            if metrics_width > rect.width() - 8:  # shrink the text rather than let it spill over the box
-                text.setScale((rect.width() - 8) / metrics_width)
-            box = text.sceneBoundingRect()
-            text.setPos(rect.center().x() - box.width() / 2, rect.center().y() - box.height() / 2)
+                kinds += " + " + " + ".join(part.split(" ")[0].replace("BatchNorm2d", "BN").replace("BatchNorm1d", "BN")
+                                            for part in node.folded)
+            # a layer: its name (what the table lists) over its kinds; an op: its kind alone
+            lines = [(_short(node.layer, 30), self.font()), (kinds, small)] if node.op == "layer" else [(kinds, small)]
+            texts = []
+            for line, font in lines:
+                text = QGraphicsSimpleTextItem(line, item)
+                text.setFont(font)
+                width = text.boundingRect().width()
+                if width > rect.width() - 8:  # shrink the text rather than let it spill over the box
+                    text.setScale((rect.width() - 8) / width)
+                texts.append(text)
+            height = sum(t.sceneBoundingRect().height() for t in texts)
+            top = rect.center().y() - height / 2
+            for text in texts:
+                box = text.sceneBoundingRect()
+                text.setPos(rect.center().x() - box.width() / 2, top)
+                top += box.height()
         self.scene.setSceneRect(self.scene.itemsBoundingRect().adjusted(-40, -30, 40, 30))
 
     @Slot()
@@ -567,12 +577,15 @@ class GraphView(QWidget):
             self.canvas.fitInView(self.scene.sceneRect(), Qt.KeepAspectRatio)
 
     def fit_width(self) -> None:
-        """Zoom so the graph's width fits (at most 1:1) and show its top: long chains stay readable."""
+        """Zoom so the graph's width fits (at most 1:1), and its height too unless the text would get too small,
+        and show its top: long chains stay readable and scroll."""
         if self.graph is None:
             return
         rect = self.scene.sceneRect()
         view_width = max(100, self.canvas.viewport().width())
-        scale = min(1.0, view_width / max(rect.width(), 1.0))
+        view_height = max(100, self.canvas.viewport().height())
+        scale = min(1.0, view_width / max(rect.width(), 1.0),
+                    max(view_height / max(rect.height(), 1.0), MIN_FIT_SCALE))
         self.canvas.resetTransform()
         self.canvas.scale(scale, scale)
         self.canvas.centerOn(rect.center().x(), rect.top() + self.canvas.viewport().height() / (2 * scale))
