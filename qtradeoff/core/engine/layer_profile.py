@@ -71,7 +71,8 @@ class LayerProfile:
         return (f"Measured per layer with forward hooks: median of {self.rounds} alternating rounds at batch "
                 f"{self.batch} on {self.threads} thread{'s' if self.threads != 1 else ''} ({self.threads_reason}); "
                 f"whole forward {self.config_total_ms:.3g} ms vs fp32 {self.fp32_total_ms:.3g} ms, of which "
-                f"{self.config_glue_ms:.3g} / {self.fp32_glue_ms:.3g} ms outside the layers.")
+                f"{self.config_glue_ms:.3g} / {self.fp32_glue_ms:.3g} ms outside the layers (with the hooks' own "
+                "cost).")
 
 
 def profile_layers(engine, config: CompressionConfig, *, batch: int = 1, rounds: int = DEFAULT_ROUNDS,

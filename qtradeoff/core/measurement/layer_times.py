@@ -5,7 +5,8 @@ What the per-layer latency profile measures (:mod:`qtradeoff.core.engine.layer_p
 and the configuration's real-kernel model). A layer's time includes the BatchNorm and activation modules called
 right after it, because int8 conversion fuses them into the layer: the fp32 and int8 figures then cover the
 same work. Time outside every hooked module (quantize/dequantize steps, functional adds, flatten) is the glue.
-Hooks cost about a microsecond per call; that is inside the figures, and said so.
+The clock's own reading for an empty call (measured on an ``nn.Identity`` under the same hooks) is subtracted
+from every call; the hooks' cost outside the clocked intervals lands in the whole forward and the glue.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class _Clock:
         self.calls: list[tuple[str, str, int]] = []  # (name, kind, ns)
         self._starts: dict[str, int] = {}
         self._handles: list = []
+        self.floor_ns = 0  # subtracted from every call (see calibrate)
         present = {name for name, _ in model.named_modules()}
         self.layers = [name for name in layers if name in present]
         hooked: list[str] = list(self.layers)
@@ -64,6 +66,24 @@ class _Clock:
             self.calls.append((name, kind, end - self._starts.pop(name, end)))
         return hook
 
+    def calibrate(self, calls: int = 200) -> int:
+        """The clock's own reading for a call that does nothing (an ``nn.Identity`` under the same hooks): the
+        median ns that :meth:`attribute` subtracts from every call, so a layer's figure is its work."""
+        probe = nn.Identity()
+        handles = [probe.register_forward_pre_hook(self._pre("\0probe")),
+                   probe.register_forward_hook(self._post("\0probe", "Identity"))]
+        x = torch.zeros(1)
+        try:
+            for _ in range(calls):
+                probe(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        readings = sorted(ns for name, _, ns in self.calls if name == "\0probe")
+        self.calls = [call for call in self.calls if call[0] != "\0probe"]
+        self.floor_ns = readings[len(readings) // 2] if readings else 0
+        return self.floor_ns
+
     def close(self) -> None:
         for handle in self._handles:
             handle.remove()
@@ -76,6 +96,7 @@ class _Clock:
         covered = 0
         layer_set = set(self.layers)
         for name, kind, ns in self.calls:
+            ns = max(0, ns - self.floor_ns)
             if name in layer_set:
                 per_layer[name] = per_layer.get(name, 0) + ns
                 current = name
@@ -115,6 +136,8 @@ def time_layers(models: Mapping[str, nn.Module], layers: Sequence[str], inputs: 
     totals: dict[str, list[float]] = {name: [] for name in names}
     glue: dict[str, list[float]] = {name: [] for name in names}
     try:
+        for clock in clocks.values():
+            clock.calibrate()
         with torch.inference_mode():
             for name in names:
                 for _ in range(warmup):
