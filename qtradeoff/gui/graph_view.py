@@ -646,7 +646,22 @@ def attach_graph_view(window: Any) -> GraphView:
             view.note.setText(f"No graph: {message}")
 
     service.failed.connect(failed)
-    view.profile_requested.connect(lambda: service.profile(window.state.config))
+    def profile() -> None:
+        if window.summary is None:
+            window.statusBar().showMessage("Load a model before profiling its layers.", 5000)
+            return
+        service.profile(window.state.config)
+
+    view.profile_requested.connect(profile)
+    menu = next((action.menu() for action in window.menuBar().actions() if action.text() == "&Evaluate"), None)
+    if menu is not None:
+        from PySide6.QtGui import QKeySequence
+
+        from qtradeoff.gui.file_actions import add_action
+
+        view.profile_action = add_action(window, menu, "Profile layers of this configuration", profile,
+                                         QKeySequence("Ctrl+Shift+P"), "Measure each layer's time on real kernels "
+                                         "against fp32 (the Layers table's Time column and the Graph tab).")
     view.layer_clicked.connect(lambda name: select_layer_rows(window.layers, [name]))
     window.table.selectionModel().selectionChanged.connect(
         lambda *_: view.highlight_layers(window.layers.selected_layers()))
