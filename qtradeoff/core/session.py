@@ -50,15 +50,23 @@ class ModelSource:
 @dataclass(frozen=True)
 class SessionPoint:
     """One evaluated configuration: its Result (the core's, with its config), the tag it was made under
-    ("baseline", "edit", "search", "sweep", …), and the user's label and pin."""
+    ("baseline", "edit", "search", "sweep", …), the user's label and pin, and whether it is the marked answer of
+    a search (``answer``, with the search's ``strategy``)."""
 
     result: Any
     tag: str = ""
     label: str = ""
     pinned: bool = False
+    answer: bool = False
+    strategy: str = ""
 
     def to_dict(self) -> dict:
-        return {"tag": self.tag, "label": self.label, "pinned": self.pinned, "result": self.result.to_dict()}
+        doc = {"tag": self.tag, "label": self.label, "pinned": self.pinned, "result": self.result.to_dict()}
+        if self.answer:  # older readers ignore the keys; files without them read as before
+            doc["answer"] = True
+        if self.strategy:
+            doc["strategy"] = self.strategy
+        return doc
 
 
 @dataclass(frozen=True)
@@ -143,13 +151,20 @@ def session_from_dict(doc: Any, file: str = "session") -> Session:
             raise fail(where, f"tag and label must be strings (a label at most {MAX_LABEL} characters)")
         if not isinstance(pinned, bool):
             raise fail(f"{where}.pinned", "expected true or false")
+        answer, strategy = item.get("answer", False), item.get("strategy", "")
+        if not isinstance(answer, bool):
+            raise fail(f"{where}.answer", "expected true or false")
+        if not isinstance(strategy, str) or len(strategy) > MAX_LABEL:
+            raise fail(f"{where}.strategy", f"expected a string of at most {MAX_LABEL} characters")
         try:
             result = Result.from_dict(item["result"])
         except (ConfigError, TypeError, KeyError, ValueError) as error:
             raise fail(f"{where}.result", f"not a valid result ({type(error).__name__}: {error})") from None
         if not all(math.isfinite(v) for v in (result.agreement, float(result.weight_bytes))):
             raise fail(f"{where}.result", "holds non-finite figures")
-        points.append(SessionPoint(result, tag, label, pinned))
+        points.append(SessionPoint(result, tag, label, pinned, answer, strategy))
+    if sum(point.answer for point in points) > 1:
+        raise fail("$.points", "more than one point is marked as the answer")
     extra = doc.get("extra", {})
     if not isinstance(extra, dict):
         raise fail("$.extra", "expected an object")

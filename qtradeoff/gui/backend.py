@@ -128,6 +128,8 @@ class CoreBackend:
         # The worker and the search thread both ask for the engine: it must be built once, not once per thread.
         self._engine_lock = threading.Lock()
         self._shape_guessed = False  # the layer table's MACs/shapes came from a guessed input shape
+        self._layers: tuple[Any, ...] = ()
+        self._graph: Any = None
         self._refreshed: ModelSummary | None = None
 
     # -- loading -------------------------------------------------------------------------------------------------
@@ -228,6 +230,7 @@ class CoreBackend:
                 f"({str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__}); "
                 "open a dataset that fits it first, then the model.") from None
         self._set_data(data, loaded)
+        self._layers, self._graph = layers, None  # the graph view's DAG is traced when first asked for
         curve, per_layer = self._sparsity_curves(loaded.module, layers)
         params = sum(p.numel() for p in loaded.module.parameters())
         params = params or sum(layer.params for layer in layers)
@@ -366,6 +369,31 @@ class CoreBackend:
         save_recovered(weights, path)
         recovered, config = with_recovered_weights(engine, path, config)
         yield from recovered.evaluate_iter(config, eval_size=eval_size, latency="estimated", should_stop=should_stop)
+
+    def model_graph(self) -> Any:
+        """The loaded model's graph for the graph view (:func:`qtradeoff.core.loading.graph.model_graph`: plain
+        data; traced once per model, with one forward at batch 1 for the shapes)."""
+        if self.loaded is None:
+            raise self._model_io.ModelLoadError("No model is loaded: open or drop a model file first.")
+        if self._graph is None:
+            import torch
+
+            from qtradeoff.core.loading.graph import model_graph
+
+            example = self.data.eval_inputs[:1] if self.data is not None else None
+            if example is None and self.loaded.input_shape:
+                example = torch.zeros(1, *self.loaded.input_shape)
+            self._graph = model_graph(self.loaded.module, self._layers, example)
+        return self._graph
+
+    def profile_iter(self, config: Any, *, should_stop: Callable[[], bool], batch: int = 1,
+                     rounds: int | None = None) -> Iterator[Any]:
+        """The per-layer latency profile of ``config`` against fp32 on real kernels (Progress, then the core's
+        LayerProfile; see :func:`qtradeoff.core.engine.layer_profile.profile_layers`)."""
+        from qtradeoff.core.engine.layer_profile import DEFAULT_ROUNDS, profile_layers
+
+        yield from profile_layers(self.engine(), config, batch=batch, rounds=rounds or DEFAULT_ROUNDS,
+                                  should_stop=should_stop)
 
     def subset_hints(self, target_seconds: float = SUBSET_TARGET_SECONDS) -> dict:
         """The engine's proposed evaluation subset for one edit near ``target_seconds``, with its time and memory

@@ -21,8 +21,9 @@ PRECISION_ORDER: tuple[str, ...] = DISPLAY_ORDER
 ACTIVATION_PRECISION_ORDER: tuple[str, ...] = tuple(name for name in DISPLAY_ORDER if not is_lut(name))
 
 COLUMNS = ("Lock · Layer", "Type", "Params", "MACs", "Size share", "Weights", "Activations", "Sparsity",
-           "Sensitivity Δ", "Rounding")
+           "Sensitivity Δ", "Rounding", "Time vs fp32")
 COL_NAME, COL_TYPE, COL_PARAMS, COL_MACS, COL_SHARE, COL_WEIGHT, COL_ACT, COL_SPARSITY, COL_SENS, COL_ROUND = range(10)
+COL_PROFILE = 10
 EDITABLE = {COL_WEIGHT: "weight_precision", COL_ACT: "activation_precision", COL_SPARSITY: "sparsity",
             COL_ROUND: "rounding"}
 HEADER_TIPS = {
@@ -40,10 +41,16 @@ HEADER_TIPS = {
                "analysis; click the header to sort, most sensitive first)."),
     COL_ROUND: ("How the layer's integer weights are rounded onto their grid: nearest, or with calibration data "
                 "(bias correction, AdaRound, GPTQ); double-click to override the default."),
+    COL_PROFILE: ("Measured time of the layer in the current configuration's real-kernel model over its time in fp32 "
+                  "(below 1×: faster here), with both times; filled in by “Profile layers” in the Graph tab."),
 }
 SORT_ROLE = Qt.UserRole + 1  # numbers to sort by (the display text of "1.18 M" would sort as a string)
 OVERRIDE_TINT = QColor(255, 236, 179)  # amber: a cell that differs from the global default
 LOCK_TINT = QColor(207, 226, 243)  # pale blue: a layer the configuration locks (searches leave it as it is)
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value * 1000:.0f} µs" if value < 1 else f"{value:.2f} ms"
 
 
 def human_count(value: int | float) -> str:
@@ -65,6 +72,8 @@ class LayerTableModel(QAbstractTableModel):
         self._threshold_index = 0
         self._layer_curve: dict[str, tuple[float, ...]] = {}
         self._sensitivity: dict[str, float] = {}
+        self._profile: Any = None  # the core's LayerProfile of the last "Profile layers", for its config only
+        self._timings: dict[str, Any] = {}
         # Called with (layer names, field, value) when a cell is edited; the window turns it into an undo command.
         self.edit_handler: Callable[[list[str], str, Any], None] | None = None
         # Called with (layer names, locked) when a name's tick is toggled; likewise an undoable edit of the config.
@@ -77,19 +86,39 @@ class LayerTableModel(QAbstractTableModel):
         self._total_params = max(1, sum(int(layer.params) for layer in self._layers))
         self._layer_curve = dict(summary.layer_sparsity_curve)
         self._sensitivity = {}
+        self._profile, self._timings = None, {}
         self.endResetModel()
 
     def set_config(self, config: Any, threshold_index: int = 0) -> None:
         self._config = config
         self._threshold_index = threshold_index
         if self._layers:  # from the name column: its tick shows whether the config locks the layer
-            self.dataChanged.emit(self.index(0, COL_NAME), self.index(len(self._layers) - 1, COL_ROUND))
+            self.dataChanged.emit(self.index(0, COL_NAME), self.index(len(self._layers) - 1, COL_PROFILE))
 
     def set_sensitivity(self, sensitivity: dict[str, float]) -> None:
         """Fill the sensitivity column: accuracy drop (fraction, e.g. 0.012) per layer name; missing = empty."""
         self._sensitivity = dict(sensitivity)
         if self._layers:
             self.dataChanged.emit(self.index(0, COL_SENS), self.index(len(self._layers) - 1, COL_SENS))
+
+    def sensitivity(self) -> dict[str, float]:
+        """The sensitivity column's accuracy drops (fraction) per layer name; empty before an analysis."""
+        return dict(self._sensitivity)
+
+    def set_profile(self, profile: Any) -> None:
+        """Fill the time column from a LayerProfile (None clears it)."""
+        self._profile = profile
+        self._timings = profile.by_layer() if profile is not None else {}
+        if self._layers:
+            self.dataChanged.emit(self.index(0, COL_PROFILE), self.index(len(self._layers) - 1, COL_PROFILE))
+
+    def profile(self) -> Any:
+        return self._profile
+
+    def profile_is_current(self) -> bool:
+        """Whether the shown profile was measured for the configuration being edited."""
+        return self._profile is not None and self._config is not None and \
+            self._profile.config_key == self._config.key()
 
     def sensitivity_scale(self) -> float:
         """The largest accuracy drop in the sensitivity column (bars are drawn relative to it); 0 when empty."""
@@ -203,7 +232,10 @@ class LayerTableModel(QAbstractTableModel):
                 return Qt.Checked if self.is_locked(row) else Qt.Unchecked
             if role == Qt.BackgroundRole and self.is_locked(row):
                 return QBrush(LOCK_TINT)
-        if role == Qt.TextAlignmentRole and column in (COL_PARAMS, COL_MACS, COL_SHARE, COL_SPARSITY, COL_SENS):
+        if column == COL_PROFILE and role in (Qt.ToolTipRole, Qt.ForegroundRole):
+            return self._profile_extra(layer.name, role)
+        if role == Qt.TextAlignmentRole and column in (COL_PARAMS, COL_MACS, COL_SHARE, COL_SPARSITY, COL_SENS,
+                                                       COL_PROFILE):
             return int(Qt.AlignRight | Qt.AlignVCenter)
         if column in EDITABLE and self.is_overridden(row, column):
             if role == Qt.FontRole:
@@ -224,6 +256,20 @@ class LayerTableModel(QAbstractTableModel):
                 return text + "Tick it to lock the layer: automatic search leaves it as it is."
             return HEADER_TIPS.get(column)
         return None
+
+    def _profile_extra(self, name: str, role: int) -> Any:
+        timing = self._timings.get(name)
+        if role == Qt.ForegroundRole:  # a profile of another configuration is shown greyed
+            return QBrush(QColor(140, 140, 140)) if timing is not None and not self.profile_is_current() else None
+        if timing is None:
+            return HEADER_TIPS[COL_PROFILE] if self._profile is None else \
+                "No time: the layer is not a module of the real-kernel model (its time is in the glue)."
+        parts = [f"{name}: {_ms(timing.config_ms)} in {timing.executed} vs {_ms(timing.fp32_ms)} in fp32 "
+                 f"(spread ±{timing.config_spread:.0%} / ±{timing.fp32_spread:.0%}"
+                 f"{', NOISY' if timing.noisy else ''}). {self._profile.describe()}"]
+        if not self.profile_is_current():
+            parts.append("Measured for another configuration: press “Profile layers” again.")
+        return " ".join(parts)
 
     def _value(self, layer: Any, column: int, role: int) -> Any:
         if column == COL_NAME:
@@ -251,6 +297,10 @@ class LayerTableModel(QAbstractTableModel):
         if column == COL_SENS:
             value = self._sensitivity.get(layer.name)
             return "" if value is None else f"{-value * 100:+.2f} pts"  # a drop, shown as the change in accuracy
+        if column == COL_PROFILE:
+            timing = self._timings.get(layer.name)
+            ratio = None if timing is None else timing.ratio
+            return "" if ratio is None else f"{ratio:.2f}×{' ~' if timing.noisy else ''}"
         if column == COL_ROUND:
             rounding = settings.weight.rounding
             if role != Qt.DisplayRole:
@@ -283,6 +333,10 @@ class LayerTableModel(QAbstractTableModel):
             return float("inf") if drop is None else -drop  # as displayed; layers not analysed sort last
         if column == COL_ROUND:
             return ROUNDINGS.index(settings.weight.rounding)
+        if column == COL_PROFILE:
+            timing = self._timings.get(layer.name)
+            ratio = None if timing is None else timing.ratio
+            return float("inf") if ratio is None else ratio
         return 0
 
     def setData(self, index: QModelIndex, value: Any, role: int = Qt.EditRole) -> bool:  # noqa: N802

@@ -84,6 +84,9 @@ class MainWindow(QMainWindow):
         from qtradeoff.gui.recover_actions import attach_recovery  # recovery fine-tune (issue 17)
 
         attach_recovery(self)
+        from qtradeoff.gui.graph_view import attach_graph_view  # model graph and layer profile (issue 18)
+
+        self.graph_view = attach_graph_view(self)
 
     # -- construction --------------------------------------------------------------------------------------------
     def _build_panels(self) -> None:
@@ -282,11 +285,16 @@ class MainWindow(QMainWindow):
         restored = 0
         for point in session.points:
             result = point.result
-            if store.lookup(point_key(result.config), int(result.eval_samples)) is not None:
-                continue
-            self.plot.add_result(result, {"tag": point.tag, "label": point.label, "pinned": point.pinned,
-                                          "restored": True})
-            restored += 1
+            index = store.lookup(point_key(result.config), int(result.eval_samples))
+            if index is None:
+                meta = {"tag": point.tag, "label": point.label, "pinned": point.pinned, "restored": True}
+                if point.strategy:
+                    meta["strategy"] = point.strategy
+                index = self.plot.add_result(result, meta)
+                restored += 1
+            if getattr(point, "answer", False):  # the search's answer is marked again, and Apply answer offered
+                self.plot.set_answer(index)
+                self.explore_panel.set_answer(store.results[index])
         self.results.sync()
         self.apply_config(session.current, "Open session")
         self.plot.set_current(point_key(self.state.config))

@@ -36,7 +36,8 @@ DRAIN_SECONDS = 10.0
 
 _WHAT = {"load_sample": "loading the sample", "load_model": "loading a model", "load_data": "loading data",
          "evaluate_iter": "evaluating", "search_iter": "searching", "export_iter": "exporting",
-         "recover_iter": "fine-tuning", "replay": "reloading the model"}
+         "recover_iter": "fine-tuning", "replay": "reloading the model", "model_graph": "tracing the model's graph",
+         "profile_iter": "profiling layers"}
 
 
 class RemoteNeedsTrust(NeedsTrustError):
@@ -100,6 +101,8 @@ class _Host:
             return info, backend.take_refreshed()
         if op == "subset_hints":
             return backend.subset_hints(*args, **kwargs)
+        if op == "model_graph":
+            return backend.model_graph()
         raise ValueError(f"unknown request {op!r}")
 
     def stream(self, op: str, args: tuple, kwargs: dict) -> Iterator[Any]:
@@ -111,6 +114,8 @@ class _Host:
             return self.backend.export_iter(*args, **kwargs)
         if op == "recover_iter":
             return self.backend.recover_iter(*args, **kwargs)
+        if op == "profile_iter":
+            return self.backend.profile_iter(*args, **kwargs)
         raise ValueError(f"unknown request {op!r}")
 
     def replay(self, recipe: tuple) -> None:
@@ -157,7 +162,7 @@ def child_main(conn: Any, stop: Any) -> None:
             os._exit(0)
         _, request_id, op, args, kwargs = message
         try:
-            if op in ("evaluate_iter", "search_iter", "export_iter", "recover_iter"):
+            if op in ("evaluate_iter", "search_iter", "export_iter", "recover_iter", "profile_iter"):
                 for item in host.stream(op, args, dict(kwargs, should_stop=stop.is_set)):
                     conn.send(("item", request_id, item))
                 conn.send(("ok", request_id, None, host.recipe))
@@ -411,6 +416,9 @@ class ProcessBackend:
     def subset_hints(self, *args: Any, **kwargs: Any) -> dict:
         return self._edit_call("subset_hints", *args, **kwargs)
 
+    def model_graph(self) -> Any:
+        return self._edit_call("model_graph")
+
     # -- evaluation and search -------------------------------------------------------------------------------------
     def evaluate_iter(self, config: Any, *, eval_size: int | None, latency: str,
                       should_stop: Callable[[], bool], runtimes: tuple[str, ...] = ()) -> Iterator[Any]:
@@ -432,6 +440,11 @@ class ProcessBackend:
         self._edits.sync(self._recipe)
         yield from self._edits.stream("recover_iter", config, eval_size=eval_size, should_stop=should_stop,
                                       settings=settings)
+
+    def profile_iter(self, config: Any, *, should_stop: Callable[[], bool], **kwargs: Any) -> Iterator[Any]:
+        """The per-layer latency profile on the evaluation child (where the real-kernel models are cached)."""
+        self._edits.sync(self._recipe)
+        yield from self._edits.stream("profile_iter", config, should_stop=should_stop, **kwargs)
 
     def search_iter(self, strategy: str, options: dict, *, should_stop: Callable[[], bool]) -> Iterator[Any]:
         channel = self._search

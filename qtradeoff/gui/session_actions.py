@@ -75,7 +75,8 @@ class SessionActions(QObject):
                             summary.sha256, summary.format, summary.trusted)
         store = window.plot.store
         points = tuple(SessionPoint(result, str(meta.get("tag", "")), str(meta.get("label", "")),
-                                    bool(meta.get("pinned", False)))
+                                    bool(meta.get("pinned", False)), bool(meta.get("answer", False)),
+                                    str(meta.get("strategy", "") or ""))
                        for result, meta in zip(store.results, store.meta, strict=True))
         return Session(model, window.state.config, points, window.data_path or "", int(window.eval_size))
 
@@ -106,7 +107,8 @@ class SessionActions(QObject):
         session = self.current()
         if session is None:
             return False
-        state = (len(session.points), session.current.key(), session.data_path, session.model.sha256)
+        state = (len(session.points), session.current.key(), session.data_path, session.model.sha256,
+                 next((i for i, point in enumerate(session.points) if point.answer), None))
         if state == self._saved_state:
             return False
         try:

@@ -42,7 +42,7 @@ def running_threads() -> list[QThread]:
 class Job:
     """One unit of work for the worker. ``cancel`` is set from the GUI thread and polled by the core."""
 
-    kind: str  # "load" | "sample" | "data" | "eval" | "export" | "recover"
+    kind: str  # "load" | "sample" | "data" | "graph" | "eval" | "export" | "recover" | "profile"
     payload: dict[str, Any]
     cancel: threading.Event = field(default_factory=threading.Event)
     description: str = ""
@@ -54,7 +54,7 @@ class _Mailbox:
     Baseline evaluations have their own slot (taken first) so that an edit never coalesces the baseline away.
     """
 
-    ORDER = ("sample", "load", "data", "eval:baseline", "eval", "export", "recover")
+    ORDER = ("sample", "load", "data", "graph", "eval:baseline", "eval", "export", "recover", "profile")
 
     @staticmethod
     def _slot(job: Job) -> str:
@@ -76,6 +76,8 @@ class _Mailbox:
                 self._pending.pop("eval:baseline", None)
                 self._pending.pop("data", None)
                 self._pending.pop("recover", None)
+                self._pending.pop("graph", None)
+                self._pending.pop("profile", None)
                 self._pending.pop("load", None)
                 self._pending.pop("sample", None)
                 if self._current is not None:
@@ -130,6 +132,8 @@ class Worker(QObject):
     needs_trust = Signal(str, object, str)  # path, list of globals, format
     subset_hints = Signal(object)  # dict: the proposed evaluation subset and its estimates (after a baseline)
     exported = Signal(object)  # dict: the export's verification report (ExportReport.to_dict + "summary")
+    graph_ready = Signal(object)  # core ModelGraph of the loaded model (plain data)
+    profiled = Signal(object)  # core LayerProfile: measured per-layer times of a configuration vs fp32
 
     def __init__(self, mailbox: _Mailbox, backend: Backend) -> None:
         super().__init__()
@@ -188,6 +192,15 @@ class Worker(QObject):
             return self._export(job)
         if job.kind == "recover":
             return self._recover(job)
+        if job.kind == "graph":
+            try:
+                self.graph_ready.emit(backend.model_graph())
+            except backend.expected_errors as exc:
+                self.failed.emit("graph", str(exc))
+                return False
+            return True
+        if job.kind == "profile":
+            return self._profile(job)
         raise ValueError(f"unknown job kind {job.kind!r}")
 
     def _baseline(self, job: Job) -> bool:
@@ -244,6 +257,24 @@ class Worker(QObject):
             return False
         except backend.expected_errors as exc:
             self.failed.emit("recover", str(exc))
+        return False
+
+    def _profile(self, job: Job) -> bool:
+        """The per-layer latency profile of one configuration: progress per round, then the profile."""
+        backend = self._backend
+        try:
+            for item in backend.profile_iter(job.payload["config"], should_stop=job.cancel.is_set,
+                                             batch=int(job.payload.get("batch", 1))):
+                if job.cancel.is_set():
+                    return False
+                if hasattr(item, "layers"):
+                    self.profiled.emit(item)
+                    return True
+                self.progress.emit(int(item.done), int(item.total), str(item.stage))
+        except backend.Cancelled:
+            return False
+        except backend.expected_errors as exc:
+            self.failed.emit("profile", str(exc))
         return False
 
     def _try_as_data(self, job: Job) -> bool:
@@ -348,6 +379,8 @@ class EvaluationService(QObject):
     needs_trust = Signal(str, object, str)
     subset_hints = Signal(object)
     exported = Signal(object)  # dict: an export's verification report
+    graph_ready = Signal(object)  # the loaded model's ModelGraph (after request_graph)
+    profiled = Signal(object)  # a LayerProfile (after profile)
     # The running search (see start_search); nothing of a superseded or abandoned search comes through.
     search_progress = Signal(int, int, str)  # done, total, stage ("sensitivity" | "search")
     search_found = Signal(object, object, int, int)  # config, Result, done, total
@@ -367,7 +400,7 @@ class EvaluationService(QObject):
         self._worker.moveToThread(self._thread)
         self._wake.connect(self._worker.process_pending)
         for name in ("job_started", "job_finished", "progress", "model_loaded", "data_loaded", "result_ready",
-                     "failed", "needs_trust", "subset_hints", "exported"):
+                     "failed", "needs_trust", "subset_hints", "exported", "graph_ready", "profiled"):
             getattr(self._worker, name).connect(getattr(self, name))
         _LIVE_THREADS.add(self._thread)
         self._thread.start()
@@ -417,6 +450,15 @@ class EvaluationService(QObject):
         self._submit(Job("recover", {"config": config, "eval_size": eval_size, "source": source,
                                      "settings": dict(settings or {})},
                          description="fine-tuning to recover accuracy"))
+
+    def request_graph(self) -> None:
+        """Queue tracing the loaded model's graph (for the graph view); it arrives on ``graph_ready``."""
+        self._submit(Job("graph", {}, description="tracing the model's graph"))
+
+    def profile(self, config: Any, *, batch: int = 1) -> None:
+        """Queue the per-layer latency profile of ``config`` against fp32 (real kernels, measured); it arrives on
+        ``profiled``. Cancel stops it between rounds."""
+        self._submit(Job("profile", {"config": config, "batch": int(batch)}, description="profiling layers"))
 
     def cancel(self) -> bool:
         """Drop pending work and ask the running job to stop at its next check. Returns True if anything was."""

@@ -22,7 +22,8 @@ def session():
     fp32 = evaluate(loaded, data, CompressionConfig(), latency="estimated")
     int4 = evaluate(loaded, data, INT4, latency="estimated")
     return Session(ModelSource("sample", "digits_cnn", sha256=loaded.sha256, format=loaded.format), INT4,
-                   (SessionPoint(fp32, "baseline"), SessionPoint(int4, "edit", label="int4 try", pinned=True)),
+                   (SessionPoint(fp32, "baseline"), SessionPoint(int4, "explore", label="int4 try", pinned=True,
+                                                          answer=True, strategy="greedy")),
                    eval_size=32, extra={"latency_view": "estimated"})
 
 
@@ -33,13 +34,17 @@ def test_round_trip_keeps_every_point_and_the_current_config(session, tmp_path):
     assert back.model == session.model and back.eval_size == 32 and back.extra == session.extra
     assert back.current.key() == INT4.key()
     assert [p.result.to_dict() for p in back.points] == [p.result.to_dict() for p in session.points]
-    assert [(p.tag, p.label, p.pinned) for p in back.points] == [("baseline", "", False), ("edit", "int4 try", True)]
+    assert [(p.tag, p.label, p.pinned) for p in back.points] == [("baseline", "", False),
+                                                                 ("explore", "int4 try", True)]
+    assert [(p.answer, p.strategy) for p in back.points] == [(False, ""), (True, "greedy")]  # the answer mark
 
 
 @pytest.mark.parametrize("damage, where", [
     (lambda d: d.update(schema="qtradeoff.config/1"), "$.schema"),
     (lambda d: d["model"].update(source="url"), "$.model.source"),
     (lambda d: d["points"][1].update(pinned="yes"), "$.points[1].pinned"),
+    (lambda d: d["points"][1].update(answer="yes"), "$.points[1].answer"),
+    (lambda d: d["points"][0].update(answer=True), "$.points"),  # two answers
     (lambda d: d["points"][0]["result"].pop("weight_bytes"), "$.points[0].result"),
     (lambda d: d.update(current={"schema": "qtradeoff.config/1", "defaults": {"weight": {"precision": "int99"}}}),
      "$.current"),

@@ -76,6 +76,33 @@ def test_start_without_a_model_says_so(qtbot, panel):
     assert "Load a model" in panel.last_message and not panel.running
 
 
+def check_graph_view(window, qtbot):
+    """Issue 18's graph view after a real sensitivity analysis: the worker traces digits_cnn's graph when the tab
+    is first shown, every layer is coloured by its sensitivity, and a click on a node selects its row and
+    selecting a row outlines its node."""
+    from PySide6.QtCore import Qt
+
+    from qtradeoff.gui.graph_view import HIGHLIGHT, MISSING
+    from qtradeoff.gui.layer_table import COL_NAME
+
+    view = window.graph_view
+    with qtbot.waitSignal(window.service.graph_ready, timeout=60000):
+        window.bottom_tabs.setCurrentWidget(view)
+    names = window.table_model.layer_names()
+    assert view.graph.traced and set(view.graph.layer_nodes()) == set(names) and "folded" in view.note.text()
+    view.quantity.setCurrentIndex(view.quantity.findData("sensitivity"))
+    assert all(view.node_item(name).brush().color() != MISSING for name in names)
+    assert view.colouring.unit == "pts" and "Sensitivity" in view.node_item(names[0]).toolTip()
+    item = view.node_item("features.2.conv")
+    point = view.canvas.mapFromScene(item.sceneBoundingRect().center())
+    qtbot.mouseClick(view.canvas.viewport(), Qt.LeftButton, pos=point)  # node → row
+    assert window.layers.selected_layers() == ["features.2.conv"]
+    window.table.selectRow(window.table_proxy.mapFromSource(window.table_model.index(4, COL_NAME)).row())
+    assert view.highlighted == ("features.4.conv",) and "features.4.conv" in view.info.text()  # row → node
+    assert view.node_item("features.4.conv").pen().color() == HIGHLIGHT
+    assert view.node_item("features.2.conv").pen().color() != HIGHLIGHT
+
+
 def test_attached_to_the_main_window(qtbot, make_window, tmp_path, monkeypatch):
     monkeypatch.setenv("QTRADEOFF_CACHE_DIR", str(tmp_path))
     window = make_window(eval_size=48)
@@ -92,6 +119,7 @@ def test_attached_to_the_main_window(qtbot, make_window, tmp_path, monkeypatch):
         panel.start()
     assert window.table_model._sensitivity and set(window.table_model._sensitivity) == set(
         window.table_model.layer_names())
+    check_graph_view(window, qtbot)  # the Graph tab on this window: a second real window would cost seconds
     window.close()
     assert not running_threads()
 

@@ -29,6 +29,8 @@ def test_save_and_reopen_restores_every_point_and_the_configuration(make_window,
         window.apply_config(config, "test")
         qtbot.waitUntil(lambda config=config: window.plot.store.find(config.key()) is not None, timeout=60000)
     window.plot.store.meta[-1]["label"] = "the int4 one"
+    window.plot.set_answer(len(window.plot.store) - 1)  # as a search marks its answer
+    window.plot.store.meta[-1]["strategy"] = "greedy"
     _wait_idle(qtbot, window)
     saved = _points(window)
     current = window.state.config.key()
@@ -43,6 +45,10 @@ def test_save_and_reopen_restores_every_point_and_the_configuration(make_window,
     qtbot.waitUntil(lambda: "Restored the session" in again.job.label.text(), timeout=60000)
     _wait_idle(qtbot, again)
     assert _points(again) == saved
+    answer = again.plot.answer  # the answer mark survives the reopen (issue 18), applicable again
+    assert answer is not None and point_key(again.plot.store.results[answer].config) == point_key(config)
+    assert again.plot.store.meta[answer].get("strategy") == "greedy"
+    assert again.explore_panel.answer is again.plot.store.results[answer]
     assert again.state.config.key() == current and again.eval_size == 40
     assert again.current_result() is not None  # the restored point of the current configuration, not re-run
     again.undo_stack.undo()  # opening the session was one undoable step

@@ -1,0 +1,100 @@
+"""Regenerate the README's screenshots on the bundled digits_cnn (needs a display: run under
+``xvfb-run -a -s "-screen 0 1366x768x24" .venv/bin/python resources/make_screenshots.py``).
+
+Writes resources/screenshot.png (the main window after a greedy search), screenshot-graph-sensitivity.png (the
+Graph tab coloured by the search's sensitivity, one layer selected) and screenshot-results-diff.png (the Results
+table with two points compared). Everything runs under ``if __name__ == "__main__"``: worker processes re-import
+this module.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _wait(app, condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def main() -> None:
+    os.environ.setdefault("QTRADEOFF_BACKEND", "thread")  # one process: the sensitivity shares the engine
+    from PySide6.QtCore import QPoint, QSettings
+    from PySide6.QtGui import QPainter
+
+    from qtradeoff.gui.app import make_app
+    from qtradeoff.gui.main_window import MainWindow
+
+    app = make_app(sys.argv[:1])
+    settings = QSettings(str(Path(tempfile.mkdtemp()) / "shots.ini"), QSettings.IniFormat)
+    window = MainWindow(settings=settings)
+    window.resize(1366, 740)
+    window.show()
+    window.load_sample("digits_cnn")
+    _wait(app, lambda: window.baseline is not None and not window.service.has_pending(), 300, "the baseline")
+    base = window.state.config
+    for weight, activation, sparsity in (("int8", "int8", None), ("int4", "int8", None), ("int6", "int8", 0.5)):
+        config = base.with_defaults(weight={"precision": weight}, activation={"precision": activation})
+        if sparsity:
+            config = config.with_defaults(prune={"method": "magnitude", "sparsity": sparsity})
+        window.apply_config(config, "screenshot")
+        _wait(app, lambda c=config: window.plot.store.find(c.key()) is not None, 300, f"{weight}")
+    panel = window.explore_panel
+    panel.strategy.setCurrentIndex(panel.strategy.findData("greedy"))
+    panel.budget.setValue(16)
+    panel.start()
+    _wait(app, lambda: not panel._running, 1200, "the greedy search")
+    _wait(app, lambda: not window.service.has_pending() and not window.progress.isVisible(), 300, "idle")
+    window.explore_panel.apply_answer()
+    _wait(app, lambda: not window.service.has_pending() and not window.progress.isVisible(), 300, "idle")
+    app.processEvents()
+    window.bottom_tabs.setCurrentWidget(window.layers)
+    app.processEvents()
+    window.grab().save(str(HERE / "screenshot.png"))
+
+    view = window.graph_view
+    window.bottom_tabs.setCurrentWidget(view)
+    window.right_splitter.setSizes([300, 440])
+    _wait(app, lambda: view.graph is not None, 120, "the graph")
+    view.quantity.setCurrentIndex(view.quantity.findData("sensitivity"))
+    most = max(window.table_model.sensitivity().items(), key=lambda item: item[1])[0]
+    from qtradeoff.gui.graph_view import select_layer_rows
+
+    select_layer_rows(window.layers, [most])
+    view.fit_width()
+    app.processEvents()
+    window.grab().save(str(HERE / "screenshot-graph-sensitivity.png"))
+
+    window.bottom_tabs.setCurrentWidget(window.results)
+    store = window.plot.store
+    answer = window.plot.answer if window.plot.answer is not None else len(store) - 1
+    int8 = store.find(base.with_defaults(weight={"precision": "int8"}, activation={"precision": "int8"}).key())
+    window.results.select_rows([int8, answer])
+    window.compare_points(int8, answer)
+    app.processEvents()
+    box = window._comparison_box
+    box.adjustSize()
+    box.move(window.mapToGlobal(QPoint(window.width() - box.width() - 30, 80)))
+    app.processEvents()
+    shot = window.grab()
+    painter = QPainter(shot)
+    painter.drawPixmap(window.mapFromGlobal(box.pos()), box.grab())
+    painter.end()
+    shot.save(str(HERE / "screenshot-results-diff.png"))
+    box.close()
+    window.close()
+    print("saved", *(p.name for p in sorted(HERE.glob("screenshot*.png"))))
+
+
+if __name__ == "__main__":
+    main()
