@@ -138,8 +138,11 @@ class EngineSpec:
                                              "to evaluate on synthetic inputs (e.g. x:float32[1,3,64,64])")
             data = model_io.sample_data_for(loaded, **sizes)
         else:
-            data = data_mod.load_data(self.data, preprocessing=loaded.preprocessing, label_column=self.label_column,
-                                      **sizes)
+            from qtradeoff.core.loading import datasets  # image/audio folders, CSV, npy, hooks; streamed when large
+
+            data = datasets.load(self.data, datasets.DataOptions(label_column=self.label_column, **sizes),
+                                 preprocessing=loaded.preprocessing, trust=self.trust,
+                                 defaults=datasets.model_defaults(loaded))
             if self.input_spec:
                 data = input_spec_mod.fit_data(data, spec)
         loaded, data = outputs_mod.scored_output(loaded, data, self.output)
