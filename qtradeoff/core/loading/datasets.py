@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +18,19 @@ import torch
 from qtradeoff.core.loading import data as data_mod
 from qtradeoff.core.loading import streaming, tabular
 from qtradeoff.core.loading.data import DataLoadError, EvalData
+from qtradeoff.core.loading.data_kinds import (
+    AUDIO_SUFFIXES,
+    HOOK_FORMAT,
+    HOOK_PATTERN,
+    KIND_LABELS,
+    KINDS,
+    detect_kind,
+    is_hook,
+)
 
-KINDS = ("auto", "image_folder", "audio_folder", "csv", "npy", "npz", "pt", "hook")
-KIND_LABELS = {"auto": "Detect from the file", "image_folder": "Image folder (one sub-folder per class)",
-               "audio_folder": "Audio folder (wav, one sub-folder per class)", "csv": "CSV table",
-               "npy": ".npy array", "npz": ".npz archive", "pt": ".pt / safetensors tensors",
-               "hook": "Python dataset hook (module:callable)"}
-AUDIO_SUFFIXES = (".wav", ".wave")
-HOOK_FORMAT = "dataset hook"  # NeedsTrust.format of a hook: the GUI asks for consent to import it
-_HOOK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_HOOK = HOOK_PATTERN
+__all__ = ["AUDIO_SUFFIXES", "HOOK_FORMAT", "KINDS", "KIND_LABELS", "DataOptions", "detect_kind", "is_hook", "load",
+           "load_audio_folder", "load_hook", "model_defaults"]
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,8 @@ class DataOptions:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, tuple(float(v) for v in value))
-        if self.std is not None and any(v <= 0 for v in self.std):
-            raise DataLoadError("std must be positive (one value, or one per channel).")
+        if self.std is not None and any(v == 0 for v in self.std):
+            raise DataLoadError("std must not be 0 (one value, or one per channel; negative inverts the image).")
 
     def to_dict(self) -> dict:
         return {key: (list(value) if isinstance(value, tuple) else value)
@@ -71,27 +74,6 @@ class DataOptions:
         if unknown:
             raise DataLoadError(f"unknown data option(s) {', '.join(sorted(unknown))}; use {', '.join(sorted(known))}.")
         return cls(**dict(values or {}))
-
-
-def is_hook(source: str | Path | None) -> bool:
-    """Whether ``source`` names a dataset hook (``package.module:callable``) rather than a path."""
-    text = str(source or "")
-    return bool(_HOOK.match(text)) and not Path(text).exists()
-
-
-def detect_kind(source: str | Path) -> str:
-    """The kind of data ``source`` is, from its name and (for folders) its files."""
-    if is_hook(source):
-        return "hook"
-    path = Path(source)
-    if path.is_dir():
-        for sub in sorted(p for p in path.iterdir() if p.is_dir()):
-            files = [f for f in sub.iterdir() if f.is_file()]
-            if files:
-                return "audio_folder" if all(f.suffix.lower() in AUDIO_SUFFIXES for f in files) else "image_folder"
-        return "image_folder"
-    suffix = path.suffix.lower()
-    return {".csv": "csv", ".tsv": "csv", ".npy": "npy", ".npz": "npz"}.get(suffix, "pt")
 
 
 def model_defaults(loaded) -> dict:
