@@ -4,6 +4,8 @@ implausible-baseline warning; a dataset hook asks for consent; the input dialog 
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,17 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
 from qtradeoff.core.loading.data import DIGITS_FILE, preprocess_digits
+from qtradeoff.gui.backend import INPUT_UNKNOWN
 from qtradeoff.gui.data_dialog import InputDialog
+
+HOOK = """
+import torch
+from qtradeoff.core.loading.data import DIGITS_PREPROCESSING, digits_split
+
+def data():
+    x, y = digits_split("test", DIGITS_PREPROCESSING)
+    return torch.utils.data.TensorDataset(x[:150], y[:150])
+"""
 
 
 def _drop(window, path):
@@ -91,7 +103,7 @@ def test_bad_options_stay_in_the_dialog_and_a_hook_asks_for_consent(make_window,
     dialog.load_button.click()
     assert dialog.isVisible() and "one value or 1" in dialog.problem.text()
     dialog.reject()
-    (tmp_path / "gui_hook_data.py").write_text("def data():\n    raise RuntimeError('never imported untrusted')\n")
+    (tmp_path / "gui_hook_data.py").write_text(HOOK)
     monkeypatch.syspath_prepend(str(tmp_path))
     data_before = window.summary.data_name
     dialog = window.data_actions.open_dialog("gui_hook_data:data")
@@ -101,6 +113,29 @@ def test_bad_options_stay_in_the_dialog_and_a_hook_asks_for_consent(make_window,
     window.data_actions.trust_box.reject()  # Cancel: nothing imported, the data kept
     assert window.data_actions.trust_box is None and window.summary.data_name == data_before
     assert "not trusted" in window.job.label.text()
+    dialog = window.data_actions.open_dialog("gui_hook_data:data")
+    dialog.load_button.click()
+    qtbot.waitUntil(lambda: window.data_actions.trust_box is not None, timeout=60000)
+    assert "gui_hook_data" not in sys.modules  # asked before anything was imported
+    with qtbot.waitSignal(window.service.data_loaded, timeout=60000):
+        window.data_actions.trust_box.property("trust_button").click()
+    qtbot.waitUntil(lambda: window.baseline is not None and not window.service.has_pending(), timeout=60000)
+    assert window.summary.data_name == "gui_hook_data:data" and window.baseline.accuracy > 0.9
+
+
+def test_a_model_of_unknown_input_opens_the_input_dialog(make_window, qtbot, monkeypatch):
+    window = make_window(load=False)
+    asked = []
+    monkeypatch.setattr(window, "load_model", lambda path, **kwargs: asked.append((path, kwargs)))
+    window._requested_source = ("file", "/models/encoder.pt")
+    window.data_actions._on_failed("load", f"encoder.pt: its input shape is unknown; {INPUT_UNKNOWN} or open data.")
+    dialog = window.data_actions.input_dialog
+    assert dialog is not None and dialog.isVisible()
+    dialog.dtype.setCurrentText("int64")
+    dialog.shape.setText("1, 16")
+    dialog.high.setText("1000")
+    dialog._accept()
+    assert asked == [("/models/encoder.pt", {"input_text": "x:int64[1,16]<1000"})] and not dialog.isVisible()
 
 
 def test_input_dialog_writes_the_input_syntax(qtbot):
