@@ -57,46 +57,35 @@ def _load_through_dialog(window, qtbot, path, **fields):
     dialog = window.data_actions.dialog
     assert dialog is not None and dialog.isVisible() and dialog.source.text() == str(path)
     for name, value in fields.items():
-        getattr(dialog, name).setText(value) if name in ("mean", "std", "label_column") \
-            else getattr(dialog, name).setValue(value)
+        widget = getattr(dialog, name)
+        if name in ("mean", "std", "label_column"):
+            widget.setText(value)
+        elif name == "stream":
+            widget.setCurrentIndex(value)
+        else:
+            widget.setValue(value)
     with qtbot.waitSignal(window.service.data_loaded, timeout=60000):
         dialog.load_button.click()
     qtbot.waitUntil(lambda: window.baseline is not None and not window.service.has_pending(), timeout=60000)
     return dialog
 
 
-def test_image_folder_and_csv_through_the_data_dialog(make_window, qtbot, tmp_path, digits):
+def test_image_folder_hook_and_csv_through_the_data_dialog(make_window, qtbot, tmp_path, digits, monkeypatch):
     window = make_window(eval_size=100)
     window.files.ask_data_options = True
     folder = _inverted_folder(tmp_path / "inverted", *digits)
     # the model's own preprocessing (mean 0.3, std 0.4 from its manifest entry) on inverted images: near chance
-    dialog = _load_through_dialog(window, qtbot, folder, calib_size=40, eval_size=150)
+    dialog = _load_through_dialog(window, qtbot, folder, calib_size=32, eval_size=100)
     assert dialog.effective_kind() == "image_folder" and dialog.mean.text() == "0.3"
     assert dialog.image_size.value() == 32 and dialog.channels.currentData() == 1
     assert window.baseline.accuracy < 0.3
     assert "implausibly low" in window.messages.text() and "mean/std" in window.messages.text()
     # the matching preprocessing: (1 - p - 0.7) / -0.4 = (p - 0.3) / 0.4
-    _load_through_dialog(window, qtbot, folder, calib_size=40, eval_size=150, mean="0.7", std="-0.4")
+    _load_through_dialog(window, qtbot, folder, calib_size=32, eval_size=100, mean="0.7", std="-0.4")
     assert window.baseline.accuracy > 0.85 and window.data_actions.last_warning is None
     assert "implausibly" not in window.messages.text()
 
-    # a CSV of the MLP's inputs whose label column has a name the loader does not guess
-    window.load_sample("digits_mlp")
-    qtbot.waitUntil(lambda: window.summary.name == "digits_mlp" and window.baseline is not None
-                    and not window.service.has_pending(), timeout=60000)
-    images, labels = digits
-    features = preprocess_digits(images, {"size": 8, "flatten": True}).numpy()
-    table = tmp_path / "digits.csv"
-    header = ",".join(f"p{i}" for i in range(64)) + ",digit\n"
-    table.write_text(header + "".join(",".join(f"{v:.4f}" for v in row) + f",{label}\n"
-                                      for row, label in zip(features, labels, strict=True)))
-    dialog = _load_through_dialog(window, qtbot, table, label_column="digit", calib_size=40)
-    assert dialog.effective_kind() == "csv"
-    assert window.summary.labelled and window.baseline.accuracy > 0.85
-
-
-def test_bad_options_stay_in_the_dialog_and_a_hook_asks_for_consent(make_window, qtbot, tmp_path, monkeypatch):
-    window = make_window(eval_size=50)
+    # bad options stay in the dialog; a dataset hook asks for consent before it is imported
     dialog = window.data_actions.open_dialog(str(tmp_path / "missing"))
     dialog.set_kind("image_folder")
     dialog.mean.setText("0.1, 0.2")  # two values for grey images
@@ -121,6 +110,21 @@ def test_bad_options_stay_in_the_dialog_and_a_hook_asks_for_consent(make_window,
         window.data_actions.trust_box.property("trust_button").click()
     qtbot.waitUntil(lambda: window.baseline is not None and not window.service.has_pending(), timeout=60000)
     assert window.summary.data_name == "gui_hook_data:data" and window.baseline.accuracy > 0.9
+
+    # a CSV of the MLP's inputs whose label column has a name the loader does not guess
+    window.load_sample("digits_mlp")
+    qtbot.waitUntil(lambda: window.summary.name == "digits_mlp" and window.baseline is not None
+                    and not window.service.has_pending(), timeout=60000)
+    images, labels = digits
+    features = preprocess_digits(images, {"size": 8, "flatten": True}).numpy()
+    table = tmp_path / "digits.csv"
+    header = ",".join(f"p{i}" for i in range(64)) + ",digit\n"
+    table.write_text(header + "".join(",".join(f"{v:.4f}" for v in row) + f",{label}\n"
+                                      for row, label in zip(features, labels, strict=True)))
+    dialog = _load_through_dialog(window, qtbot, table, label_column="digit", calib_size=40,
+                                  stream=1)  # "always": read in chunks (and no loader child process to start)
+    assert dialog.effective_kind() == "csv"
+    assert window.summary.labelled and window.baseline.accuracy > 0.85
 
 
 def test_a_model_of_unknown_input_opens_the_input_dialog(make_window, qtbot, monkeypatch):
