@@ -120,7 +120,12 @@ def io_options(args: argparse.Namespace) -> dict:
     """EngineSpec fields of the data/model I/O options (qtradeoff.cli_io) a subcommand has."""
     # the scored output is --score-output (apply and recover use -o/--output for the file they write)
     names = {"label_column": "label_column", "score_output": "output", "input_spec": "input_spec"}
-    return {field: getattr(args, name) for name, field in names.items() if getattr(args, name, None) is not None}
+    found = {field: getattr(args, name) for name, field in names.items() if getattr(args, name, None) is not None}
+    from qtradeoff.cli_io import data_options
+
+    if data_options(args):
+        found["data_options"] = data_options(args)
+    return found
 
 
 def precheck_config(args: argparse.Namespace) -> None:

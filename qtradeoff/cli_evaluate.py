@@ -48,7 +48,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model file, or the name of a bundled sample (e.g. digits_cnn)")
     add_model_options(parser)
     parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory, a tensor file "
-                                       "(.pt/.npz/safetensors), a .npy array (inputs only) or a .csv table "
+                                       "(.pt/.npz/safetensors), a .npy array (inputs only), a .csv table, a folder of "
+                                       "wav files per class or a dataset hook package.module:callable (needs --trust) "
                                        "(default: the bundled sample data, for sample models)")
     parser.add_argument("--config", help="configuration JSON (default: fp32, i.e. the unmodified model)")
     from qtradeoff.cli_io import add_io_options

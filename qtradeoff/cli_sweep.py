@@ -26,7 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model file, or the name of a bundled sample (digits_cnn, digits_mlp, ...)")
     add_model_options(parser)
     parser.add_argument("--data", help="evaluation data: 'digits', an ImageFolder directory, a tensor file "
-                                       "(.pt/.npz/safetensors), a .npy array (inputs only) or a .csv table "
+                                       "(.pt/.npz/safetensors), a .npy array (inputs only), a .csv table, a folder of "
+                                       "wav files per class or a dataset hook package.module:callable (needs --trust) "
                                        "(default: the sample's own data for a bundled sample)")
     parser.add_argument("--strategy", choices=explore.STRATEGIES, default="greedy")
     from qtradeoff.cli_io import add_io_options

@@ -27,6 +27,10 @@ THRESHOLDS: tuple[float, ...] = tuple(round(i * THRESHOLD_STEP, 4) for i in rang
 SUBSET_TARGET_SECONDS = 5.0
 
 
+# In the message of a model whose input the window must ask for (the input dialog opens on it).
+INPUT_UNKNOWN = "give its input (File → Set model input…)"
+
+
 @dataclass(frozen=True)
 class ModelSummary:
     """What the GUI needs to show and edit a model, without the model itself."""
@@ -49,6 +53,9 @@ class ModelSummary:
     labelled: bool = True
     num_classes: int | None = None
     load_seconds: float = 0.0
+    # the data options the model's metadata or manifest implies (image size, channels, mean/std): the data
+    # dialog's defaults (qtradeoff.core.loading.datasets.model_defaults)
+    data_defaults: dict = field(default_factory=dict)
 
     @property
     def layer_names(self) -> list[str]:
@@ -141,11 +148,16 @@ class CoreBackend:
         data = self._model_io.sample_data_for(loaded)
         return self._install(loaded, data)
 
-    def load_model(self, path: str, *, trust: bool = False) -> ModelSummary:
+    def load_model(self, path: str, *, trust: bool = False, input_text: str | None = None) -> ModelSummary:
+        """``input_text``: the model's input in the ``--input`` syntax, for files that do not say it."""
         from qtradeoff.core.loading import input_spec
 
         loaded = self._model_io.load_model(path, trust=trust)
-        spec = input_spec.from_module(loaded.module)  # what the file says its input is (exported programs)
+        if input_text:
+            spec = input_spec.parse(input_text)
+            loaded = dataclasses.replace(loaded, input_shape=tuple(spec.sample_shape))
+        else:
+            spec = input_spec.from_module(loaded.module)  # what the file says its input is (exported programs)
         if spec is not None and spec.static_batch:
             loaded = dataclasses.replace(loaded, module=input_spec.fixed_batch_view(loaded.module, spec.batch))
         if loaded.preprocessing is None:
@@ -166,18 +178,16 @@ class CoreBackend:
             data = input_spec.synthetic_data(spec)
         return self._install(loaded, data)
 
-    def load_data(self, path: str) -> dict:
+    def load_data(self, path: str, *, options: dict | None = None, trust: bool = False) -> dict:
+        """Data read as the data dialog's ``options`` say (DataOptions fields; defaults from the model's
+        metadata); ``trust`` is the user's consent to import a dataset hook."""
         if self.loaded is None:
             raise self._model_io.ModelLoadError("Load a model before dropping a dataset on the window.")
-        kwargs = {}
-        if self.loaded.input_shape and len(self.loaded.input_shape) == 3:
-            kwargs["image_size"] = self.loaded.input_shape[-1]
-        if getattr(self.loaded, "preprocessing", None):  # a digits-layout .npz is fed as the sample model is
-            kwargs["preprocessing"] = self.loaded.preprocessing
-        try:
-            data = self._data_mod.load_data(path, **kwargs)
-        except TypeError:
-            data = self._data_mod.load_data(path)
+        from qtradeoff.core.loading import datasets
+
+        # a digits-layout .npz is fed as the sample model is (its preprocessing)
+        data = datasets.load(path, options, preprocessing=getattr(self.loaded, "preprocessing", None), trust=trust,
+                             defaults=datasets.model_defaults(self.loaded))
         from qtradeoff.core.loading import outputs
 
         loaded, data = outputs.scored_output(self.loaded, data, None)  # labels dropped for a non-class output
@@ -221,14 +231,14 @@ class CoreBackend:
         if shape is None:
             raise self._model_io.ModelLoadError(
                 f"{Path(loaded.path).name}: its input shape is unknown and no loaded data fits it; "
-                "open a dataset first, then the model.")
+                f"{INPUT_UNKNOWN} or open a dataset first, then the model.")
         try:
             layers = tuple(inventory.inventory(loaded.module, shape))
         except Exception as error:  # noqa: BLE001 - the user's model may reject the shape we tried
             raise self._model_io.ModelLoadError(
                 f"{Path(loaded.path).name} does not run on inputs of shape {tuple(shape)} "
                 f"({str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__}); "
-                "open a dataset that fits it first, then the model.") from None
+                f"{INPUT_UNKNOWN} or open a dataset that fits it first, then the model.") from None
         self._set_data(data, loaded)
         self._layers, self._graph = layers, None  # the graph view's DAG is traced when first asked for
         curve, per_layer = self._sparsity_curves(loaded.module, layers)
@@ -243,6 +253,7 @@ class CoreBackend:
             data_name=info.get("name", ""), eval_samples_total=info.get("eval_samples", 0),
             calib_samples=info.get("calib_samples", 0), labelled=info.get("labelled", True),
             num_classes=loaded.num_classes, load_seconds=float(getattr(loaded, "load_seconds", 0.0)),
+            data_defaults=_data_defaults(loaded),
         )
 
     def _set_data(self, data: Any, loaded: Any = None) -> None:
@@ -258,7 +269,8 @@ class CoreBackend:
             return {}
         name = f"fidelity on {self.data.name}" if getattr(self.data, "synthetic", False) else self.data.name
         return {"name": name, "eval_samples": int(self.data.eval_inputs.shape[0]),
-                "calib_samples": int(self.data.calib_inputs.shape[0]), "labelled": bool(self.data.labelled)}
+                "calib_samples": int(self.data.calib_inputs.shape[0]), "labelled": bool(self.data.labelled),
+                "num_classes": self.data.num_classes}
 
     def _sparsity_curves(self, module: Any, layers: tuple[Any, ...]) -> tuple[tuple[float, ...], dict]:
         """Overall and per-layer sparsity that each slider threshold produces, on the weights compression prunes
@@ -420,3 +432,9 @@ class CoreBackend:
                     yield SearchStep(event.done, event.total, event.stage)
             elif isinstance(event, SensitivityReport):
                 yield SearchScores({layer: drop / 100.0 for layer, drop in event.scores().items()})
+
+
+def _data_defaults(loaded: Any) -> dict:
+    from qtradeoff.core.loading import datasets
+
+    return datasets.model_defaults(loaded)

@@ -131,6 +131,7 @@ class FileActions(QObject):
 
     model_requested = Signal(str)
     data_requested = Signal(str)  # evaluation data for the loaded model
+    data_options_requested = Signal(str)  # a dropped or recent data path: the data dialog asks how to read it
     config_requested = Signal(str)
     results_requested = Signal(str)
     session_requested = Signal(str)
@@ -150,6 +151,8 @@ class FileActions(QObject):
         self._window = window
         self._settings = settings
         self._model_loaded = False
+        # Dropped and recent data open the data dialog first (False: loaded at once with the model's defaults).
+        self.ask_data_options = True
 
         def add(text: str, slot: Any, shortcut: Any, tip: str) -> QAction:
             return add_action(window, menu, text, slot, shortcut, tip)
@@ -214,6 +217,9 @@ class FileActions(QObject):
         if kind not in requests:
             self.failed.emit(f"{path.name} is not a model, dataset, configuration (.json), results (.jsonl) or "
                              f"session ({SESSION_SUFFIX}) file; nothing was changed.")
+            return kind
+        if kind == "data" and self.ask_data_options:
+            self.data_options_requested.emit(str(path))
             return kind
         requests[kind].emit(str(path))
         if kind in ("model", "data"):

@@ -18,6 +18,7 @@ from qtradeoff.gui.backend import ModelSummary
 from qtradeoff.gui.collector import GuiThreadCollector
 from qtradeoff.gui.controls import GlobalControls
 from qtradeoff.gui.current_panel import CurrentPanel
+from qtradeoff.gui.data_actions import DataActions
 from qtradeoff.gui.dialogs import MessageBar, ask_trust
 from qtradeoff.gui.file_actions import FileActions, add_action, configuration_from_file, results_from_file
 from qtradeoff.gui.help import add_help_menu
@@ -115,6 +116,7 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         self.files = FileActions(self, self.menuBar().addMenu("&File"), self.settings)
+        self.data_actions = DataActions(self, self.files.menu, before=self.files.recent_menu.menuAction())
         self.recent_menu, self.recent_files = self.files.recent_menu, self.files.recent_files
         self.sessions.add_actions(self.files.menu, before=self.files.quit_action)
 
@@ -168,6 +170,7 @@ class MainWindow(QMainWindow):
         files = self.files
         files.model_requested.connect(self.load_model)
         files.data_requested.connect(self.load_data)
+        files.data_options_requested.connect(self.data_actions.open_dialog)
         files.config_requested.connect(self.import_configuration_in_background)
         files.results_requested.connect(self.import_results_in_background)
         files.session_requested.connect(self.sessions.open_in_background)
@@ -186,16 +189,20 @@ class MainWindow(QMainWindow):
         self._requested_source = ("sample", name)
         self.service.load_sample(name, eval_size=self.eval_size, baseline_latency=self.baseline_latency)
 
-    def load_model(self, path: str | Path, *, trust: bool = False) -> None:
+    def load_model(self, path: str | Path, *, trust: bool = False, input_text: str | None = None) -> None:
+        """``input_text``: the model's input (``--input`` syntax) when the file does not say it."""
         self._set_status(f"Loading {Path(path).name}…")
         self._requested_source = ("file", str(Path(path).resolve()))
         self.service.load_model(str(path), trust=trust, eval_size=self.eval_size,
-                                baseline_latency=self.baseline_latency)
+                                baseline_latency=self.baseline_latency, input_text=input_text)
 
-    def load_data(self, path: str | Path) -> None:
+    def load_data(self, path: str | Path, *, options: dict | None = None, trust: bool = False) -> None:
+        """``options``: how to read it (the data dialog's); ``trust``: consent to import a dataset hook."""
         self._set_status(f"Loading data from {Path(path).name}…")
-        self._requested_data = str(Path(path).resolve())
-        self.service.load_data(str(path), eval_size=self.eval_size, baseline_latency=self.baseline_latency)
+        self._requested_data = str(Path(path).resolve()) if Path(path).exists() else str(path)
+        self._requested_data_options = options
+        self.service.load_data(str(path), eval_size=self.eval_size, baseline_latency=self.baseline_latency,
+                               options=options, trust=trust)
 
     def open_path(self, path: str | Path) -> str:
         """Open any supported path (as a drop does); returns what it was classified as."""
@@ -253,6 +260,8 @@ class MainWindow(QMainWindow):
 
     @Slot(str, object, str)
     def _on_needs_trust(self, path: str, globals_: list, fmt: str) -> None:
+        if self.data_actions.needs_trust(path, fmt, getattr(self, "_requested_data_options", None)):
+            return  # a dataset hook: asked by the data actions
         def answered(trusted: bool) -> None:
             self._pending_trust = None
             if trusted:

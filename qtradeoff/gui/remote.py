@@ -402,11 +402,11 @@ class ProcessBackend:
     def load_sample(self, name: str) -> Any:
         return self._edit_call("load_sample", name)
 
-    def load_model(self, path: str, *, trust: bool = False) -> Any:
-        return self._edit_call("load_model", path, trust=trust)
+    def load_model(self, path: str, *, trust: bool = False, **extra: Any) -> Any:
+        return self._edit_call("load_model", path, trust=trust, **extra)  # extra: input_text
 
-    def load_data(self, path: str) -> dict:
-        info, self._refreshed = self._edit_call("load_data", path)
+    def load_data(self, path: str, **extra: Any) -> dict:
+        info, self._refreshed = self._edit_call("load_data", path, **extra)  # extra: options, trust
         return info
 
     def take_refreshed(self) -> Any:

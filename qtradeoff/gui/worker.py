@@ -164,7 +164,8 @@ class Worker(QObject):
                 if job.kind == "sample":
                     summary = backend.load_sample(job.payload.get("name", "digits_cnn"))
                 else:
-                    summary = backend.load_model(job.payload["path"], trust=job.payload.get("trust", False))
+                    extra = {"input_text": job.payload["input_text"]} if job.payload.get("input_text") else {}
+                    summary = backend.load_model(job.payload["path"], trust=job.payload.get("trust", False), **extra)
             except backend.NeedsTrust as exc:
                 self.needs_trust.emit(str(job.payload.get("path", "")), list(exc.globals), str(exc.format))
                 return False
@@ -176,8 +177,12 @@ class Worker(QObject):
             self.model_loaded.emit(summary)
             return self._baseline(job)
         if job.kind == "data":
+            extra = {key: job.payload[key] for key in ("options", "trust") if job.payload.get(key)}
             try:
-                info = backend.load_data(job.payload["path"])
+                info = backend.load_data(job.payload["path"], **extra)
+            except backend.NeedsTrust as exc:  # a dataset hook: the window asks for consent
+                self.needs_trust.emit(str(job.payload.get("path", "")), list(exc.globals), str(exc.format))
+                return False
             except backend.expected_errors as exc:
                 self.failed.emit("data", str(exc))
                 return False
@@ -419,15 +424,19 @@ class EvaluationService(QObject):
                          description=f"loading sample {name}"))
 
     def load_model(self, path: str, *, trust: bool = False, eval_size: int | None = None,
-                   baseline_latency: str = "both") -> None:
+                   baseline_latency: str = "both", input_text: str | None = None) -> None:
         self._abandon_search()
         self._submit(Job("load", {"path": path, "trust": trust, "eval_size": eval_size,
-                                  "baseline_latency": baseline_latency}, description=f"loading {path}"))
+                                  "baseline_latency": baseline_latency, "input_text": input_text},
+                         description=f"loading {path}"))
 
-    def load_data(self, path: str, *, eval_size: int | None = None, baseline_latency: str = "both") -> None:
+    def load_data(self, path: str, *, eval_size: int | None = None, baseline_latency: str = "both",
+                  options: dict | None = None, trust: bool = False) -> None:
+        """``options``: how to read it (DataOptions fields, from the data dialog); ``trust``: consent to import
+        a dataset hook."""
         self._abandon_search()
-        self._submit(Job("data", {"path": path, "eval_size": eval_size, "baseline_latency": baseline_latency},
-                         description=f"loading data {path}"))
+        self._submit(Job("data", {"path": path, "eval_size": eval_size, "baseline_latency": baseline_latency,
+                                  "options": options, "trust": trust}, description=f"loading data {path}"))
 
     def evaluate(self, config: Any, *, eval_size: int | None, latency: str = "estimated", tag: str = "edit",
                  runtimes: tuple[str, ...] = ()) -> None:

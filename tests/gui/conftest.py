@@ -254,6 +254,7 @@ def make_window(qtbot, settings):
         service = EvaluationService(backend=backend)
         window = MainWindow(service=service, settings=settings)
         window.baseline_latency = baseline_latency  # timing on real kernels only where a test needs it
+        window.files.ask_data_options = False  # dropped data loads at once (the data dialog's tests turn it on)
         if eval_size is not None:
             window.eval_size = eval_size
         qtbot.addWidget(window)

@@ -109,6 +109,8 @@ class EngineSpec:
     label_column: str | None = None  # a CSV's label column (default: one named label/target/y)
     output: str | None = None  # which model output is scored (qtradeoff.core.loading.outputs; default the first)
     input_spec: str | None = None  # --input text (qtradeoff.core.loading.input_spec); default what the file says
+    # how --data is read (qtradeoff.core.loading.datasets.DataOptions fields: kind, image_size, mean, stream...)
+    data_options: Mapping[str, Any] | None = field(default=None, hash=False)
 
     def load_model(self):
         """The LoadedModel the spec names: a file, or else a bundled sample; raises ModelLoadError/NeedsTrust."""
@@ -138,8 +140,12 @@ class EngineSpec:
                                              "to evaluate on synthetic inputs (e.g. x:float32[1,3,64,64])")
             data = model_io.sample_data_for(loaded, **sizes)
         else:
-            data = data_mod.load_data(self.data, preprocessing=loaded.preprocessing, label_column=self.label_column,
-                                      **sizes)
+            from qtradeoff.core.loading import datasets  # image/audio folders, CSV, npy, hooks; streamed when large
+
+            options = {**(self.data_options or {}), "label_column": self.label_column, **sizes}
+            data = datasets.load(self.data, datasets.DataOptions.from_dict(options),
+                                 preprocessing=loaded.preprocessing, trust=self.trust,
+                                 defaults=datasets.model_defaults(loaded))
             if self.input_spec:
                 data = input_spec_mod.fit_data(data, spec)
         loaded, data = outputs_mod.scored_output(loaded, data, self.output)

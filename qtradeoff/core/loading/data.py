@@ -56,6 +56,9 @@ def fingerprint(*tensors: torch.Tensor | None) -> str:
         if tensor is None:
             digest.update(b"none")
             continue
+        if not isinstance(tensor, torch.Tensor):  # a streamed split: its source's identity and its indices
+            digest.update(str(tensor.fingerprint).encode())
+            continue
         array = tensor.detach().contiguous().cpu().numpy()
         digest.update(str((array.dtype, array.shape)).encode())
         digest.update(array.tobytes())
@@ -137,12 +140,14 @@ def load_data(
     memory_budget: int | None = None,
     isolate: bool = True,
     label_column: str | None = None,
+    channels: int = 3,
 ) -> EvalData:
     """Load evaluation data: ``"digits"`` (the bundled sample), an ImageFolder directory, or a tensor file.
 
     - ``"digits"``: fixed calibration/test splits with ``preprocessing`` (a manifest entry's; default 1×32×32).
     - A directory in ImageFolder layout (``root/<class>/<image>``): images resized so the short side is
-      ``image_size``, centre-cropped to ``crop_size`` (default ``image_size``), normalised with ``mean``/``std``.
+      ``image_size``, centre-cropped to ``crop_size`` (default ``image_size``), converted to ``channels`` (3: RGB,
+      1: grey), normalised with ``mean``/``std``.
     - A ``.pt`` (read with ``weights_only=True``), ``.npz`` or safetensors file holding ``inputs`` and optional
       ``labels`` (or a bare tensor of inputs; ``x``/``y``, ``data``/``target``... are taken too); the format is
       recognised from content, not extension. An ``.npz`` laid out like the bundled digits archive (``images``,
@@ -162,7 +167,8 @@ def load_data(
     path = Path(source)
     budget = memory_budget or _files.memory_budget()
     if path.is_dir():
-        return _load_image_folder(path, image_size, crop_size or image_size, mean, std, calib_size, eval_size, seed)
+        return _load_image_folder(path, image_size, crop_size or image_size, mean, std, calib_size, eval_size, seed,
+                                  channels)
     if isolate:
         _probe_isolated(path, budget, label_column)
     inputs, labels = _read_checked(path, budget, label_column)
@@ -364,14 +370,17 @@ def _split(name: str, inputs: torch.Tensor, labels: torch.Tensor | None, num_cla
 
 
 def _load_image_folder(root: Path, image_size: int, crop_size: int, mean, std, calib_size, eval_size,
-                       seed: int) -> EvalData:
+                       seed: int, channels: int = 3) -> EvalData:
     from qtradeoff.core import tvcompat
 
     tv = tvcompat.torchvision()
     transforms = tv.transforms
+    if channels not in (1, 3):
+        raise DataLoadError(f"{root}: images can be read with 1 (grey) or 3 (RGB) channels, not {channels}.")
     transform = transforms.Compose([
         transforms.Resize(image_size),
         transforms.CenterCrop(crop_size),
+        *([transforms.Grayscale(1)] if channels == 1 else []),
         transforms.ToTensor(),
         transforms.Normalize(list(mean), list(std)),
     ])
