@@ -9,7 +9,9 @@ threads, batch 1 and 32, ``--repeats`` times in turn:
 Each ratio is the median over the repeats; its spread is the farther of the repeats from that median, relative to
 it. ``tool/FX`` compares the two int8 models timed in the same interleaved rounds (fp32, the tool's, FX's), so
 that load between the two measurements does not decide the comparison. Targets: tool/FX <= 1.05, and the spreads
-of the tool's reported ratio and of FX's within ±15 %. Then the cold start of
+of the tool's reported ratio and of FX's within ±15 %. ``rounds`` is the median number of interleaved rounds of
+the tool's timing per repeat, ``dropped`` the rounds it dropped as disturbed over all repeats, ``budget`` how many
+repeats stopped on their time budget unconverged (marked NOISY). Then the cold start of
 ``qtradeoff evaluate digits_cnn --json`` in fresh processes (``bench_startup.py --in-process``): the first
 evaluation against twice a warm one plus ``import torch``. Nothing is asserted: the machine is shared, so the
 load average is printed with the figures. Run it under ``flock /tmp/bench.lock``.
@@ -94,11 +96,17 @@ def bench_model(name: str, threads: int, repeats: int, batches: tuple[int, ...])
     reported: dict[int, list[float]] = {b: [] for b in batches}  # the ratio the tool's Result states
     tool: dict[int, list[float]] = {b: [] for b in batches}  # the tool's int8 model, timed beside FX's
     theirs: dict[int, list[float]] = {b: [] for b in batches}
+    # per repeat of the tool's timing: rounds timed, rounds dropped as disturbed, whether it stopped on its budget
+    protocol: dict[int, list[tuple[int, int, bool]]] = {b: [] for b in batches}
     result = None
     for _ in range(repeats):
         result = engine.evaluate(W8A8, latency="measured", latency_settings=settings, eval_size=64)
+        record = result.provenance.get("latency_protocol", {})
         for stats in result.latency_measured:
             reported[stats.batch].append(stats.fp32_ratio if stats.fp32_ratio is not None else 1.0)
+            key = str(stats.batch)
+            protocol[stats.batch].append((record.get("rounds", {}).get(key, 0), record.get("dropped", {}).get(key, 0),
+                                          record.get("stopped", {}).get(key) != "converged"))
         if fx is not None:
             # the three models in the same rounds: load that hits one ratio hits the other alike
             real = engine.real_model(engine.plan(W8A8)).module
@@ -114,7 +122,10 @@ def bench_model(name: str, threads: int, repeats: int, batches: tuple[int, ...])
         beside = statistics.median(tool[batch]) if tool[batch] else None
         rows[batch] = {"tool": ours, "tool_spread": our_spread, "fx": fx_ratio, "fx_spread": fx_spread,
                        "tool_beside_fx": beside, "tool_over_fx": None if fx_ratio is None else beside / fx_ratio,
-                       "tool_runs": reported[batch], "tool_beside_fx_runs": tool[batch], "fx_runs": theirs[batch]}
+                       "tool_runs": reported[batch], "tool_beside_fx_runs": tool[batch], "fx_runs": theirs[batch],
+                       "tool_rounds": [r for r, _, _ in protocol[batch]],
+                       "tool_dropped": [d for _, d, _ in protocol[batch]],
+                       "tool_unconverged": sum(u for _, _, u in protocol[batch])}
     return {"model": name, "threads": threads, "rows": rows,
             "boundaries": len(result.provenance.get("int8_boundaries", ())) if result else None,
             "executed": sorted(set(result.executed_precisions.values())) if result else [],
@@ -148,7 +159,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.repeats} repeats, load at start "
           f"{open('/proc/loadavg').read().split()[:3]}")
     print(f"{'model':<27}{'thr':>4}{'batch':>6}{'tool int8/fp32':>16}{'spread':>8}{'FX int8/fp32':>14}{'spread':>8}"
-          f"{'tool/FX':>9}  targets")
+          f"{'tool/FX':>9}{'rounds':>8}{'dropped':>8}{'budget':>7}  targets")
     missed = 0
     for threads in args.threads:
         for name in args.models:
@@ -167,7 +178,8 @@ def main() -> None:
                 fx_text = "n/a" if r["fx"] is None else f"{r['fx']:.3f}"
                 fx_spread = "" if r["fx_spread"] is None else f"±{r['fx_spread']:.0%}"
                 print(f"{name:<27}{threads:>4}{batch:>6}{r['tool']:>16.3f}{'±' + format(r['tool_spread'], '.0%'):>8}"
-                      f"{fx_text:>14}{fx_spread:>8}{relative:>9.2f}  {verdict}")
+                      f"{fx_text:>14}{fx_spread:>8}{relative:>9.2f}{statistics.median(r['tool_rounds']):>8.0f}"
+                      f"{sum(r['tool_dropped']):>8}{r['tool_unconverged']:>7}  {verdict}")
             print(f"{'':<27}    int8 run: {', '.join(row['executed'])}; {row['boundaries']} quantize/dequantize "
                   f"boundaries; load {open('/proc/loadavg').read().split()[0]}")
             if args.json:

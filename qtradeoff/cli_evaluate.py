@@ -118,7 +118,8 @@ def format_table(result) -> str:
     for stats in result.latency_measured:
         lines.append(f"latency measured   batch {stats.batch:>3}: {stats.median_ms:.3f} ms median, "
                      f"IQR {stats.iqr_ms:.3f} ms, {stats.repeats} repeats"
-                     + (f", {stats.fp32_ratio:.2f}x fp32 (interleaved, ratios within ±{stats.ratio_spread:.0%})"
+                     + (f", {stats.fp32_ratio:.2f}x fp32 (interleaved, ±{stats.ratio_spread:.0%} at 95 %"
+                        + ("" if stats.ratio_converged else ", not converged in its time budget") + ")"
                         if stats.fp32_ratio is not None else "")
                      + (f"  NOISY (spread {max(stats.spread, stats.ratio_spread):.0%} of the median; rerun on an "
                         "idle machine)" if stats.noisy else ""))

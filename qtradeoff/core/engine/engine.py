@@ -42,8 +42,8 @@ from qtradeoff.core.loading import model_io
 from qtradeoff.core.loading import outputs as outputs_mod
 from qtradeoff.core.measurement import memory as memory_mod
 from qtradeoff.core.measurement import roofline as roofline_mod
-from qtradeoff.core.measurement.interleaved import time_interleaved
-from qtradeoff.core.measurement.latency import LatencySettings, LatencyStats
+from qtradeoff.core.measurement.interleaved import DROP_RULE, time_interleaved
+from qtradeoff.core.measurement.latency import RATIO_CI_TARGET, LatencySettings, LatencyStats
 from qtradeoff.core.measurement.realquant import (
     ENGINE,
     RealModel,
@@ -523,7 +523,9 @@ class Engine:
                                                                                  "config": real.module}
             protocol = {"protocol": "interleaved", **pinned.to_dict(), "models": list(compared),
                         "warmup": settings.warmup, "min_run_time_s": settings.min_run_time,
-                        "min_rounds": settings.min_repeats, "rounds": {}, "block_calls": {}, "fp32_ms": {}}
+                        "min_rounds": settings.min_repeats, "budget_s": settings.budget_seconds(),
+                        "ci_target": RATIO_CI_TARGET, "drop_rule": DROP_RULE, "rounds": {}, "dropped": {},
+                        "stopped": {}, "ratio_ci": {}, "block_calls": {}, "fp32_ms": {}}
             timings = time_interleaved(compared, inputs, settings, should_stop=should_stop)
             try:
                 while True:
@@ -533,7 +535,11 @@ class Engine:
                     if timing is None:
                         break
                     measured.append(timing.stats_with_ratio("config"))
-                    protocol["rounds"][str(timing.batch)] = timing.stats["config"].repeats
+                    protocol["rounds"][str(timing.batch)] = timing.rounds
+                    protocol["dropped"][str(timing.batch)] = timing.dropped
+                    protocol["stopped"][str(timing.batch)] = timing.stopped
+                    if "config" in timing.ratios:
+                        protocol["ratio_ci"][str(timing.batch)] = round(timing.ratios["config"].ci, 4)
                     protocol["block_calls"][str(timing.batch)] = dict(timing.block_calls)
                     if "fp32" in timing.stats:
                         protocol["fp32_ms"][str(timing.batch)] = timing.stats["fp32"].median_ms

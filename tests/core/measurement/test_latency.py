@@ -35,7 +35,7 @@ def test_time_forward_reports_each_batch():
     module = torch.nn.Linear(4, 2)
     stats = list(time_forward(module, torch.randn(3, 4), FAST))
     assert [s.batch for s in stats] == [1, 8]
-    assert all(s.median_ms > 0 and s.iqr_ms >= 0 and s.repeats >= 3 for s in stats)
+    assert all(s.median_ms > 0 and s.iqr_ms >= 0 and s.repeats >= 2 for s in stats)  # disturbed rounds dropped
 
 
 def test_time_forward_stops_and_restores_threads():
