@@ -130,6 +130,7 @@ class PointStore:
         self._index: dict[tuple[str, int], int] = {}
         self._rows_of_key: dict[str, list[int]] = {}
         self.version = 0  # counts changes: what is derived from the columns (frontiers) is cached on it
+        self.replaced = 0  # counts rows replaced in place (the other changes only add rows)
 
     def _grow(self, capacity: int) -> None:
         old = self._columns
@@ -197,6 +198,7 @@ class PointStore:
                 return index  # keep the measured point: an estimate never replaces a measurement
             self.results[index] = result
             self.meta[index] = meta
+            self.replaced += 1
         else:
             if self._n == self._cap:
                 self._grow(2 * self._cap)
@@ -259,6 +261,27 @@ def frontier_3d(rows: np.ndarray, latency: np.ndarray, memory: np.ndarray, accur
         return rows
     found = pareto_front_arrays(np.column_stack((accuracy[rows], latency[rows], memory[rows])), (True, False, False))
     return rows[found]
+
+
+def view_fronts(rows: np.ndarray, latency: np.ndarray, measured: np.ndarray, memory: np.ndarray,
+                accuracy: np.ndarray, *, measured_only: bool, three_objective: bool) -> dict[str, np.ndarray]:
+    """The store rows (among ``rows``) on the latency view's and the memory view's frontier; both are the joint
+    accuracy/latency/memory set when ``three_objective``. With ``measured_only`` only measured latencies take part
+    in a latency frontier (an estimate never competes with a measurement)."""
+    timed = rows[measured[rows]] if measured_only else rows
+    timed = timed[np.isfinite(latency[timed])]
+    if three_objective:
+        joint = frontier_3d(timed, latency, memory, accuracy)
+        return {"latency": joint, "memory": joint}
+    return {"latency": frontier_2d(timed, latency, accuracy), "memory": frontier_2d(rows, memory, accuracy)}
+
+
+def frontier_candidates(fronts: dict[str, np.ndarray], rows: np.ndarray, known: int) -> np.ndarray:
+    """The rows a frontier can still come from after rows ``known``.. were added (none changed): the old fronts'
+    members and the new rows. A row dominated before stays dominated (by a member of the old front, or by the new
+    row that beat that member), so the fronts of these candidates are the fronts of all ``rows``, at a cost of
+    the fronts' size plus the new rows instead of every row."""
+    return np.unique(np.concatenate([*fronts.values(), rows[rows >= known]]).astype(rows.dtype, copy=False))
 
 
 DECIMATE_ABOVE = 2000  # points in a view; above this one point per cell is drawn

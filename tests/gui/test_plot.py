@@ -195,3 +195,30 @@ def test_dense_clouds_are_decimated_but_the_frontier_and_marks_are_kept(qtbot):
     assert list(plot._items["latency"]["answer"].data["data"]) == [7]
     plot.decimate_above = 10**9  # (a zoom of a dense cloud redraws it: no more redraws after the test)
     plot.stop()
+
+
+def test_fronts_grown_from_added_rows_are_the_fronts_of_all_rows():
+    import numpy as np
+
+    from qtradeoff.gui.plot_data import frontier_candidates, view_fronts
+
+    rng = np.random.default_rng(3)
+    n = 400
+    accuracy = np.round(rng.uniform(50, 100, n), 1)  # rounded: ties and duplicates occur
+    latency = np.round(rng.uniform(0.1, 3.0, n), 1)
+    latency[rng.choice(n, 20, replace=False)] = np.nan
+    memory = np.round(rng.uniform(1e3, 4e4, n), -3)
+    measured = rng.uniform(size=n) < 0.4
+    for measured_only in (False, True):
+        for three in (False, True):
+            known, fronts = 0, None
+            for end in (1, 2, 5, 40, 41, 200, 399, 400):
+                rows = np.arange(end)[np.arange(end) % 7 != 3]  # another set's rows left out
+                candidates = rows if fronts is None else frontier_candidates(fronts, rows, known)
+                fronts = view_fronts(candidates, latency, measured, memory, accuracy, measured_only=measured_only,
+                                     three_objective=three)
+                full = view_fronts(rows, latency, measured, memory, accuracy, measured_only=measured_only,
+                                   three_objective=three)
+                known = end
+                for view in ("latency", "memory"):
+                    assert fronts[view].tolist() == full[view].tolist(), (measured_only, three, end, view)
