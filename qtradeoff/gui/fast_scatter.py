@@ -23,6 +23,8 @@ _OBJECT_FIELDS = ("symbol", "pen", "brush", "item")  # None: "use the item's def
 class FastScatter(pg.ScatterPlotItem):
     """A :class:`pyqtgraph.ScatterPlotItem` with :meth:`set_points`, a fast replacement of all its points."""
 
+    _given: tuple | None = None  # what the last set_points drew: the same again changes nothing
+
     def set_points(self, x: Any, y: Any, data: Any = None, *, brush_index: np.ndarray | None = None,
                    brushes: Sequence[Any] = (), symbol: str | None = None) -> None:
         """Replace every point: positions ``x``/``y``, ``data`` per point (what tips and clicks receive) and, when
@@ -33,6 +35,12 @@ class FastScatter(pg.ScatterPlotItem):
         n = len(x)
         if symbol is not None and symbol != self.opts["symbol"]:
             self.opts["symbol"] = symbol
+            self._given = None
+        given = (np.asarray(data) if data is not None else None,
+                 None if brush_index is None else np.asarray(brush_index), tuple(map(id, brushes)))
+        if self._same_as_given(x, y, given):
+            return  # the same points again (a redraw for something else): no repaint, no bounds change
+        self._given = (x.copy(), y.copy(), *given)
         if not (self.opts["pxMode"] and self.opts["useCache"]):  # the atlas is what this shortcut is about
             kwargs: dict[str, Any] = {"x": x, "y": y}
             if data is not None:
@@ -73,6 +81,21 @@ class FastScatter(pg.ScatterPlotItem):
         self._updateMaxSpotSizes(data=records)
         self.bounds = [self._span(x), self._span(y)]  # what dataBounds would compute at the next paint
         self.sigPlotChanged.emit(self)
+
+    def clear(self) -> None:
+        self._given = None  # points set some other way: the next set_points sets its own
+        super().clear()
+
+    def _same_as_given(self, x: np.ndarray, y: np.ndarray, given: tuple) -> bool:
+        last = getattr(self, "_given", None)
+        if last is None or len(last[0]) != len(x) or last[4] != given[2]:
+            return False
+        if not (np.array_equal(last[0], x, equal_nan=True) and np.array_equal(last[1], y, equal_nan=True)):
+            return False
+        for old, new in ((last[2], given[0]), (last[3], given[1])):
+            if (old is None) != (new is None) or (new is not None and not np.array_equal(old, new)):
+                return False
+        return True
 
     @staticmethod
     def _span(values: np.ndarray) -> tuple[float, float] | None:

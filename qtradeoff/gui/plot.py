@@ -28,8 +28,8 @@ from qtradeoff.gui.formatting import format_bytes, latency_text
 from qtradeoff.gui.plot_data import (
     DECIMATE_ABOVE,
     LATENCY_SOURCES,
+    Decimation,
     PointStore,
-    decimate,
     frontier_candidates,
     latency_source,
     point_key,
@@ -112,6 +112,9 @@ class ParetoPlot(QWidget):
         self.drawn: dict[str, int] = {}  # points drawn per view in the last redraw (after decimation)
         self.decimate_above = DECIMATE_ABOVE  # points in a view above which one point per 3-px cell is drawn
         # (store, what the fronts depend on, rows they cover, fronts): see _fronts
+        self._decimations = {(view, group): Decimation() for view in ("latency", "memory")
+                             for group in ("main", "estimates", "others")}
+        self._bar_state: dict[str, tuple] = {}
         self._fronts_cache: tuple[PointStore, tuple, int, dict[str, np.ndarray]] | None = None
 
         self.graphics = pg.GraphicsLayoutWidget()
@@ -347,6 +350,14 @@ class ParetoPlot(QWidget):
     def stop(self) -> None:
         self._timer.stop()
 
+    def forget_caches(self) -> None:
+        """Drop the frontiers and decimations kept between redraws (the next redraw recomputes them from every
+        row, as after a zoom or a replaced point); for benchmarks and tests."""
+        self._fronts_cache = None
+        for decimation in self._decimations.values():
+            decimation.reset()
+        self._dirty = True
+
     # -- frontiers -----------------------------------------------------------------------------------------------
     def _rows(self) -> np.ndarray:
         shown = self.shown_set()
@@ -412,23 +423,28 @@ class ParetoPlot(QWidget):
         if answer is not None and not (answer < n and store.eval_set[answer] == self.shown_set()):
             answer = None
         symbol = "o" if self.prefer_measured else "t"
+        # log10 spans of the colouring values over the shown rows: the latency view is coloured by memory
+        spans = {"latency": self._log_range(memory[rows]), "memory": self._log_range(latency[rows])}
         for name, x, colour_by in (("latency", latency, memory), ("memory", memory_x, latency)):
             items = self._items[name]
             box = self.latency_view.getViewBox() if name == "latency" else self.memory_view.getViewBox()
             (vx0, vx1), (vy0, vy1) = box.viewRange()
             bounds, pixels = (vx0, vy0, vx1, vy1), (box.width(), box.height())
-            above = self.decimate_above
-            drawn_main = decimate(main, x, accuracy, bounds, pixels, above=above)
-            drawn_est = decimate(estimates, x, accuracy, bounds, pixels, above=above)
-            drawn_others = decimate(others, x, accuracy, bounds, pixels, above=above)
+            # the x values of a group's rows change only with what the fronts depend on and the memory unit
+            key = (store, store.replaced, self.latency_source, self.shown_set(), self._memory_unit)
+            drawn_main, drawn_est, drawn_others = (
+                self._decimations[name, group](group_rows, x, accuracy, bounds, pixels, count=n, key=key,
+                                               above=self.decimate_above)
+                for group, group_rows in (("main", main), ("estimates", estimates), ("others", others)))
             self.drawn[name] = len(drawn_main) + len(drawn_est) + len(drawn_others)
             items["origin"].set_points([0.0] if len(rows) else [], [float(np.nanmax(accuracy[rows]))]
                                        if len(rows) else [])
-            bins = self._bins(colour_by, rows)
+            bins = self._bins(colour_by[drawn_main], spans[name])
             # higher colour steps drawn over lower ones, as when each colour was an item of its own
-            drawn_main = drawn_main[np.argsort(bins[drawn_main], kind="stable")]
+            order = np.argsort(bins, kind="stable")
+            drawn_main, bins = drawn_main[order], bins[order]
             items["points"].set_points(x[drawn_main], accuracy[drawn_main], drawn_main, symbol=symbol,
-                                       brush_index=bins[drawn_main], brushes=self._brushes)
+                                       brush_index=bins, brushes=self._brushes)
             items["estimates"].set_points(x[drawn_est], accuracy[drawn_est], drawn_est)
             items["others"].set_points(x[drawn_others], accuracy[drawn_others], drawn_others)
             with_bars = np.concatenate((drawn_main, drawn_est))
@@ -452,8 +468,8 @@ class ParetoPlot(QWidget):
             items["selected"].set_points(x[chosen], accuracy[chosen], chosen)
             marked = [current] if current is not None and np.isfinite(x[current]) else []
             items["current"].set_points(x[marked], accuracy[marked], marked)
-        self._colour_bar("memory", memory[rows], *self._memory_unit)
-        self._colour_bar("latency", latency[rows], 1.0, "ms")
+        self._colour_bar("memory", spans["latency"], *self._memory_unit)
+        self._colour_bar("latency", spans["memory"], 1.0, "ms")
         if len(rows):
             y_low = float(np.nanmin(np.minimum(store.ci_low[rows], accuracy[rows])))
             y_high = float(np.nanmax(np.maximum(store.ci_high[rows], accuracy[rows])))
@@ -490,17 +506,18 @@ class ParetoPlot(QWidget):
             self.set_switch.setCurrentIndex(shown)
             self.set_switch.blockSignals(False)
 
-    def _log_range(self, values: np.ndarray) -> tuple[float, float] | None:
+    @staticmethod
+    def _log_range(values: np.ndarray) -> tuple[float, float] | None:
         finite = values[np.isfinite(values) & (values > 0)]
         if not len(finite):
             return None
         return math.log10(float(finite.min())), math.log10(float(finite.max()))
 
-    def _bins(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Colour step (0..N_COLOURS-1) of every store row, on a log scale over the shown rows' values: sizes and
-        latencies span orders of magnitude between fp32 and 2-bit configurations."""
+    @staticmethod
+    def _bins(values: np.ndarray, span: tuple[float, float] | None) -> np.ndarray:
+        """Colour step (0..N_COLOURS-1) of each value, on a log scale over ``span`` (the shown rows' log10 range):
+        sizes and latencies span orders of magnitude between fp32 and 2-bit configurations."""
         bins = np.zeros(len(values), dtype=np.int64)
-        span = self._log_range(values[rows]) if len(rows) else None
         if span is None:
             return bins
         lo, hi = span
@@ -510,9 +527,11 @@ class ParetoPlot(QWidget):
         bins[:] = np.clip(np.rint((logs - lo) / width * (N_COLOURS - 1)), 0, N_COLOURS - 1)
         return bins
 
-    def _colour_bar(self, name: str, values: np.ndarray, unit: float, suffix: str) -> None:
+    def _colour_bar(self, name: str, span: tuple[float, float] | None, unit: float, suffix: str) -> None:
+        if self._bar_state.get(name) == (span, unit, suffix):
+            return  # unchanged: new ticks would repaint the bar's axis
+        self._bar_state[name] = (span, unit, suffix)
         bar = self.colour_bars[name]
-        span = self._log_range(values)
         if span is None:
             bar.setLevels((0.0, 1.0))
             bar.axis.setTicks([[]])

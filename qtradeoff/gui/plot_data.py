@@ -312,3 +312,58 @@ def decimate(rows: np.ndarray, x: np.ndarray, y: np.ndarray, bounds: tuple[float
     kept = chosen[chosen >= 0]
     kept.sort()
     return rows[kept]
+
+
+class Decimation:
+    """:func:`decimate` of one point group kept between redraws: when rows were only added since the last call
+    (same ``key``, bounds and size), the new rows are scattered into the kept grid of cells, so a redraw after a
+    new point costs the new rows and the drawn ones, not every row. The result equals :func:`decimate`'s: in both
+    the last row written into a cell stands for it."""
+
+    def __init__(self) -> None:
+        self._geometry: tuple | None = None
+        self._grid = np.empty(0, dtype=np.int64)  # per cell: the store row standing for it, or -1
+        self._kept = np.empty(0, dtype=np.int64)  # the rows standing for a cell, ascending
+        self._count = 0  # store rows the grid has seen (rows below it are in)
+        self._cells = (0, 0)
+
+    def reset(self) -> None:
+        self._geometry = None
+
+    def __call__(self, rows: np.ndarray, x: np.ndarray, y: np.ndarray, bounds: tuple[float, float, float, float],
+                 pixels: tuple[float, float], *, count: int, key: Any = None, above: int = DECIMATE_ABOVE,
+                 cell_px: float = CELL_PX) -> np.ndarray:
+        """The rows to draw among ``rows`` (ascending store rows, all below ``count``, the store's length);
+        ``key`` names everything else the rows' positions depend on (their values change only with it)."""
+        x0, y0, x1, y1 = (float(b) for b in bounds)
+        if len(rows) <= above or not (x1 > x0 and y1 > y0) or not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+            self._geometry = None
+            return rows
+        geometry = (key, (x0, y0, x1, y1), tuple(float(p) for p in pixels), float(cell_px))
+        if geometry != self._geometry or count < self._count:
+            nx = max(1, int(math.ceil(float(pixels[0]) / cell_px))) + 2  # one cell of margin on each side
+            ny = max(1, int(math.ceil(float(pixels[1]) / cell_px))) + 2
+            self._geometry, self._cells, self._count = geometry, (nx, ny), 0
+            self._grid = np.full(nx * ny, -1, dtype=np.int64)
+            self._kept = np.empty(0, dtype=np.int64)
+        new = rows[np.searchsorted(rows, self._count):]
+        self._count = count
+        if len(new):
+            self._add(new.astype(np.int64, copy=False), x, y)
+        return self._kept
+
+    def _add(self, new: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+        x0, y0, x1, y1 = self._geometry[1]
+        nx, ny = self._cells
+        xs, ys = x[new], y[new]
+        finite = np.isfinite(xs) & np.isfinite(ys)
+        new, xs, ys = new[finite], xs[finite], ys[finite]
+        cx = np.clip(((xs - x0) * ((nx - 2) / (x1 - x0))).astype(np.int64) + 1, 0, nx - 1)
+        cy = np.clip(((ys - y0) * ((ny - 2) / (y1 - y0))).astype(np.int64) + 1, 0, ny - 1)
+        cells = cx * ny + cy
+        displaced = self._grid[cells]
+        displaced = displaced[displaced >= 0]
+        self._grid[cells] = new  # where rows share a cell, the last one written stands for them
+        winners = new[self._grid[cells] == new]
+        kept = self._kept[~np.isin(self._kept, displaced)] if len(displaced) else self._kept
+        self._kept = np.concatenate((kept, winners))  # every new row is above every kept one: still ascending

@@ -28,6 +28,11 @@ def test_set_points_matches_set_data(qtbot):
                                                                 for i, c in enumerate(colour))
     assert item.boundingRect() == expected_rect and item.dataBounds(0) == (x.min(), x.max())
     assert [int(p.data()) for p in item.points()] == rows.tolist()
+    records = item.data
+    item.set_points(x.copy(), y, rows.tolist(), brush_index=colour, brushes=brushes)  # the same points again
+    assert item.data is records  # left alone: no repaint
+    item.set_points(x, y, rows + 1, brush_index=colour, brushes=brushes)
+    assert item.data is not records and item.data["data"][0] == 101
     item.set_points(x[:3], y[:3], rows[:3], symbol="t")  # one brush for all: the item's own
     assert item.opts["symbol"] == "t" and list(item.data["brush"]) == [None] * 3
     rects = item.data["sourceRect"].copy()

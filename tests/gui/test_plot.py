@@ -222,3 +222,23 @@ def test_fronts_grown_from_added_rows_are_the_fronts_of_all_rows():
                 known = end
                 for view in ("latency", "memory"):
                     assert fronts[view].tolist() == full[view].tolist(), (measured_only, three, end, view)
+
+
+def test_a_kept_decimation_grown_by_new_rows_equals_decimating_all_rows():
+    import numpy as np
+
+    from qtradeoff.gui.plot_data import Decimation, decimate
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    x, y = rng.uniform(-0.2, 2.2, n), rng.uniform(40, 101, n)  # some outside the bounds: edge cells
+    x[rng.choice(n, 30, replace=False)] = np.nan
+    bounds, pixels = (0.0, 50.0, 2.0, 100.0), (90.0, 60.0)
+    kept = Decimation()
+    for end in (100, 1500, 1501, 1502, 2200, 3000):
+        rows = np.arange(end)[np.arange(end) % 5 != 0]
+        got = kept(rows, x, y, bounds, pixels, count=end, key="k", above=200)
+        assert got.tolist() == decimate(rows, x, y, bounds, pixels, above=200).tolist(), end
+    shifted = (0.0, 50.0, 2.5, 100.0)  # a zoom: recomputed from every row
+    assert kept(rows, x, y, shifted, pixels, count=3000, key="k", above=200).tolist() == decimate(
+        rows, x, y, shifted, pixels, above=200).tolist()
