@@ -247,10 +247,33 @@ class PointStore:
 
 
 # -- frontiers and decimation --------------------------------------------------------------------------------------
+PREFILTER_ABOVE = 4096  # rows above which the frontier of a sample first removes the rows it dominates
+
+
 def frontier_2d(rows: np.ndarray, cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
-    """Store rows (among ``rows``) on the accuracy ↑ / ``cost`` ↓ frontier, ascending."""
+    """Store rows (among ``rows``) on the accuracy ↑ / ``cost`` ↓ frontier, ascending.
+
+    Above :data:`PREFILTER_ABOVE` rows, the frontier of an evenly spaced sample (real rows) first removes every row
+    one of them strictly dominates (one binary search a row); what is left is sorted as before. Exact: a dominated
+    row is never on the frontier, and the sample's members are kept or removed like any other row."""
     if not len(rows):
         return rows
+    if len(rows) > PREFILTER_ABOVE:
+        sample = rows[::len(rows) // 1024]
+        pivots = sample[pareto_front_arrays(np.column_stack((cost[sample], accuracy[sample])), (False, True))]
+        pivots = pivots[np.argsort(cost[pivots], kind="stable")]
+        pc, pa = cost[pivots], accuracy[pivots]
+        best = np.maximum.accumulate(pa) if len(pa) else pa  # most accurate pivot at or below each cost
+        c, a = cost[rows], accuracy[rows]
+        at = np.searchsorted(pc, c, side="right") - 1
+        valid = (at >= 0) & np.isfinite(c) & np.isfinite(a)
+        where = np.clip(at, 0, None)
+        if len(pa):
+            # a pivot at or below this cost that is more accurate, or as accurate and cheaper, dominates the row
+            at_best = np.searchsorted(pa, best[where], side="left")  # pa ascends along a front: its cheapest
+            cheapest = pc[np.clip(at_best, 0, len(pc) - 1)]
+            dominated = valid & ((best[where] > a) | ((best[where] == a) & (cheapest < c)))
+            rows = rows[~dominated]
     found = pareto_front_arrays(np.column_stack((cost[rows], accuracy[rows])), (False, True))
     return rows[found]
 

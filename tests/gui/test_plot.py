@@ -242,3 +242,19 @@ def test_a_kept_decimation_grown_by_new_rows_equals_decimating_all_rows():
     shifted = (0.0, 50.0, 2.5, 100.0)  # a zoom: recomputed from every row
     assert kept(rows, x, y, shifted, pixels, count=3000, key="k", above=200).tolist() == decimate(
         rows, x, y, shifted, pixels, above=200).tolist()
+
+
+def test_the_prefiltered_frontier_of_many_rows_is_the_plain_one():
+    import numpy as np
+
+    from qtradeoff.core.measurement.pareto import pareto_front_arrays
+    from qtradeoff.gui.plot_data import frontier_2d
+
+    rng = np.random.default_rng(11)
+    n = 30_000
+    cost = np.round(rng.gamma(2.0, 1.0, n), 2)  # rounded: ties, duplicates of frontier members
+    accuracy = np.round(100 - 30 * np.exp(-cost) * rng.uniform(0.5, 1.5, n), 1)
+    cost[rng.choice(n, 50, replace=False)] = np.nan
+    for rows in (np.arange(n), np.arange(n)[np.arange(n) % 3 != 0]):
+        plain = rows[pareto_front_arrays(np.column_stack((cost[rows], accuracy[rows])), (False, True))]
+        assert frontier_2d(rows, cost, accuracy).tolist() == plain.tolist()
