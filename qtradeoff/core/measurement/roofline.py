@@ -225,6 +225,11 @@ def _kernel_table(threads: int, min_run_time: float, peaks: dict[str, float]) ->
                         seconds = _seconds("block(x)", {"block": block, "x": x}, threads, min_run_time)
                     points.append((float(macs), seconds))
                 table[precision][kind] = _line(points, peaks[precision])
+    for precision in _REDUCED_FLOATS:
+        # a cast layer runs the fp32 block's BatchNorm and ReLU plus two casts: never a smaller fixed cost than
+        # fp32's (on a loaded machine the two fits' noise could say otherwise and rank fp16 above fp32)
+        table[precision] = {kind: (max(fixed, table["fp32"][kind][0]), rate)
+                            for kind, (fixed, rate) in table[precision].items()}
     return table
 
 
