@@ -22,8 +22,8 @@ SIMULATED_FACTOR_ACTIVATIONS = 1.2
 # Building a real int8 model calibrates it: about one forward of the calibration split, plus conversion.
 REAL_MODEL_FACTOR = 1.5
 # Roofline micro-benchmarks when the machine has no cached calibration: two rounds of matmuls, copies and the
-# kernel table (5.0 s measured at load 6 on 2 cores, 8.7 s at load 13).
-ROOFLINE_CALIBRATION_SECONDS = 5.0
+# kernel table (3.1-3.3 s measured at load 6 on 2 cores; 2.2 s before the table).
+ROOFLINE_CALIBRATION_SECONDS = 4.0
 # Fewest samples the proposal goes down to: at 100 samples a 95% Wilson interval is at most about +-10 points
 # wide; fewer samples make an accuracy too vague to compare configurations on.
 MIN_EVAL_SAMPLES = 100

@@ -144,8 +144,9 @@ def _measure_constants(threads: int, min_run_time: float) -> Roofline:
         tiny = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
         small = torch.randn(1, 4, 2, 2, generator=generator)
         overhead = _seconds("tiny(small)", {"tiny": tiny, "small": small}, threads, min_run_time)
-        kernels = _kernel_table(threads, min(min_run_time, 0.025), peaks)
-        boundary = _boundary_cost(threads, min(min_run_time, 0.025), generator)
+        torch.set_num_threads(threads)  # the small blocks are timed by _block_seconds, not torch's Timer
+        kernels = _kernel_table(peaks)
+        boundary = _boundary_cost(generator)
     return Roofline(peaks, bandwidth, overhead, cpu_model(), threads, torch.__version__, time.time(),
                     time.perf_counter() - started, kernels=kernels, boundary=boundary)
 
@@ -204,7 +205,26 @@ def _int8_block(kind: str, shape: tuple[int, ...]) -> tuple[torch.nn.Module, tor
     return block, torch.quantize_per_tensor(x, 0.05, 128, torch.quint8)
 
 
-def _kernel_table(threads: int, min_run_time: float, peaks: dict[str, float]) -> dict[str, dict[str, tuple]]:
+def _block_seconds(call, blocks: int = 7, block_s: float = 0.002) -> float:
+    """Seconds per call of ``call()``: the fastest of ``blocks`` blocks of about ``block_s`` each. Small blocks
+    many times (a kernel-table entry takes about 15 ms): torch's Timer costs about 0.1 s a measurement in setup
+    alone, which a table of twenty entries, calibrated twice, would pay forty times."""
+    call()
+    call()  # warm-up: first calls allocate and pick kernels
+    start = time.perf_counter()
+    call()
+    once = max(time.perf_counter() - start, 1e-7)
+    calls = max(1, int(block_s / once))
+    best = math.inf
+    for _ in range(blocks):
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def _kernel_table(peaks: dict[str, float]) -> dict[str, dict[str, tuple]]:
     table: dict[str, dict[str, tuple[float, float]]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notes
@@ -219,10 +239,10 @@ def _kernel_table(threads: int, min_run_time: float, peaks: dict[str, float]) ->
                     if precision == "int8":
                         with quantized_engine():
                             block, x = _int8_block(kind, shape)
-                            seconds = _seconds("block(x)", {"block": block, "x": x}, threads, min_run_time)
+                            seconds = _block_seconds(lambda block=block, x=x: block(x))
                     else:
                         block, x = _float_block(kind, shape, torch_dtype(precision))
-                        seconds = _seconds("block(x)", {"block": block, "x": x}, threads, min_run_time)
+                        seconds = _block_seconds(lambda block=block, x=x: block(x))
                     points.append((float(macs), seconds))
                 table[precision][kind] = _line(points, peaks[precision])
     for precision in _REDUCED_FLOATS:
@@ -233,13 +253,12 @@ def _kernel_table(threads: int, min_run_time: float, peaks: dict[str, float]) ->
     return table
 
 
-def _boundary_cost(threads: int, min_run_time: float, generator: torch.Generator) -> tuple[float, float]:
+def _boundary_cost(generator: torch.Generator) -> tuple[float, float]:
     """(fixed seconds, seconds per element) of quantizing a float tensor and dequantizing it back."""
     points = []
     for numel in (1 << 10, 1 << 16):
         x = torch.randn(numel, generator=generator)
-        seconds = _seconds("torch.quantize_per_tensor(x, 0.05, 128, torch.quint8).dequantize()",
-                           {"torch": torch, "x": x}, threads, min_run_time)
+        seconds = _block_seconds(lambda x=x: torch.quantize_per_tensor(x, 0.05, 128, torch.quint8).dequantize())
         points.append((float(numel), seconds))
     fixed, per_second = _line(points, 1e9)
     return fixed, 1.0 / per_second
