@@ -5,17 +5,22 @@ Printed per point count (1k, 20k, 100k by default):
 - ``fill``: seconds to add the points to a :class:`~qtradeoff.gui.plot_data.PointStore` (doubling columns), and
   beside it the same fill with the arrays appended to one point at a time (``np.append``, how the store grew
   before: O(n²)), interleaved, at the counts where that finishes in reasonable time (``--append-max``);
-- ``redraw``: median ms of one redraw of both views (the frontiers recomputed, as when a point arrived: NumPy
-  work and every item's setData), decimated (what the window does) and, interleaved with it, undecimated (every
-  point drawn), and their ratio;
-- ``select``: median ms of a redraw for a selection change (the frontiers come from their cache);
+- ``new point``: median ms of one redraw of both views after a result was added (what the window does as results
+  arrive: the frontiers and the decimation grids grow by the new row, the drawn items are replaced by NumPy
+  arrays); the target applies to it. Interleaved with it, the same after every kept frontier and decimation was
+  dropped (``recomputed``: what a zoom or a replaced point costs), undecimated (every point drawn), and a redraw
+  for a selection change (``select``), each with its ratio to ``new point``;
 - ``paint``: median ms to paint the whole plot widget afterwards (``grab()``: axes, legend, colour bars and
   points, more than the repaint a new point causes), decimated and not.
 
-Targets (issue 18): redraw ≤ 16 ms at 20k points, ≤ 50 ms at 100k. The machine may be shared: read the ratios
-and print the load average beside the figures. Run offscreen and under the shared lock:
+Then, per sample model and precision (fp32, int8, fp16 where the evaluation measured it), the roofline estimate
+against the latency measured on real kernels in the same evaluation, its error, and whether the estimate ranks the
+precisions as the measurements do.
+
+Targets (issue 18): redraw ≤ 16 ms at 20k points, ≤ 50 ms at 100k; roofline error within ±25 %. The machine may
+be shared: read the ratios and the load average printed beside the figures. Run offscreen and under the shared lock:
   QT_QPA_PLATFORM=offscreen flock /tmp/bench.lock .venv/bin/python benchmarks/bench_plot.py [--counts 1000 20000]
-      [--repeats 5] [--append-max 20000]
+      [--repeats 5] [--append-max 20000] [--models digits_cnn ...] [--no-redraw]
 """
 
 from __future__ import annotations
@@ -108,13 +113,18 @@ def time_append(results: list[SyntheticResult]) -> float:
     return time.perf_counter() - start
 
 
-def time_redraw(plot, *, decimate: bool, new_point: bool) -> float:
+def time_redraw(plot, *, decimate: bool, arrival=None, recompute: bool = False) -> tuple[float, float]:
+    """ms of one redraw and of painting the plot widget afterwards. ``arrival``: a result added just before (as
+    when a point arrives: frontiers and decimation grow by it); ``recompute``: every kept frontier and decimation
+    dropped first (as after a zoom or a replaced point); neither: a selection change."""
     from qtradeoff.gui.plot_data import DECIMATE_ABOVE
 
     plot.decimate_above = DECIMATE_ABOVE if decimate else 10**12
-    if new_point:
-        plot._fronts_cache = None  # as when a point arrived: the frontiers are recomputed
-    plot.set_highlight([len(plot.store) // 2])
+    if arrival is not None:
+        plot.store.add(arrival, {})
+    if recompute:
+        plot.forget_caches()
+    plot.set_highlight([len(plot.store) // 2 + (len(plot.store) % 7)])
     start = time.perf_counter()
     plot.redraw()
     middle = time.perf_counter()
@@ -122,27 +132,26 @@ def time_redraw(plot, *, decimate: bool, new_point: bool) -> float:
     return (middle - start) * 1000.0, (time.perf_counter() - middle) * 1000.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counts", type=int, nargs="+", default=[1000, 20000, 100000])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--append-max", type=int, default=20000,
-                        help="largest count the np.append reference fills (it is O(n²))")
-    args = parser.parse_args()
-
+def bench_redraw(counts: list[int], repeats: int, append_max: int) -> None:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
     from qtradeoff.gui.plot import ParetoPlot
 
-    print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores here; figures are of this run)")
-    header = ("points", "fill s", "np.append s", "redraw ms", "undecimated ms", "ratio", "select ms",
-              "paint ms (decimated / not)", "drawn", "target (redraw)")
+    print("\n## Redraw of the plot (both views), median of interleaved rounds, ms")
+    print("new point: a result added, then one redraw (what the window does as results arrive; the target's "
+          "figure); recomputed: the same with every kept frontier and decimation dropped (a zoom, a replaced "
+          "point); undecimated: every point drawn; select: a selection change; paint: grab() of the widget after")
+    header = ("points", "fill s", "np.append s", "new point", "target", "recomputed", "undecimated", "select",
+              "paint (decimated / not)", "drawn")
     print(" | ".join(header))
-    for n in args.counts:
-        results = cloud(n)
+    for n in counts:
+        rounds = 4 * repeats + 2
+        results = cloud(n + rounds)
+        arrivals = iter(results[n:])
+        results = results[:n]
         fill = time_fill(results)
-        append = time_append(results) if n <= args.append_max else None
+        append = time_append(results) if n <= append_max else None
         plot = ParetoPlot()
         plot.resize(1000, 460)
         plot.show()
@@ -151,29 +160,119 @@ def main() -> None:
         plot.set_work_samples(359)
         plot.redraw()  # first fit of the ranges
         app.processEvents()
-        decimated, full, select, paint, paint_full = [], [], [], [], []
-        for _ in range(args.repeats):  # interleaved: the two variants see the same machine load
-            redraw_ms, paint_ms = time_redraw(plot, decimate=True, new_point=True)
-            decimated.append(redraw_ms)
-            paint.append(paint_ms)
-            redraw_ms, paint_ms = time_redraw(plot, decimate=False, new_point=True)
-            full.append(redraw_ms)
-            paint_full.append(paint_ms)
-            select.append(time_redraw(plot, decimate=True, new_point=False)[0])
+        time_redraw(plot, decimate=True, arrival=next(arrivals))  # warm: the decimation grids are built
+        figures: dict[str, list[float]] = {"new": [], "recomputed": [], "full": [], "select": [], "paint": [],
+                                           "paint_full": []}
+        for _ in range(repeats):  # interleaved: the variants see the same machine load
+            redraw_ms, paint_ms = time_redraw(plot, decimate=True, arrival=next(arrivals))
+            figures["new"].append(redraw_ms)
+            figures["paint"].append(paint_ms)
+            figures["recomputed"].append(time_redraw(plot, decimate=True, arrival=next(arrivals),
+                                                     recompute=True)[0])
+            redraw_ms, paint_ms = time_redraw(plot, decimate=False, arrival=next(arrivals))
+            figures["full"].append(redraw_ms)
+            figures["paint_full"].append(paint_ms)
+            time_redraw(plot, decimate=True, arrival=next(arrivals))  # back to the decimated grids
+            figures["select"].append(time_redraw(plot, decimate=True)[0])
             app.processEvents()
-        time_redraw(plot, decimate=True, new_point=True)
         drawn = plot.drawn["latency"]
         plot.stop()
         plot.close()
         plot.deleteLater()
         app.processEvents()
-        d, f, s = statistics.median(decimated), statistics.median(full), statistics.median(select)
-        p, pf = statistics.median(paint), statistics.median(paint_full)
+        med = {name: statistics.median(values) for name, values in figures.items()}
         target = TARGETS_MS.get(n)
-        verdict = "" if target is None else f"≤ {target:g} ms: {'met' if d <= target else 'MISSED'}"
-        print(" | ".join((f"{n}", f"{fill:.3f}", "—" if append is None else f"{append:.3f}", f"{d:.1f}", f"{f:.1f}",
-                          f"{f / d:.2f}×", f"{s:.1f}", f"{p:.1f} / {pf:.1f}", f"{drawn}", verdict)))
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+        verdict = "—" if target is None else f"≤ {target:g}: {'met' if med['new'] <= target else 'MISSED'}"
+        print(" | ".join((f"{n}", f"{fill:.3f}", "—" if append is None else f"{append:.3f}", f"{med['new']:.1f}",
+                          verdict, f"{med['recomputed']:.1f} ({med['recomputed'] / med['new']:.1f}×)",
+                          f"{med['full']:.1f} ({med['full'] / med['new']:.1f}×)", f"{med['select']:.1f}",
+                          f"{med['paint']:.1f} / {med['paint_full']:.1f}", f"{drawn}")))
+
+
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+def _config(precision: str):
+    from qtradeoff.core.config import CompressionConfig
+
+    return CompressionConfig().with_defaults(weight={"precision": precision}, activation={"precision": precision})
+
+
+def _batch_ms(stats, batch: int) -> float | None:
+    for item in stats:
+        if item.batch == batch:
+            return float(item.median_ms)
+    return None
+
+
+def bench_roofline(models: list[str], eval_size: int) -> None:
+    """Per sample model and precision: the roofline estimate beside the latency measured on real kernels in the
+    same evaluation (same thread count, the app's default batch sizes), the estimate's error, and whether the
+    estimate ranks the precisions as the measurements do."""
+    from qtradeoff.core.engine.engine import Engine
+    from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
+    from qtradeoff.core.measurement import roofline
+    from qtradeoff.core.measurement.latency import LatencySettings
+
+    settings = LatencySettings()  # the app's defaults: batch 1 and 32, torch's thread count
+    print(f"\n## Roofline estimate against measured latency (batches {', '.join(map(str, settings.batch_sizes))}; "
+          "error = estimate / measured - 1; target within ±25 %)")
+    print(" | ".join(("model", "precision", "batch", "estimated ms", "measured ms (IQR)", "error", "target",
+                      "ran as")))
+    summary = []
+    for name in models:
+        loaded = load_sample_model(name)
+        data = sample_data_for(loaded, calib_size=64, eval_size=eval_size)
+        engine = Engine(loaded, data)
+        by_batch: dict[int, dict[str, tuple[float, float]]] = {}
+        for precision in PRECISIONS:
+            result = engine.evaluate(_config(precision), latency="both", latency_settings=settings,
+                                     eval_size=eval_size)
+            ran = sorted(set(result.executed_precisions.values())) or ["?"]
+            for batch in settings.batch_sizes:
+                estimated = _batch_ms(result.latency_estimated, batch)
+                measured = next((s for s in result.latency_measured if s.batch == batch), None)
+                if estimated is None or measured is None:
+                    continue
+                error = estimated / measured.median_ms - 1.0
+                by_batch.setdefault(batch, {})[precision] = (estimated, measured.median_ms)
+                verdict = "met" if abs(error) <= 0.25 else "MISSED"
+                print(" | ".join((name, precision, str(batch), f"{estimated:.3f}",
+                                  f"{measured.median_ms:.3f} (±{measured.iqr_ms:.3f})", f"{error:+.0%}", verdict,
+                                  "/".join(ran))))
+        for batch, figures in sorted(by_batch.items()):
+            by_estimate = sorted(figures, key=lambda p: figures[p][0])
+            by_measure = sorted(figures, key=lambda p: figures[p][1])
+            summary.append((name, batch, " < ".join(by_estimate), " < ".join(by_measure)))
+    print("\nranking (fastest first) | estimated | measured | same")
+    for name, batch, estimated, measured in summary:
+        print(f"{name} b{batch} | {estimated} | {measured} | {'yes' if estimated == measured else 'NO'}")
+    machine = roofline.calibrate(settings.resolved_threads())
+    print(f"roofline: {machine.describe()}; calibration took {machine.calibration_seconds:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", type=int, nargs="+", default=[1000, 20000, 100000])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--append-max", type=int, default=20000,
+                        help="largest count the np.append reference fills (it is O(n²))")
+    parser.add_argument("--models", nargs="*", default=None,
+                        help="sample models for the roofline rows (default: every sample; none: skip them)")
+    parser.add_argument("--eval-size", type=int, default=64, help="evaluation samples of the roofline rows")
+    parser.add_argument("--no-redraw", action="store_true", help="only the roofline rows")
+    args = parser.parse_args()
+    print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({os.cpu_count()} cores; "
+          "figures are of this run)")
+    if not args.no_redraw:
+        bench_redraw(args.counts, args.repeats, args.append_max)
+    if args.models is None:
+        from qtradeoff.core.loading.model_io import sample_names
+
+        args.models = sample_names()
+    if args.models:
+        bench_roofline(args.models, args.eval_size)
+    print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

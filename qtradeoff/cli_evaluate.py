@@ -127,8 +127,11 @@ def format_table(result) -> str:
         for stats in runtime_stats:
             lines.append(f"latency {runtime:<16} batch {stats.batch:>3}: {stats.median_ms:.3f} ms median, "
                          f"IQR {stats.iqr_ms:.3f} ms, {stats.repeats} rounds" + ("  NOISY" if stats.noisy else ""))
+    calibration = ((result.provenance or {}).get("roofline") or {}).get("calibration")
     for stats in result.latency_estimated:
         lines.append(f"latency estimated  batch {stats.batch:>3}: {stats.median_ms:.3f} ms (roofline estimate)")
+    if result.latency_estimated and calibration:
+        lines.append(f"roofline           {calibration}")
     if result.executed_precisions:
         counts: dict[str, int] = {}
         for precision in result.executed_precisions.values():

@@ -46,6 +46,10 @@ class CurrentPanel(QGroupBox):
         else:
             fields["delta"].setText("— (baseline on another subset)" if baseline is not None else "—")
         fields["latency"].setText(latency_text(result))
+        provenance = getattr(result, "provenance", None)
+        roofline = provenance.get("roofline") if isinstance(provenance, dict) else None
+        calibration = roofline.get("calibration") if isinstance(roofline, dict) else None
+        fields["latency"].setToolTip(f"The estimate is a roofline {calibration}." if calibration else "")
         executed = getattr(result, "executed_precisions", None) or {}
         int8 = sum(1 for precision in executed.values() if precision.startswith("int8"))
         fields["weights"].setText(f"{format_bytes(result.weight_bytes)} "

@@ -23,16 +23,17 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from qtradeoff.core.precision import is_integer, label
+from qtradeoff.gui.fast_scatter import FastScatter
 from qtradeoff.gui.formatting import format_bytes, latency_text
 from qtradeoff.gui.plot_data import (
     DECIMATE_ABOVE,
     LATENCY_SOURCES,
+    Decimation,
     PointStore,
-    decimate,
-    frontier_2d,
-    frontier_3d,
+    frontier_candidates,
     latency_source,
     point_key,
+    view_fronts,
 )
 
 __all__ = ["LATENCY_SOURCES", "EMPTY_HINT", "ParetoPlot", "PointStore", "describe_config", "point_key"]
@@ -110,7 +111,11 @@ class ParetoPlot(QWidget):
         self.redraw_count = 0
         self.drawn: dict[str, int] = {}  # points drawn per view in the last redraw (after decimation)
         self.decimate_above = DECIMATE_ABOVE  # points in a view above which one point per 3-px cell is drawn
-        self._fronts_cache: tuple[Any, dict[str, np.ndarray]] | None = None
+        # (store, what the fronts depend on, rows they cover, fronts): see _fronts
+        self._decimations = {(view, group): Decimation() for view in ("latency", "memory")
+                             for group in ("main", "estimates", "others")}
+        self._bar_state: dict[str, tuple] = {}
+        self._fronts_cache: tuple[PointStore, tuple, int, dict[str, np.ndarray]] | None = None
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("w")
@@ -139,32 +144,31 @@ class ParetoPlot(QWidget):
             errors = pg.ErrorBarItem(x=np.empty(0), y=np.empty(0), height=np.empty(0), beam=0.0,
                                      pen=pg.mkPen((120, 120, 120, 70), width=1))
             frontier = pg.PlotDataItem(pen=pg.mkPen(FRONT_PEN, width=2))
-            others = pg.ScatterPlotItem(size=7, symbol="o", pen=None, brush=pg.mkBrush(*OTHERS_BRUSH),
-                                        hoverable=True, tip=self._tip)
-            # one group per colour: a single brush per item keeps pyqtgraph on its fast path
-            groups = [pg.ScatterPlotItem(size=11, pen=point_pen, brush=brush, hoverable=True,
-                                         hoverPen=pg.mkPen((0, 0, 0), width=2), tip=self._tip)
-                      for brush in self._brushes]
-            estimates = pg.ScatterPlotItem(size=10, symbol="t", brush=QBrush(), hoverable=True, tip=self._tip,
-                                           pen=pg.mkPen((110, 110, 110), width=1.2))
-            rings = pg.ScatterPlotItem(size=17, symbol="o", brush=QBrush(), pen=pg.mkPen(FRONT_PEN, width=2))
-            baseline = pg.ScatterPlotItem(size=22, symbol="star", brush=pg.mkBrush(255, 200, 0),
-                                          pen=pg.mkPen((90, 60, 0), width=1.5), tip=self._tip, hoverable=True)
-            answer = pg.ScatterPlotItem(size=20, symbol="d", brush=pg.mkBrush(*ANSWER_BRUSH),
-                                        pen=pg.mkPen((0, 70, 20), width=1.5), tip=self._tip, hoverable=True)
-            current = pg.ScatterPlotItem(size=24, symbol="o", brush=QBrush(), pen=pg.mkPen((220, 0, 120), width=3))
-            selected = pg.ScatterPlotItem(size=18, symbol="s", brush=QBrush(), pen=pg.mkPen((0, 120, 255), width=2.5))
+            others = FastScatter(size=7, symbol="o", pen=None, brush=pg.mkBrush(*OTHERS_BRUSH),
+                                 hoverable=True, tip=self._tip)
+            # one item for every colour: each point's brush is one of the cached N_COLOURS (see FastScatter)
+            points = FastScatter(size=11, pen=point_pen, brush=self._brushes[0], hoverable=True,
+                                 hoverPen=pg.mkPen((0, 0, 0), width=2), tip=self._tip)
+            estimates = FastScatter(size=10, symbol="t", brush=QBrush(), hoverable=True, tip=self._tip,
+                                    pen=pg.mkPen((110, 110, 110), width=1.2))
+            rings = FastScatter(size=17, symbol="o", brush=QBrush(), pen=pg.mkPen(FRONT_PEN, width=2))
+            baseline = FastScatter(size=22, symbol="star", brush=pg.mkBrush(255, 200, 0),
+                                   pen=pg.mkPen((90, 60, 0), width=1.5), tip=self._tip, hoverable=True)
+            answer = FastScatter(size=20, symbol="d", brush=pg.mkBrush(*ANSWER_BRUSH),
+                                 pen=pg.mkPen((0, 70, 20), width=1.5), tip=self._tip, hoverable=True)
+            current = FastScatter(size=24, symbol="o", brush=QBrush(), pen=pg.mkPen((220, 0, 120), width=3))
+            selected = FastScatter(size=18, symbol="s", brush=QBrush(), pen=pg.mkPen((0, 120, 255), width=2.5))
             # An invisible point at x = 0 keeps zero in the auto-range: without it, points that differ by 0.01 %
             # fill the whole axis and a negligible difference looks like a large one.
-            origin = pg.ScatterPlotItem(size=1, pen=None, brush=QBrush())
-            for item in (origin, others, errors, frontier, *groups, estimates, rings, baseline, answer, current,
+            origin = FastScatter(size=1, pen=None, brush=QBrush())
+            for item in (origin, others, errors, frontier, points, estimates, rings, baseline, answer, current,
                          selected):
                 view.addItem(item)
             # every item drawn over a point passes a click on (the one on top takes it), with the point's row
-            for item in (others, *groups, estimates, rings, baseline, answer, current, selected):
+            for item in (others, points, estimates, rings, baseline, answer, current, selected):
                 item.sigClicked.connect(self._clicked)
             self._items[name] = {"origin": origin, "errors": errors, "frontier": frontier, "others": others,
-                                 "groups": groups, "estimates": estimates, "rings": rings, "baseline": baseline,
+                                 "points": points, "estimates": estimates, "rings": rings, "baseline": baseline,
                                  "answer": answer, "current": current, "selected": selected}
         # colour bars: the latency view is coloured by memory, the memory view by latency (log scales)
         self.colour_bars: dict[str, Any] = {}
@@ -346,6 +350,14 @@ class ParetoPlot(QWidget):
     def stop(self) -> None:
         self._timer.stop()
 
+    def forget_caches(self) -> None:
+        """Drop the frontiers and decimations kept between redraws (the next redraw recomputes them from every
+        row, as after a zoom or a replaced point); for benchmarks and tests."""
+        self._fronts_cache = None
+        for decimation in self._decimations.values():
+            decimation.reset()
+        self._dirty = True
+
     # -- frontiers -----------------------------------------------------------------------------------------------
     def _rows(self) -> np.ndarray:
         shown = self.shown_set()
@@ -355,18 +367,19 @@ class ParetoPlot(QWidget):
 
     def _fronts(self, rows: np.ndarray, latency: np.ndarray, measured: np.ndarray) -> dict[str, np.ndarray]:
         store = self.store
-        key = (id(store), store.version, len(store), self.latency_source, self.shown_set(), self.three_objective)
-        if self._fronts_cache is not None and self._fronts_cache[0] == key:
-            return self._fronts_cache[1]  # a redraw for a selection, the current point or a zoom
-        timed = rows[measured[rows]] if self.prefer_measured else rows
-        timed = timed[np.isfinite(latency[timed])]
-        if self.three_objective:
-            joint = frontier_3d(timed, latency, store.memory, store.accuracy)
-            fronts = {"latency": joint, "memory": joint}
-        else:
-            fronts = {"latency": frontier_2d(timed, latency, store.accuracy),
-                      "memory": frontier_2d(rows, store.memory, store.accuracy)}
-        self._fronts_cache = (key, fronts)
+        # What the fronts depend on besides the rows added since: a replaced row may leave a frontier, so it
+        # counts as a change of everything; an added row can only join one (see frontier_candidates).
+        key = (store.replaced, self.latency_source, self.shown_set(), self.three_objective)
+        cached = self._fronts_cache
+        candidates = rows
+        if cached is not None and cached[0] is store and cached[1] == key:
+            if cached[2] == len(store):
+                return cached[3]  # a redraw for a selection, the current point or a zoom
+            if cached[2] < len(store):
+                candidates = frontier_candidates(cached[3], rows, cached[2])
+        fronts = view_fronts(candidates, latency, measured, store.memory, store.accuracy,
+                             measured_only=self.prefer_measured, three_objective=self.three_objective)
+        self._fronts_cache = (store, key, len(store), fronts)
         return fronts
 
     def frontier_indices(self, view: str) -> list[int]:
@@ -410,27 +423,30 @@ class ParetoPlot(QWidget):
         if answer is not None and not (answer < n and store.eval_set[answer] == self.shown_set()):
             answer = None
         symbol = "o" if self.prefer_measured else "t"
+        # log10 spans of the colouring values over the shown rows: the latency view is coloured by memory
+        spans = {"latency": self._log_range(memory[rows]), "memory": self._log_range(latency[rows])}
         for name, x, colour_by in (("latency", latency, memory), ("memory", memory_x, latency)):
             items = self._items[name]
             box = self.latency_view.getViewBox() if name == "latency" else self.memory_view.getViewBox()
             (vx0, vx1), (vy0, vy1) = box.viewRange()
             bounds, pixels = (vx0, vy0, vx1, vy1), (box.width(), box.height())
-            above = self.decimate_above
-            drawn_main = decimate(main, x, accuracy, bounds, pixels, above=above)
-            drawn_est = decimate(estimates, x, accuracy, bounds, pixels, above=above)
-            drawn_others = decimate(others, x, accuracy, bounds, pixels, above=above)
+            # the x values of a group's rows change only with what the fronts depend on and the memory unit
+            key = (store, store.replaced, self.latency_source, self.shown_set(), self._memory_unit)
+            drawn_main, drawn_est, drawn_others = (
+                self._decimations[name, group](group_rows, x, accuracy, bounds, pixels, count=n, key=key,
+                                               above=self.decimate_above)
+                for group, group_rows in (("main", main), ("estimates", estimates), ("others", others)))
             self.drawn[name] = len(drawn_main) + len(drawn_est) + len(drawn_others)
-            items["origin"].setData(x=[0.0] if len(rows) else [], y=[float(np.nanmax(accuracy[rows]))]
-                                    if len(rows) else [])
-            bins = self._bins(colour_by, rows)
-            group_of = bins[drawn_main]
-            for b, group in enumerate(items["groups"]):
-                chosen = drawn_main[group_of == b]
-                if not len(chosen) and not len(group.data) and group.opts["symbol"] == symbol:
-                    continue  # empty and staying so: a setData costs about a millisecond even then
-                group.setData(x=x[chosen], y=accuracy[chosen], data=chosen, symbol=symbol)
-            items["estimates"].setData(x=x[drawn_est], y=accuracy[drawn_est], data=drawn_est)
-            items["others"].setData(x=x[drawn_others], y=accuracy[drawn_others], data=drawn_others)
+            items["origin"].set_points([0.0] if len(rows) else [], [float(np.nanmax(accuracy[rows]))]
+                                       if len(rows) else [])
+            bins = self._bins(colour_by[drawn_main], spans[name])
+            # higher colour steps drawn over lower ones, as when each colour was an item of its own
+            order = np.argsort(bins, kind="stable")
+            drawn_main, bins = drawn_main[order], bins[order]
+            items["points"].set_points(x[drawn_main], accuracy[drawn_main], drawn_main, symbol=symbol,
+                                       brush_index=bins, brushes=self._brushes)
+            items["estimates"].set_points(x[drawn_est], accuracy[drawn_est], drawn_est)
+            items["others"].set_points(x[drawn_others], accuracy[drawn_others], drawn_others)
             with_bars = np.concatenate((drawn_main, drawn_est))
             if len(with_bars) > self.decimate_above:  # error bars of thousands of points are a grey smear
                 with_bars = with_bars[:0]
@@ -442,23 +458,18 @@ class ParetoPlot(QWidget):
             else:
                 order = front[np.lexsort((accuracy[front], x[front]))]
                 items["frontier"].setData(*self._staircase(x[order], accuracy[order]))
-            items["rings"].setData(x=x[front], y=accuracy[front], data=front)
+            items["rings"].set_points(x[front], accuracy[front], front)
             base = rows[store.baseline[rows]]
             base = base[np.isfinite(x[base])]
-            items["baseline"].setData(x=x[base], y=accuracy[base], data=base)
-            if answer is not None and np.isfinite(x[answer]):
-                items["answer"].setData(x=[x[answer]], y=[accuracy[answer]], data=[answer])
-            else:
-                items["answer"].setData(x=[], y=[])
+            items["baseline"].set_points(x[base], accuracy[base], base)
+            marked = [answer] if answer is not None and np.isfinite(x[answer]) else []
+            items["answer"].set_points(x[marked], accuracy[marked], marked)
             chosen = [i for i in self.highlighted if i < n and np.isfinite(x[i])]
-            items["selected"].setData(x=x[chosen] if chosen else [], y=accuracy[chosen] if chosen else [],
-                                      data=chosen)
-            if current is not None and np.isfinite(x[current]):
-                items["current"].setData(x=[x[current]], y=[accuracy[current]], data=[current])
-            else:
-                items["current"].setData(x=[], y=[])
-        self._colour_bar("memory", memory[rows], *self._memory_unit)
-        self._colour_bar("latency", latency[rows], 1.0, "ms")
+            items["selected"].set_points(x[chosen], accuracy[chosen], chosen)
+            marked = [current] if current is not None and np.isfinite(x[current]) else []
+            items["current"].set_points(x[marked], accuracy[marked], marked)
+        self._colour_bar("memory", spans["latency"], *self._memory_unit)
+        self._colour_bar("latency", spans["memory"], 1.0, "ms")
         if len(rows):
             y_low = float(np.nanmin(np.minimum(store.ci_low[rows], accuracy[rows])))
             y_high = float(np.nanmax(np.maximum(store.ci_high[rows], accuracy[rows])))
@@ -495,17 +506,18 @@ class ParetoPlot(QWidget):
             self.set_switch.setCurrentIndex(shown)
             self.set_switch.blockSignals(False)
 
-    def _log_range(self, values: np.ndarray) -> tuple[float, float] | None:
+    @staticmethod
+    def _log_range(values: np.ndarray) -> tuple[float, float] | None:
         finite = values[np.isfinite(values) & (values > 0)]
         if not len(finite):
             return None
         return math.log10(float(finite.min())), math.log10(float(finite.max()))
 
-    def _bins(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Colour step (0..N_COLOURS-1) of every store row, on a log scale over the shown rows' values: sizes and
-        latencies span orders of magnitude between fp32 and 2-bit configurations."""
+    @staticmethod
+    def _bins(values: np.ndarray, span: tuple[float, float] | None) -> np.ndarray:
+        """Colour step (0..N_COLOURS-1) of each value, on a log scale over ``span`` (the shown rows' log10 range):
+        sizes and latencies span orders of magnitude between fp32 and 2-bit configurations."""
         bins = np.zeros(len(values), dtype=np.int64)
-        span = self._log_range(values[rows]) if len(rows) else None
         if span is None:
             return bins
         lo, hi = span
@@ -515,9 +527,11 @@ class ParetoPlot(QWidget):
         bins[:] = np.clip(np.rint((logs - lo) / width * (N_COLOURS - 1)), 0, N_COLOURS - 1)
         return bins
 
-    def _colour_bar(self, name: str, values: np.ndarray, unit: float, suffix: str) -> None:
+    def _colour_bar(self, name: str, span: tuple[float, float] | None, unit: float, suffix: str) -> None:
+        if self._bar_state.get(name) == (span, unit, suffix):
+            return  # unchanged: new ticks would repaint the bar's axis
+        self._bar_state[name] = (span, unit, suffix)
         bar = self.colour_bars[name]
-        span = self._log_range(values)
         if span is None:
             bar.setLevels((0.0, 1.0))
             bar.axis.setTicks([[]])

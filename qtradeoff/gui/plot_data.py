@@ -130,6 +130,7 @@ class PointStore:
         self._index: dict[tuple[str, int], int] = {}
         self._rows_of_key: dict[str, list[int]] = {}
         self.version = 0  # counts changes: what is derived from the columns (frontiers) is cached on it
+        self.replaced = 0  # counts rows replaced in place (the other changes only add rows)
 
     def _grow(self, capacity: int) -> None:
         old = self._columns
@@ -197,6 +198,7 @@ class PointStore:
                 return index  # keep the measured point: an estimate never replaces a measurement
             self.results[index] = result
             self.meta[index] = meta
+            self.replaced += 1
         else:
             if self._n == self._cap:
                 self._grow(2 * self._cap)
@@ -245,10 +247,33 @@ class PointStore:
 
 
 # -- frontiers and decimation --------------------------------------------------------------------------------------
+PREFILTER_ABOVE = 4096  # rows above which the frontier of a sample first removes the rows it dominates
+
+
 def frontier_2d(rows: np.ndarray, cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
-    """Store rows (among ``rows``) on the accuracy ↑ / ``cost`` ↓ frontier, ascending."""
+    """Store rows (among ``rows``) on the accuracy ↑ / ``cost`` ↓ frontier, ascending.
+
+    Above :data:`PREFILTER_ABOVE` rows, the frontier of an evenly spaced sample (real rows) first removes every row
+    one of them strictly dominates (one binary search a row); what is left is sorted as before. Exact: a dominated
+    row is never on the frontier, and the sample's members are kept or removed like any other row."""
     if not len(rows):
         return rows
+    if len(rows) > PREFILTER_ABOVE:
+        sample = rows[::len(rows) // 1024]
+        pivots = sample[pareto_front_arrays(np.column_stack((cost[sample], accuracy[sample])), (False, True))]
+        pivots = pivots[np.argsort(cost[pivots], kind="stable")]
+        pc, pa = cost[pivots], accuracy[pivots]
+        best = np.maximum.accumulate(pa) if len(pa) else pa  # most accurate pivot at or below each cost
+        c, a = cost[rows], accuracy[rows]
+        at = np.searchsorted(pc, c, side="right") - 1
+        valid = (at >= 0) & np.isfinite(c) & np.isfinite(a)
+        where = np.clip(at, 0, None)
+        if len(pa):
+            # a pivot at or below this cost that is more accurate, or as accurate and cheaper, dominates the row
+            at_best = np.searchsorted(pa, best[where], side="left")  # pa ascends along a front: its cheapest
+            cheapest = pc[np.clip(at_best, 0, len(pc) - 1)]
+            dominated = valid & ((best[where] > a) | ((best[where] == a) & (cheapest < c)))
+            rows = rows[~dominated]
     found = pareto_front_arrays(np.column_stack((cost[rows], accuracy[rows])), (False, True))
     return rows[found]
 
@@ -259,6 +284,27 @@ def frontier_3d(rows: np.ndarray, latency: np.ndarray, memory: np.ndarray, accur
         return rows
     found = pareto_front_arrays(np.column_stack((accuracy[rows], latency[rows], memory[rows])), (True, False, False))
     return rows[found]
+
+
+def view_fronts(rows: np.ndarray, latency: np.ndarray, measured: np.ndarray, memory: np.ndarray,
+                accuracy: np.ndarray, *, measured_only: bool, three_objective: bool) -> dict[str, np.ndarray]:
+    """The store rows (among ``rows``) on the latency view's and the memory view's frontier; both are the joint
+    accuracy/latency/memory set when ``three_objective``. With ``measured_only`` only measured latencies take part
+    in a latency frontier (an estimate never competes with a measurement)."""
+    timed = rows[measured[rows]] if measured_only else rows
+    timed = timed[np.isfinite(latency[timed])]
+    if three_objective:
+        joint = frontier_3d(timed, latency, memory, accuracy)
+        return {"latency": joint, "memory": joint}
+    return {"latency": frontier_2d(timed, latency, accuracy), "memory": frontier_2d(rows, memory, accuracy)}
+
+
+def frontier_candidates(fronts: dict[str, np.ndarray], rows: np.ndarray, known: int) -> np.ndarray:
+    """The rows a frontier can still come from after rows ``known``.. were added (none changed): the old fronts'
+    members and the new rows. A row dominated before stays dominated (by a member of the old front, or by the new
+    row that beat that member), so the fronts of these candidates are the fronts of all ``rows``, at a cost of
+    the fronts' size plus the new rows instead of every row."""
+    return np.unique(np.concatenate([*fronts.values(), rows[rows >= known]]).astype(rows.dtype, copy=False))
 
 
 DECIMATE_ABOVE = 2000  # points in a view; above this one point per cell is drawn
@@ -289,3 +335,58 @@ def decimate(rows: np.ndarray, x: np.ndarray, y: np.ndarray, bounds: tuple[float
     kept = chosen[chosen >= 0]
     kept.sort()
     return rows[kept]
+
+
+class Decimation:
+    """:func:`decimate` of one point group kept between redraws: when rows were only added since the last call
+    (same ``key``, bounds and size), the new rows are scattered into the kept grid of cells, so a redraw after a
+    new point costs the new rows and the drawn ones, not every row. The result equals :func:`decimate`'s: in both
+    the last row written into a cell stands for it."""
+
+    def __init__(self) -> None:
+        self._geometry: tuple | None = None
+        self._grid = np.empty(0, dtype=np.int64)  # per cell: the store row standing for it, or -1
+        self._kept = np.empty(0, dtype=np.int64)  # the rows standing for a cell, ascending
+        self._count = 0  # store rows the grid has seen (rows below it are in)
+        self._cells = (0, 0)
+
+    def reset(self) -> None:
+        self._geometry = None
+
+    def __call__(self, rows: np.ndarray, x: np.ndarray, y: np.ndarray, bounds: tuple[float, float, float, float],
+                 pixels: tuple[float, float], *, count: int, key: Any = None, above: int = DECIMATE_ABOVE,
+                 cell_px: float = CELL_PX) -> np.ndarray:
+        """The rows to draw among ``rows`` (ascending store rows, all below ``count``, the store's length);
+        ``key`` names everything else the rows' positions depend on (their values change only with it)."""
+        x0, y0, x1, y1 = (float(b) for b in bounds)
+        if len(rows) <= above or not (x1 > x0 and y1 > y0) or not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+            self._geometry = None
+            return rows
+        geometry = (key, (x0, y0, x1, y1), tuple(float(p) for p in pixels), float(cell_px))
+        if geometry != self._geometry or count < self._count:
+            nx = max(1, int(math.ceil(float(pixels[0]) / cell_px))) + 2  # one cell of margin on each side
+            ny = max(1, int(math.ceil(float(pixels[1]) / cell_px))) + 2
+            self._geometry, self._cells, self._count = geometry, (nx, ny), 0
+            self._grid = np.full(nx * ny, -1, dtype=np.int64)
+            self._kept = np.empty(0, dtype=np.int64)
+        new = rows[np.searchsorted(rows, self._count):]
+        self._count = count
+        if len(new):
+            self._add(new.astype(np.int64, copy=False), x, y)
+        return self._kept
+
+    def _add(self, new: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+        x0, y0, x1, y1 = self._geometry[1]
+        nx, ny = self._cells
+        xs, ys = x[new], y[new]
+        finite = np.isfinite(xs) & np.isfinite(ys)
+        new, xs, ys = new[finite], xs[finite], ys[finite]
+        cx = np.clip(((xs - x0) * ((nx - 2) / (x1 - x0))).astype(np.int64) + 1, 0, nx - 1)
+        cy = np.clip(((ys - y0) * ((ny - 2) / (y1 - y0))).astype(np.int64) + 1, 0, ny - 1)
+        cells = cx * ny + cy
+        displaced = self._grid[cells]
+        displaced = displaced[displaced >= 0]
+        self._grid[cells] = new  # where rows share a cell, the last one written stands for them
+        winners = new[self._grid[cells] == new]
+        kept = self._kept[~np.isin(self._kept, displaced)] if len(displaced) else self._kept
+        self._kept = np.concatenate((kept, winners))  # every new row is above every kept one: still ascending

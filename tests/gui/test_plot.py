@@ -195,3 +195,66 @@ def test_dense_clouds_are_decimated_but_the_frontier_and_marks_are_kept(qtbot):
     assert list(plot._items["latency"]["answer"].data["data"]) == [7]
     plot.decimate_above = 10**9  # (a zoom of a dense cloud redraws it: no more redraws after the test)
     plot.stop()
+
+
+def test_fronts_grown_from_added_rows_are_the_fronts_of_all_rows():
+    import numpy as np
+
+    from qtradeoff.gui.plot_data import frontier_candidates, view_fronts
+
+    rng = np.random.default_rng(3)
+    n = 400
+    accuracy = np.round(rng.uniform(50, 100, n), 1)  # rounded: ties and duplicates occur
+    latency = np.round(rng.uniform(0.1, 3.0, n), 1)
+    latency[rng.choice(n, 20, replace=False)] = np.nan
+    memory = np.round(rng.uniform(1e3, 4e4, n), -3)
+    measured = rng.uniform(size=n) < 0.4
+    for measured_only in (False, True):
+        for three in (False, True):
+            known, fronts = 0, None
+            for end in (1, 2, 5, 40, 41, 200, 399, 400):
+                rows = np.arange(end)[np.arange(end) % 7 != 3]  # another set's rows left out
+                candidates = rows if fronts is None else frontier_candidates(fronts, rows, known)
+                fronts = view_fronts(candidates, latency, measured, memory, accuracy, measured_only=measured_only,
+                                     three_objective=three)
+                full = view_fronts(rows, latency, measured, memory, accuracy, measured_only=measured_only,
+                                   three_objective=three)
+                known = end
+                for view in ("latency", "memory"):
+                    assert fronts[view].tolist() == full[view].tolist(), (measured_only, three, end, view)
+
+
+def test_a_kept_decimation_grown_by_new_rows_equals_decimating_all_rows():
+    import numpy as np
+
+    from qtradeoff.gui.plot_data import Decimation, decimate
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    x, y = rng.uniform(-0.2, 2.2, n), rng.uniform(40, 101, n)  # some outside the bounds: edge cells
+    x[rng.choice(n, 30, replace=False)] = np.nan
+    bounds, pixels = (0.0, 50.0, 2.0, 100.0), (90.0, 60.0)
+    kept = Decimation()
+    for end in (100, 1500, 1501, 1502, 2200, 3000):
+        rows = np.arange(end)[np.arange(end) % 5 != 0]
+        got = kept(rows, x, y, bounds, pixels, count=end, key="k", above=200)
+        assert got.tolist() == decimate(rows, x, y, bounds, pixels, above=200).tolist(), end
+    shifted = (0.0, 50.0, 2.5, 100.0)  # a zoom: recomputed from every row
+    assert kept(rows, x, y, shifted, pixels, count=3000, key="k", above=200).tolist() == decimate(
+        rows, x, y, shifted, pixels, above=200).tolist()
+
+
+def test_the_prefiltered_frontier_of_many_rows_is_the_plain_one():
+    import numpy as np
+
+    from qtradeoff.core.measurement.pareto import pareto_front_arrays
+    from qtradeoff.gui.plot_data import frontier_2d
+
+    rng = np.random.default_rng(11)
+    n = 30_000
+    cost = np.round(rng.gamma(2.0, 1.0, n), 2)  # rounded: ties, duplicates of frontier members
+    accuracy = np.round(100 - 30 * np.exp(-cost) * rng.uniform(0.5, 1.5, n), 1)
+    cost[rng.choice(n, 50, replace=False)] = np.nan
+    for rows in (np.arange(n), np.arange(n)[np.arange(n) % 3 != 0]):
+        plain = rows[pareto_front_arrays(np.column_stack((cost[rows], accuracy[rows])), (False, True))]
+        assert frontier_2d(rows, cost, accuracy).tolist() == plain.tolist()

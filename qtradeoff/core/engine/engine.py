@@ -561,8 +561,11 @@ class Engine:
                 ms, assumptions = roofline_mod.estimate_ms(costs, layer_settings, roofline, batch)
                 used.update(assumptions)
                 estimated.append(LatencyStats(batch, ms, 0.0, 0))
-            roofline_info = {"estimated": True, "peak_macs_per_s": roofline.peak_macs, "bandwidth_bytes_per_s":
-                             roofline.bandwidth, "overhead_s": roofline.overhead_s,
+            roofline_info = {"estimated": True, "calibration": roofline.describe(),
+                             "calibrated_at": roofline.calibrated_at, "peak_macs_per_s": roofline.peak_macs,
+                             "bandwidth_bytes_per_s": roofline.bandwidth, "overhead_s": roofline.overhead_s,
+                             "kernels": {p: {k: list(v) for k, v in kinds.items()}
+                                         for p, kinds in roofline.kernels.items()},
                              "assumptions": {k: roofline_mod.ASSUMPTIONS[k] for k in sorted(used)}}
             if (p := progress.step("latency (estimated)")) is not None:
                 yield p
@@ -666,7 +669,7 @@ class Engine:
         for info in self.layers:
             numel_in, numel_out = sizes.get(info.name, (0, math.prod(info.output_shape)))
             costs.append(roofline_mod.LayerCost(info.name, int(info.macs), per_layer.get(info.name, 0), numel_in,
-                                                numel_out))
+                                                numel_out, info.kind, int(info.groups or 1)))
         return costs
 
     def _provenance(self, settings: LatencySettings, seed: int, started: datetime, latency: str, samples: int,

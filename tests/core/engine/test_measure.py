@@ -69,7 +69,7 @@ def test_full_result_round_trips_through_json(cnn, roofline_cache):
     for key in ("torch", "cpu", "threads", "batch_sizes", "eval_samples", "calib_samples", "seed", "started",
                 "finished", "qtradeoff"):
         assert key in prov
-    assert prov["roofline"]["estimated"] is True
+    assert prov["roofline"]["estimated"] is True and prov["roofline"]["calibration"].startswith("calibrated on")
     text = json.dumps(result.to_dict(), allow_nan=False)
     assert Result.from_dict(json.loads(text)) == result
 

@@ -135,6 +135,9 @@ def test_roofline_calibration_is_cached(tmp_path, monkeypatch):
     assert path.is_file() and json.loads(path.read_text())["threads"] == 1
     assert first.calibration_seconds > 0  # how long it takes is benchmarks' business (8.5 s seen under load)
     assert set(first.peak_macs) == {"fp32", "bf16", "fp16", "int8"}
+    assert set(first.kernels["fp32"]) == set(first.kernels["int8"]) == set(roofline.KERNEL_KINDS)
+    assert all(fixed >= 0 and rate > 0 for kinds in first.kernels.values() for fixed, rate in kinds.values())
+    assert first.boundary[1] > 0 and "thread(s)" in first.describe()
     assert roofline.calibrate(1) == first  # read back, not re-measured
 
 
