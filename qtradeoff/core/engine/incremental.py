@@ -10,9 +10,11 @@ the traced graphs are guarded by locks that are never held while the model runs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import operator
 import threading
+import types
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,6 +40,10 @@ _FREE_BATCH_BYTES = 256 * 1024 * 1024  # dead activations kept at most this long
 # In-place operators: a value cached at a cut must never be modified by the part of the graph that runs after it.
 _INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
                       operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.setitem}
+
+
+_CODE_TYPES = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, types.BuiltinMethodType,
+               functools.partial)
 
 
 class IncrementalError(InputError, RuntimeError):
@@ -504,9 +510,33 @@ def _same_downstream(plan: _Plan, cut: int, modules: Sequence[nn.Module],
             held = [_fetch_attr(module, node.target) for module in modules]
         else:
             continue
-        if any(item is not held[0] for item in held[1:]):
+        if any(item is not held[0] and not _equivalent(item, held[0]) for item in held[1:]):
             return False
     return True
+
+
+def _equivalent(one: Any, other: Any, depth: int = 2) -> bool:
+    """Whether two objects compute the same thing: identical, equal tensors, or objects of one class whose
+    attributes are (a module's parameter and buffer tables included). The compressor gives each simulated model
+    its own copy of a BatchNorm folded into a downstream layer, with a stand-in forward holding the folded bias:
+    copies made for one layer's trials differ as objects only, the downstream layer's settings being the same."""
+    if one is other:
+        return True
+    if isinstance(one, torch.Tensor) or isinstance(other, torch.Tensor):
+        return (isinstance(one, torch.Tensor) and isinstance(other, torch.Tensor) and one.dtype == other.dtype
+                and one.shape == other.shape and one.stride() == other.stride() and torch.equal(one, other))
+    if depth <= 0 or type(one) is not type(other) or isinstance(one, _CODE_TYPES):
+        return False  # a function (a hook, a closure over its ranges) is the same only when it is the same object
+    if isinstance(one, dict):
+        return one.keys() == other.keys() and all(_equivalent(one[k], other[k], depth - 1) for k in one)
+    if isinstance(one, list | tuple | set | frozenset):
+        return one == other  # hook lists and the like: only equal (identical) members
+    state, other_state = getattr(one, "__dict__", None), getattr(other, "__dict__", None)
+    if state is None or other_state is None:
+        return one == other
+    return state.keys() == other_state.keys() and all(
+        _equivalent(state[k], other_state[k], depth - 1 if not isinstance(state[k], dict) else depth)
+        for k in state)
 
 
 def _stack(live: Sequence[fx.Node], envs: list[dict], batch: int) -> dict | None:

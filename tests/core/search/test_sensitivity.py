@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
 from qtradeoff.core.config import CompressionConfig
 from qtradeoff.core.engine.engine import Engine
+from qtradeoff.core.loading import data as data_mod
 from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
 from qtradeoff.core.search.sensitivity import (
     LayerSensitivity,
@@ -95,3 +98,89 @@ def test_report_round_trip_and_validation(report):
         SensitivitySettings(bits=(1,))
     with pytest.raises(ValueError):
         SensitivitySettings(sparsities=(1.0,))
+
+
+class _OneTrialAtATime:
+    """An engine without ``score_variants``: the analysis then scores each trial on its own (the unbatched path)."""
+
+    def __init__(self, engine):
+        self._engine = engine
+
+    def __getattr__(self, name):
+        if name == "score_variants":
+            raise AttributeError(name)
+        return getattr(self._engine, name)
+
+
+def _batched_and_alone(engine, monkeypatch, **kwargs):
+    """The analysis with each layer's trials stacked through the downstream, and one trial at a time; also the
+    layers whose trials really ran batched (``forward_variants`` gave outputs instead of declining)."""
+    batched_layers = []
+    forward_variants = engine.evaluator.forward_variants
+
+    def spy(layer, *args, **kw):
+        outputs = forward_variants(layer, *args, **kw)
+        if outputs is not None:
+            batched_layers.append(layer)
+        return outputs
+
+    monkeypatch.setattr(engine.evaluator, "forward_variants", spy)
+    batched = analyze(engine, use_cache=False, **kwargs)
+    monkeypatch.undo()
+    alone = analyze(_OneTrialAtATime(engine), use_cache=False, **kwargs)
+    return batched, alone, batched_layers
+
+
+W8A8 = CompressionConfig().with_defaults(weight={"precision": "int8"}, activation={"precision": "int8"})
+
+
+@pytest.mark.parametrize("base", [CompressionConfig(), W8A8], ids=["fp32", "w8a8"])
+def test_batched_trials_give_exactly_the_drops_of_one_trial_at_a_time(session, monkeypatch, base):
+    # w8a8: each downstream layer fake-quantizes its input with ranges calibrated once on the fp32 model; the
+    # trials' simulated models hold equivalent copies of those layers' folded BatchNorms, and the stacked run must
+    # use the same parameters as each trial alone
+    settings = SensitivitySettings(bits=(4, 2), sparsities=(0.5,))
+    names = session.layer_names
+    layers = (names[0], names[len(names) // 2], names[-1])
+    batched, alone, batched_layers = _batched_and_alone(session, monkeypatch, settings=settings, layers=layers,
+                                                        base_config=base)
+    assert batched_layers == list(layers)  # every layer's trials went through the batched path
+    assert batched.baseline == alone.baseline
+    assert batched.layers == alone.layers  # drops equal as floats: the same top-1 decisions on every sample
+
+
+class _ResidualNet(nn.Module):
+    """Two residual blocks (skip adds across layer cuts, an in-place ReLU) between a conv stem and a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.block1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.block2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.relu(self.bn(self.stem(x)))
+        x = self.relu(self.block1(x)) + x
+        x = torch.relu(self.block2(x)) + x
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_batched_trials_on_a_residual_model_give_exactly_the_drops_of_one_trial_at_a_time(monkeypatch):
+    torch.manual_seed(0)
+    module = _ResidualNet().eval()
+    with torch.no_grad():
+        module.head.bias.zero_()  # else the bias alone decides: one class for every sample, nothing to lose
+    calib, inputs = torch.randn(16, 3, 8, 8), torch.randn(96, 3, 8, 8)
+    with torch.no_grad():
+        labels = module(inputs).argmax(1)
+    labels[::5] = (labels[::5] + 1) % 4  # a baseline below 100 %: drops can be negative too
+    data = data_mod.EvalData("residual", calib, None, inputs, labels, 4, data_mod.fingerprint(calib, inputs, labels))
+    engine = Engine(SimpleNamespace(module=module), data)
+    settings = SensitivitySettings(bits=(8, 4, 3, 2), sparsities=(0.5, 0.75))
+    batched, alone, batched_layers = _batched_and_alone(engine, monkeypatch, settings=settings)
+    assert batched_layers == list(engine.layer_names) == ["stem", "block1", "block2", "head"]
+    assert batched.layers == alone.layers
+    assert any(drop != 0.0 for item in batched.layers for drop in item.quant_drop.values())  # not a vacuous check
