@@ -173,17 +173,10 @@ def export_iter(engine, config, fmt_name: str, out: str | Path, *, verify: bool 
     from qtradeoff.core.export import verify as verify_mod
     from qtradeoff.core.measurement.result import Progress
 
-    fmt = get_format(fmt_name)
-    out = check_destination(Path(out))
     total = 3 if verify else 2
-    source = ExportSource(engine, config)
-    refused = unsupported_algorithms(source.plan, fmt.name)
-    if refused:
-        raise ExportError(f"{fmt.name} export does not support {refused} yet; export as packed, or choose "
-                          "integer or float weights without equalization or SmoothQuant")
+    source, fmt, out = _prepare(engine, config, fmt_name, out)
     yield Progress(0, total, "export: writing")
-    with atomic_path(out) as temp:
-        note = fmt.write(source, temp)
+    note = _write(source, fmt, out)
     if should_stop():
         return
     yield Progress(1, total, "export: verifying" if verify else "export: written")
@@ -194,6 +187,49 @@ def export_iter(engine, config, fmt_name: str, out: str | Path, *, verify: bool 
     write_atomic(verify_mod.report_path(out), (report.to_json() + "\n").encode())
     yield Progress(total, total, "export: done")
     yield report
+
+
+def _prepare(engine, config, fmt_name: str, out) -> tuple[ExportSource, ExportFormat, Path]:
+    fmt = get_format(fmt_name)
+    out = check_destination(Path(out))
+    source = ExportSource(engine, config)
+    refused = unsupported_algorithms(source.plan, fmt.name)
+    if refused:
+        raise ExportError(f"{fmt.name} export does not support {refused} yet; export as packed, or choose "
+                          "integer or float weights without equalization or SmoothQuant")
+    return source, fmt, out
+
+
+def _write(source: ExportSource, fmt: ExportFormat, out: Path) -> str:
+    with atomic_path(out) as temp:
+        return fmt.write(source, temp)
+
+
+def export_many(jobs, *, verify: bool = True, **verify_options) -> list:
+    """Write each ``(engine, config, fmt_name, out)`` of ``jobs`` as :func:`export_iter` does (atomically, same
+    refusals), then verify them all in ONE fresh process (:func:`qtradeoff.core.export.verify.verify_many`: each
+    file still reloaded with only its runtime importable); returns the ExportReports in order, each also written to
+    ``OUT.verify.json``. For a set of exports of one model (tests, several formats of a point), where starting an
+    interpreter and torch per file would cost more than the checks."""
+    from qtradeoff.core.export import verify as verify_mod
+
+    items = []
+    for engine, config, fmt_name, out in jobs:
+        source, fmt, out = _prepare(engine, config, fmt_name, out)
+        items.append((source, fmt, out, _write(source, fmt, out)))
+    if verify:
+        reports = verify_mod.verify_many(items, **verify_options)
+        if reports is None:
+            from qtradeoff.core.errors import CancelledError
+
+            raise CancelledError("export cancelled before its verification finished")
+    else:
+        reports = [verify_mod.verify_export(source, fmt, out, note=note, run=False,
+                                            eval_size=verify_options.get("eval_size"))
+                   for source, fmt, out, note in items]
+    for report in reports:
+        write_atomic(verify_mod.report_path(report.file), (report.to_json() + "\n").encode())
+    return reports
 
 
 # Formats that store lookup-table weights (indices + codebooks) and the float transforms (CLE, SmoothQuant's

@@ -34,6 +34,7 @@ INT8_SQNR_BOUND_DB = 15.0
 # this fraction of the largest simulated output (batched kernels may sum in another order than the simulation's).
 EXACT_RELATIVE_TOLERANCE = 1e-4
 RUNNER_TIMEOUT_S = 900.0
+RUN_ALL = Path(__file__).resolve().parent / "runners" / "run_all.py"  # several files, one process (verify_many)
 # The bootstrap of a standalone runner: qtradeoff cannot be imported, which proves the file runs without it.
 _STANDALONE = ("import runpy, sys; sys.modules['qtradeoff'] = None; sys.argv = sys.argv[1:]; "
                "runpy.run_path(sys.argv[0], run_name='__main__')")
@@ -106,45 +107,54 @@ def run_runner(runner: Path, model: Path, inputs: np.ndarray, *, standalone: boo
                timeout: float = RUNNER_TIMEOUT_S, extra_args: tuple[str, ...] = ()) -> tuple[np.ndarray, dict] | None:
     """Run ``runner`` on ``model`` and ``inputs`` in a fresh process: ``(outputs, runner's JSON)``, None when
     stopped. ``standalone`` runs it with qtradeoff made unimportable. Raises ExportError when the runner fails."""
-    from qtradeoff.core.export import ExportError
-
     with tempfile.TemporaryDirectory(prefix="qtradeoff-verify-") as folder:
         inputs_file, outputs_file = Path(folder) / "inputs.npy", Path(folder) / "outputs.npy"
         np.save(inputs_file, np.ascontiguousarray(inputs, dtype=np.float32))
-        command = [sys.executable]
-        command += ["-c", _STANDALONE] if standalone else []
-        command += [str(runner), str(model), str(inputs_file), str(outputs_file),
-                    "--latency-batches", ",".join(str(b) for b in latency_batches), "--repeats", str(repeats)]
+        args = [str(model), str(inputs_file), str(outputs_file),
+                "--latency-batches", ",".join(str(b) for b in latency_batches), "--repeats", str(repeats)]
         if threads:
-            command += ["--threads", str(threads)]
-        command += list(extra_args)
-        env = dict(os.environ)
-        if not standalone:  # the runner imports qtradeoff's loader: from this very checkout
-            root = str(Path(__file__).resolve().parents[3])
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
-            started = time.monotonic()
-            while process.poll() is None:
-                if should_stop() or time.monotonic() - started > timeout:
-                    process.kill()
-                    process.wait()
-                    if should_stop():
-                        return None
-                    raise ExportError(f"verifying {model} took over {timeout:.0f} s in {runner.name}; "
-                                      "rerun with --no-verify or a smaller evaluation set")
-                time.sleep(0.05)
-            out.seek(0)
-            err.seek(0)
-            stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-        if process.returncode != 0:
-            last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no message")
-            raise ExportError(f"{model} did not run in a fresh process ({runner.name} exited with "
-                              f"{process.returncode}: {last.strip()[:300]})")
-        lines = [line for line in stdout.splitlines() if line.strip().startswith("{")]
-        if not lines:
-            raise ExportError(f"{runner.name} printed no JSON line for {model}")
-        return np.load(outputs_file), json.loads(lines[-1])
+            args += ["--threads", str(threads)]
+        line = run_script(runner, [*args, *extra_args], model, standalone=standalone, should_stop=should_stop,
+                          timeout=timeout)
+        return None if line is None else (np.load(outputs_file), line)
+
+
+def run_script(runner: Path, args: list[str], model: Path, *, standalone: bool,
+               should_stop: Callable[[], bool] = lambda: False, timeout: float = RUNNER_TIMEOUT_S,
+               with_qtradeoff: bool = False) -> dict | None:
+    """Run the script ``runner`` with ``args`` in a fresh process and return the last JSON line it printed (None
+    when stopped). ``standalone`` runs it with qtradeoff made unimportable; otherwise (or ``with_qtradeoff``) this
+    checkout is on its path. ``model`` names the file in error messages. Raises ExportError when it fails."""
+    from qtradeoff.core.export import ExportError
+
+    command = [sys.executable, *(["-c", _STANDALONE] if standalone else []), str(runner), *args]
+    env = dict(os.environ)
+    if not standalone or with_qtradeoff:  # the runner imports qtradeoff's loader: from this very checkout
+        root = str(Path(__file__).resolve().parents[3])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        started = time.monotonic()
+        while process.poll() is None:
+            if should_stop() or time.monotonic() - started > timeout:
+                process.kill()
+                process.wait()
+                if should_stop():
+                    return None
+                raise ExportError(f"verifying {model} took over {timeout:.0f} s in {runner.name}; "
+                                  "rerun with --no-verify or a smaller evaluation set")
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if process.returncode != 0:
+        last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no message")
+        raise ExportError(f"{model} did not run in a fresh process ({runner.name} exited with "
+                          f"{process.returncode}: {last.strip()[:300]})")
+    lines = [line for line in stdout.splitlines() if line.strip().startswith("{")]
+    if not lines:
+        raise ExportError(f"{runner.name} printed no JSON line for {model}")
+    return json.loads(lines[-1])
 
 
 def _check(checks: dict, failures: list, name: str, value, bound, ok: bool, message: str) -> None:
@@ -157,10 +167,80 @@ def verify_export(source, fmt, out: Path, *, note: str = "", run: bool = True, t
                   latency_batches: tuple[int, ...] = (1, 32), repeats: int = 20, eval_size: int | None = None,
                   should_stop: Callable[[], bool] = lambda: False) -> ExportReport | None:
     """Check the file ``fmt`` wrote at ``out`` for ``source`` (see the module docstring); None when stopped."""
+    result = source.engine.evaluate(source.config, latency="none", eval_size=eval_size, should_stop=should_stop)
+    ran = None
+    if run:
+        inputs = source.engine.data.eval_inputs[:result.eval_samples]
+        ran = run_runner(fmt.runner, out, inputs.numpy(), standalone=fmt.standalone, threads=threads,
+                         latency_batches=latency_batches, repeats=repeats, should_stop=should_stop,
+                         extra_args=fmt.runner_args)
+        if ran is None:
+            return None
+    return build_report(source, fmt, out, result, ran, note=note)
+
+
+# Modules each runner must do without, by format check (what proves the file needs only its runtime): ONNX Runtime
+# runs without torch too. Jobs of one process run from the most blocked to the least (runners/run_all.py).
+def _blocked(fmt) -> list[str]:
+    if not fmt.standalone:
+        return []
+    return ["qtradeoff", "torch"] if fmt.runner.name == "run_onnxruntime.py" else ["qtradeoff"]
+
+
+def verify_many(items, *, threads: int | None = None, latency_batches: tuple[int, ...] = (1, 32),
+                repeats: int = 20, eval_size: int | None = None, should_stop: Callable[[], bool] = lambda: False,
+                timeout: float = RUNNER_TIMEOUT_S) -> list[ExportReport] | None:
+    """:func:`verify_export` of several written files in ONE fresh process (``runners/run_all.py``): each file is
+    reloaded by its format's runner with the same modules made unimportable as in its own process (ONNX Runtime
+    files without torch or qtradeoff, torch-int8 without qtradeoff), so the checks are the same, and the
+    interpreter and torch start once. ``items``: ``(source, fmt, out, note)`` tuples; reports in their order
+    (None when stopped). Raises ExportError naming the first file whose runner failed."""
+    from qtradeoff.core.export import ExportError
+
+    items = list(items)
+    results = [source.engine.evaluate(source.config, latency="none", eval_size=eval_size, should_stop=should_stop)
+               for source, *_ in items]
+    order = sorted(range(len(items)), key=lambda i: -len(_blocked(items[i][1])))
+    with tempfile.TemporaryDirectory(prefix="qtradeoff-verify-") as folder:
+        folder = Path(folder)
+        inputs_files: dict[tuple[int, int], Path] = {}
+        jobs = []
+        for i in order:
+            source, fmt, out, _ = items[i]
+            key = (id(source.engine), results[i].eval_samples)
+            if key not in inputs_files:  # one inputs file per engine and sample count
+                inputs_files[key] = folder / f"inputs{len(inputs_files)}.npy"
+                inputs = source.engine.data.eval_inputs[:results[i].eval_samples].numpy()
+                np.save(inputs_files[key], np.ascontiguousarray(inputs, dtype=np.float32))
+            argv = [str(out), str(inputs_files[key]), str(folder / f"outputs{i}.npy"),
+                    "--latency-batches", ",".join(str(b) for b in latency_batches), "--repeats", str(repeats)]
+            argv += ["--threads", str(threads)] if threads else []
+            jobs.append({"runner": str(fmt.runner), "argv": argv + list(fmt.runner_args), "blocked": _blocked(fmt)})
+        jobs_file = folder / "jobs.json"
+        jobs_file.write_text(json.dumps(jobs))
+        # each job blocks its own modules (run_all.py), so the process itself is not standalone
+        ran = run_script(RUN_ALL, [str(jobs_file)], jobs_file.parent, standalone=False, should_stop=should_stop,
+                         timeout=timeout)
+        if ran is None:
+            return None
+        lines = ran["jobs"]
+        reports: list = [None] * len(items)
+        for line, i in zip(lines, order, strict=True):
+            source, fmt, out, note = items[i]
+            if "error" in line:
+                raise ExportError(f"{out} did not run in a fresh process ({fmt.runner.name}: {line['error']})")
+            outputs = np.load(folder / f"outputs{i}.npy")
+            reports[i] = build_report(source, fmt, out, results[i], (outputs, line), note=note)
+    return reports
+
+
+def build_report(source, fmt, out: Path, result, ran: tuple[np.ndarray, dict] | None, *,
+                 note: str = "") -> ExportReport:
+    """The ExportReport of the file at ``out``: ``result`` is the simulated evaluation of ``source.config`` (the
+    samples the file ran on), ``ran`` the runner's ``(outputs, JSON line)`` (None: not run, size checked only)."""
     from qtradeoff.core.measurement.result import sqnr_db, wilson_interval
 
     engine, config = source.engine, source.config
-    result = engine.evaluate(config, latency="none", eval_size=eval_size, should_stop=should_stop)
     samples = result.eval_samples
     simulated = {"accuracy": result.accuracy, "accuracy_ci95": result.accuracy_ci95, "agreement": result.agreement,
                  "agreement_ci95": result.agreement_ci95, "sqnr_db": result.sqnr_db}
@@ -173,13 +253,7 @@ def verify_export(source, fmt, out: Path, *, note: str = "", run: bool = True, t
                f"the file is {file_bytes} bytes, above the {bound} allowed for {result.weight_bytes} counted bytes")
     exported: dict = {}
     runtime: dict = {}
-    if run:
-        inputs = engine.data.eval_inputs[:samples]
-        ran = run_runner(fmt.runner, out, inputs.numpy(), standalone=fmt.standalone, threads=threads,
-                         latency_batches=latency_batches, repeats=repeats, should_stop=should_stop,
-                         extra_args=fmt.runner_args)
-        if ran is None:
-            return None
+    if ran is not None:
         outputs, runtime = ran
         output = torch.from_numpy(outputs).float()
         sim = engine.logits(config)[:samples].float()
@@ -217,7 +291,7 @@ def verify_export(source, fmt, out: Path, *, note: str = "", run: bool = True, t
         format=fmt.name, file=str(out), file_bytes=file_bytes, weight_bytes=result.weight_bytes,
         fp32_file_bytes=int(getattr(source.loaded, "file_bytes", 0) or 0), eval_samples=samples,
         labelled=result.labelled, simulated=simulated, exported=exported, runtime=runtime, checks=checks,
-        failures=tuple(failures), verified=run, note=note, config=config.to_dict())
+        failures=tuple(failures), verified=ran is not None, note=note, config=config.to_dict())
 
 
 def _percent(value, ci=None) -> str:

@@ -1,110 +1,153 @@
-"""Issue 14's done-when checks for the torch-int8 and packed formats: every file reloads in a fresh process (the
-torch-int8 runner with qtradeoff unimportable), reproduces the simulated accuracy (or outputs), and stays within
-its size bound."""
+"""Issue 14's done-when checks: every sample model and a random torchvision resnet18 and mobilenet_v3_small, at
+W8A8 and at a mixed int8/int4 + 50 % pruning configuration, in every format (torch-int8, onnx, packed); each file
+reloads in a fresh process with only its runtime importable (torch-int8 without qtradeoff, onnx without torch or
+qtradeoff), reproduces the simulated accuracy (or outputs) and stays within its size bound. The six files of a
+model are reloaded in one process (export_many), not one process each."""
 
-import importlib.util
 import json
 
 import pytest
 import torch
 
 from qtradeoff.core import CompressionConfig, Engine, load_sample_model, sample_data_for
-from qtradeoff.core.export import ExportError, export, format_names, get_format, raise_for_report
-from qtradeoff.core.export.packed import decode_tensor, encode_tensor, load_packed, max_bytes
+from qtradeoff.core.export import ExportError, export, export_many, format_names, get_format, raise_for_report
+from qtradeoff.core.export.packed import decode_tensor, encode_tensor, load_packed
 from qtradeoff.core.export.verify import report_path
-from qtradeoff.core.loading import architectures
-from qtradeoff.core.loading.data import EvalData, fingerprint
-from qtradeoff.core.loading.model_io import load_model
 
 W8A8 = CompressionConfig().with_defaults(weight={"precision": "int8"}, activation={"precision": "int8"})
 FAST = {"latency_batches": (1,), "repeats": 1}
 
 
+SUFFIX = {"torch-int8": ".pt", "onnx": ".onnx", "packed": ".safetensors"}
+SAMPLES = ("digits_mlp", "digits_cnn", "digits_cnn_torchscript", "mobilenet_v3_small_digits")
+
+
+def _largest(engine, share: float) -> list[str]:
+    """The largest layers that together hold at least ``share`` of the compressible parameters."""
+    total, names, held = sum(info.params for info in engine.layers), [], 0
+    for info in sorted(engine.layers, key=lambda info: -info.params):
+        if held >= share * total:
+            break
+        names.append(info.name)
+        held += info.params
+    return names
+
+
 def mixed(engine) -> CompressionConfig:
-    """int8 everywhere, int4 weights on the largest layer, 50 % magnitude pruning of the two largest."""
-    sizes = sorted(engine.layers, key=lambda info: -info.params)
-    config = W8A8.with_layer(sizes[0].name, weight={"precision": "int4"})
-    for info in sizes[:2]:
-        config = config.with_layer(info.name, prune={"method": "magnitude", "sparsity": 0.5})
+    """The issue's "mixed int8/int4 + 50 % pruning": int8 weights and activations, int4 weights on the largest
+    layers holding half the parameters, 50 % magnitude pruning of the largest layers holding 90 % of them (the
+    small rest, stems, depthwise and squeeze-excitation convolutions, stays dense: pruning digits_cnn's first
+    convolution alone drops it to 18 %). Simulated test-set accuracy: digits_mlp 97.77 %, digits_cnn 94.43 %,
+    mobilenet_v3_small_digits 96.66 % (W8A8: 98.05 / 98.33 / 97.49 %)."""
+    config = W8A8
+    for name in _largest(engine, 0.5):
+        config = config.with_layer(name, weight={"precision": "int4"})
+    for name in _largest(engine, 0.9):
+        config = config.with_layer(name, prune={"method": "magnitude", "sparsity": 0.5})
     return config
 
 
 def test_formats_are_registered():
-    assert {"torch-int8", "packed"} <= set(format_names())
+    assert {"torch-int8", "packed", "onnx"} <= set(format_names())
     with pytest.raises(ExportError, match="unknown export format"):
         get_format("tflite")
 
 
-@pytest.mark.parametrize("name", ["digits_mlp", pytest.param("digits_cnn", marks=pytest.mark.slow),
-                                  pytest.param("mobilenet_v3_small_digits", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("which", ["w8a8", "mixed"])
-def test_torch_int8_reloads_standalone_and_matches(engines, tmp_path, name, which):
-    engine = engines(name)
-    config = W8A8 if which == "w8a8" else mixed(engine)
-    report = export(engine, config, "torch-int8", tmp_path / "model.pt", **FAST)
-    assert report.verified and report.runtime["runtime"] == "torch"
-    assert json.loads(report_path(tmp_path / "model.pt").read_text())["passed"] == report.passed
+def _formats() -> tuple[str, ...]:
+    return tuple(name for name in SUFFIX if name in format_names())  # onnx needs the [onnx] extra
+
+
+@pytest.fixture(scope="module")
+def exported(engines, tmp_path_factory):
+    """Per model: W8A8 and the mixed configuration written in every format, all six files reloaded in ONE fresh
+    process (export_many: each file still with only its runtime importable); ``{(which, format): report}``."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            engine = engines(name)
+            folder = tmp_path_factory.mktemp(name.replace(".", "_"))
+            keys = [(which, fmt) for which in ("w8a8", "mixed") for fmt in _formats()]
+            configs = {"w8a8": W8A8, "mixed": mixed(engine)}
+            reports = export_many([(engine, configs[which], fmt, folder / f"{which}{SUFFIX[fmt]}")
+                                   for which, fmt in keys], **FAST)
+            cache[name] = dict(zip(keys, reports, strict=True))
+        return cache[name]
+
+    return get
+
+
+def _check_reports(reports: dict, labelled: bool) -> None:
+    for (which, fmt), report in reports.items():
+        where = f"{which} {fmt}"
+        assert report.verified and report.passed, (where, report.failures)
+        assert report.runtime["runtime"] == {"torch-int8": "torch", "onnx": "onnxruntime", "packed": "packed"}[fmt]
+        assert json.loads(report_path(report.file).read_text())["passed"]
+        if labelled:
+            assert abs(report.exported["accuracy"] - report.simulated["accuracy"]) * 100 <= 0.5, where
+        if fmt == "packed":
+            assert report.file_bytes <= report.weight_bytes * 1.01 + 4096, where
+            assert report.exported["max_abs_diff_vs_simulated"] <= 1e-4 * 50, where
+            assert report.exported["agreement_with_simulated"] == 1.0, where
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_every_format_reloads_standalone_and_reproduces_the_simulated_accuracy(exported, engines, name):
+    reports = exported(name)
+    assert set(reports) == {(w, f) for w in ("w8a8", "mixed") for f in _formats()}
+    _check_reports(reports, labelled=True)
+    assert reports["mixed", "packed"].weight_bytes < 0.7 * reports["w8a8", "packed"].weight_bytes
     if name == "digits_cnn":
-        assert report.file_bytes <= 0.30 * report.fp32_file_bytes
-    assert report.passed, report.failures
-    assert abs(report.exported["accuracy"] - report.simulated["accuracy"]) * 100 <= 0.5
-
-
-def test_digits_cnn_torch_int8_size(engines, tmp_path):
-    report = export(engines("digits_cnn"), W8A8, "torch-int8", tmp_path / "cnn.pt", verify=False)
-    assert report.file_bytes <= 0.30 * report.fp32_file_bytes  # 105755 of 373968 bytes when written
-
-
-@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn",
-                                  pytest.param("digits_cnn_torchscript", marks=pytest.mark.slow),
-                                  pytest.param("mobilenet_v3_small_digits", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("which", ["w8a8", "mixed"])
-def test_packed_reproduces_the_simulation(engines, tmp_path, name, which):
+        int8 = reports["w8a8", "torch-int8"]
+        assert int8.file_bytes <= 0.30 * int8.fp32_file_bytes  # 105755 of 373968 bytes when written
+    # in this process too: the packed loader's model computes the simulated outputs
     engine = engines(name)
-    config = W8A8 if which == "w8a8" else mixed(engine)
-    out = tmp_path / "model.safetensors"
-    report = export(engine, config, "packed", out, **FAST)
-    assert report.passed, report.failures
-    assert report.file_bytes <= report.weight_bytes * 1.01 + 4096
-    assert report.exported["accuracy"] == report.simulated["accuracy"]
-    assert report.exported["max_abs_diff_vs_simulated"] <= 1e-4 * 50
-    # in this process too: the loader's model computes the simulated outputs
-    module = load_packed(out)
+    module = load_packed(reports["mixed", "packed"].file)
     with torch.inference_mode():
         rebuilt = module(engine.data.eval_inputs[:64])
-    assert torch.allclose(rebuilt, engine.logits(config)[:64], rtol=0, atol=1e-4)
+    assert torch.allclose(rebuilt, engine.logits(mixed(engine))[:64], rtol=0, atol=1e-4)
 
 
-def _torchvision_engine(tmp_path, arch):
-    torch.manual_seed(0)
-    module = architectures.build(arch, num_classes=10).eval()
-    from safetensors.torch import save_file
-
-    path = tmp_path / f"{arch}.safetensors"
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
-    loaded = load_model(path, architecture=arch, isolate=False)
-    calib, evaluation = torch.randn(16, 3, 32, 32), torch.randn(24, 3, 32, 32)
-    data = EvalData("random", calib, None, evaluation, None, 10, fingerprint(calib, evaluation))
-    return Engine(loaded, data)
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["torchvision.resnet18", "torchvision.mobilenet_v3_small"])
-def test_torchvision_models_export_and_agree(tmp_path, arch):
-    engine = _torchvision_engine(tmp_path, arch)
-    for config in (W8A8, mixed(engine)):
-        packed = export(engine, config, "packed", tmp_path / "m.safetensors", **FAST)
-        assert packed.passed, packed.failures
-        assert packed.file_bytes <= max_bytes(packed.weight_bytes)
-        int8 = export(engine, config, "torch-int8", tmp_path / "m.pt", **FAST)
-        # no labels: the check is the SQNR against the simulated outputs (resnet18 measured 28.9 / 29.1 dB)
-        assert int8.verified and int8.passed, int8.failures
-        # ONNX for resnet18 only: a random-weight mobilenet_v3_small's W8A8 outputs share no top-1 with fp32's
-        # (0.0 dB), so agreement with the simulation proves little there; the trained mobilenet_v3_small_digits
-        # sample covers that architecture (tests/core/test_onnx_export.py). Measured: 40.6 dB vs the simulation.
-        if arch.endswith("resnet18") and importlib.util.find_spec("onnxruntime") is not None:
-            onnx = export(engine, config, "onnx", tmp_path / "m.onnx", **FAST)
-            assert onnx.verified and onnx.passed, onnx.failures
+def test_torchvision_models_export_in_every_format_and_agree(exported, engines, arch):
+    """Random weights and random inputs: accuracy means nothing here, so the files are compared with the simulated
+    model's outputs instead: packed equal to float error, the int8 files within the verification's SQNR bound
+    (15 dB) and agreeing with the simulation's top-1 on most of the 24 inputs."""
+    reports = exported(arch)
+    _check_reports(reports, labelled=False)
+    for (which, fmt), report in reports.items():
+        assert report.exported["sqnr_vs_simulated_db"] >= 15.0, (which, fmt)
+        assert report.exported["agreement_with_simulated"] >= 0.75, (which, fmt, report.exported)
+    # the outputs vary with the input (BatchNorm statistics re-estimated), so agreeing is not trivial
+    assert engines(arch).logits(W8A8).argmax(1).unique().numel() >= 3
+
+
+def test_onnx_files_are_qdq_with_integer_and_int4_weights(exported, engines):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from qtradeoff.core.export import onnx_format
+    from qtradeoff.core.loading import model_io
+
+    engine = engines("digits_cnn")
+    reports = exported("digits_cnn")
+    for which in ("w8a8", "mixed"):
+        proto = onnx.load(reports[which, "onnx"].file)
+        onnx.checker.check_model(proto, full_check=True)
+        int_types = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4)
+        int_inits = [i for i in proto.graph.initializer if i.data_type in int_types and len(i.dims) > 1]
+        assert len(int_inits) == len(engine.layer_names)
+        assert [n.op_type for n in proto.graph.node].count("QuantizeLinear") > 0
+        constants = onnx_format._constants(proto)
+        per_channel = [n for n in proto.graph.node if n.op_type == "DequantizeLinear"
+                       and n.input[0] in {i.name for i in int_inits}]
+        assert per_channel and all(constants[n.input[1]].size > 1 for n in per_channel)
+        int4 = [i for i in int_inits if i.data_type == onnx.TensorProto.INT4]
+        assert len(int4) == (len(_largest(engine, 0.5)) if which == "mixed" else 0)  # INT4 at opset 21
+        if which == "mixed":  # the pruned layers' zeros are in the file
+            zeros = max(float((onnx.numpy_helper.to_array(i) == 0).mean()) for i in int_inits)
+            assert zeros >= 0.5
+    with pytest.raises(model_io.ModelLoadError, match="already quantized"):  # not re-quantized on top
+        model_io.load_model(reports["mixed", "onnx"].file, isolate=False)
 
 
 @pytest.mark.parametrize("index", ["dense", "bitmask", "csr"])
