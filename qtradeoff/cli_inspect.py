@@ -24,8 +24,8 @@ def configure_inspect(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--input", dest="input_spec", metavar="SPEC", action=JoinInputs,
                         help="the input as evaluate's --input takes it (e.g. tokens:int64[1,32]<30000): integer "
-                             "token ids for the inventory and the outputs (default: what the file says); several inputs as "
-                             "evaluate takes them")
+                             "token ids for the inventory and the outputs (default: what the file says); several "
+                             "inputs as evaluate takes them")
 
 
 def inspect_command(args: argparse.Namespace) -> int:

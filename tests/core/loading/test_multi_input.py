@@ -42,7 +42,7 @@ def files(tmp_path_factory):
     rng = np.random.default_rng(0)
     np.savez(root / "two.npz", tokens=rng.integers(0, 100, (60, 6)), feats=rng.normal(size=(60, 5)).astype("f4"),
              labels=rng.integers(0, 3, 60))
-    return {"export": root / "two.pt2", "torchscript": root / "two.torchscript.pt", "data": root / "two.npz", 
+    return {"export": root / "two.pt2", "torchscript": root / "two.torchscript.pt", "data": root / "two.npz",
             "model": model}
 
 
