@@ -73,6 +73,7 @@ def inspect_command(args: argparse.Namespace) -> int:
         return 0
     spec = input_spec.parse(args.input_spec) if getattr(args, "input_spec", None) else \
         input_spec.from_module(loaded.module)
+    spec = multi_input.with_bounds([spec], loaded.module)[0] if spec is not None else None
     report["input"] = spec.to_dict() if spec is not None else None
     if spec is not None and (spec.is_integer or getattr(args, "input_spec", None)):
         example = input_spec.synthetic(spec, spec.batch if spec.static_batch else 1)

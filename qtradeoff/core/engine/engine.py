@@ -131,6 +131,7 @@ class EngineSpec:
             data_mod.check_compatible(loaded, data)
             return loaded, data
         spec = input_spec_mod.parse(self.input_spec) if self.input_spec else input_spec_mod.from_module(loaded.module)
+        spec = multi_input.with_bounds([spec], loaded.module)[0] if spec is not None else None  # ids' bound
         if spec is not None and spec.static_batch and spec.batch >= 1:
             # an exported program fixed at its example's batch size: run it in slices of that size
             loaded = dataclasses.replace(loaded, module=input_spec_mod.fixed_batch_view(loaded.module, spec.batch))
