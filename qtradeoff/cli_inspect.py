@@ -20,9 +20,12 @@ def configure_inspect(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="model file (safetensors, torch.save, TorchScript, torch.export .pt2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_model_options(parser)
-    parser.add_argument("--input", dest="input_spec", metavar="SPEC",
+    from qtradeoff.cli_io import JoinInputs
+
+    parser.add_argument("--input", dest="input_spec", metavar="SPEC", action=JoinInputs,
                         help="the input as evaluate's --input takes it (e.g. tokens:int64[1,32]<30000): integer "
-                             "token ids for the inventory and the outputs (default: what the file says)")
+                             "token ids for the inventory and the outputs (default: what the file says); several "
+                             "inputs as evaluate takes them")
 
 
 def inspect_command(args: argparse.Namespace) -> int:
@@ -53,10 +56,24 @@ def inspect_command(args: argparse.Namespace) -> int:
         load_seconds=round(loaded.load_seconds, 3),
         warnings=list(loaded.warnings),
     )
-    from qtradeoff.core.loading import input_spec
+    from qtradeoff.core.loading import input_spec, multi_input
 
+    several = multi_input.specs_for(getattr(args, "input_spec", None), loaded.module)
+    if several is not None:  # several named inputs: the inventory runs the packed view on one synthetic sample
+        packing = multi_input.Packing(tuple(several))
+        view = multi_input.packed_view(loaded.module, packing)
+        if packing.static_batch:
+            view = input_spec.fixed_batch_view(view, packing.batch)
+        example = multi_input.synthetic_data(packing, calib_size=1, eval_size=1).eval_inputs
+        report["input"] = packing.to_dict()
+        report["inventory_input_shape"], report["inventory_input_shape_guessed"] = list(example.shape[1:]), False
+        report["layers"], report["inventory_note"] = _layers(view, example.shape[1:], example)
+        report["outputs"], report["outputs_note"] = _outputs(view, example.shape[1:], example)
+        _emit(report, args.json)
+        return 0
     spec = input_spec.parse(args.input_spec) if getattr(args, "input_spec", None) else \
         input_spec.from_module(loaded.module)
+    spec = multi_input.with_bounds([spec], loaded.module)[0] if spec is not None else None
     report["input"] = spec.to_dict() if spec is not None else None
     if spec is not None and (spec.is_integer or getattr(args, "input_spec", None)):
         example = input_spec.synthetic(spec, spec.batch if spec.static_batch else 1)

@@ -7,6 +7,14 @@ from __future__ import annotations
 import argparse
 
 
+class JoinInputs(argparse.Action):
+    """``--input`` given several times: the specs joined with commas, as one comma-separated ``--input``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        previous = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, f"{previous},{values}" if previous else values)
+
+
 def add_io_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data and model I/O")
     group.add_argument("--label-column", metavar="NAME",
@@ -34,12 +42,15 @@ def add_io_options(parser: argparse.ArgumentParser) -> None:
                        help="which output of a model returning a tuple, list, dict, dataclass or namedtuple is "
                             "scored: a key, field or index path such as logits, 0 or heads.age (default: the "
                             "first tensor output; 'inspect' lists them)")
-    group.add_argument("--input", dest="input_spec", metavar="SPEC",
-                       help="a single-input model's input: name:dtype[shape with batch first] and, for integer ids, "
+    group.add_argument("--input", dest="input_spec", metavar="SPEC", action=JoinInputs,
+                       help="the model's input: name:dtype[shape with batch first] and, for integer ids, "
                             "an exclusive upper bound, e.g. tokens:int64[1,32]<30000 or x:float32[1,3,64,64] "
                             "(float range: x:float32[1,8]-1..1); without --data, evaluation runs on seeded "
                             "synthetic inputs drawn from it (fidelity on synthetic inputs). Default: what the file "
-                            "says (torch.export example inputs, traced TorchScript types)")
+                            "says (torch.export example inputs, traced TorchScript types). Several inputs: repeat "
+                            "--input or separate them with commas, in the order forward takes them, e.g. "
+                            "tokens:int64[1,32]<30000,mask:bool[1,32]; --data is then a .npz/.pt dict with one "
+                            "array per name")
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -38,7 +38,7 @@ from qtradeoff.core.engine import estimate as estimate_mod
 from qtradeoff.core.engine.incremental import DEFAULT_CACHE_BYTES, IncrementalError, IncrementalEvaluator
 from qtradeoff.core.loading import data as data_mod
 from qtradeoff.core.loading import input_spec as input_spec_mod
-from qtradeoff.core.loading import model_io
+from qtradeoff.core.loading import model_io, multi_input
 from qtradeoff.core.loading import outputs as outputs_mod
 from qtradeoff.core.measurement import memory as memory_mod
 from qtradeoff.core.measurement import roofline as roofline_mod
@@ -127,7 +127,13 @@ class EngineSpec:
         loaded = self.load_model()
         sizes = {key: value for key, value in (("eval_size", self.eval_size), ("calib_size", self.calib_size))
                  if value is not None}
+        several = multi_input.load(self, loaded, sizes)  # a model taking several named inputs: packed rows
+        if several is not None:
+            loaded, data = outputs_mod.scored_output(*several, self.output)
+            data_mod.check_compatible(loaded, data)
+            return loaded, data
         spec = input_spec_mod.parse(self.input_spec) if self.input_spec else input_spec_mod.from_module(loaded.module)
+        spec = multi_input.with_bounds([spec], loaded.module)[0] if spec is not None else None  # ids' bound
         if spec is not None and spec.static_batch and spec.batch >= 1:
             # an exported program fixed at its example's batch size: run it in slices of that size
             loaded = dataclasses.replace(loaded, module=input_spec_mod.fixed_batch_view(loaded.module, spec.batch))

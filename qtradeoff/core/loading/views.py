@@ -13,19 +13,24 @@ from torch import nn
 Wrap = Callable[..., object]
 
 
-def forward_view(module: nn.Module, wrap: Wrap, **attributes) -> nn.Module:
-    """``module`` seen through ``wrap``; ``attributes`` are set on the view (and on its deep copies)."""
+def forward_view(module: nn.Module, wrap: Wrap, *, one_argument: bool = False, **attributes) -> nn.Module:
+    """``module`` seen through ``wrap``; ``attributes`` are set on the view (and on its deep copies).
+    ``one_argument``: the view's forward takes exactly one tensor (so that torch.fx can trace it)."""
     base = type(module)
     forward = base.forward
 
-    def view_forward(self, *args, **kwargs):
-        return wrap(forward, self, *args, **kwargs)
+    if one_argument:
+        def view_forward(self, x):
+            return wrap(forward, self, x)
+    else:
+        def view_forward(self, *args, **kwargs):
+            return wrap(forward, self, *args, **kwargs)
 
     namespace = {"forward": view_forward, "__module__": base.__module__, "__qualname__": base.__qualname__}
     base_deepcopy = getattr(base, "__deepcopy__", None)
     if base_deepcopy is not None:  # GraphModule rebuilds a plain GraphModule on deepcopy: view the copy again
         def view_deepcopy(self, memo):
-            return forward_view(base_deepcopy(self, memo), wrap, **attributes)
+            return forward_view(base_deepcopy(self, memo), wrap, one_argument=one_argument, **attributes)
 
         namespace["__deepcopy__"] = view_deepcopy
     cls = type(base.__name__, (base,), namespace)
