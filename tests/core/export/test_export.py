@@ -112,6 +112,21 @@ def test_every_format_reloads_standalone_and_reproduces_the_simulated_accuracy(e
 # (torch-int8) is 12.0 dB from the simulation for resnet18 and -3.5 dB for mobilenet_v3_small (bound 15 dB), while
 # resnet18's ONNX QDQ file is 34-36 dB from it and packed is exact: the torch.ao int8 graph and the simulation
 # disagree on these models. Strict: the test fails as soon as the export passes, so the mark cannot outlive the fix.
+# Diagnosis of resnet18 (issue 14, 2026-12-03, AVX2 CPU without VNNI: real activations on 7 bits; W8A8, the
+# 24 evaluation inputs, hooks on the simulated and the real FX model, SQNR of the real layer output vs the simulated):
+# no layer breaks, the gap grows steadily with depth: maxpool 35.8 dB, layer1.0.conv2 26.4, layer1.1.conv2 24.1,
+# layer2.0.conv2 22.8, layer2.1.conv2 20.4, layer3.0.conv2 19.0, layer3.1.conv2 16.8, layer4.0.conv2 13.0,
+# layer4.1.conv2 10.1, avgpool 12.6, fc 12.0. The kernels run their graph faithfully enough: real vs torch.ao's own
+# reference graph (convert_to_reference_fx, same observers, float-emulated) 26.5 dB; that reference vs the simulation
+# 12.3 dB. So the gap is structural: the x86 int8 graph requantizes points the simulation keeps in float (every conv2
+# and downsample output before its residual add, every add_relu output), and on 7 bits; with 8-bit activations
+# forced (saturating_int8 -> False) the real model is still 13.3 dB from the simulation (the 7 bits cost 1.3 dB).
+# This random network amplifies any perturbation: Gaussian input noise at 40/50/60 dB gives fp32 outputs
+# 23.9/34.1/43.1 dB from clean, and the simulation itself is only 14.3 dB from fp32. Fake-quantizing, in the
+# simulation, the real graph's add outputs alone (with the real scales) moves its outputs by 19.5 dB, the conv2 and
+# downsample outputs alone by 17.8 dB, both by 15.5 dB. The ONNX file agrees (34 dB) because it carries the
+# simulation's own quantize/dequantize points. Fix still to do: simulate x86's requantization points (outputs
+# feeding a residual add, the add's output, 7 bits without VNNI), or test the export on a better-conditioned model.
 INT8_GAP = pytest.mark.xfail(strict=True, reason="torch-int8 of random torchvision models is far from the simulation")
 
 
