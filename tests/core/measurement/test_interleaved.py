@@ -86,6 +86,24 @@ def test_three_models_rotate_so_that_none_runs_two_blocks_in_a_row():
     assert set(timing.ratios) == {"tool", "fx"}
 
 
+def test_a_named_reference_gives_every_other_model_its_ratio_over_it_round_by_round():
+    # bench_latency times fp32, the tool's and FX's int8 models over FX's: tool/FX straight from each round
+    clock = FakeClock()
+    models = {"fp32": clock.model("fp32", 4e-3), "tool": clock.model("tool", 1.1e-3), "fx": clock.model("fx", 1e-3)}
+    loads = iter([1.0, 2.0, 1.2, 4.0] * 100)
+
+    def stop():
+        clock.load = next(loads)
+        return False
+
+    settings = LatencySettings(batch_sizes=(1,), threads=1, warmup=1, min_run_time=0.2, min_repeats=7)
+    timing = next(time_interleaved(models, torch.zeros(1, 2), settings, reference="fx", should_stop=stop,
+                                   clock=clock))
+    assert set(timing.ratios) == {"fp32", "tool"}
+    assert timing.ratios["tool"].median == pytest.approx(1.1) and timing.ratios["fp32"].median == pytest.approx(4.0)
+    assert timing.converged and not timing.ratios["tool"].noisy
+
+
 def test_outliers_on_one_side_are_dropped_and_the_ratio_converges_to_the_true_one():
     clock = FakeClock()
     jitter = random.Random(0)
