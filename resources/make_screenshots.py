@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(os.environ.get("QTRADEOFF_SHOTS_DIR", Path(__file__).resolve().parent))
 
 
 def _wait(app, condition, timeout: float, what: str) -> None:
@@ -24,6 +24,14 @@ def _wait(app, condition, timeout: float, what: str) -> None:
     while not condition():
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _settle(app, seconds: float = 0.6) -> None:
+    """Let the plot's redraw timer fire (it redraws at 10-20 Hz), so a grab shows the current ring and marks."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         app.processEvents()
         time.sleep(0.02)
 
@@ -64,6 +72,7 @@ def main() -> None:
     app.processEvents()
     window.bottom_tabs.setCurrentWidget(window.layers)
     app.processEvents()
+    _settle(app)
     window.grab().save(str(HERE / "screenshot.png"))
     store = window.plot.store
     answer = window.plot.answer
@@ -84,6 +93,7 @@ def main() -> None:
     select_layer_rows(window.layers, [most])
     view.fit_width()
     app.processEvents()
+    _settle(app)
     window.grab().save(str(HERE / "screenshot-graph-sensitivity.png"))
 
     window.bottom_tabs.setCurrentWidget(window.results)
@@ -95,6 +105,7 @@ def main() -> None:
     box.adjustSize()
     box.move(window.mapToGlobal(QPoint(window.width() - box.width() - 30, 80)))
     app.processEvents()
+    _settle(app)
     shot = window.grab()
     painter = QPainter(shot)
     painter.drawPixmap(window.mapFromGlobal(box.pos()), box.grab())
