@@ -244,7 +244,15 @@ def _probe_isolated(path: Path, budget: int, label_column: str | None = None) ->
 PROBE_TARGET = "qtradeoff.core.loading.data:probe_data_file"
 
 
+TENSOR_FILE_KINDS = ("npz", "safetensors", "torch_zip", "pickle")
+
+
 def _read_tensor_file(path: Path, sniffed) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return _checked_content(path, read_tensor_content(path, sniffed))
+
+
+def read_tensor_content(path: Path, sniffed):
+    """What a sniffed tensor file holds (a tensor, a tuple or a dict of tensors), unchecked; one-sentence errors."""
     try:
         if sniffed.kind == "npz":
             with np.load(path, allow_pickle=False) as archive:
@@ -275,7 +283,7 @@ def _read_tensor_file(path: Path, sniffed) -> tuple[torch.Tensor, torch.Tensor |
             raise DataLoadError(f"{path} contains Python objects beyond tensors; save plain tensors instead.") \
                 from None
         raise DataLoadError(f"{path} could not be read as data ({first}); it may be truncated or damaged.") from None
-    return _checked_content(path, content)
+    return content
 
 
 def _checked_content(path: Path, content) -> tuple[torch.Tensor, torch.Tensor | None]:

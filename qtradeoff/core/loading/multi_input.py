@@ -228,22 +228,8 @@ def load_named(path: str | Path, packing: Packing, *, calib_size: int | None = N
         sniffed = _files.sniff(path, size, budget)
     except _files.FileCheckError as error:
         raise data_mod.DataLoadError(str(error)) from None
-    if sniffed.kind == "npz":
-        import numpy as np
-
-        with np.load(path, allow_pickle=False) as archive:
-            content = {name: torch.from_numpy(archive[name].copy()) for name in archive.files}
-    elif sniffed.kind == "safetensors":
-        from safetensors.torch import load_file
-
-        with _files.utf8_name(path) as name:
-            content = load_file(name)
-    elif sniffed.kind in ("torch_zip", "pickle"):
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - unpickling failures of every kind
-            raise data_mod.DataLoadError(f"{path} could not be read as data of plain tensors ({error})."
-                                         .splitlines()[0]) from None
+    if sniffed.kind in data_mod.TENSOR_FILE_KINDS:
+        content = data_mod.read_tensor_content(path, sniffed)
     else:
         raise data_mod.DataLoadError(f"{path} is not a .npz/.pt/safetensors dict; a model with several inputs "
                                      f"({packing.text()}) needs one array per input name.")
