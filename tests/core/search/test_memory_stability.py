@@ -24,8 +24,8 @@ def rss():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 loaded = load_sample_model("digits_cnn")
-# 64 evaluation samples (not 359) keep the run short; the cache cap shrinks with them so that it still fills.
-engine = Engine(loaded, sample_data_for(loaded, eval_size=64, calib_size=64), cache_bytes=12 << 20)
+# 32 evaluation samples (not 359) keep the run short; the cache cap shrinks with them so that it still fills.
+engine = Engine(loaded, sample_data_for(loaded, eval_size=32, calib_size=32), cache_bytes=3 << 20)
 marks = {}
 for i, _ in enumerate(explore.run("random", engine, budget=1000, seed=0), 1):
     if i in (50, 250, 500, 1000):
