@@ -75,7 +75,8 @@ def inspect_command(args: argparse.Namespace) -> int:
         input_spec.from_module(loaded.module)
     spec = multi_input.with_bounds([spec], loaded.module)[0] if spec is not None else None
     report["input"] = spec.to_dict() if spec is not None else None
-    if spec is not None and (spec.is_integer or getattr(args, "input_spec", None)):
+    # a stated input (the user's, or the one an exported program / TorchScript file records) beats a guess
+    if spec is not None and (spec.is_integer or getattr(args, "input_spec", None) or loaded.input_shape is None):
         example = input_spec.synthetic(spec, spec.batch if spec.static_batch else 1)
         report["inventory_input_shape"], report["inventory_input_shape_guessed"] = list(spec.sample_shape), False
         report["layers"], report["inventory_note"] = _layers(loaded.module, spec.sample_shape, example)
@@ -93,6 +94,16 @@ def inspect_command(args: argparse.Namespace) -> int:
     report["outputs"], report["outputs_note"] = _outputs(loaded.module, shape)
     _emit(report, args.json)
     return 0
+
+
+def _input_text(shape, stated: dict | None) -> str:
+    if shape:
+        return str(tuple(shape))
+    if stated:  # the input the file records (exported program, TorchScript) or the user's --input
+        sources = {stated.get("source")} if "source" in stated else {i.get("source") for i in stated.get("inputs", ())}
+        where = {"user": "--input", "export": "exported program", "torchscript": "TorchScript file"}
+        return f"{stated.get('text')} (from the {', '.join(where.get(s, str(s)) for s in sorted(sources, key=str))})"
+    return "unknown (pass --input-shape)"
 
 
 def _unsafe_globals(path) -> list[str]:
@@ -163,7 +174,7 @@ def _emit(report: dict, as_json: bool) -> None:
             f"parameters:   {report['parameters']:,}",
             f"architecture: {report.get('architecture') or 'unknown'}",
             f"classes:      {report.get('num_classes') if report.get('num_classes') is not None else 'unknown'}",
-            f"input shape:  {tuple(shape) if shape else 'unknown (pass --input-shape)'}",
+            f"input shape:  {_input_text(shape, report.get('input'))}",
         ]
         lines += [f"warning:      {warning}" for warning in report.get("warnings") or ()]
         outputs = report.get("outputs")

@@ -171,7 +171,9 @@ def check(files: list[CorpusFile], out_dir: str | Path, *, eval_size: int = 16, 
                      "--latency", latency, "--config", str(config)],
         }
         if sweep:
-            commands["sweep"] = ["sweep", *item.args, "--budget", "2", "--eval-size", str(eval_size),
+            # random, not greedy: the weights are random, so a drop bound would only say the model is untrained
+            commands["sweep"] = ["sweep", *item.args, "--strategy", "random", "--budget", "2",
+                                 "--eval-size", str(eval_size),
                                  "--calib-size", str(eval_size), "--quiet", "--overwrite", "--backend", "local",
                                  "--out", str(out / f"{item.name}.{item.format}.sweep.jsonl")]
         for command, argv in commands.items():
