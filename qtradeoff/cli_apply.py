@@ -39,6 +39,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="recovered weights from qtradeoff recover (the configuration they were "
                                           "trained for is used when --config is not given)")
     add_model_options(parser)
+    from qtradeoff.cli_io import add_io_options
+
+    add_io_options(parser)  # the same data and input options as evaluate: a token model exports like an image one
 
 
 SUFFIX_FORMATS = {".pt": "torch-int8", ".safetensors": "packed", ".onnx": "onnx"}

@@ -192,6 +192,12 @@ def export_iter(engine, config, fmt_name: str, out: str | Path, *, verify: bool 
 def _prepare(engine, config, fmt_name: str, out) -> tuple[ExportSource, ExportFormat, Path]:
     fmt = get_format(fmt_name)
     out = check_destination(Path(out))
+    spec = getattr(engine.data, "input_spec", None)
+    if isinstance(spec, dict) and spec.get("packed"):
+        raise ExportError(f"{engine.loaded.path} takes {len(spec.get('inputs') or ())} inputs ({spec.get('text')}); "
+                          "exporting a several-input model is not supported yet (the file would take one packed "
+                          "tensor, not the model's inputs); write its configuration with "
+                          "qtradeoff evaluate --export PATH instead")
     source = ExportSource(engine, config)
     refused = unsupported_algorithms(source.plan, fmt.name)
     if refused:

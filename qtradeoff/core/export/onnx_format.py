@@ -210,6 +210,11 @@ def _to_opset(proto, version: int):
     return converted
 
 
+
+def _example(sample: torch.Tensor) -> torch.Tensor:
+    """The traced example: float inputs as float32, integer ids (token models) in their own dtype."""
+    return sample.to(torch.float32) if sample.is_floating_point() else sample
+
 def write_onnx(compressor, plan, example_input: torch.Tensor, path: str | Path, *,
                preprocessing: dict | None = None, config_json: str | None = None) -> OnnxWritten:
     """Write ``plan`` (from ``compressor.plan(config)``) as a QDQ ONNX model at ``path`` (atomically).
@@ -227,7 +232,7 @@ def write_onnx(compressor, plan, example_input: torch.Tensor, path: str | Path, 
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example_input[:1].to(torch.float32),), str(scratch), dynamo=False,
+            torch.onnx.export(model, (_example(example_input[:1]),), str(scratch), dynamo=False,
                               opset_version=OPSET, input_names=["input"], output_names=["output"],
                               dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, do_constant_folding=True)
         proto = onnx.load(str(scratch))

@@ -86,6 +86,13 @@ class ExportReport:
         return cls(**fields)
 
 
+
+def runner_inputs(inputs) -> np.ndarray:
+    """The evaluation inputs as the runners read them: float32 for float data, integer ids (token models) and
+    booleans kept in their own dtype."""
+    array = np.asarray(inputs.numpy() if hasattr(inputs, "numpy") else inputs)
+    return np.ascontiguousarray(array, dtype=np.float32 if array.dtype.kind == "f" else array.dtype)
+
 def report_path(out: str | Path) -> Path:
     """Where the report of the export at ``out`` is written: ``OUT.verify.json``."""
     return Path(f"{out}.verify.json")
@@ -109,7 +116,7 @@ def run_runner(runner: Path, model: Path, inputs: np.ndarray, *, standalone: boo
     stopped. ``standalone`` runs it with qtradeoff made unimportable. Raises ExportError when the runner fails."""
     with tempfile.TemporaryDirectory(prefix="qtradeoff-verify-") as folder:
         inputs_file, outputs_file = Path(folder) / "inputs.npy", Path(folder) / "outputs.npy"
-        np.save(inputs_file, np.ascontiguousarray(inputs, dtype=np.float32))
+        np.save(inputs_file, runner_inputs(inputs))
         args = [str(model), str(inputs_file), str(outputs_file),
                 "--latency-batches", ",".join(str(b) for b in latency_batches), "--repeats", str(repeats)]
         if threads:
@@ -211,7 +218,7 @@ def verify_many(items, *, threads: int | None = None, latency_batches: tuple[int
             if key not in inputs_files:  # one inputs file per engine and sample count
                 inputs_files[key] = folder / f"inputs{len(inputs_files)}.npy"
                 inputs = source.engine.data.eval_inputs[:results[i].eval_samples].numpy()
-                np.save(inputs_files[key], np.ascontiguousarray(inputs, dtype=np.float32))
+                np.save(inputs_files[key], runner_inputs(inputs))
             argv = [str(out), str(inputs_files[key]), str(folder / f"outputs{i}.npy"),
                     "--latency-batches", ",".join(str(b) for b in latency_batches), "--repeats", str(repeats)]
             argv += ["--threads", str(threads)] if threads else []

@@ -35,6 +35,8 @@ from qtradeoff.core.precision import FLOAT_FAMILIES, bits_of, is_integer, torch_
 ENGINE = "x86"
 # Float precisions with kernels of their own on CPU (the registry's float families besides fp32): name -> dtype.
 _FLOAT_DTYPES = {name: torch_dtype(name) for name in FLOAT_FAMILIES if name != "fp32"}
+# torch.ao has dynamic int8 kernels for these recurrent layers (weights int8, activations quantized per call)
+_DYNAMIC_RNN = frozenset({"LSTM", "GRU"})
 _FLOAT_NAMES = {dtype: name for name, dtype in _FLOAT_DTYPES.items()}
 
 
@@ -169,6 +171,12 @@ def planned_precision(settings: LayerSettings, kind: str) -> tuple[str, str]:
     if settings.skip:
         return "fp32", ""
     weight, act = settings.weight.precision, settings.activation.precision
+    if kind in _DYNAMIC_RNN and is_integer(weight) and bits_of(weight) <= 8:
+        if bits_of(weight) < 8:
+            return "fp32", (f"{weight} {kind} weights: the dynamic int8 {kind} kernel cannot keep them on their "
+                            f"{weight} grid; runs fp32")
+        return "int8-dynamic", (f"{kind} runs dynamic int8 (its inputs are quantized per call, not on a calibrated "
+                                "grid)" if is_integer(act) else "")
     if is_integer(weight) and bits_of(weight) <= 8:
         if is_integer(act) and bits_of(act) <= 8:
             if bits_of(weight) < 8 or bits_of(act) < 8:
@@ -313,7 +321,8 @@ def _build_real_model(base: nn.Module, plan_: Plan, calib_inputs: torch.Tensor, 
             _set_submodule(model, name, _CastLayer(model.get_submodule(name), _FLOAT_DTYPES[precision]))
 
     static = [n for n, (p, _) in plan.items() if p == "int8"]
-    dynamic = [n for n, (p, _) in plan.items() if p == "int8-dynamic"]
+    recurrent = [n for n, (p, _) in plan.items() if p == "int8-dynamic" and layers[n] in _DYNAMIC_RNN]
+    dynamic = [n for n, (p, _) in plan.items() if p == "int8-dynamic" and n not in recurrent]
     converted = True
     if static or dynamic:
         try:
@@ -348,8 +357,13 @@ def _build_real_model(base: nn.Module, plan_: Plan, calib_inputs: torch.Tensor, 
                 notes = [f"int8 conversion failed ({type(error).__name__}: {reason}); measured the nearest real "
                          "execution: fp32 eager" + (" with dynamic int8 Linear layers" if dynamic or static else "")]
                 model = _eager_dynamic(model, [n for n in static + dynamic if layers[n] == "Linear"], settings)
+    if recurrent:  # swapped in after FX: its graph calls them as leaf modules, so eager swapping is enough
+        try:
+            model = _eager_dynamic(model, recurrent, settings)
+        except Exception as error:  # noqa: BLE001 - an RNN variant the kernels do not take stays fp32, said below
+            notes.append(f"dynamic int8 {layers[recurrent[0]]} failed ({type(error).__name__}); it runs fp32")
     executed = {name: _executed(model, name) for name in layers}
-    stayed = [name for name in static + dynamic if executed[name] == "fp32"]
+    stayed = [name for name in static + dynamic + recurrent if executed[name] == "fp32"]
     if converted and stayed:
         # e.g. Swin's attention calls F.linear on its qkv/proj weights: the converter never sees a module call
         notes.append(f"{len(stayed)} layer(s) planned for int8 ran in fp32 because the model uses their weights "
@@ -404,7 +418,8 @@ def _convert_fx(model: nn.Module, settings, static, dynamic, calib_inputs, calib
 
 
 def _eager_dynamic(model: nn.Module, linear_names: list[str], settings) -> nn.Module:
-    """Eager-mode dynamic int8 for Linear layers: needs no tracing, so it is the fallback when FX fails."""
+    """Eager-mode dynamic int8 for Linear (and LSTM/GRU) layers: needs no tracing, so it is the fallback when FX
+    fails, and the path of the recurrent layers."""
     if not linear_names:
         return model
     from torch.ao.quantization import QConfig, quantize_dynamic

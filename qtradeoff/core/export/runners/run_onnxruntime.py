@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - any load failure is the export's failure
         print(f"{args.model}: ONNX Runtime cannot load it ({' '.join(str(error).split())[:300]})", file=sys.stderr)
         return 3
-    inputs = np.load(args.inputs, allow_pickle=False).astype(np.float32, copy=False)
+    inputs = np.load(args.inputs, allow_pickle=False)
+    if inputs.dtype.kind == "f":  # integer ids (token models) keep their dtype
+        inputs = inputs.astype(np.float32, copy=False)
     np.save(args.outputs, run_batches(session, inputs, batch=256))
     latency = {}
     for text in filter(None, args.latency_batches.split(",")):

@@ -80,7 +80,9 @@ def main(argv=None) -> int:
     if engine and engine in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = engine  # the int8 weights were packed for this engine's kernels
     module.eval()
-    inputs = np.load(args.inputs).astype(np.float32, copy=False)
+    inputs = np.load(args.inputs)
+    if inputs.dtype.kind == "f":  # integer ids (token models) keep their dtype
+        inputs = inputs.astype(np.float32, copy=False)
     with torch.inference_mode():
         outputs = [module(torch.from_numpy(inputs[i:i + CHUNK])).float().numpy() for i in range(0, len(inputs), CHUNK)]
         np.save(args.outputs, np.concatenate(outputs))
