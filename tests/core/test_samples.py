@@ -8,7 +8,8 @@ import torch
 from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for, sample_names
 
 
-@pytest.mark.parametrize("name", ["digits_cnn", "digits_cnn_torchscript", "digits_mlp", "mobilenet_v3_small_digits"])
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_cnn_torchscript", "digits_mlp", "mobilenet_v3_small_digits",
+                                  "digits_gru"])
 def test_sample_reproduces_manifest_accuracy(manifest, name):
     entry = manifest["models"][name]
     loaded = load_sample_model(name)

@@ -64,13 +64,31 @@ class DigitsMLP(nn.Module):
         return self.layers(x)
 
 
+class DigitsGRU(nn.Module):
+    """Sequence model: an 8×8 digit read row by row (8 steps of 8 pixels) by a GRU; its last state → classes.
+
+    Takes the image batch the sample data gives, ``(N, 1, 8, 8)``: the channel and row axes merge into the
+    time axis.
+    """
+
+    def __init__(self, num_classes: int = 10, hidden: int = 96):
+        super().__init__()
+        self.gru = nn.GRU(8, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        states, _ = self.gru(x.flatten(1, -2))
+        return self.head(states[:, -1])
+
+
 _BUILTIN: dict[str, Callable[..., nn.Module]] = {
     "qtradeoff.digits_cnn": DigitsCNN,
     "qtradeoff.digits_mlp": DigitsMLP,
+    "qtradeoff.digits_gru": DigitsGRU,
 }
 
 # Classes a pickled module may reference without the user's trust (our own, plain nn.Module subclasses).
-SAFE_CLASSES: tuple[type, ...] = (ConvBNReLU, DigitsCNN, DigitsMLP)
+SAFE_CLASSES: tuple[type, ...] = (ConvBNReLU, DigitsCNN, DigitsMLP, DigitsGRU)
 
 
 def is_known(name: str) -> bool:
