@@ -121,9 +121,10 @@ def _args(arch: Architecture, fmt: str, path: Path) -> tuple[str, ...]:
     return tuple(args)
 
 
-def build(out_dir: str | Path, *, suite: bool = False, names: tuple[str, ...] | None = None) -> list[CorpusFile]:
-    """Write the corpus into ``out_dir``: every architecture (or ``names``) in every format it allows, or in its
-    one ``suite_format`` when ``suite``. Seeded: the same call writes the same weights."""
+def build(out_dir: str | Path, *, suite: bool = False, names: tuple[str, ...] | None = None,
+          formats: tuple[str, ...] | None = None) -> list[CorpusFile]:
+    """Write the corpus into ``out_dir``: every architecture (or ``names``) in every format it allows (or those of
+    ``formats``), or in its one ``suite_format`` when ``suite``. Seeded: the same call writes the same weights."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -134,7 +135,7 @@ def build(out_dir: str | Path, *, suite: bool = False, names: tuple[str, ...] | 
         model = getattr(cm, arch.builder)(**arch.kwargs).eval()
         if suite and arch.suite_format is None:
             continue
-        for fmt in (arch.suite_format,) if suite else FORMATS:
+        for fmt in (arch.suite_format,) if suite else formats or FORMATS:
             if fmt in arch.skip:
                 continue
             path = out / f"{arch.name}{SUFFIX[fmt]}"

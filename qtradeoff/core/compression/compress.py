@@ -215,7 +215,8 @@ class Compressor:
         self.inventory = layers
         self.layers: list[LayerInfo] = [info for info in self.inventory if info.compressible]
         self._by_name = {info.name: info for info in self.layers}
-        self._scripted = isinstance(base_module, torch.jit.ScriptModule)
+        # TorchScript, or TorchScript inside a view (an output selector, a fixed-batch view): no hooks, no clone
+        self._scripted = any(isinstance(sub, torch.jit.ScriptModule) for sub in base_module.modules())
         # a model that holds submodules in plain lists/dicts is simulated on a private deep copy instead of a
         # shallow clone, so the compressed layers are the ones its forward really calls
         self._deep_copy = self._scripted or bool(hides_submodules(base_module))

@@ -162,9 +162,11 @@ def _attention_macs(modules: dict[str, nn.Module], order: list[str], macs: dict[
         mod = modules[name]
         if module_kind(mod) != "MultiheadAttention" or name not in outputs:
             continue
-        embed = mod.embed_dim
+        # a TorchScript MultiheadAttention keeps its sizes only in its tensors' shapes
+        embed = getattr(mod, "embed_dim", None) or int(mod.out_proj.weight.shape[0])
+        kdim, vdim = getattr(mod, "kdim", None) or embed, getattr(mod, "vdim", None) or embed
         tokens = math.prod(outputs[name]) // embed
-        macs[name] = tokens * embed * (embed + mod.kdim + mod.vdim)  # q, k, v input projections
+        macs[name] = tokens * embed * (embed + kdim + vdim)  # q, k, v input projections
         child = f"{name}.out_proj" if name else "out_proj"
         if child in modules and child not in macs:
             order.append(child)

@@ -266,11 +266,13 @@ def activation_profile(module: nn.Module, example: torch.Tensor, layers: Sequenc
     output at the activation precision of the next weight layer (where the simulation, like int8 kernels,
     quantizes it), float32 after the last. Element-wise ops between layers (ReLU, BatchNorm, pooling) are assumed
     fused or in place, and tensors held for skip connections are not added: this is a lower bound for residual
-    networks. TorchScript modules (no hooks) use the inventory's output shapes, chaining consecutive layers.
+    networks. TorchScript modules, wrapped or not (no hooks), use the inventory's output shapes, chaining
+    consecutive layers.
     """
     names = [info.name for info in layers if getattr(info, "compressible", True)]
     sizes: dict[str, tuple[int, int]] = {}
-    if isinstance(module, torch.jit.ScriptModule):
+    # a TorchScript module, or one wrapped in a view (an output selector, a fixed-batch view): hooks cannot go in
+    if any(isinstance(sub, torch.jit.ScriptModule) for sub in module.modules()):
         previous = _numel(example[:1])
         for info in layers:
             if info.name in names:
