@@ -60,7 +60,7 @@ def inspect_command(args: argparse.Namespace) -> int:
 
     several = multi_input.specs_for(getattr(args, "input_spec", None), loaded.module)
     if several is not None:  # several named inputs: the inventory runs the packed view on one synthetic sample
-        packing = multi_input.Packing(tuple(several))
+        packing = multi_input.Packing(tuple(multi_input.with_bounds(several, loaded.module)))
         view = multi_input.packed_view(loaded.module, packing)
         if packing.static_batch:
             view = input_spec.fixed_batch_view(view, packing.batch)

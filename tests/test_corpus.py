@@ -59,9 +59,10 @@ def test_every_file_inspects_evaluates_and_sweeps(rows):
 
 # Cases that once failed outside the suite's rotation: a TorchScript model behind an output selector (its view
 # was cloned like an eager module), a TorchScript MultiheadAttention (its sizes live only in its tensors), an
-# exported program whose float input only the file states (inspect listed no layers).
+# exported program whose float input only the file states (inspect listed no layers), an exported two-input
+# program whose token bounds only its Embeddings give (inspect crashed drawing unbounded ids).
 @pytest.mark.parametrize(("name", "fmt"), [("tiny_detector", "torchscript"), ("transformer_classifier", "torchscript"),
-                                           ("multi_head", "export")])
+                                           ("multi_head", "export"), ("seq2seq_gru", "export")])
 def test_formats_outside_the_rotation(tmp_path, name, fmt):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -124,6 +124,9 @@ def synthetic(spec: InputSpec, count: int, seed: int = 0) -> torch.Tensor:
     if spec.dtype == torch.bool:
         return torch.randint(0, 2, shape, generator=generator).bool()
     if spec.is_integer:
+        if spec.high is None:
+            raise InputSpecError(f"input {spec.name} is {spec.text()} without an upper bound, so its ids cannot be "
+                                 f"drawn; pass --input with its bound, e.g. {spec.text()}<1000.")
         return torch.randint(int(spec.low or 0), int(spec.high), shape, generator=generator, dtype=torch.int64
                              ).to(spec.dtype)
     if spec.high is not None:
