@@ -77,9 +77,13 @@ class Session:
     data_path: str = ""  # "" when the model's own data (a sample's) is used
     eval_size: int = 0
     extra: dict = field(default_factory=dict)  # JSON-safe view settings (latency axis, …), kept as saved
+    # how the data was read (the data dialog's options: kind, image size, channels, mean/std, label column, …),
+    # so a reopened session evaluates on the same inputs; {} for the defaults
+    data_options: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "model": self.model.to_dict(), "data_path": self.data_path,
+                "data_options": self.data_options,
                 "eval_size": self.eval_size, "current": self.current.to_dict(),
                 "points": [point.to_dict() for point in self.points], "extra": self.extra}
 
@@ -129,6 +133,9 @@ def session_from_dict(doc: Any, file: str = "session") -> Session:
     data_path = doc.get("data_path", "")
     if not isinstance(data_path, str):
         raise fail("$.data_path", "expected a string")
+    data_options = doc.get("data_options", {})
+    if not isinstance(data_options, dict) or not all(isinstance(key, str) for key in data_options):
+        raise fail("$.data_options", "expected an object of data-reading options")
     eval_size = doc.get("eval_size", 0)
     if not isinstance(eval_size, int) or isinstance(eval_size, bool) or eval_size < 0:
         raise fail("$.eval_size", "expected a count of samples (0 or more)")
@@ -168,7 +175,7 @@ def session_from_dict(doc: Any, file: str = "session") -> Session:
     extra = doc.get("extra", {})
     if not isinstance(extra, dict):
         raise fail("$.extra", "expected an object")
-    return Session(source_, current, tuple(points), data_path, eval_size, extra)
+    return Session(source_, current, tuple(points), data_path, eval_size, extra, data_options)
 
 
 __all__ = ["MAX_SESSION_BYTES", "SCHEMA", "ModelSource", "Session", "SessionError", "SessionPoint", "read_session",

@@ -65,6 +65,7 @@ class MainWindow(QMainWindow):
         # Where the loaded model and data came from (for sessions): ("sample", name) or ("file", path).
         self.model_source: tuple[str, str] | None = None
         self.data_path: str | None = None
+        self.data_options: dict | None = None  # how data_path was read (the data dialog's options)
         self._requested_source: tuple[str, str] | None = None
         self._requested_data: str | None = None
         self.sessions = SessionActions(self, autosave_path)
@@ -232,7 +233,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"qtradeoff — {summary.name}")
         self._set_editing_enabled(True)
         self._set_status(f"Loaded {summary.name} ({summary.format}); evaluating the fp32 baseline…")
-        self.model_source, self.data_path = self._requested_source, None
+        self.model_source, self.data_path, self.data_options = self._requested_source, None, None
         self.sessions.model_loaded(summary)
 
     @Slot(object)
@@ -256,6 +257,7 @@ class MainWindow(QMainWindow):
         self.model_panel.show_data(info.get("name"), total, info.get("calib_samples"))
         self._set_status(f"Loaded data {info.get('name')}; evaluating the fp32 baseline…")
         self.data_path = self._requested_data
+        self.data_options = getattr(self, "_requested_data_options", None)
         self.sessions.data_loaded()
 
     @Slot(str, object, str)

@@ -78,7 +78,8 @@ class SessionActions(QObject):
                                     bool(meta.get("pinned", False)), bool(meta.get("answer", False)),
                                     str(meta.get("strategy", "") or ""))
                        for result, meta in zip(store.results, store.meta, strict=True))
-        return Session(model, window.state.config, points, window.data_path or "", int(window.eval_size))
+        return Session(model, window.state.config, points, window.data_path or "", int(window.eval_size),
+                       data_options=dict(window.data_options or {}))
 
     def save(self, path: str | Path) -> bool:
         from qtradeoff.core.session import session_bytes
@@ -166,7 +167,7 @@ class SessionActions(QObject):
             return
         if session.data_path:
             self._stage = "data"
-            self._window.load_data(session.data_path)
+            self._window.load_data(session.data_path, options=session.data_options or None)
         else:
             self._stage = "baseline"
 

@@ -94,3 +94,39 @@ def test_autosave_is_written_and_removed_by_a_clean_close(make_window, qtbot, tm
     assert len(read_session(autosave).points) == 1
     window.close()
     assert not Path(autosave).exists()
+
+
+def test_a_session_reads_its_data_again_with_the_options_it_was_read_with(make_window, qtbot, tmp_path):
+    import numpy as np
+
+    from qtradeoff.core.loading.data import DIGITS_FILE, preprocess_digits
+
+    window = make_window(load=False, eval_size=60)
+    window.load_sample("digits_mlp")
+    qtbot.waitUntil(lambda: window.baseline is not None, timeout=60000)
+    _wait_idle(qtbot, window)
+    with np.load(DIGITS_FILE) as archive:
+        index = archive["test_idx"][:120]
+        images, labels = archive["images"][index], archive["labels"][index]
+    features = preprocess_digits(images, {"size": 8, "flatten": True}).numpy()
+    table = tmp_path / "digits.csv"  # the label column has a name the loader does not guess
+    table.write_text(",".join(f"p{i}" for i in range(64)) + ",digit\n" + "".join(
+        ",".join(f"{v:.4f}" for v in row) + f",{label}\n" for row, label in zip(features, labels, strict=True)))
+    window.load_data(table, options={"kind": "csv", "label_column": "digit", "calib_size": 30})
+    qtbot.waitUntil(lambda: window.baseline is not None and window.summary.data_name != "", timeout=60000)
+    _wait_idle(qtbot, window)
+    assert window.summary.labelled and window.baseline.accuracy > 0.85
+    assert window.sessions.save(tmp_path / "csv")
+    saved = read_session(tmp_path / "csv.qtsession")
+    assert saved.data_options["label_column"] == "digit" and saved.data_path == str(table.resolve())
+    saved_points = _points(window)
+    window.close()
+
+    again = make_window(load=False)
+    again.open_path(tmp_path / "csv.qtsession")
+    qtbot.waitUntil(lambda: "Restored the session" in again.job.label.text(), timeout=60000)
+    _wait_idle(qtbot, again)
+    assert again.data_options["label_column"] == "digit" and again.summary.labelled
+    assert again.baseline is not None and again.baseline.accuracy > 0.85
+    # every saved point is back (the data load also evaluates its own baseline on the whole new data first)
+    assert set(saved_points) <= set(_points(again))
