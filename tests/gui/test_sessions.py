@@ -112,8 +112,9 @@ def test_a_session_reads_its_data_again_with_the_options_it_was_read_with(make_w
     table = tmp_path / "digits.csv"  # the label column has a name the loader does not guess
     table.write_text(",".join(f"p{i}" for i in range(64)) + ",digit\n" + "".join(
         ",".join(f"{v:.4f}" for v in row) + f",{label}\n" for row, label in zip(features, labels, strict=True)))
-    window.load_data(table, options={"kind": "csv", "label_column": "digit", "calib_size": 30})
-    qtbot.waitUntil(lambda: window.baseline is not None and window.summary.data_name != "", timeout=60000)
+    with qtbot.waitSignal(window.service.data_loaded, timeout=60000):
+        window.load_data(table, options={"kind": "csv", "label_column": "digit", "calib_size": 30})
+    qtbot.waitUntil(lambda: window.baseline is not None, timeout=60000)
     _wait_idle(qtbot, window)
     assert window.summary.labelled and window.baseline.accuracy > 0.85
     assert window.sessions.save(tmp_path / "csv")
