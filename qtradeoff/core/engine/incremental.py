@@ -395,12 +395,34 @@ class IncrementalEvaluator:
                     alone = self._walk(plan, modules[members[-1]], dict(envs[-1]), cut + 1, end, start=after)
                     if not (isinstance(alone, torch.Tensor) and torch.equal(alone, parts[-1])):
                         return None
+                    # That check passes when the variant it runs alone happens to dominate a batch statistic
+                    # (a dynamic range: the batch's max is that variant's max): so also run the first variant
+                    # beside a doubled copy of itself, which moves any such statistic.
+                    if len(envs) > 1 and not self._per_sample(plan, modules[index], envs[0], cut, parts[0],
+                                                              len(chunk)):
+                        return None
                 for i, part in zip(members, parts, strict=True):
                     own = envs[i - index]
                     outputs.append(_settle_near_ties(
                         part, lambda i=i, own=own: self._walk(plan, modules[i], dict(own), cut + 1, end, start=after)))
                 index += len(envs)
             return outputs
+
+    def _per_sample(self, plan: _Plan, module: nn.Module, env: dict, cut: int, batched: torch.Tensor,
+                    batch: int) -> bool:
+        """Whether the graph after cut ``cut + 1`` gives ``env``'s samples the same outputs (``batched``, from the
+        stacked run) when the rest of the batch is other data: run beside a copy of them with every floating value
+        doubled, a per-sample graph reproduces ``batched`` bit for bit, one with a statistic over the batch (a
+        dynamic range, a batch mean) does not."""
+        doubled = {node: value * 2 if isinstance(value, torch.Tensor) and value.is_floating_point()
+                   and value.dim() >= 1 and value.shape[0] == batch else value
+                   for node, value in env.items() if node in plan.live[cut + 1]}
+        stacked = _stack(plan.live[cut + 1], [env, doubled], batch)
+        if stacked is None:
+            return False
+        output = self._walk(plan, module, stacked, cut + 1, len(plan.nodes), start=plan.cut_positions[cut + 1])
+        return (isinstance(output, torch.Tensor) and output.dim() >= 1 and len(output) == 2 * batch
+                and torch.equal(output[:batch], batched))
 
     def _group_size(self, count: int, variant_bytes: int) -> int:
         """How many variants share one batched run: as many as keep their stacked values within
