@@ -33,8 +33,11 @@ DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 # Inputs run in chunks of this many samples (as measure.evaluate does): small batches keep activations in cache.
 CHUNK_SAMPLES = 64
 # Stacked variants' values per batched run at most this size: beyond a few MiB, activations leave the CPU caches and
-# a larger batch runs slower per sample (digits_cnn's first convolution: 5x slower per sample at 512 than at 64).
-_STACK_BYTES = 16 * 1024 * 1024
+# a larger batch runs slower per sample (digits_cnn's first convolution: 5x slower per sample at 512 than at 64; the
+# graph after its second layer 1.5x slower per sample at 512 than at 64 on a 512 KiB-L2 EPYC). At 16 MiB the batched
+# sensitivity analysis of digits_cnn took 1.15x as long as one trial at a time; at 2 MiB the
+# early layers' trials (2-4 MiB per variant) run one per batch and the late ones stacked (1.0-1.1x faster).
+_STACK_BYTES = 2 * 1024 * 1024
 _FREE_BATCH_BYTES = 256 * 1024 * 1024  # dead activations kept at most this long before being freed together
 
 # In-place operators: a value cached at a cut must never be modified by the part of the graph that runs after it.
