@@ -264,8 +264,10 @@ class IncrementalEvaluator:
         call per node instead of one per variant, which pays where per-call overhead dominates (small layers).
         On digits_cnn the convolutions' arithmetic dominates and the gain is small (benchmarks/bench_sensitivity.py
         prints it: "incremental vs incremental, per trial"). Top-1 decisions are those of
-        :meth:`forward` (see :func:`_settle_near_ties`); the other logits may differ in the last bits. Returns
-        None when this cannot be shown safe here (untraceable model, a downstream module that differs between
+        :meth:`forward` (see :func:`_settle_near_ties`); the other logits may differ in the last bits. Variants
+        stack up to :data:`_STACK_BYTES` per run, as many per run on every chunk as on the first (where batching
+        is checked). Returns None when this cannot be shown safe here (untraceable model, a downstream module that
+        differs between
         variants, a value without a batch dimension, or a batched run that is not bit-identical to one variant's
         own on the first chunk): the caller then evaluates each configuration on its own.
         """
@@ -279,11 +281,13 @@ class IncrementalEvaluator:
         if not _same_downstream(plan, cut, modules, settings, layer):
             return None
         outputs: list[list[torch.Tensor]] = [[] for _ in configs]
+        group = None  # variants per batched run, set on the first chunk (where batching is checked) for every chunk
         for start in range(0, len(inputs), CHUNK_SAMPLES):
             found = self._variant_chunk(plan, cut, configs, modules, settings, inputs[start:start + CHUNK_SAMPLES],
-                                        f"{fingerprint}[{start}:{start + CHUNK_SAMPLES}]", verify=start == 0)
+                                        f"{fingerprint}[{start}:{start + CHUNK_SAMPLES}]", group=group)
             if found is None:
                 return None
+            found, group = found
             for parts, output in zip(outputs, found, strict=True):
                 parts.append(output)
         return [parts[0] if len(parts) == 1 else torch.cat(parts) for parts in outputs]
@@ -359,7 +363,8 @@ class IncrementalEvaluator:
 
     def _variant_chunk(self, plan: _Plan, cut: int, configs: Sequence[CompressionConfig],
                        modules: Sequence[nn.Module], settings: Sequence[Mapping[str, LayerSettings]],
-                       chunk: torch.Tensor, key: str, *, verify: bool) -> list[torch.Tensor] | None:
+                       chunk: torch.Tensor, key: str, *, group: int | None
+                       ) -> tuple[list[torch.Tensor], int] | None:
         self.stats.calls += len(configs)
         self.stats.nodes_total += len(plan.nodes) * len(configs)
         after, end = plan.cut_positions[cut + 1], len(plan.nodes)
@@ -372,7 +377,7 @@ class IncrementalEvaluator:
                 if self.cache.max_bytes:
                     self.cache.put(keys[cut], {node: env[node] for node in plan.live[cut]})
             outputs: list[torch.Tensor] = []
-            group = None  # variants per batched run: set from the first variant's values (memory bound)
+            verify = group is None  # the first chunk: group set from the first variant's values (memory bound)
             index = 0
             while index < len(modules):
                 envs = []
@@ -409,7 +414,7 @@ class IncrementalEvaluator:
                     outputs.append(_settle_near_ties(
                         part, lambda i=i, own=own: self._walk(plan, modules[i], dict(own), cut + 1, end, start=after)))
                 index += len(envs)
-            return outputs
+            return outputs, group
 
     def _per_sample(self, plan: _Plan, module: nn.Module, env: dict, cut: int, batched: torch.Tensor,
                     batch: int) -> bool:
