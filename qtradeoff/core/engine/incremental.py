@@ -33,8 +33,11 @@ DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 # Inputs run in chunks of this many samples (as measure.evaluate does): small batches keep activations in cache.
 CHUNK_SAMPLES = 64
 # Stacked variants' values per batched run at most this size: beyond a few MiB, activations leave the CPU caches and
-# a larger batch runs slower per sample (digits_cnn's first convolution: 5x slower per sample at 512 than at 64).
-_STACK_BYTES = 16 * 1024 * 1024
+# a larger batch runs slower per sample (digits_cnn's first convolution: 5x slower per sample at 512 than at 64; the
+# graph after its second layer 1.5x slower per sample at 512 than at 64 on a 512 KiB-L2 EPYC). At 16 MiB the batched
+# sensitivity analysis of digits_cnn took 1.15x as long as one trial at a time; at 2 MiB the
+# early layers' trials (2-4 MiB per variant) run one per batch and the late ones stacked (1.0-1.1x faster).
+_STACK_BYTES = 2 * 1024 * 1024
 _FREE_BATCH_BYTES = 256 * 1024 * 1024  # dead activations kept at most this long before being freed together
 
 # In-place operators: a value cached at a cut must never be modified by the part of the graph that runs after it.
@@ -261,8 +264,10 @@ class IncrementalEvaluator:
         call per node instead of one per variant, which pays where per-call overhead dominates (small layers).
         On digits_cnn the convolutions' arithmetic dominates and the gain is small (benchmarks/bench_sensitivity.py
         prints it: "incremental vs incremental, per trial"). Top-1 decisions are those of
-        :meth:`forward` (see :func:`_settle_near_ties`); the other logits may differ in the last bits. Returns
-        None when this cannot be shown safe here (untraceable model, a downstream module that differs between
+        :meth:`forward` (see :func:`_settle_near_ties`); the other logits may differ in the last bits. Variants
+        stack up to :data:`_STACK_BYTES` per run, as many per run on every chunk as on the first (where batching
+        is checked). Returns None when this cannot be shown safe here (untraceable model, a downstream module that
+        differs between
         variants, a value without a batch dimension, or a batched run that is not bit-identical to one variant's
         own on the first chunk): the caller then evaluates each configuration on its own.
         """
@@ -276,11 +281,13 @@ class IncrementalEvaluator:
         if not _same_downstream(plan, cut, modules, settings, layer):
             return None
         outputs: list[list[torch.Tensor]] = [[] for _ in configs]
+        group = None  # variants per batched run, set on the first chunk (where batching is checked) for every chunk
         for start in range(0, len(inputs), CHUNK_SAMPLES):
             found = self._variant_chunk(plan, cut, configs, modules, settings, inputs[start:start + CHUNK_SAMPLES],
-                                        f"{fingerprint}[{start}:{start + CHUNK_SAMPLES}]", verify=start == 0)
+                                        f"{fingerprint}[{start}:{start + CHUNK_SAMPLES}]", group=group)
             if found is None:
                 return None
+            found, group = found
             for parts, output in zip(outputs, found, strict=True):
                 parts.append(output)
         return [parts[0] if len(parts) == 1 else torch.cat(parts) for parts in outputs]
@@ -356,7 +363,8 @@ class IncrementalEvaluator:
 
     def _variant_chunk(self, plan: _Plan, cut: int, configs: Sequence[CompressionConfig],
                        modules: Sequence[nn.Module], settings: Sequence[Mapping[str, LayerSettings]],
-                       chunk: torch.Tensor, key: str, *, verify: bool) -> list[torch.Tensor] | None:
+                       chunk: torch.Tensor, key: str, *, group: int | None
+                       ) -> tuple[list[torch.Tensor], int] | None:
         self.stats.calls += len(configs)
         self.stats.nodes_total += len(plan.nodes) * len(configs)
         after, end = plan.cut_positions[cut + 1], len(plan.nodes)
@@ -369,7 +377,7 @@ class IncrementalEvaluator:
                 if self.cache.max_bytes:
                     self.cache.put(keys[cut], {node: env[node] for node in plan.live[cut]})
             outputs: list[torch.Tensor] = []
-            group = None  # variants per batched run: set from the first variant's values (memory bound)
+            verify = group is None  # the first chunk: group set from the first variant's values (memory bound)
             index = 0
             while index < len(modules):
                 envs = []
@@ -395,12 +403,34 @@ class IncrementalEvaluator:
                     alone = self._walk(plan, modules[members[-1]], dict(envs[-1]), cut + 1, end, start=after)
                     if not (isinstance(alone, torch.Tensor) and torch.equal(alone, parts[-1])):
                         return None
+                    # That check passes when the variant it runs alone happens to dominate a batch statistic
+                    # (a dynamic range: the batch's max is that variant's max): so also run the first variant
+                    # beside a doubled copy of itself, which moves any such statistic.
+                    if len(envs) > 1 and not self._per_sample(plan, modules[index], envs[0], cut, parts[0],
+                                                              len(chunk)):
+                        return None
                 for i, part in zip(members, parts, strict=True):
                     own = envs[i - index]
                     outputs.append(_settle_near_ties(
                         part, lambda i=i, own=own: self._walk(plan, modules[i], dict(own), cut + 1, end, start=after)))
                 index += len(envs)
-            return outputs
+            return outputs, group
+
+    def _per_sample(self, plan: _Plan, module: nn.Module, env: dict, cut: int, batched: torch.Tensor,
+                    batch: int) -> bool:
+        """Whether the graph after cut ``cut + 1`` gives ``env``'s samples the same outputs (``batched``, from the
+        stacked run) when the rest of the batch is other data: run beside a copy of them with every floating value
+        doubled, a per-sample graph reproduces ``batched`` bit for bit, one with a statistic over the batch (a
+        dynamic range, a batch mean) does not."""
+        doubled = {node: value * 2 if isinstance(value, torch.Tensor) and value.is_floating_point()
+                   and value.dim() >= 1 and value.shape[0] == batch else value
+                   for node, value in env.items() if node in plan.live[cut + 1]}
+        stacked = _stack(plan.live[cut + 1], [env, doubled], batch)
+        if stacked is None:
+            return False
+        output = self._walk(plan, module, stacked, cut + 1, len(plan.nodes), start=plan.cut_positions[cut + 1])
+        return (isinstance(output, torch.Tensor) and output.dim() >= 1 and len(output) == 2 * batch
+                and torch.equal(output[:batch], batched))
 
     def _group_size(self, count: int, variant_bytes: int) -> int:
         """How many variants share one batched run: as many as keep their stacked values within

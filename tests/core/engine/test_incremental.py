@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -229,6 +231,39 @@ def test_a_batch_coupled_downstream_is_not_batched():
     compressor = Compressor(module, torch.randn(8, 4))
     evaluator = IncrementalEvaluator(compressor.apply, compressor.layer_names)
     assert _variants(evaluator, compressor, "a", _trials("a"), torch.randn(10, 4)) is None
+
+
+class DynamicRange(nn.Module):
+    """Scales ``c``'s input by the batch's largest activation (a dynamic range): stacking the variants of ``a``
+    before ``b`` would give every variant the range of the one with the largest activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 6)
+        self.b = nn.Linear(6, 6)
+        self.c = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.b(torch.relu(self.a(x))))
+        return self.c(h / h.abs().amax())
+
+
+def test_a_dynamic_range_downstream_never_mixes_variants():
+    # Checking one variant's batched output against its own run passes when that variant holds the batch's
+    # maximum (it did for 30 of these 120 orders): every order must give each variant its own outputs.
+    configs = [CompressionConfig().with_layer("a", prune={"method": "magnitude", "sparsity": s})
+               for s in (0.75, 0.5, 0.25)] + [CompressionConfig().with_layer("a", weight={"precision": "int8"})]
+    for seed in range(5):
+        torch.manual_seed(seed)
+        module = DynamicRange().eval()
+        compressor = Compressor(module, torch.randn(8, 4))
+        inputs = torch.randn(10, 4)
+        for order in itertools.permutations(configs):
+            evaluator = IncrementalEvaluator(compressor.apply, compressor.layer_names)
+            batched = _variants(evaluator, compressor, "a", list(order), inputs)
+            if batched is not None:
+                for config, logits in zip(order, batched, strict=True):
+                    assert torch.equal(logits, _full(compressor, config, inputs)), (seed, config.key())
 
 
 def test_variants_with_skip_connections_and_inplace_ops():

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from qtradeoff.core.config import CompressionConfig
+from qtradeoff.core.engine import incremental
 from qtradeoff.core.engine.engine import Engine
 from qtradeoff.core.loading import data as data_mod
 from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
@@ -147,6 +148,16 @@ def test_batched_trials_give_exactly_the_drops_of_one_trial_at_a_time(session, m
     assert batched_layers == list(layers)  # every layer's trials went through the batched path
     assert batched.baseline == alone.baseline
     assert batched.layers == alone.layers  # drops equal as floats: the same top-1 decisions on every sample
+
+
+def test_trials_with_large_activations_run_one_per_batch_with_the_same_drops(session, monkeypatch):
+    # a stacking budget below one variant's values: every trial runs the downstream on its own batch
+    monkeypatch.setattr(incremental, "_STACK_BYTES", 1)
+    settings = SensitivitySettings(bits=(4, 2), sparsities=(0.5,))
+    layers = (session.layer_names[0], session.layer_names[-1])
+    batched, alone, batched_layers = _batched_and_alone(session, monkeypatch, settings=settings, layers=layers)
+    assert batched_layers == list(layers)
+    assert batched.layers == alone.layers
 
 
 class _ResidualNet(nn.Module):
