@@ -120,6 +120,8 @@ def targets(rows: list[dict], peers: list[dict]) -> list[str]:
             lines.append(f"{'MET   ' if met else 'MISSED'} digits_cnn {bits} weights / {activation} activations "
                          f"{what}: best {best['algorithm']} {best['accuracy']:.2%} vs fp32 {fp32['accuracy']:.2%}")
     for peer in peers:
+        if "error" in peer:  # a peer that refused this configuration sets no target
+            continue
         bits = f"int{peer['bits']}"
         activation = peer.get("activation", "int8")
         candidates = [r for r in rows if r["model"] == peer["model"] and r["bits"] == bits
@@ -171,8 +173,12 @@ def main() -> None:
             peers += json.load(handle)
     print("\npeers:")
     for peer in peers:
-        print(f"  {peer['peer']}: {peer['model']} int{peer['bits']} weights, {peer['accuracy']:.2%} in "
-              f"{peer['seconds']:.0f} s")
+        what = f"  {peer['peer']}: {peer['model']} int{peer['bits']} weights / {peer.get('activation', 'int8')} acts, "
+        if "error" in peer:
+            print(what + f"FAILED {peer['error']}")
+        else:
+            print(what + f"{peer['accuracy']:.2%} in {peer['seconds']:.1f} s"
+                  + (f" (load {peer['load']})" if "load" in peer else ""))
     print("\ntargets (issue 17):")
     for line in targets(rows, peers):
         print("  " + line)
