@@ -8,15 +8,24 @@ interleaved within a round so that machine load hits them alike; the figure is t
 ratio is the median of per-round ratios to nearest. Accuracy: the compressor of the last round evaluates both
 activation settings (its rounded weights reused, as the engine's cache does in the app).
 
-The peer figures of the issue (AIMET AdaRound, Sony MCT GPTQ on digits_cnn, int4 weights / int8 activations)
-were measured in an earlier session and are quoted, not run here; ``--peer-json`` adds rows of a peer run here
-(a JSON list of {peer, model, bits, algorithm, accuracy, seconds}).
-Measured 2026-12-03 (2 threads, load average 4.4 -> 4.3, 1 round, digits_cnn and digits_mlp): digits_cnn (fp32
-98.33 %) int4/int8 acts nearest 97.49, bias correction 97.77, AdaRound 98.33, GPTQ 98.89 %; int3 93.31 / 97.49 /
-96.66 / 97.77 %; seconds 0.65 / 6.4 / 0.6 (127-1631x nearest's few ms). The peers could not run here (NNCF 3.4.0
-refuses 4-bit conv weights for its CPU/ANY hardware configs; its 8-bit run did not finish in 5 min).
+The AIMET figure of the issue (AdaRound on digits_cnn, int4 weights / int8 activations, 98.33 % in 393 s) was
+measured in an earlier session and is quoted, not run here; ``--peer-json`` adds rows of a peer run here (a JSON list
+of {peer, model, bits, activation, algorithm, accuracy, seconds} or {..., error}, as peer_algorithms.py writes), and
+the target line compares with the best peer that ran on each (model, bits, activation): the most accurate, the
+fastest among equally accurate ones.
+Measured 2026-12-03 ~20:05 UTC (2 threads, 1 round, load average 3.4, digits_cnn, fp32 98.33 %), int8 / fp32
+activations: int4 nearest 97.49 / 97.77, bias correction 97.77 / 97.49, AdaRound 98.33 / 98.33, GPTQ 98.89 / 98.61 %;
+int3 93.31 / 93.04, 97.49 / 97.49, 96.66 / 96.38, 97.77 / 97.77 %; compress seconds int4 0.04 / 10.3 / 15.6 / 0.42,
+int3 0.00 / 0.25 / 3.95 / 0.34 (one round under load: the int4 bias correction and AdaRound times vary run to run).
+Sony MCT 2.6.1 (peer_algorithms.py, torch 2.13.0+cpu, same model and splits, GPTQ 5 epochs, load 1.8-3.1), int8 /
+fp32 activations: int4 PTQ 98.61 % in 2.0 s / 98.61 % in 1.2 s, GPTQ 98.89 % in 53.7 s / 98.61 % in 38.8 s; int3 PTQ
+94.99 % in 2.7 s / 94.99 % in 0.8 s, GPTQ 95.82 % in 52.9 s / 94.71 % in 18.0 s. This supersedes the issue's quoted
+MCT 2.6 GPTQ figure (98.89 % in 158 s). Targets: int4/int8 and int3/int8 met against MCT GPTQ (GPTQ 0.42 s, bias
+correction 0.25 s); with fp32 activations MCT's PTQ is as accurate as our best and takes 0.8-1.2 s, so the tenth
+of its time (0.08-0.12 s) is missed by GPTQ's 0.34-0.42 s. NNCF 3.4.0 (earlier session) refused 4-bit conv
+weights for its CPU/ANY hardware configs.
 Usage: .venv/bin/python benchmarks/bench_algorithms.py [--models ...] [--bits int4,int3] [--rounds 1]
-       [--adaround-iterations N] [--threads N] [--json out.json]
+       [--adaround-iterations N] [--threads N] [--peer-json peer.json] [--json out.json]
 """
 
 from __future__ import annotations
@@ -36,13 +45,11 @@ from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
 MODELS = ("digits_cnn", "digits_mlp", "mobilenet_v3_small_digits")
 ALGORITHMS = ("nearest", "bias_correction", "adaround", "gptq")
 ACTIVATIONS = ("fp32", "int8")
-# Issue 17's side-by-side figures on digits_cnn (fp32 98.33 %), int4 weights / int8 activations, measured before
-# this work; not re-run here.
+# Issue 17's AIMET figure on digits_cnn (fp32 98.33 %), int4 weights / int8 activations, measured before this work
+# and not re-run here (its MCT GPTQ figure is superseded by peer_algorithms.py runs: see the docstring).
 QUOTED_PEERS = (
     {"peer": "AIMET 2.42 AdaRound (quoted)", "model": "digits_cnn", "bits": 4, "activation": "int8",
      "accuracy": 0.9833, "seconds": 393.0},
-    {"peer": "Sony MCT 2.6 GPTQ (quoted)", "model": "digits_cnn", "bits": 4, "activation": "int8",
-     "accuracy": 0.9889, "seconds": 158.0},
 )
 
 
@@ -119,21 +126,32 @@ def targets(rows: list[dict], peers: list[dict]) -> list[str]:
             what = "no worse than fp32" if allowed == 0 else "within 2 points of fp32"
             lines.append(f"{'MET   ' if met else 'MISSED'} digits_cnn {bits} weights / {activation} activations "
                          f"{what}: best {best['algorithm']} {best['accuracy']:.2%} vs fp32 {fp32['accuracy']:.2%}")
+    # the Done-when's target is against the best peer that ran on each (model, bits, activation): the most accurate,
+    # and among equally accurate peers the fastest (the stricter time bound)
+    best_peers: dict[tuple, dict] = {}
     for peer in peers:
-        bits = f"int{peer['bits']}"
-        activation = peer.get("activation", "int8")
-        candidates = [r for r in rows if r["model"] == peer["model"] and r["bits"] == bits
+        if "error" in peer:  # a peer that refused this configuration sets no target
+            continue
+        key = (peer["model"], peer["bits"], peer.get("activation", "int8"))
+        held = best_peers.get(key)
+        if held is None or (round(peer["accuracy"], 4), -peer["seconds"]) > (round(held["accuracy"], 4),
+                                                                           -held["seconds"]):
+            best_peers[key] = peer
+    for (model, peer_bits, activation), peer in best_peers.items():
+        bits = f"int{peer_bits}"
+        candidates = [r for r in rows if r["model"] == model and r["bits"] == bits
                       and r["activation"] == activation and r["algorithm"] != "nearest"]
         if not candidates:
             continue
         best = max(candidates, key=lambda r: (r["accuracy"], -r["seconds"]))
         fast = [r for r in candidates if r["seconds"] <= peer["seconds"] / 10]
         # quoted accuracies are rounded to 4 decimals (98.89 % is 355/359 = 0.98886): compare at that precision
-        good = [r for r in fast if round(r["accuracy"], 4) >= peer["accuracy"]]
-        lines.append(f"{'MET   ' if good else 'MISSED'} as accurate as {peer['peer']} ({peer['accuracy']:.2%}, "
-                     f"{peer['seconds']:.0f} s) in <= 1/10 of its time on {peer['model']} {bits}/{activation}: "
-                     + (f"{good[0]['algorithm']} {good[0]['accuracy']:.2%} in {good[0]['seconds']:.1f} s" if good
-                        else f"best here {best['algorithm']} {best['accuracy']:.2%} in {best['seconds']:.1f} s"))
+        good = [r for r in fast if round(r["accuracy"], 4) >= round(peer["accuracy"], 4)]
+        lines.append(f"{'MET   ' if good else 'MISSED'} as accurate as the best peer {peer['peer']} "
+                     f"({peer['accuracy']:.2%}, {peer['seconds']:.1f} s) in <= 1/10 of its time on {model} "
+                     f"{bits}/{activation}: "
+                     + (f"{good[0]['algorithm']} {good[0]['accuracy']:.2%} in {good[0]['seconds']:.2f} s" if good
+                        else f"best here {best['algorithm']} {best['accuracy']:.2%} in {best['seconds']:.2f} s"))
     return lines
 
 
@@ -171,8 +189,12 @@ def main() -> None:
             peers += json.load(handle)
     print("\npeers:")
     for peer in peers:
-        print(f"  {peer['peer']}: {peer['model']} int{peer['bits']} weights, {peer['accuracy']:.2%} in "
-              f"{peer['seconds']:.0f} s")
+        what = f"  {peer['peer']}: {peer['model']} int{peer['bits']} weights / {peer.get('activation', 'int8')} acts, "
+        if "error" in peer:
+            print(what + f"FAILED {peer['error']}")
+        else:
+            print(what + f"{peer['accuracy']:.2%} in {peer['seconds']:.1f} s"
+                  + (f" (load {peer['load']})" if "load" in peer else ""))
     print("\ntargets (issue 17):")
     for line in targets(rows, peers):
         print("  " + line)

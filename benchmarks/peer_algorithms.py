@@ -115,9 +115,10 @@ def main() -> None:
                     except Exception as error:  # a peer's refusal is a finding: record it
                         print(f"  {name} int{bits} {activation} {algorithm}: FAILED {type(error).__name__}: "
                               f"{error}", flush=True)
-                        rows.append({"peer": f"Sony MCT {mct.__version__} {algorithm}", "model": name,
+                        rows.append({"peer": f"Sony MCT {mct.__version__} {algorithm.upper()}", "model": name,
                                      "bits": bits, "activation": activation, "algorithm": algorithm,
                                      "error": f"{type(error).__name__}: {error}"})
+                        out.write_text(json.dumps(rows, indent=1))
                         continue
                     seconds = time.perf_counter() - start
                     acc = accuracy(quantized, data.eval_inputs, data.eval_labels)
