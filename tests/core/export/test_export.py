@@ -130,6 +130,17 @@ def test_every_format_reloads_standalone_and_reproduces_the_simulated_accuracy(e
 # downsample outputs alone by 17.8 dB, both by 15.5 dB. The ONNX file agrees (34 dB) because it carries the
 # simulation's own quantize/dequantize points. Fix still to do: simulate x86's requantization points (outputs
 # feeding a residual add, the add's output, 7 bits without VNNI), or test the export on a better-conditioned model.
+# mobilenet_v3_small (issue 14, 2026-12-03, same CPU, W8A8, same hooks; conv rows left out: the simulation's conv
+# output is before its folded BatchNorm, the real one after BN+activation). It is not the int8 graph that fails here:
+# the random network does not survive W8A8 at all. At the logits the simulation is 0.1 dB from fp32 and the real
+# model 0.3 dB from fp32 (so their -3.5 dB from each other compares two noise draws). Layer by layer, simulated vs
+# real / fp32 vs simulated: features.0.2 (hardswish) 28.6 / 38.2, features.1 SE fc2 26.0 / 29.7, features.4.block.0.2
+# 17.8 / 20.8, features.6.block.0.2 11.0 / 10.6, features.8.block.0.2 5.0 / 4.3, features.10.block.0.2 0.4 / 0.9,
+# classifier.3 -3.5 / 0.1: the simulation loses the fp32 signal as fast as the real graph does (the depthwise
+# convolutions' outputs are -10..-27 dB from fp32 in both), and the SE scale (hardsigmoid) outputs stay 20-40 dB
+# apart in both, so no single requantization point stands out. Simulating the real graph's requantization points
+# cannot bring this model to 15 dB: it needs weights that survive int8 (a model trained briefly on digits at 32x32
+# in the fixture, where the accuracy bound of 0.5 points can then be checked as for the samples).
 INT8_GAP = pytest.mark.xfail(strict=True, reason="torch-int8 of random torchvision models is far from the simulation")
 
 
