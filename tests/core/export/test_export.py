@@ -67,7 +67,10 @@ def exported(engines, tmp_path_factory):
         if name not in cache:
             engine = engines(name)
             folder = tmp_path_factory.mktemp(name.replace(".", "_"))
-            keys = [(which, fmt) for which in ("w8a8", "mixed") for fmt in _formats()]
+            # the random torchvision models at W8A8 only: one configuration proves their point, and the mixed one
+            # (covered by every sample model) would double their share of this directory's time
+            configurations = ("w8a8",) if name.startswith("torchvision.") else ("w8a8", "mixed")
+            keys = [(which, fmt) for which in configurations for fmt in _formats()]
             configs = {"w8a8": W8A8, "mixed": mixed(engine)}
             reports = export_many([(engine, configs[which], fmt, folder / f"{which}{SUFFIX[fmt]}")
                                    for which, fmt in keys], **FAST)
@@ -127,22 +130,43 @@ def test_every_format_reloads_standalone_and_reproduces_the_simulated_accuracy(e
 # downsample outputs alone by 17.8 dB, both by 15.5 dB. The ONNX file agrees (34 dB) because it carries the
 # simulation's own quantize/dequantize points. Fix still to do: simulate x86's requantization points (outputs
 # feeding a residual add, the add's output, 7 bits without VNNI), or test the export on a better-conditioned model.
+# mobilenet_v3_small (issue 14, 2026-12-03, same CPU, W8A8, same hooks; conv rows left out: the simulation's conv
+# output is before its folded BatchNorm, the real one after BN+activation). It is not the int8 graph that fails here:
+# the random network does not survive W8A8 at all. At the logits the simulation is 0.1 dB from fp32 and the real
+# model 0.3 dB from fp32 (so their -3.5 dB from each other compares two noise draws). Layer by layer, simulated vs
+# real / fp32 vs simulated: features.0.2 (hardswish) 28.6 / 38.2, features.1 SE fc2 26.0 / 29.7, features.4.block.0.2
+# 17.8 / 20.8, features.6.block.0.2 11.0 / 10.6, features.8.block.0.2 5.0 / 4.3, features.10.block.0.2 0.4 / 0.9,
+# classifier.3 -3.5 / 0.1: the simulation loses the fp32 signal as fast as the real graph does (the depthwise
+# convolutions' outputs are -10..-27 dB from fp32 in both), and the SE scale (hardsigmoid) outputs stay 20-40 dB
+# apart in both, so no single requantization point stands out. Simulating the real graph's requantization points
+# cannot bring this model to 15 dB: it needs weights that survive int8 (a model trained briefly on digits at 32x32
+# in the fixture, where the accuracy bound of 0.5 points can then be checked as for the samples).
 INT8_GAP = pytest.mark.xfail(strict=True, reason="torch-int8 of random torchvision models is far from the simulation")
 
 
-@pytest.mark.parametrize("arch", [pytest.param("torchvision.resnet18", marks=INT8_GAP),
-                                  pytest.param("torchvision.mobilenet_v3_small", marks=INT8_GAP)])
-def test_torchvision_models_export_in_every_format_and_agree(exported, engines, arch):
+def _check_torchvision(reports: dict, engine, formats) -> None:
     """Random weights and random inputs: accuracy means nothing here, so the files are compared with the simulated
     model's outputs instead: packed equal to float error, the int8 files within the verification's SQNR bound
     (15 dB) and agreeing with the simulation's top-1 on most of the 24 inputs."""
-    reports = exported(arch)
+    reports = {key: report for key, report in reports.items() if key[1] in formats}
+    assert reports
     _check_reports(reports, labelled=False)
     for (which, fmt), report in reports.items():
         assert report.exported["sqnr_vs_simulated_db"] >= 15.0, (which, fmt)
         assert report.exported["agreement_with_simulated"] >= 0.75, (which, fmt, report.exported)
     # the outputs vary with the input (BatchNorm statistics re-estimated), so agreeing is not trivial
-    assert engines(arch).logits(W8A8).argmax(1).unique().numel() >= 3
+    assert engine.logits(W8A8).argmax(1).unique().numel() >= 3
+
+
+@pytest.mark.parametrize("arch", ["torchvision.resnet18", "torchvision.mobilenet_v3_small"])
+def test_torchvision_models_export_to_onnx_and_packed_and_agree(exported, engines, arch):
+    _check_torchvision(exported(arch), engines(arch), {"onnx", "packed"})
+
+
+@pytest.mark.parametrize("arch", [pytest.param("torchvision.resnet18", marks=INT8_GAP),
+                                  pytest.param("torchvision.mobilenet_v3_small", marks=INT8_GAP)])
+def test_torchvision_models_export_to_torch_int8_and_agree(exported, engines, arch):
+    _check_torchvision(exported(arch), engines(arch), {"torch-int8"})
 
 
 def test_onnx_files_are_qdq_with_integer_and_int4_weights(exported, engines):
