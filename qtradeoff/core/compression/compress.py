@@ -100,6 +100,12 @@ def _shallow(original: nn.Module) -> nn.Module:
     return new
 
 
+def holds_torchscript(module: nn.Module) -> bool:
+    """Whether ``module`` is TorchScript or holds some (a view around a scripted model: an output selector, a
+    fixed-batch view): such a tree takes no hooks and cannot be cloned module by module."""
+    return any(isinstance(sub, torch.jit.ScriptModule) for sub in module.modules())
+
+
 def clone_structure(module: nn.Module, paths: Iterable[str] | None = None) -> nn.Module:
     """A new module tree that shares every parameter and buffer with ``module``.
 
@@ -216,7 +222,7 @@ class Compressor:
         self.layers: list[LayerInfo] = [info for info in self.inventory if info.compressible]
         self._by_name = {info.name: info for info in self.layers}
         # TorchScript, or TorchScript inside a view (an output selector, a fixed-batch view): no hooks, no clone
-        self._scripted = any(isinstance(sub, torch.jit.ScriptModule) for sub in base_module.modules())
+        self._scripted = holds_torchscript(base_module)
         # a model that holds submodules in plain lists/dicts is simulated on a private deep copy instead of a
         # shallow clone, so the compressed layers are the ones its forward really calls
         self._deep_copy = self._scripted or bool(hides_submodules(base_module))

@@ -29,7 +29,7 @@ from torch import nn
 from qtradeoff.core import runtime
 from qtradeoff.core.compression.algorithms.lut import codebook_bytes, lut_quantize
 from qtradeoff.core.compression.bitpack import pack_bits
-from qtradeoff.core.compression.compress import clone_structure
+from qtradeoff.core.compression.compress import clone_structure, holds_torchscript
 from qtradeoff.core.compression.plan import Plan
 from qtradeoff.core.compression.quantize import int_qparams, int_range
 from qtradeoff.core.config import LayerSettings
@@ -271,8 +271,7 @@ def activation_profile(module: nn.Module, example: torch.Tensor, layers: Sequenc
     """
     names = [info.name for info in layers if getattr(info, "compressible", True)]
     sizes: dict[str, tuple[int, int]] = {}
-    # a TorchScript module, or one wrapped in a view (an output selector, a fixed-batch view): hooks cannot go in
-    if any(isinstance(sub, torch.jit.ScriptModule) for sub in module.modules()):
+    if holds_torchscript(module):
         previous = _numel(example[:1])
         for info in layers:
             if info.name in names:

@@ -31,9 +31,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     module = load_packed(args.model)
-    inputs = np.load(args.inputs)
-    if inputs.dtype.kind == "f":  # integer ids (token models) keep their dtype
-        inputs = inputs.astype(np.float32, copy=False)
+    inputs = run_torch.load_inputs(args.inputs)
     chunk = run_torch.CHUNK
     with torch.inference_mode():
         outputs = [module(torch.from_numpy(inputs[i:i + chunk])).float().numpy() for i in range(0, len(inputs), chunk)]

@@ -66,6 +66,12 @@ def time_calls(call, repeats: int) -> dict:
             "calls_per_repeat": inner}
 
 
+def load_inputs(path: str) -> np.ndarray:
+    """The evaluation inputs the verifier wrote: float data as float32, integer ids (token models) in their dtype."""
+    inputs = np.load(path, allow_pickle=False)
+    return inputs.astype(np.float32, copy=False) if inputs.dtype.kind == "f" else inputs
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -80,9 +86,7 @@ def main(argv=None) -> int:
     if engine and engine in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = engine  # the int8 weights were packed for this engine's kernels
     module.eval()
-    inputs = np.load(args.inputs)
-    if inputs.dtype.kind == "f":  # integer ids (token models) keep their dtype
-        inputs = inputs.astype(np.float32, copy=False)
+    inputs = load_inputs(args.inputs)
     with torch.inference_mode():
         outputs = [module(torch.from_numpy(inputs[i:i + CHUNK])).float().numpy() for i in range(0, len(inputs), CHUNK)]
         np.save(args.outputs, np.concatenate(outputs))
