@@ -38,6 +38,8 @@ class MetricChange:
 class Comparison:
     changes: tuple[FieldChange, ...]
     metrics: tuple[MetricChange, ...]
+    # why some deltas compare unlike things (other evaluation samples, an estimate fitted on one side only, ...)
+    warnings: tuple[str, ...] = ()
 
     @property
     def layers(self) -> list[str]:
@@ -48,7 +50,7 @@ class Comparison:
         return list(seen)
 
     def to_dict(self) -> dict:
-        return {"layers": self.layers,
+        return {"layers": self.layers, "warnings": list(self.warnings),
                 "changes": [dataclasses.asdict(c) for c in self.changes],
                 "metrics": [dict(dataclasses.asdict(m), delta=m.delta) for m in self.metrics]}
 
@@ -108,6 +110,40 @@ def _accuracy(result: Any) -> float | None:
     return None if value is None else 100.0 * value
 
 
+def _evaluation_set(result: Any) -> tuple:
+    provenance = getattr(result, "provenance", None) or {}
+    data = provenance.get("data") if isinstance(provenance.get("data"), dict) else {}
+    return (getattr(result, "eval_samples", None), str(data.get("name", "") or ""), provenance.get("seed") or 0)
+
+
+def _fitted(result: Any) -> bool | None:
+    roofline = (getattr(result, "provenance", None) or {}).get("roofline")
+    fit = roofline.get("fit") if isinstance(roofline, dict) else None
+    return bool(fit.get("fitted")) if isinstance(fit, dict) else None
+
+
+def comparison_warnings(a: Any, b: Any) -> tuple[str, ...]:
+    """What makes the metric deltas of ``a`` and ``b`` compare unlike things, one sentence each."""
+    warnings = []
+    set_a, set_b = _evaluation_set(a), _evaluation_set(b)
+    if set_a != set_b:
+        def text(s: tuple) -> str:
+            return f"{s[0]} samples" + (f" of {s[1]}" if s[1] else "") + (f", seed {s[2]}" if s[2] else "")
+
+        warnings.append(f"A and B were evaluated on different samples ({text(set_a)} vs {text(set_b)}): the "
+                        "accuracy delta mixes the configurations' difference with the subsets'; evaluate both on "
+                        "one set to compare them.")
+    fitted = (_fitted(a), _fitted(b))
+    if None not in fitted and fitted[0] != fitted[1]:
+        warnings.append("Only one of the two latency estimates is fitted to this model's timings: the estimated "
+                        "latency delta compares two different estimates.")
+    for name, result in (("A", a), ("B", b)):
+        if any(getattr(s, "noisy", False) for s in getattr(result, "latency_measured", ()) or ()):
+            warnings.append(f"{name}'s measured latency is noisy (its timed repeats disagree): re-measure it when "
+                            "the machine is idle before trusting the measured delta.")
+    return tuple(warnings)
+
+
 def compare(a: Any, b: Any, layers: Iterable[tuple[str, str]]) -> Comparison:
     """Compare two Results: their configurations layer by layer and their metrics (B − A)."""
     metrics = (
@@ -117,7 +153,7 @@ def compare(a: Any, b: Any, layers: Iterable[tuple[str, str]]) -> Comparison:
         MetricChange("latency (estimated)", a.latency_ms(1, measured=False), b.latency_ms(1, measured=False), "ms"),
         MetricChange("latency (measured)", a.latency_ms(1, measured=True), b.latency_ms(1, measured=True), "ms"),
     )
-    return Comparison(diff_configs(a.config, b.config, layers), metrics)
+    return Comparison(diff_configs(a.config, b.config, layers), metrics, comparison_warnings(a, b))
 
 
-__all__ = ["Comparison", "FieldChange", "MetricChange", "compare", "diff_configs"]
+__all__ = ["Comparison", "FieldChange", "MetricChange", "compare", "comparison_warnings", "diff_configs"]

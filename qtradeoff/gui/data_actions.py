@@ -92,7 +92,8 @@ class DataActions(QObject):
             self.trust_box = None
             box.deleteLater()
             if trusted:
-                self._window.load_data(source, options=options, trust=True)
+                self._window.load_data(source, options=options, trust=True,
+                                        eval_size=getattr(self._window, "_requested_data_eval_size", None))
             else:
                 self._window.sessions.load_failed()
                 self._window._set_status(f"Did not import {source}: not trusted. The current data is unchanged.")

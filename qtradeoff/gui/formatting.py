@@ -46,7 +46,13 @@ def latency_text(result: Any) -> str:
                              + (" — NOISY" if getattr(stats, "noisy", False) else ""))
     estimated = result.latency_ms(1, measured=False)
     if estimated is not None:
-        parts.append(f"≈{estimated:.3f} ms estimated")
+        provenance = getattr(result, "provenance", None)
+        roofline = provenance.get("roofline") if isinstance(provenance, dict) else None
+        fit = roofline.get("fit") if isinstance(roofline, dict) else None
+        how = ""
+        if isinstance(fit, dict):  # results from before the fit existed say nothing either way
+            how = " (fitted to this model's timings)" if fit.get("fitted") else " (machine calibration only)"
+        parts.append(f"≈{estimated:.3f} ms estimated{how}")
     return ", ".join(parts) or "n/a"
 
 

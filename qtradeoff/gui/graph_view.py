@@ -38,7 +38,7 @@ from qtradeoff.gui.layer_table import COL_ACT, COL_MACS, COL_SHARE, COL_SPARSITY
 QUANTITIES: tuple[tuple[str, str], ...] = (
     ("precision", "Weight precision"),
     ("sparsity", "Sparsity"),
-    ("sensitivity", "Sensitivity (accuracy lost)"),
+    ("sensitivity", "Sensitivity (accuracy change)"),
     ("share", "Size share"),
     ("macs", "MACs"),
     ("latency_ratio", "Measured time vs fp32"),
@@ -129,8 +129,8 @@ class Colouring:
             return f"{value:.0%}" if value >= 0.1 or value == 0 else f"{value:.1%}"
         if self.unit == "ms":
             return f"{value * 1000:.0f} µs" if value < 1 else f"{value:.2f} ms"
-        if self.unit == "pts":
-            return f"{value:.2f} pts"
+        if self.unit == "pts":  # an accuracy drop, shown as the change in accuracy (as the layer table and "vs fp32")
+            return f"{-value:+.2f} pts" if value else "0.00 pts"
         return human_count(value)
 
 
@@ -173,7 +173,7 @@ def layer_colouring(key: str, table_model: Any) -> Colouring:
                 numbers[name] = max(0.0, float(drops[name]) * 100.0)
             else:
                 colouring.missing[name] = "not analysed: run a search (Explore) or the sensitivity analysis first"
-        colouring.note = "accuracy points lost when only this layer is compressed"
+        colouring.note = "change in accuracy when only this layer is compressed (darker: more lost)"
     elif key == "share":
         colouring.unit = "%"
         params = {name: float(cell(row, COL_SHARE, SORT_ROLE) or 0) for row, name in enumerate(names)}

@@ -185,25 +185,33 @@ class MainWindow(QMainWindow):
         files.saved.connect(self._set_status)
 
     # -- loading -------------------------------------------------------------------------------------------------
-    def load_sample(self, name: str = "digits_cnn") -> None:
+    def load_sample(self, name: str = "digits_cnn", *, baseline: bool = True) -> None:
         self._set_status(f"Loading the sample model {name}…")
         self._requested_source = ("sample", name)
-        self.service.load_sample(name, eval_size=self.eval_size, baseline_latency=self.baseline_latency)
+        self.service.load_sample(name, eval_size=self.eval_size,
+                                 baseline_latency=self.baseline_latency if baseline else "none")
 
-    def load_model(self, path: str | Path, *, trust: bool = False, input_text: str | None = None) -> None:
-        """``input_text``: the model's input (``--input`` syntax) when the file does not say it."""
+    def load_model(self, path: str | Path, *, trust: bool = False, input_text: str | None = None,
+                   baseline: bool = True) -> None:
+        """``input_text``: the model's input (``--input`` syntax) when the file does not say it. ``baseline``
+        False: no fp32 baseline on the model's own data (a session restore loads other data next)."""
         self._set_status(f"Loading {Path(path).name}…")
         self._requested_source = ("file", str(Path(path).resolve()))
+        self._load_baseline = baseline  # kept for the load asked again once the user trusts the file
         self.service.load_model(str(path), trust=trust, eval_size=self.eval_size,
-                                baseline_latency=self.baseline_latency, input_text=input_text)
+                                baseline_latency=self.baseline_latency if baseline else "none", input_text=input_text)
 
-    def load_data(self, path: str | Path, *, options: dict | None = None, trust: bool = False) -> None:
-        """``options``: how to read it (the data dialog's); ``trust``: consent to import a dataset hook."""
+    def load_data(self, path: str | Path, *, options: dict | None = None, trust: bool = False,
+                  eval_size: int | None = None) -> None:
+        """``options``: how to read it (the data dialog's); ``trust``: consent to import a dataset hook.
+        ``eval_size``: the subset edits are measured on afterwards (default :data:`DEFAULT_EVAL_SIZE`, at most
+        the new data's evaluation split); the fp32 baseline is evaluated on that same subset."""
         self._set_status(f"Loading data from {Path(path).name}…")
         self._requested_data = str(Path(path).resolve()) if Path(path).exists() else str(path)
         self._requested_data_options = options
-        self.service.load_data(str(path), eval_size=self.eval_size, baseline_latency=self.baseline_latency,
-                               options=options, trust=trust)
+        self._requested_data_eval_size = int(eval_size or DEFAULT_EVAL_SIZE)
+        self.service.load_data(str(path), eval_size=self._requested_data_eval_size,
+                               baseline_latency=self.baseline_latency, options=options, trust=trust)
 
     def open_path(self, path: str | Path) -> str:
         """Open any supported path (as a drop does); returns what it was classified as."""
@@ -251,7 +259,8 @@ class MainWindow(QMainWindow):
                                        "labelled": bool(info.get("labelled", True))})
         self.controls.set_model_facts(self.summary.sparsity_curve, total)
         self.controls.set_subset_hints(None)
-        self.eval_size = min(DEFAULT_EVAL_SIZE, total) or total
+        # the subset its baseline was asked on (the worker evaluates at most the whole split)
+        self.eval_size = min(getattr(self, "_requested_data_eval_size", DEFAULT_EVAL_SIZE), total) or total
         self.controls.set_eval_size(self.eval_size)
         self.plot.set_work_samples(self.eval_size)
         self.model_panel.show_data(info.get("name"), total, info.get("calib_samples"))
@@ -267,7 +276,7 @@ class MainWindow(QMainWindow):
         def answered(trusted: bool) -> None:
             self._pending_trust = None
             if trusted:
-                self.load_model(path, trust=True)
+                self.load_model(path, trust=True, baseline=getattr(self, "_load_baseline", True))
             else:
                 self.sessions.load_failed()
                 self._set_status(f"Did not load {Path(path).name}: not trusted. The current model is unchanged.")
@@ -307,6 +316,13 @@ class MainWindow(QMainWindow):
                 self.plot.set_answer(index)
                 self.explore_panel.set_answer(store.results[index])
         self.results.sync()
+        # edits go on on the subset the session worked on (a data load resets it to the default size)
+        total = self.summary.eval_samples_total if self.summary is not None else 0
+        samples = min(int(session.eval_size or 0), total) if total else int(session.eval_size or 0)
+        if samples and samples != self.eval_size:
+            self.eval_size = samples
+            self.controls.set_eval_size(samples)
+            self.plot.set_work_samples(samples)
         self.apply_config(session.current, "Open session")
         self.plot.set_current(point_key(self.state.config))
         self._show_current_metrics()

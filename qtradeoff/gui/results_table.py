@@ -322,14 +322,22 @@ class ResultsPanel(QWidget):
             self.apply_requested.emit(source.row())
 
 
+def _shown(value: Any, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4g} {unit}" if unit == "ms" else format_bytes(value) if unit == "B" else f"{value:.2f} %"
+
+
 def comparison_text(comparison: Any, number_a: int, number_b: int) -> str:
     """The comparison as plain text for a dialog: metric deltas, then every differing layer and field."""
     lines = [f"#{number_b} compared with #{number_a} (B − A):"]
+    lines += [f"  Warning: {text}" for text in getattr(comparison, "warnings", ())]
     for metric in comparison.metrics:
         if metric.a is None and metric.b is None:
-            continue
+            continue  # neither point has it (e.g. no measured latency): nothing to compare
         if metric.delta is None:
-            lines.append(f"  {metric.metric}: {metric.a} → {metric.b}")
+            lines.append(f"  {metric.metric}: {_shown(metric.a, metric.unit)} → {_shown(metric.b, metric.unit)} "
+                         "(only one of them has it)")
             continue
         if metric.unit == "pts":
             lines.append(f"  {metric.metric}: {metric.a:.2f} % → {metric.b:.2f} % ({metric.delta:+.2f} pts)")

@@ -145,10 +145,12 @@ class SessionActions(QObject):
         window = self._window
         self._pending, self._stage = session, "model"
         window.eval_size = session.eval_size or window.eval_size
+        # with data of its own, the session's baseline comes after that data loads: none on the model's own data
+        baseline = not session.data_path
         if session.model.source == "sample":
-            window.load_sample(session.model.name)
+            window.load_sample(session.model.name, baseline=baseline)
         else:
-            window.load_model(session.model.path)  # trust is asked again when the model needs it
+            window.load_model(session.model.path, baseline=baseline)  # trust is asked again when it is needed
         return True
 
     def pending(self) -> Any:
@@ -167,7 +169,8 @@ class SessionActions(QObject):
             return
         if session.data_path:
             self._stage = "data"
-            self._window.load_data(session.data_path, options=session.data_options or None)
+            self._window.load_data(session.data_path, options=session.data_options or None,
+                                   eval_size=session.eval_size or None)
         else:
             self._stage = "baseline"
 

@@ -210,7 +210,10 @@ class Worker(QObject):
 
     def _baseline(self, job: Job) -> bool:
         """The fp32 baseline of a new model or dataset, then the subset the engine proposes for it (its time
-        estimate comes from the baseline's own forward, so asking costs no extra pass)."""
+        estimate comes from the baseline's own forward, so asking costs no extra pass). ``baseline_latency``
+        "none" skips it: a session restore loads its data next, and that baseline is the one it needs."""
+        if job.payload.get("baseline_latency") == "none":
+            return True
         completed = self._evaluate(job, self._backend.baseline_config(), tag="baseline")
         hints = getattr(self._backend, "subset_hints", None)
         if completed and hints is not None and not job.cancel.is_set():

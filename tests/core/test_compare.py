@@ -58,3 +58,13 @@ def test_metric_deltas_are_b_minus_a():
     assert round(deltas["accuracy"], 6) == -1.0 and deltas["weight bytes"] == -1000
     assert round(deltas["latency (estimated)"], 6) == 0.05 and deltas["latency (measured)"] is None
     assert result.layers == ["fc1"] and result.to_dict()["layers"] == ["fc1"]
+
+
+def test_deltas_across_evaluation_sets_or_unlike_estimates_come_with_a_warning():
+    a, b = _R(INT8, 0.98, 4000, 0.2), _R(INT8, 0.97, 4000, 0.2)
+    assert compare(a, b, LAYERS).warnings == ()
+    a.eval_samples, b.eval_samples = 100, 359
+    a.provenance = {"roofline": {"fit": {"fitted": True}}}
+    b.provenance = {"roofline": {"fit": {"fitted": False}}}
+    warnings = compare(a, b, LAYERS).warnings
+    assert len(warnings) == 2 and "100 samples vs 359 samples" in warnings[0] and "fitted" in warnings[1]

@@ -69,3 +69,18 @@ def test_pin_label_sort_and_filter(make_window, fake_backend, qtbot):
     assert panel.proxy.rowCount() == 1 and panel.count.text() == "1 of 3"
     panel.filter.setText("")
     assert panel.proxy.rowCount() == 3
+
+
+def test_comparison_text_warns_across_evaluation_sets_and_leaves_out_what_neither_has():
+    from qtradeoff.core.compare import Comparison, MetricChange
+    from qtradeoff.gui.results_table import comparison_text
+
+    comparison = Comparison((), (MetricChange("accuracy", 98.0, 97.0, "pts"),
+                                 MetricChange("latency (measured)", None, None, "ms"),
+                                 MetricChange("latency (estimated)", None, 0.25, "ms")),
+                            ("A and B were evaluated on different samples (100 samples vs 359 samples): …",))
+    text = comparison_text(comparison, 1, 2)
+    assert "Warning: A and B were evaluated on different samples" in text
+    assert "latency (measured)" not in text
+    assert "latency (estimated): n/a → 0.25 ms (only one of them has it)" in text
+    assert "None" not in text

@@ -40,6 +40,7 @@ from qtradeoff.core.loading import data as data_mod
 from qtradeoff.core.loading import input_spec as input_spec_mod
 from qtradeoff.core.loading import model_io, multi_input
 from qtradeoff.core.loading import outputs as outputs_mod
+from qtradeoff.core.measurement import latency_fit as fit_mod
 from qtradeoff.core.measurement import memory as memory_mod
 from qtradeoff.core.measurement import roofline as roofline_mod
 from qtradeoff.core.measurement.interleaved import DROP_RULE, time_interleaved
@@ -193,6 +194,8 @@ class Engine:
         # fp32 forward time of the base per sample, and whether it came from a probe (not yet a reference forward)
         self._seconds_per_sample: tuple[float, bool] | None = None
         self._chunk: int | None = None
+        self._fits: dict[int, fit_mod.LatencyFit] = {}  # thread count -> this model's latency anchors
+        self._anchor_costs: dict[str, tuple[list[roofline_mod.LayerCost], dict]] = {}
 
     # -- what the engine knows about the model ---------------------------------------------------------------
     @property
@@ -527,6 +530,9 @@ class Engine:
             # fp32 and the configuration in alternating blocks: the ratio is taken round by round
             compared = {"config": real.module} if real.module is self.module else {"fp32": self.module,
                                                                                  "config": real.module}
+            fit = self.latency_fit(pinned.threads)
+            anchors = self._anchors(fit, plan, settings.batch_sizes, compared)
+            compared.update({name: module for name, (_, module) in anchors.items() if name not in compared})
             protocol = {"protocol": "interleaved", **pinned.to_dict(), "models": list(compared),
                         "warmup": settings.warmup, "min_run_time_s": settings.min_run_time,
                         "min_rounds": settings.min_repeats, "budget_s": settings.budget_seconds(),
@@ -549,10 +555,20 @@ class Engine:
                     protocol["block_calls"][str(timing.batch)] = dict(timing.block_calls)
                     if "fp32" in timing.stats:
                         protocol["fp32_ms"][str(timing.batch)] = timing.stats["fp32"].median_ms
+                    for name, (family, _) in anchors.items():
+                        if family == "fp32":
+                            stats = timing.stats.get(name)
+                            if stats is not None and (not stats.noisy or not fit.has("fp32", [timing.batch])):
+                                fit.record("fp32", timing.batch, stats.median_ms)
+                        elif name in timing.ratios:
+                            fit.record(family, timing.batch, timing.ratios[name].median)
                     if (p := progress.step("latency (measured)")) is not None:
                         yield p
             finally:
                 timings.close()  # restores torch's thread count even when the caller stops early
+            if anchors:
+                fit_mod.save_fit(fit)
+                protocol["anchors"] = {name: family for name, (family, _) in anchors.items()}
             if should_stop():
                 return
         estimated: list[LatencyStats] = []
@@ -560,14 +576,23 @@ class Engine:
         if estimated_units:
             if should_stop():
                 return
-            roofline = roofline_mod.calibrate(settings.resolved_threads())
+            threads = settings.resolved_threads()
+            roofline = roofline_mod.calibrate(threads)
             costs = self._layer_costs(weights)
             used: set[str] = set()
+            fitted = self._fitted_factors(layer_settings, roofline, threads, settings.batch_sizes)
+            unfitted = {}
             for batch in settings.batch_sizes:
-                ms, assumptions = roofline_mod.estimate_ms(costs, layer_settings, roofline, batch)
+                ms, assumptions = roofline_mod.estimate_ms(costs, layer_settings, roofline, batch,
+                                                           fitted["factors"].get(batch))
                 used.update(assumptions)
                 estimated.append(LatencyStats(batch, ms, 0.0, 0))
-            roofline_info = {"estimated": True, "calibration": roofline.describe(),
+                unfitted[str(batch)] = roofline_mod.estimate_ms(costs, layer_settings, roofline, batch)[0]
+            calibration = roofline.describe() + (f"; {fitted['text']}" if fitted["text"] else "")
+            roofline_info = {"estimated": True, "calibration": calibration,
+                             "fit": {"fitted": bool(fitted["factors"]), "text": fitted["text"],
+                                     "factors": {str(b): f for b, f in fitted["factors"].items()},
+                                     "borrowed_fp32_factor": fitted["borrowed"], "unfitted_ms": unfitted},
                              "calibrated_at": roofline.calibrated_at, "peak_macs_per_s": roofline.peak_macs,
                              "bandwidth_bytes_per_s": roofline.bandwidth, "overhead_s": roofline.overhead_s,
                              "kernels": {p: {k: list(v) for k, v in kinds.items()}
@@ -644,6 +669,78 @@ class Engine:
                                  "measured the model as loaded, fp32 eager", False)
 
         return self.real_models.get(plan.config.key(), build)
+
+    # -- the latency estimate fitted to this model (see measurement/latency_fit.py) ------------------------------
+    def latency_fit(self, threads: int) -> fit_mod.LatencyFit:
+        """This model's latency anchors at ``threads`` (from memory, else the cache folder; maybe still empty)."""
+        with self._lock:
+            fit = self._fits.get(threads)
+        if fit is None:
+            loaded = self.loaded
+            identity = "|".join((getattr(loaded, "sha256", "") or f"unsaved-{id(self.module)}",
+                                 type(self.module).__name__, str(len(self._state))))
+            shape = tuple(self.data.eval_inputs.shape[1:]) if torch.is_tensor(self.data.eval_inputs) else ()
+            fit = fit_mod.load_fit(fit_mod.fit_key(identity, shape, threads, ENGINE, roofline_mod.cpu_model()),
+                                   threads)
+            with self._lock:
+                fit = self._fits.setdefault(threads, fit)
+        return fit
+
+    @staticmethod
+    def _anchor_config(family: str) -> CompressionConfig:
+        if family == "fp32":
+            return CompressionConfig()
+        return CompressionConfig().with_defaults(weight={"precision": family}, activation={"precision": family})
+
+    def _anchors(self, fit: fit_mod.LatencyFit, plan: Plan, batches, compared: dict
+                 ) -> dict[str, tuple[str, torch.nn.Module]]:
+        """Timing name -> (family, module) of the anchors this timing records: the fp32 model (every measured
+        evaluation times it), the configuration itself when it is a uniform anchor, and the anchors ``fit`` still
+        lacks among int8 and the reduced floats this configuration computes in (added to the timing)."""
+        fp32 = next(name for name, module in compared.items() if module is self.module)
+        anchors = {fp32: ("fp32", self.module)}
+        families = ["int8", *sorted({roofline_mod.compute_family(s)[0] for s in plan.settings.values()}
+                                    & {"bf16", "fp16"})]
+        for family in families:
+            if plan.config.key() == self._anchor_config(family).key() and compared.get("config", self.module) \
+                    is not self.module:
+                anchors["config"] = (family, compared["config"])
+                continue
+            if fit.has(family, batches):
+                continue
+            real = self.real_model(self.plan(self._anchor_config(family)))
+            if not real.converted or family not in {p.split("-")[0] for p in real.executed_precisions.values()}:
+                fit.unavailable[family] = real.note or f"no layer of this model runs on {family} kernels here"
+                continue
+            name = next((key for key, other in compared.items() if other is real.module), f"anchor:{family}")
+            anchors[name] = (family, real.module)
+        return anchors
+
+    def _fitted_factors(self, layer_settings, roofline: roofline_mod.Roofline, threads: int, batches) -> dict:
+        """Per batch, the family factors that fit the estimate to this model's anchors, and how to say so."""
+        fit = self.latency_fit(threads)
+        if not fit.measured_ms.get("fp32"):
+            return {"factors": {}, "borrowed": [], "text": "not fitted to this model yet: its latency has not been "
+                    f"measured at {threads} thread(s) (an evaluation with measured latency fits it)"}
+        used = {roofline_mod.compute_family(s)[0] for s in layer_settings.values()} | {"fp32"}
+        factors, borrowed = {}, set()
+        for batch in batches:
+            raw = {}
+            for family in used:
+                if family not in self._anchor_costs:
+                    plan = self.plan(self._anchor_config(family))
+                    self._anchor_costs[family] = (self._layer_costs(memory_mod.weight_memory(self._state, plan)),
+                                                  plan.settings)
+                costs, settings = self._anchor_costs[family]
+                raw[family] = roofline_mod.estimate_ms(costs, settings, roofline, batch)[0]
+            factors[batch], missing = fit.factors(raw, batch)
+            borrowed.update(missing)
+        if not all(factors.values()):
+            return {"factors": {}, "borrowed": [], "text": "not fitted to this model at every batch size"}
+        text = fit.describe(batches)
+        if borrowed:
+            text += f"; {', '.join(sorted(borrowed))} scaled as fp32 (no anchor measured for this model)"
+        return {"factors": factors, "borrowed": sorted(borrowed), "text": text}
 
     # -- internals -------------------------------------------------------------------------------------------
     def _fp32_layers(self, plan: Plan) -> list[dict]:

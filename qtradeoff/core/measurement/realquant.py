@@ -201,8 +201,25 @@ class _CastLayer(nn.Module):
         self.layer = layer.to(dtype)
         self.dtype = dtype
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x.to(self.dtype)).to(torch.float32)
+    def forward(self, *args):
+        out = self.layer(*_cast(args, self.dtype))
+        if isinstance(out, torch.fx.Proxy) and isinstance(self.layer, nn.RNNBase):
+            # traced by FX, where a recurrent layer's (output, state) is one Proxy: cast its parts
+            state = (out[1][0], out[1][1]) if isinstance(self.layer, nn.LSTM) else out[1]
+            return out[0].to(torch.float32), _cast(state, torch.float32)
+        return _cast(out, torch.float32)
+
+
+def _cast(value, dtype: torch.dtype):
+    """Floating tensors in ``value`` (a tensor or nested tuples/lists, e.g. an RNN's output and state) as
+    ``dtype``; anything else unchanged."""
+    if isinstance(value, torch.fx.Proxy):  # traced by FX: recorded as a cast (a tensor in every traced layer here)
+        return value.to(dtype)
+    if torch.is_tensor(value):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cast(item, dtype) for item in value)
+    return value
 
 
 def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -237,7 +254,8 @@ def _executed(module: nn.Module, name: str) -> str:
     if not isinstance(layer, _CastLayer):
         # FX traces through _CastLayer, keeping only its inner layer: read the dtype the weights really have
         inner = getattr(layer, "layer", None)
-        dtype = getattr(getattr(inner, "weight", None), "dtype", None)
+        first = next(inner.parameters(), None) if isinstance(inner, nn.Module) else None
+        dtype = getattr(first, "dtype", None)
         if dtype in _FLOAT_NAMES:
             return _FLOAT_NAMES[dtype]
     origin = type(layer).__module__

@@ -390,9 +390,12 @@ def _layer_seconds(cost: LayerCost, layer: LayerSettings, roofline: Roofline, ba
 
 
 def estimate_ms(costs: Sequence[LayerCost], settings: Mapping[str, LayerSettings], roofline: Roofline,
-                batch: int) -> tuple[float, list[str]]:
+                batch: int, factors: Mapping[str, float] | None = None) -> tuple[float, list[str]]:
     """Estimated forward time (ms) at ``batch`` and the assumption keys it relied on. With a kernel table, each
-    run of consecutive int8 layers also pays a quantize where it starts and a dequantize where it ends."""
+    run of consecutive int8 layers also pays a quantize where it starts and a dequantize where it ends.
+    ``factors`` (compute family -> multiplier, see :mod:`.latency_fit`) scales each layer's time by its family's
+    factor and the quantize/dequantize steps by int8's; absent: the machine calibration alone."""
+    factors = factors or {}
     total, used = 0.0, set()
     families = []
     for cost in costs:
@@ -401,9 +404,10 @@ def estimate_ms(costs: Sequence[LayerCost], settings: Mapping[str, LayerSettings
         families.append(family)
         if assumption:
             used.add(assumption)
-        total += _layer_seconds(cost, layer, roofline, batch, family, multiplier)
+        total += _layer_seconds(cost, layer, roofline, batch, family, multiplier) * factors.get(family, 1.0)
     if roofline.kernels:
         fixed, per_element = roofline.boundary
+        fixed, per_element = fixed * factors.get("int8", 1.0), per_element * factors.get("int8", 1.0)
         for i, cost in enumerate(costs):
             if families[i] != "int8":
                 continue

@@ -58,3 +58,20 @@ def test_recurrent_layers_below_8_bits_stay_fp32_and_say_why(engine):
     real = engine.real_model(engine.plan(_config("int4", "fp32")))
     assert real.executed_precisions["lstm"] == real.executed_precisions["gru"] == "fp32"
     assert "int4 LSTM weights" in real.note and "runs fp32" in real.note
+
+
+@pytest.mark.parametrize("head", ["fp16", "int8"])
+def test_recurrent_layers_run_in_fp16_alone_or_beside_an_int8_layer(engine, head):
+    # an RNN returns (output, state): the cast layer casts both, eagerly and once FX has traced through it (the
+    # int8 head makes the model go through FX); it once crashed the fp16 latency timing of digits_gru
+    config = _config("fp16", "fp16").with_layer("head", weight={"precision": head}, activation={"precision": head})
+    real = engine.real_model(engine.plan(config))
+    assert real.converted, real.note
+    assert real.executed_precisions == {"lstm": "fp16", "gru": "fp16", "head": head}
+    inputs = engine.data.eval_inputs
+    with torch.no_grad():
+        simulated = engine.compressor.simulate(engine.plan(config))(inputs)
+        out = real.module(inputs)
+    assert out.dtype == torch.float32
+    sqnr = 10 * torch.log10(simulated.pow(2).mean() / (simulated - out).pow(2).mean())
+    assert sqnr > 25, float(sqnr)
