@@ -100,6 +100,10 @@ def diff_configs(a: Any, b: Any, layers: Iterable[tuple[str, str]]) -> tuple[Fie
             changes.append(FieldChange(name, "skip", left["skip"], right["skip"]))
             continue
         for key in sorted(set(left) | set(right), key=lambda k: (k != "skip", k)):
+            # a weight/activation field that applies on one side only follows from the precision change (int8 ->
+            # fp32 has no calibration on the fp32 side): the precision line says it all
+            if (key in left) != (key in right) and key.split(".")[0] in ("weight", "activation"):
+                continue
             if left.get(key) != right.get(key):
                 changes.append(FieldChange(name, key, left.get(key), right.get(key)))
     return tuple(changes)

@@ -46,14 +46,20 @@ def latency_text(result: Any) -> str:
                              + (" — NOISY" if getattr(stats, "noisy", False) else ""))
     estimated = result.latency_ms(1, measured=False)
     if estimated is not None:
-        provenance = getattr(result, "provenance", None)
-        roofline = provenance.get("roofline") if isinstance(provenance, dict) else None
-        fit = roofline.get("fit") if isinstance(roofline, dict) else None
-        how = ""
-        if isinstance(fit, dict):  # results from before the fit existed say nothing either way
-            how = " (fitted to this model's timings)" if fit.get("fitted") else " (machine calibration only)"
-        parts.append(f"≈{estimated:.3f} ms estimated{how}")
+        how = {"fitted": " (fitted to this model's timings)", "machine": " (machine calibration only)"}
+        parts.append(f"≈{estimated:.3f} ms estimated{how.get(estimate_kind(result), '')}")
     return ", ".join(parts) or "n/a"
+
+
+def estimate_kind(result: Any) -> str:
+    """How a result's latency estimate was made: "fitted" (scaled to the model's own measured anchors),
+    "machine" (the machine calibration alone) or "" (a result from before fits existed says neither)."""
+    provenance = getattr(result, "provenance", None)
+    roofline = provenance.get("roofline") if isinstance(provenance, dict) else None
+    fit = roofline.get("fit") if isinstance(roofline, dict) else None
+    if not isinstance(fit, dict):
+        return ""
+    return "fitted" if fit.get("fitted") else "machine"
 
 
 def _worst_spread(stats: Any) -> float:

@@ -476,18 +476,21 @@ class ParetoPlot(QWidget):
             self._fit("latency", self.latency_view, latency[rows], y_low, y_high)
             self._fit("memory", self.memory_view, memory_x[rows], y_low, y_high)
         self.summary.setText(self._summary_text(rows, others, fronts) if n else EMPTY_HINT)
-        self.summary.setToolTip(self.summary.text())  # the whole sentence where a narrow window clips it
+        others_n = int(len(others)) if n else 0
+        self.summary.setToolTip(self.summary.text() + (f" ({others_n} point(s) measured on other evaluation sets are "
+                                                       "grey: not comparable with these)" if others_n else ""))
 
     def _summary_text(self, rows: np.ndarray, others: np.ndarray, fronts: dict[str, np.ndarray]) -> str:
         on_front = len(set(fronts["latency"].tolist()) | set(fronts["memory"].tolist()))
         shown = self.shown_set()
         # the selector names the set once there are two
         where = f" on {self.store.eval_sets[shown].label()}" if shown is not None and not len(others) else ""
-        text = (f"{len(rows)} configuration(s){where}, {on_front} on "
+        # short: it shares the header row with two selectors and must fit a 1366-pixel screen (tooltip: the same)
+        text = (f"{len(rows)} points{where} · {on_front} on "
                 + ("the 3-objective frontier" if self.three_objective else "a frontier"))
         if len(others):
-            text += f"; {len(others)} on other set(s), grey"
-        return text + "."
+            text += f" · {len(others)} greyed"
+        return text
 
     def _sync_set_switch(self) -> None:
         sets = self.store.eval_sets

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qtradeoff.gui.formatting import format_bytes
+from qtradeoff.gui.formatting import estimate_kind, format_bytes
 
 COLUMNS = ("#", "Pin", "Label", "Tag", "Accuracy", "95 % CI", "Latency b1", "Latency is", "Weights", "Peak act.",
            "Weights at", "Activations at", "Overrides", "Subset")
@@ -114,6 +114,9 @@ class ResultsTableModel(QAbstractTableModel):
                                                         COL_OVERRIDES):
             return int(Qt.AlignRight | Qt.AlignVCenter)
         if role == Qt.ToolTipRole:
+            if column in (COL_TAG, COL_LABEL):  # elided in the cell: the whole text, then what the column means
+                text = self._text(row, result, meta, column)
+                return f"{text}\n\n{TIPS.get(column, '')}".strip() if text else TIPS.get(column)
             return TIPS.get(column)
         return None
 
@@ -129,7 +132,8 @@ class ResultsTableModel(QAbstractTableModel):
             stats = next((s for s in getattr(result, "latency_measured", ()) if getattr(s, "batch", 1) == 1),
                          None)
             return measured, "measured, NOISY" if getattr(stats, "noisy", False) else "measured"
-        return result.latency_ms(1, measured=False), "estimated"
+        kind = {"fitted": "estimated, fitted", "machine": "estimated, unfitted"}.get(estimate_kind(result), "estimated")
+        return result.latency_ms(1, measured=False), kind
 
     def _text(self, row: int, result: Any, meta: dict, column: int) -> Any:
         if column == COL_NUM:
@@ -234,7 +238,13 @@ class ResultsPanel(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.Interactive)
         header.setDefaultSectionSize(86)
-        for column, width in ((COL_NUM, 44), (COL_PIN, 34), (COL_LABEL, 140), (COL_LAT_KIND, 110)):
+        # one line per row: tags such as "explore · greedy · ANSWER" are elided (full text in the tooltip), never
+        # wrapped into rows of double height
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.ElideMiddle)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.Fixed)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 8)
+        for column, width in ((COL_NUM, 44), (COL_PIN, 34), (COL_LABEL, 140), (COL_TAG, 150), (COL_LAT_KIND, 110)):
             header.resizeSection(column, width)
         header.setStretchLastSection(True)
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
@@ -352,5 +362,6 @@ def comparison_text(comparison: Any, number_a: int, number_b: int) -> str:
     else:
         lines.append(f"{len(layers)} layer(s) differ:")
         for change in comparison.changes:
-            lines.append(f"  {change.layer}: {change.field} {change.a} → {change.b}")
+            a, b = ("—" if value is None else value for value in (change.a, change.b))
+            lines.append(f"  {change.layer}: {change.field} {a} → {b}")
     return "\n".join(lines)

@@ -68,3 +68,10 @@ def test_deltas_across_evaluation_sets_or_unlike_estimates_come_with_a_warning()
     b.provenance = {"roofline": {"fit": {"fitted": False}}}
     warnings = compare(a, b, LAYERS).warnings
     assert len(warnings) == 2 and "100 samples vs 359 samples" in warnings[0] and "fitted" in warnings[1]
+
+
+def test_fields_that_follow_from_a_precision_change_are_not_listed():
+    w8a8 = CompressionConfig().with_defaults(weight={"precision": "int8"}, activation={"precision": "int8"})
+    b = w8a8.with_layer("fc1", activation={"precision": "fp32"})
+    assert [(c.layer, c.field, c.a, c.b) for c in diff_configs(w8a8, b, LAYERS)] == [
+        ("fc1", "activation.precision", "int8", "fp32")]

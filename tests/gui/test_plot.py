@@ -76,7 +76,7 @@ def test_points_from_two_evaluation_sets_never_share_a_frontier(qtbot):
     for view in ("latency", "memory"):
         assert set(plot.frontier_indices(view)) <= set(small) and plot.frontier_indices(view)
     assert len(plot._items["latency"]["others"].data) == 2  # the other set is greyed, not hidden
-    assert "first 100 of 359" in plot.set_switch.currentText() and "2 on other set(s)" in plot.summary.text()
+    assert "first 100 of 359" in plot.set_switch.currentText() and "2 greyed" in plot.summary.text()
     plot.show_eval_set(plot.store.eval_set[large[0]])  # as the selector does
     plot.redraw()
     for view in ("latency", "memory"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 import platform
 import threading
 import time
@@ -718,10 +719,18 @@ class Engine:
 
     def _fitted_factors(self, layer_settings, roofline: roofline_mod.Roofline, threads: int, batches) -> dict:
         """Per batch, the family factors that fit the estimate to this model's anchors, and how to say so."""
-        fit = self.latency_fit(threads)
+        fit, fit_threads = self.latency_fit(threads), threads
         if not fit.measured_ms.get("fp32"):
-            return {"factors": {}, "borrowed": [], "text": "not fitted to this model yet: its latency has not been "
-                    f"measured at {threads} thread(s) (an evaluation with measured latency fits it)"}
+            # measured at another thread count (a timing pins fewer threads on a busy machine): its factors say
+            # what this model adds to the kernel table at that count, applied to this count's estimate
+            for other in range(1, max(threads, os.cpu_count() or 1) + 1):
+                if other != threads and self.latency_fit(other).measured_ms.get("fp32"):
+                    fit, fit_threads = self.latency_fit(other), other
+                    break
+            else:
+                return {"factors": {}, "borrowed": [], "text": "not fitted to this model yet: its latency has not "
+                        "been measured (an evaluation with measured latency fits it)"}
+        fit_roofline = roofline if fit_threads == threads else roofline_mod.calibrate(fit_threads)
         used = {roofline_mod.compute_family(s)[0] for s in layer_settings.values()} | {"fp32"}
         factors, borrowed = {}, set()
         for batch in batches:
@@ -732,12 +741,14 @@ class Engine:
                     self._anchor_costs[family] = (self._layer_costs(memory_mod.weight_memory(self._state, plan)),
                                                   plan.settings)
                 costs, settings = self._anchor_costs[family]
-                raw[family] = roofline_mod.estimate_ms(costs, settings, roofline, batch)[0]
+                raw[family] = roofline_mod.estimate_ms(costs, settings, fit_roofline, batch)[0]
             factors[batch], missing = fit.factors(raw, batch)
             borrowed.update(missing)
         if not all(factors.values()):
             return {"factors": {}, "borrowed": [], "text": "not fitted to this model at every batch size"}
         text = fit.describe(batches)
+        if fit_threads != threads:
+            text += f"; factors fitted at {fit_threads} thread(s), applied to the {threads}-thread estimate"
         if borrowed:
             text += f"; {', '.join(sorted(borrowed))} scaled as fp32 (no anchor measured for this model)"
         return {"factors": factors, "borrowed": sorted(borrowed), "text": text}

@@ -4,6 +4,7 @@ anchors, later estimates reproduce them and say so, a new engine of the same fil
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -86,6 +87,10 @@ def test_mixed_configurations_interpolate_between_the_anchors_and_unanchored_fam
     result = first.evaluate(fp16, latency="estimated", latency_settings=FAST)
     assert result.provenance["roofline"]["fit"]["borrowed_fp32_factor"] == ["fp16"]
     assert "fp16 scaled as fp32" in result.provenance["roofline"]["calibration"]
+    # an estimate at another thread count than the timings' takes their factors, and says so
+    two = first.evaluate(W8A8, latency="estimated", latency_settings=dataclasses.replace(FAST, threads=2))
+    assert two.provenance["roofline"]["fit"]["fitted"]
+    assert "fitted at 1 thread(s), applied to the 2-thread estimate" in two.provenance["roofline"]["calibration"]
 
 
 def test_a_corrupt_or_foreign_fit_file_is_measured_again(tmp_path, monkeypatch):
