@@ -4,6 +4,7 @@ given model (or the bundled sample) loading in the background.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,11 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     """The process's QApplication (created once), named so QSettings know where to live."""
     app = QApplication.instance()
     if app is None:
+        # Qt's raster engine hands large fills and image scalings to a thread pool of its own and waits for it on
+        # the GUI thread; while a worker process computes on every core those pool threads wait for a core, and
+        # the GUI thread with them (py-spy: most of a 218 ms stall after a model drop was QLatch::wait in
+        # QRasterPaintEngine). Read once, when the pool would be created: set before the application exists.
+        os.environ.setdefault("QT_NO_GUI_THREADPOOL", "1")
         app = QApplication(list(argv) if argv is not None else sys.argv[:1])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
