@@ -11,7 +11,8 @@ TORCHVISION = ("torchvision.resnet18", "torchvision.mobilenet_v3_small")
 # The digits at the sample mobilenet's preprocessing: 3x32x32, the smallest side both architectures reduce to 1x1
 # without error; 8x8 digits upscaled, so nothing is lost and nothing is gained by going larger.
 TORCHVISION_PREPROCESSING = {"size": 32, "channels": 3, "flatten": False, "mean": 0.3, "std": 0.4}
-# Passes over the 1259 training digits (batch 32, Adam, one-cycle): the fewest that reach 90 % test accuracy.
+# Passes over the 1259 training digits (batch 32, Adam, one-cycle): test accuracy 92.5 % (resnet18) and 90.3 %
+# (mobilenet_v3_small), each pass costing 10-15 s on 2 cores, the bulk of these models' share of the tests' time.
 TRAINING_EPOCHS = {"torchvision.resnet18": 1, "torchvision.mobilenet_v3_small": 2}
 
 
@@ -48,9 +49,10 @@ def torchvision_engine(folder, arch: str) -> Engine:
     """An engine of torchvision ``arch`` (10 classes, random init with seed 0) trained briefly on the digits' train
     split, with the digits' calibration and test splits as labelled data, so that exports are checked on accuracy.
 
-    Trained because a random network does not survive W8A8: a random mobilenet_v3_small loses the input's signal
-    in the simulation as in the real int8 graph, and a random resnet18 amplifies every requantization of the x86
-    int8 graph (before and after each residual add) far beyond what a model with real accuracy does.
+    Trained because a random network does not survive W8A8, so its exports could not be checked on accuracy: a
+    random mobilenet_v3_small loses the input's signal in the simulation as in the real int8 graph, and a random
+    resnet18 amplifies the x86 int8 graph's extra requantizations (around each residual add) to 12 dB from the
+    simulation, where the trained one stays at 31 dB.
     """
     from safetensors.torch import save_file
 
