@@ -110,6 +110,7 @@ def test_every_format_reloads_standalone_and_reproduces_the_simulated_accuracy(e
     assert torch.allclose(rebuilt, engine.logits(mixed(engine))[:64], rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow  # the fixture trains both models first (see TRAINING_EPOCHS)
 @pytest.mark.parametrize("arch", TORCHVISION)
 def test_trained_torchvision_models_reproduce_the_simulated_accuracy_in_onnx_and_packed(exported, engines, arch):
     """resnet18 and mobilenet_v3_small, trained briefly in the fixture (see ``torchvision_engine``), at both
@@ -134,6 +135,7 @@ def test_trained_torchvision_models_reproduce_the_simulated_accuracy_in_onnx_and
 INT8_GAP = pytest.mark.xfail(strict=True, reason="torch-int8 misses the simulated accuracy by more than 0.5 points")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("arch", "which"), [
     pytest.param("torchvision.resnet18", "w8a8", marks=INT8_GAP), ("torchvision.resnet18", "mixed"),
     ("torchvision.mobilenet_v3_small", "w8a8"),
