@@ -1,4 +1,4 @@
-"""Issue 14's done-when checks: every sample model and a random torchvision resnet18 and mobilenet_v3_small, at
+"""Issue 14's done-when checks: every sample model and a torchvision resnet18 and mobilenet_v3_small, at
 W8A8 and at a mixed int8/int4 + 50 % pruning configuration, in every format (torch-int8, onnx, packed); each file
 reloads in a fresh process with only its runtime importable (torch-int8 without qtradeoff, onnx without torch or
 qtradeoff), reproduces the simulated accuracy (or outputs) and stays within its size bound. The six files of a
@@ -13,6 +13,8 @@ from qtradeoff.core import CompressionConfig, Engine, load_sample_model, sample_
 from qtradeoff.core.export import ExportError, export, export_many, format_names, get_format, raise_for_report
 from qtradeoff.core.export.packed import decode_tensor, encode_tensor, load_packed
 from qtradeoff.core.export.verify import report_path
+
+from .conftest import TORCHVISION
 
 W8A8 = CompressionConfig().with_defaults(weight={"precision": "int8"}, activation={"precision": "int8"})
 FAST = {"latency_batches": (1,), "repeats": 1}
@@ -67,10 +69,7 @@ def exported(engines, tmp_path_factory):
         if name not in cache:
             engine = engines(name)
             folder = tmp_path_factory.mktemp(name.replace(".", "_"))
-            # the random torchvision models at W8A8 only: one configuration proves their point, and the mixed one
-            # (covered by every sample model) would double their share of this directory's time
-            configurations = ("w8a8",) if name.startswith("torchvision.") else ("w8a8", "mixed")
-            keys = [(which, fmt) for which in configurations for fmt in _formats()]
+            keys = [(which, fmt) for which in ("w8a8", "mixed") for fmt in _formats()]
             configs = {"w8a8": W8A8, "mixed": mixed(engine)}
             reports = export_many([(engine, configs[which], fmt, folder / f"{which}{SUFFIX[fmt]}")
                                    for which, fmt in keys], **FAST)
@@ -111,62 +110,38 @@ def test_every_format_reloads_standalone_and_reproduces_the_simulated_accuracy(e
     assert torch.allclose(rebuilt, engine.logits(mixed(engine))[:64], rtol=0, atol=1e-4)
 
 
-# Known failures, kept visible: with BatchNorm statistics re-estimated on the random inputs, the real int8 model
-# (torch-int8) is 12.0 dB from the simulation for resnet18 and -3.5 dB for mobilenet_v3_small (bound 15 dB), while
-# resnet18's ONNX QDQ file is 34-36 dB from it and packed is exact: the torch.ao int8 graph and the simulation
-# disagree on these models. Strict: the test fails as soon as the export passes, so the mark cannot outlive the fix.
-# Diagnosis of resnet18 (issue 14, 2026-12-03, AVX2 CPU without VNNI: real activations on 7 bits; W8A8, the
-# 24 evaluation inputs, hooks on the simulated and the real FX model, SQNR of the real layer output vs the simulated):
-# no layer breaks, the gap grows steadily with depth: maxpool 35.8 dB, layer1.0.conv2 26.4, layer1.1.conv2 24.1,
-# layer2.0.conv2 22.8, layer2.1.conv2 20.4, layer3.0.conv2 19.0, layer3.1.conv2 16.8, layer4.0.conv2 13.0,
-# layer4.1.conv2 10.1, avgpool 12.6, fc 12.0. The kernels run their graph faithfully enough: real vs torch.ao's own
-# reference graph (convert_to_reference_fx, same observers, float-emulated) 26.5 dB; that reference vs the simulation
-# 12.3 dB. So the gap is structural: the x86 int8 graph requantizes points the simulation keeps in float (every conv2
-# and downsample output before its residual add, every add_relu output), and on 7 bits; with 8-bit activations
-# forced (saturating_int8 -> False) the real model is still 13.3 dB from the simulation (the 7 bits cost 1.3 dB).
-# This random network amplifies any perturbation: Gaussian input noise at 40/50/60 dB gives fp32 outputs
-# 23.9/34.1/43.1 dB from clean, and the simulation itself is only 14.3 dB from fp32. Fake-quantizing, in the
-# simulation, the real graph's add outputs alone (with the real scales) moves its outputs by 19.5 dB, the conv2 and
-# downsample outputs alone by 17.8 dB, both by 15.5 dB. The ONNX file agrees (34 dB) because it carries the
-# simulation's own quantize/dequantize points. Fix still to do: simulate x86's requantization points (outputs
-# feeding a residual add, the add's output, 7 bits without VNNI), or test the export on a better-conditioned model.
-# mobilenet_v3_small (issue 14, 2026-12-03, same CPU, W8A8, same hooks; conv rows left out: the simulation's conv
-# output is before its folded BatchNorm, the real one after BN+activation). It is not the int8 graph that fails here:
-# the random network does not survive W8A8 at all. At the logits the simulation is 0.1 dB from fp32 and the real
-# model 0.3 dB from fp32 (so their -3.5 dB from each other compares two noise draws). Layer by layer, simulated vs
-# real / fp32 vs simulated: features.0.2 (hardswish) 28.6 / 38.2, features.1 SE fc2 26.0 / 29.7, features.4.block.0.2
-# 17.8 / 20.8, features.6.block.0.2 11.0 / 10.6, features.8.block.0.2 5.0 / 4.3, features.10.block.0.2 0.4 / 0.9,
-# classifier.3 -3.5 / 0.1: the simulation loses the fp32 signal as fast as the real graph does (the depthwise
-# convolutions' outputs are -10..-27 dB from fp32 in both), and the SE scale (hardsigmoid) outputs stay 20-40 dB
-# apart in both, so no single requantization point stands out. Simulating the real graph's requantization points
-# cannot bring this model to 15 dB: it needs weights that survive int8 (a model trained briefly on digits at 32x32
-# in the fixture, where the accuracy bound of 0.5 points can then be checked as for the samples).
-INT8_GAP = pytest.mark.xfail(strict=True, reason="torch-int8 of random torchvision models is far from the simulation")
+@pytest.mark.slow  # the fixture trains both models first (see TRAINING_EPOCHS)
+@pytest.mark.parametrize("arch", TORCHVISION)
+def test_trained_torchvision_models_reproduce_the_simulated_accuracy_in_onnx_and_packed(exported, engines, arch):
+    """resnet18 and mobilenet_v3_small, trained briefly in the fixture (see ``torchvision_engine``), at both
+    configurations, checked like the samples: accuracy within 0.5 points of the simulation, packed size bound."""
+    engine = engines(arch)
+    fp32 = engine.logits(CompressionConfig()).argmax(1).eq(engine.data.eval_labels).float().mean()
+    assert fp32 >= 0.85  # trained: accuracy means something
+    reports = exported(arch)
+    assert set(reports) == {(w, f) for w in ("w8a8", "mixed") for f in _formats()}
+    _check_reports({key: report for key, report in reports.items() if key[1] != "torch-int8"}, labelled=True)
+    assert reports["mixed", "packed"].weight_bytes < 0.7 * reports["w8a8", "packed"].weight_bytes
 
 
-def _check_torchvision(reports: dict, engine, formats) -> None:
-    """Random weights and random inputs: accuracy means nothing here, so the files are compared with the simulated
-    model's outputs instead: packed equal to float error, the int8 files within the verification's SQNR bound
-    (15 dB) and agreeing with the simulation's top-1 on most of the 24 inputs."""
-    reports = {key: report for key, report in reports.items() if key[1] in formats}
-    assert reports
-    _check_reports(reports, labelled=False)
-    for (which, fmt), report in reports.items():
-        assert report.exported["sqnr_vs_simulated_db"] >= 15.0, (which, fmt)
-        assert report.exported["agreement_with_simulated"] >= 0.75, (which, fmt, report.exported)
-    # the outputs vary with the input (BatchNorm statistics re-estimated), so agreeing is not trivial
-    assert engine.logits(W8A8).argmax(1).unique().numel() >= 3
+# Known failures, kept visible (2026-12-04, AVX2 CPU without VNNI, the 359 test digits; one digit is 0.28 points):
+# the real x86 int8 graph misses the simulated accuracy by 0.56 points (2 digits; 92.76 % vs 93.31 %, 31.0 dB from
+# the simulation) for resnet18 at W8A8, and by 1.95 points (7 digits; 86.35 % vs 88.30 %, 19.6 dB) for
+# mobilenet_v3_small at the mixed configuration, while their ONNX QDQ files (44-50 dB) and packed files match it
+# exactly. The other two cases pass (resnet18 mixed +0.28 points, mobilenet W8A8 0.00). Not diagnosed layer by
+# layer on these trained models; on the random ones the gap was the x86 graph's requantization where the
+# simulation stays in float (around resnet18's residual adds), on 7 bits without VNNI, and these briefly trained
+# models have thin margins. Strict: the mark cannot outlive a fix.
+INT8_GAP = pytest.mark.xfail(strict=True, reason="torch-int8 misses the simulated accuracy by more than 0.5 points")
 
 
-@pytest.mark.parametrize("arch", ["torchvision.resnet18", "torchvision.mobilenet_v3_small"])
-def test_torchvision_models_export_to_onnx_and_packed_and_agree(exported, engines, arch):
-    _check_torchvision(exported(arch), engines(arch), {"onnx", "packed"})
-
-
-@pytest.mark.parametrize("arch", [pytest.param("torchvision.resnet18", marks=INT8_GAP),
-                                  pytest.param("torchvision.mobilenet_v3_small", marks=INT8_GAP)])
-def test_torchvision_models_export_to_torch_int8_and_agree(exported, engines, arch):
-    _check_torchvision(exported(arch), engines(arch), {"torch-int8"})
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "which"), [
+    pytest.param("torchvision.resnet18", "w8a8", marks=INT8_GAP), ("torchvision.resnet18", "mixed"),
+    ("torchvision.mobilenet_v3_small", "w8a8"),
+    pytest.param("torchvision.mobilenet_v3_small", "mixed", marks=INT8_GAP)])
+def test_trained_torchvision_models_reproduce_the_simulated_accuracy_in_torch_int8(exported, arch, which):
+    _check_reports({(which, "torch-int8"): exported(arch)[which, "torch-int8"]}, labelled=True)
 
 
 def test_onnx_files_are_qdq_with_integer_and_int4_weights(exported, engines):
