@@ -25,7 +25,8 @@ correction 0.25 s); with fp32 activations MCT's PTQ is as accurate as our best a
 of its time (0.08-0.12 s) is missed by GPTQ's 0.34-0.42 s. NNCF 3.4.0 (earlier session) refused 4-bit conv
 weights for its CPU/ANY hardware configs.
 Usage: .venv/bin/python benchmarks/bench_algorithms.py [--models ...] [--bits int4,int3] [--rounds 1]
-       [--adaround-iterations N] [--threads N] [--peer-json peer.json] [--json out.json]
+       [--algorithms nearest,bias_correction,adaround,gptq] [--adaround-iterations N] [--threads N]
+       [--peer-json peer.json] [--json out.json]
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def compress_seconds(engine: Engine, config: CompressionConfig) -> tuple[float, 
     return time.perf_counter() - start, compressor
 
 
-def bench_model(name: str, bits_list: list[str], rounds: int, iterations: int | None) -> list[dict]:
+def bench_model(name: str, bits_list: list[str], rounds: int, iterations: int | None,
+                algorithms: tuple[str, ...] = ALGORITHMS) -> list[dict]:
     loaded = load_sample_model(name)
     data = sample_data_for(loaded)
     engine = Engine(loaded, data)
@@ -78,19 +80,19 @@ def bench_model(name: str, bits_list: list[str], rounds: int, iterations: int | 
     rows = [{"model": name, "bits": "fp32", "activation": "fp32", "algorithm": "-", "accuracy": fp32.accuracy,
              "ci95": list(fp32.accuracy_ci95), "seconds": 0.0, "ratio": None, "eval_samples": fp32.eval_samples}]
     for bits in bits_list:
-        seconds: dict[str, list[float]] = {algorithm: [] for algorithm in ALGORITHMS}
-        ratios: dict[str, list[float]] = {algorithm: [] for algorithm in ALGORITHMS}
+        seconds: dict[str, list[float]] = {algorithm: [] for algorithm in algorithms}
+        ratios: dict[str, list[float]] = {algorithm: [] for algorithm in algorithms}
         compressors: dict[str, Compressor] = {}
         for _ in range(rounds):
             this_round = {}
-            for algorithm in ALGORITHMS:
+            for algorithm in algorithms:
                 spent, compressors[algorithm] = compress_seconds(engine, config_for(bits, "fp32", algorithm,
                                                                                     iterations))
                 this_round[algorithm] = spent
                 seconds[algorithm].append(spent)
-            for algorithm in ALGORITHMS:
+            for algorithm in algorithms:
                 ratios[algorithm].append(this_round[algorithm] / this_round["nearest"])
-        for algorithm in ALGORITHMS:
+        for algorithm in algorithms:
             evaluator = Engine(loaded, data, compressor=compressors[algorithm])
             for activation in ACTIVATIONS:
                 result = evaluator.evaluate(config_for(bits, activation, algorithm, iterations), latency="none")
@@ -160,6 +162,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--bits", default="int4,int3", help="weight precisions, comma-separated (e.g. int4,int3,int2)")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--algorithms", default=",".join(ALGORITHMS),
+                        help="comma-separated, nearest first (the time ratio's baseline)")
     parser.add_argument("--adaround-iterations", type=int, default=None, help="default: the config's default")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--peer-json", default=None, help="rows of a peer run here (JSON list)")
@@ -167,11 +171,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    algorithms = tuple(args.algorithms.split(","))
+    if algorithms[0] != "nearest" or not set(algorithms) <= set(ALGORITHMS):
+        parser.error(f"--algorithms: nearest first, then any of {', '.join(ALGORITHMS[1:])}")
     with open("/proc/loadavg") as handle:
         load_before = handle.read().split()[:3]
     rows = []
     for name in args.models:
-        rows += bench_model(name, args.bits.split(","), args.rounds, args.adaround_iterations)
+        rows += bench_model(name, args.bits.split(","), args.rounds, args.adaround_iterations, algorithms)
     with open("/proc/loadavg") as handle:
         load_after = handle.read().split()[:3]
     print(f"\nthreads {torch.get_num_threads()}, rounds {args.rounds}, load average before {' '.join(load_before)}, "

@@ -50,6 +50,12 @@ class Geometry:
         """The layer's input ``x`` as ``(G, M, K)``: M input vectors per group, in the weight matrices' order."""
         if self.kind == "Linear":
             return x.reshape(1, -1, x.shape[-1])
+        cols = self._unfolded(x)
+        n, groups, k, length = cols.shape
+        return cols.permute(1, 0, 3, 2).reshape(groups, n * length, k)
+
+    def _unfolded(self, x: torch.Tensor) -> torch.Tensor:
+        """A conv input's patches as ``(N, G, K, L)``: the layout ``F.unfold`` writes (L positions per sample)."""
         padding = self.padding
         if self.padding_mode != "zeros" or padding == "same":
             pad = _same_padding(self) if padding == "same" else [p for p in reversed(padding) for _ in (0, 1)]
@@ -60,19 +66,28 @@ class Geometry:
             padding = 0
         cols = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=padding, stride=self.stride)
         n, ck, length = cols.shape
-        k = ck // self.groups
-        return cols.reshape(n, self.groups, k, length).permute(1, 0, 3, 2).reshape(self.groups, n * length, k)
+        return cols.reshape(n, self.groups, ck // self.groups, length)
 
     def patch_sums(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """``(Σ x, M)``: the sum of the ``M`` input vectors per group ``(G, K)`` of the batch ``x``, from the
         patches of the batch's sum (unfolding and padding are linear: one image unfolded, not ``len(x)``)."""
         if self.kind == "Linear":
             return x.reshape(-1, x.shape[-1]).sum(dim=0).unsqueeze(0), x.numel() // x.shape[-1]
-        cols = self.patches(x.sum(dim=0, keepdim=True))
-        return cols.sum(dim=1), len(x) * cols.shape[1]
+        cols = self._unfolded(x.sum(dim=0, keepdim=True))
+        return cols.sum(dim=(0, 3)), len(x) * cols.shape[3]
 
     def patch_gram(self, x: torch.Tensor) -> torch.Tensor:
-        """``Σ x xᵀ`` over the input vectors of the batch ``x``, per group ``(G, K, K)``."""
+        """``Σ x xᵀ`` over the input vectors of the batch ``x``, per group ``(G, K, K)``.
+
+        Where a sample has at least as many positions as a vector has values (early, large maps), one product
+        per sample on the unfolded layout and a sum over samples: its ``N·G·K²`` partial sums are no larger than
+        the patches, which are not transposed (a copy as large as the patches, the costliest step there). Else
+        (late, small maps: few patches) the transposed patches in one product.
+        """
+        if self.kind == "Conv2d":
+            cols = self._unfolded(x)
+            if cols.shape[2] <= cols.shape[3]:
+                return (cols @ cols.transpose(2, 3)).sum(dim=0)
         cols = self.patches(x)
         return cols.transpose(1, 2) @ cols
 
