@@ -76,7 +76,7 @@ def test_statistics_give_the_direct_output_error(kind):
 @pytest.mark.parametrize("kind", ["linear", "conv", "grouped", "depthwise", "strided_reflect"])
 def test_first_order_statistics_are_the_mean_patch(kind):
     """E[x] alone (unfolding the batch's sum) is the mean of every unfolded input vector, and the same to the bit
-    as the mean a second-order pass computes beside E[x xᵀ]."""
+    as the mean a second-order pass computes beside E[x xᵀ]; E[x xᵀ] is the unfolded vectors' too."""
     if kind == "strided_reflect":
         module, x = nn.Conv2d(16, 8, 3, stride=2, padding=1, padding_mode="reflect"), _correlated(40, 16, 9, 9)
     else:
@@ -89,6 +89,9 @@ def test_first_order_statistics_are_the_mean_patch(kind):
     assert first.count == second.count == cols.shape[1]
     torch.testing.assert_close(first.mean, cols.mean(dim=1), rtol=1e-12, atol=1e-12)
     assert torch.equal(first.mean, second.mean)
+    # E[x xᵀ] (one product per sample, or over the transposed patches: both layouts occur among these layers)
+    torch.testing.assert_close(second.hessian, cols.transpose(1, 2) @ cols / cols.shape[1], rtol=1e-12,
+                               atol=1e-12)
     with pytest.raises(ValueError, match="second-order"):
         rounding.round_weight(geometry, module.weight, WeightSpec("int4", rounding="gptq"), first)
 
