@@ -115,9 +115,9 @@ def _accuracy(rows, model, bits, activation, algorithm):
 def targets(rows: list[dict], peers: list[dict]) -> list[str]:
     lines = []
     fp32 = next((r for r in rows if r["model"] == "digits_cnn" and r["bits"] == "fp32"), None)
-    if fp32 is None:
-        return ["digits_cnn not run: no targets checked"]
-    for bits, allowed in (("int4", 0.0), ("int3", 0.02)):
+    if fp32 is None:  # the fp32 targets are digits_cnn's; the peer targets below hold for every model run
+        lines.append("digits_cnn not run: its fp32 targets not checked")
+    for bits, allowed in (("int4", 0.0), ("int3", 0.02)) if fp32 is not None else ():
         for activation in ACTIVATIONS:
             candidates = [r for r in rows if r["model"] == "digits_cnn" and r["bits"] == bits
                           and r["activation"] == activation]

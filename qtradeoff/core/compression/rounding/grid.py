@@ -77,17 +77,9 @@ class Geometry:
         return cols.sum(dim=(0, 3)), len(x) * cols.shape[3]
 
     def patch_gram(self, x: torch.Tensor) -> torch.Tensor:
-        """``Σ x xᵀ`` over the input vectors of the batch ``x``, per group ``(G, K, K)``.
-
-        Where a sample has at least as many positions as a vector has values (early, large maps), one product
-        per sample on the unfolded layout and a sum over samples: its ``N·G·K²`` partial sums are no larger than
-        the patches, which are not transposed (a copy as large as the patches, the costliest step there). Else
-        (late, small maps: few patches) the transposed patches in one product.
-        """
-        if self.kind == "Conv2d":
-            cols = self._unfolded(x)
-            if cols.shape[2] <= cols.shape[3]:
-                return (cols @ cols.transpose(2, 3)).sum(dim=0)
+        """``Σ x xᵀ`` over the input vectors of the batch ``x``, per group ``(G, K, K)``."""
+        # One product per sample on F.unfold's layout (no transposed copy) measured no faster end to end on
+        # digits_cnn (GPTQ 0.58-0.66 s vs 0.53-0.63 s, load 1.7-2.2): the one product over all vectors stays.
         cols = self.patches(x)
         return cols.transpose(1, 2) @ cols
 
