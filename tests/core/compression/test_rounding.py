@@ -89,7 +89,7 @@ def test_first_order_statistics_are_the_mean_patch(kind):
     assert first.count == second.count == cols.shape[1]
     torch.testing.assert_close(first.mean, cols.mean(dim=1), rtol=1e-12, atol=1e-12)
     assert torch.equal(first.mean, second.mean)
-    # E[x xᵀ] (one product per sample, or over the transposed patches: both layouts occur among these layers)
+    # E[x xᵀ] too, against the unfolded vectors
     torch.testing.assert_close(second.hessian, cols.transpose(1, 2) @ cols / cols.shape[1], rtol=1e-12,
                                atol=1e-12)
     with pytest.raises(ValueError, match="second-order"):
