@@ -13,7 +13,9 @@ bias correction, on by default) and ``gptq`` (MCT's gradient-based PTQ: learned 
 sample-layer-attention loss, ``--epochs`` passes over the calibration set).
 
 Setup (once): python3 -m venv /tmp/peer-venv && /tmp/peer-venv/bin/pip install torch==2.13.0 torchvision==0.28.0
-    model-compression-toolkit==2.6.1
+    model-compression-toolkit==2.6.1 safetensors (digits_cnn's sample is a safetensors file)
+MCT GPTQ on mobilenet_v3_small_digits took 4.5-5.6 min per configuration on a quiet machine; on a loaded one
+(2026-12-04) it had not finished after 11 min: run it alone.
 Usage: flock /tmp/bench.lock /tmp/peer-venv/bin/python benchmarks/peer_algorithms.py --models digits_cnn
        --bits 4,3,2 --activations int8,fp32 --algorithms ptq,gptq --epochs 5 --json /tmp/peer.json
 """

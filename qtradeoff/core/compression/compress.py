@@ -72,7 +72,9 @@ class CompressorStats:
     calibration_passes: int = 0  # forward passes of the calibration set (at most one per Compressor)
     range_computations: int = 0  # activation ranges derived from calibration statistics (cache misses)
     applies: int = 0  # simulated models built
-    rounding_passes: int = 0  # forward passes collecting the rounding algorithms' input statistics (at most one)
+    # forward passes collecting the rounding algorithms' input statistics: at most one, or two when bias correction
+    # alone (first order, E[x]) ran before AdaRound or GPTQ (second order, E[x xᵀ]) was asked for
+    rounding_passes: int = 0
     rounding_computations: int = 0  # layers rounded by bias correction, AdaRound or GPTQ (cache misses)
 
     def __getitem__(self, name: str) -> int:
@@ -273,6 +275,8 @@ class Compressor:
         self._float_cache: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
         self._transform_observers: OrderedDict[tuple, tuple[dict, dict]] = OrderedDict()
         self._input_stats: dict[str, rounding.InputStats] | None = None
+        self._input_second_order = False  # whether _input_stats hold E[x xᵀ] too (else E[x] only)
+        self._input_passes = 0
         self._rounded_cache: OrderedDict[tuple, rounding.Rounded] = OrderedDict()
 
     # -- public ----------------------------------------------------------------------------------------------
@@ -317,6 +321,7 @@ class Compressor:
             self._ensure_calibrated()
             if plan.transform:
                 self._transformed_observers(plan)
+        self._prepare_rounding(plan)
         with self._lock:
             self.stats.applies += 1
         if self._deep_copy:
@@ -617,15 +622,15 @@ class Compressor:
                 if note not in self.notes:
                     self.notes.append(note)
             return None
-        stats = self._layer_input_stats(layer.name)
-        if stats is None:
-            return None
         key = (layer.name, rounding.cache_spec(spec), layer.settings.prune)
         with self._lock:
             found = self._rounded_cache.get(key)
             if found is not None:
                 self._rounded_cache.move_to_end(key)
                 return found
+        stats = self._layer_input_stats(layer.name, rounding.needs_second_order(spec))
+        if stats is None:
+            return None
         info = self._by_name[layer.name]
         geometry = rounding.Geometry.of(get_submodule(self.base, layer.name), info.kind)
         with torch.no_grad():
@@ -644,20 +649,38 @@ class Compressor:
         models and exports, which must carry the same values."""
         return self._rounded(layer)
 
-    def _layer_input_stats(self, name: str) -> rounding.InputStats | None:
-        self._ensure_input_stats()
+    def _layer_input_stats(self, name: str, second_order: bool) -> rounding.InputStats | None:
+        self._ensure_input_stats(second_order)
         return self._input_stats.get(name)
 
-    def _ensure_input_stats(self) -> None:
+    def _prepare_rounding(self, plan: Plan) -> None:
+        """Collect the input statistics ``plan``'s rounding algorithms need in one pass, before any layer asks:
+        second order if any layer not yet rounded uses AdaRound or GPTQ, else the cheap first-order pass."""
+        orders = set()
+        for layer in plan:
+            spec = layer.settings.weight
+            if not layer.rewrites or layer.transform or not rounding.uses_data(spec):
+                continue
+            with self._lock:
+                if (layer.name, rounding.cache_spec(spec), layer.settings.prune) in self._rounded_cache:
+                    continue
+            orders.add(rounding.needs_second_order(spec))
+        if orders:
+            self._ensure_input_stats(max(orders))
+
+    def _ensure_input_stats(self, second_order: bool = True) -> None:
         """One pass of the calibration inputs through the fp32 base, accumulating each supported layer's input
-        statistics (``E[x]``, ``E[x xᵀ]``) for the rounding algorithms."""
+        statistics for the rounding algorithms: ``E[x]``, and ``E[x xᵀ]`` when ``second_order`` (a first-order
+        pass is replaced by a second-order one when that is asked for later)."""
         with self._lock:
-            if self._input_stats is not None:
+            if self._input_stats is not None and (self._input_second_order or not second_order):
                 return
             self._input_stats = {}
+            self._input_second_order = second_order
             if self._scripted or self.calib_inputs is None or len(self.calib_inputs) == 0:
                 self.notes.append("weights rounded to nearest: rounding with calibration data needs module hooks "
                                   "and calibration inputs" + (" (TorchScript has no hooks)" if self._scripted else ""))
+                self._input_second_order = True  # nothing to collect, at any order
                 return
             model = _inference_mode(clone_structure(self.base))
             collectors, unsupported = {}, []
@@ -666,9 +689,9 @@ class Compressor:
                 if geometry is None:
                     unsupported.append(info.name)
                     continue
-                collectors[info.name] = collector = _StatsCollector(geometry)
+                collectors[info.name] = collector = _StatsCollector(geometry, second_order)
                 get_submodule(model, info.name).register_forward_pre_hook(collector)
-            if unsupported:
+            if unsupported and self._input_passes == 0:
                 self.notes.append("bias correction, AdaRound and GPTQ apply to Linear and Conv2d layers; nearest "
                                   "rounding for " + ", ".join(unsupported))
             inputs = self.calib_inputs[:ROUNDING_SAMPLES]
@@ -680,6 +703,7 @@ class Compressor:
                         collector.stats = None
                     _run_batches(model, inputs, 1)
             self.stats.rounding_passes += 1
+            self._input_passes += 1
             self._input_stats = {name: c.stats for name, c in collectors.items() if c.stats is not None}
 
     # -- activations -----------------------------------------------------------------------------------------
@@ -878,8 +902,9 @@ class _ChannelOutput:
 class _StatsCollector:
     """Forward pre-hook: accumulate a layer's input statistics for the rounding algorithms."""
 
-    def __init__(self, geometry: rounding.Geometry):
+    def __init__(self, geometry: rounding.Geometry, second_order: bool = True):
         self.geometry = geometry
+        self.second_order = second_order
         self.stats: rounding.InputStats | None = None
 
     def __call__(self, module, args):
@@ -888,7 +913,7 @@ class _StatsCollector:
             return
         if self.stats is None:
             cols = self.geometry.patches(first[:1].to(torch.float32))
-            self.stats = rounding.InputStats.empty(cols.shape[0], cols.shape[2])
+            self.stats = rounding.InputStats.empty(cols.shape[0], cols.shape[2], second_order=self.second_order)
         self.stats.add(self.geometry, first)
 
 

@@ -73,6 +73,29 @@ def test_statistics_give_the_direct_output_error(kind):
                                                                                          rel=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["linear", "conv", "grouped", "depthwise", "strided_reflect"])
+def test_first_order_statistics_are_the_mean_patch(kind):
+    """E[x] alone (unfolding the batch's sum) is the mean of every unfolded input vector, and the same to the bit
+    as the mean a second-order pass computes beside E[x xᵀ]; E[x xᵀ] is the unfolded vectors' too."""
+    if kind == "strided_reflect":
+        module, x = nn.Conv2d(16, 8, 3, stride=2, padding=1, padding_mode="reflect"), _correlated(40, 16, 9, 9)
+    else:
+        module, x = _layer(kind)
+    geometry = rounding.Geometry.of(module, "Linear" if kind == "linear" else "Conv2d")
+    first = rounding.InputStats.of(geometry, x, second_order=False)
+    second = rounding.InputStats.of(geometry, x)
+    assert first.hessian is None and not first.second_order and second.second_order
+    cols = geometry.patches(x).to(torch.float64)  # every input vector, unfolded one sample at a time
+    assert first.count == second.count == cols.shape[1]
+    torch.testing.assert_close(first.mean, cols.mean(dim=1), rtol=1e-12, atol=1e-12)
+    assert torch.equal(first.mean, second.mean)
+    # E[x xᵀ] too, against the unfolded vectors
+    torch.testing.assert_close(second.hessian, cols.transpose(1, 2) @ cols / cols.shape[1], rtol=1e-12,
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="second-order"):
+        rounding.round_weight(geometry, module.weight, WeightSpec("int4", rounding="gptq"), first)
+
+
 @pytest.mark.parametrize("algorithm", ["adaround", "gptq"])
 @pytest.mark.parametrize("precision", ["int3", "int4"])
 @pytest.mark.parametrize("kind", ["linear", "conv", "grouped", "depthwise"])
@@ -97,6 +120,45 @@ def _qparams(weight, precision):
     from qtradeoff.core.compression.quantize import int_qparams
 
     return int_qparams(weight.detach(), int(precision[3:]), True, 0)
+
+
+def _gptq_reference(w, hinv, grid, keep, block):
+    """GPTQ's column loop written with torch ops on whole slices: the arithmetic the NumPy loop must reproduce."""
+    w, out = w.clone(), torch.zeros_like(w)
+    scale, zero = grid.scale.to(torch.float64), grid.zero_point.to(torch.float64)
+    for start in range(0, w.shape[2], block):
+        end = min(start + block, w.shape[2])
+        w_block, errors, h_block = w[:, :, start:end].clone(), torch.zeros_like(w[:, :, start:end]), \
+            hinv[:, start:end, start:end]
+        for i in range(end - start):
+            column = w_block[:, :, i:i + 1]
+            q = (torch.clamp(torch.round(column / scale + zero), grid.qmin, grid.qmax) - zero) * scale
+            q = q * keep[:, :, start + i:start + i + 1]
+            out[:, :, start + i:start + i + 1] = q
+            error = (column - q) / h_block[:, i, i].reshape(-1, 1, 1)
+            w_block[:, :, i:] -= error * h_block[:, i:i + 1, i:]
+            errors[:, :, i:i + 1] = error
+        w[:, :, end:] -= errors @ hinv[:, start:end, end:]
+    return grid.nearest(out.to(torch.float32))
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_gptq_gives_the_torch_loop_bit_for_bit(symmetric):
+    """Grouped weights, a mask and several blocks: the NumPy column loop computes exactly what torch ops would."""
+    from qtradeoff.core.compression.rounding.gptq import _inverse_cholesky
+
+    module, x = _layer("grouped")
+    geometry = rounding.Geometry.of(module, "Conv2d")
+    stats = rounding.InputStats.of(geometry, x)
+    mask = (torch.rand(module.weight.shape, generator=torch.Generator().manual_seed(3)) > 0.2).to(torch.float32)
+    weight = module.weight.detach() * mask
+    w, keep = geometry.matrices(weight), geometry.matrices(mask)
+    grid = rounding.grid_of(w, weight, WeightSpec("int3", symmetric=symmetric))
+    got = rounding.gptq(w, grid, stats, damping=0.01, block=10, mask=keep)
+    expected = _gptq_reference(w.to(torch.float64), _inverse_cholesky(stats.hessian, 0.01), grid,
+                               keep.to(torch.float64), 10)
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, grid.nearest(w) * keep)  # GPTQ moved some weights off nearest
 
 
 @pytest.mark.parametrize("algorithm", ["adaround", "gptq"])
@@ -208,3 +270,25 @@ def test_bias_correction_in_the_simulation(digits_cnn, digits):
         shift = (corrected(digits.calib_inputs) - reference).mean(0).abs().max()
     assert float(shift) < float(shift_nearest)
     assert not torch.equal(get_submodule(corrected, "classifier.2").bias, digits_cnn.classifier[2].bias)
+
+
+def test_bias_correction_alone_takes_the_first_order_pass(digits_cnn, digits):
+    """Bias correction collects E[x] only; AdaRound / GPTQ asked later take the second-order pass once, and the
+    corrected biases are the same whichever pass their mean came from."""
+    bias_correction = CompressionConfig().with_defaults(weight={"precision": "int3", "rounding": "bias_correction"})
+    compressor = Compressor(digits_cnn, digits.calib_inputs)
+    corrected = compressor.apply(bias_correction)
+    assert compressor.stats.rounding_passes == 1
+    assert all(stats.hessian is None for stats in compressor._input_stats.values())
+    compressor.apply(bias_correction.with_defaults(weight={"rounding": "gptq"}))
+    assert compressor.stats.rounding_passes == 2
+    assert all(stats.second_order for stats in compressor._input_stats.values())
+    compressor.apply(bias_correction.with_defaults(weight={"precision": "int4"}))
+    assert compressor.stats.rounding_passes == 2
+
+    # a plan mixing both collects second order up front: one pass, the same corrected biases
+    mixed = Compressor(digits_cnn, digits.calib_inputs)
+    again = mixed.apply(bias_correction.with_layer("features.5.conv", weight={"rounding": "gptq"}))
+    assert mixed.stats.rounding_passes == 1
+    for layer in ("features.0.conv", "classifier.2"):
+        assert torch.equal(get_submodule(again, layer).bias, get_submodule(corrected, layer).bias)

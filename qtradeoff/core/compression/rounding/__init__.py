@@ -3,8 +3,9 @@
 Each algorithm is a pure function of one layer's float weight (BatchNorm folded, pruned), the integer grid that
 nearest rounding would use (min-max qparams: the grid never changes, only which point each weight takes), and
 the statistics of that layer's calibration inputs (:class:`InputStats`: ``E[x]`` and ``E[x xᵀ]`` over the fp32
-model's inputs to the layer). :func:`round_weight` picks the one a :class:`~qtradeoff.core.config.WeightSpec`
-names; the compressor collects the statistics and caches the results per (layer, weight spec, prune spec).
+model's inputs to the layer; bias correction needs ``E[x]`` alone, a cheaper pass). :func:`round_weight` picks
+the one a :class:`~qtradeoff.core.config.WeightSpec` names; the compressor collects the statistics and caches
+the results per (layer, weight spec, prune spec).
 AdaRound and GPTQ keep their result only where it lowers the layer's output error on the calibration data
 compared with nearest rounding, so choosing them never makes a layer worse there.
 """
@@ -25,7 +26,8 @@ from qtradeoff.core.config import WeightSpec
 from qtradeoff.core.precision import bits_of, is_integer
 
 __all__ = ["Geometry", "Grid", "InputStats", "Rounded", "SUPPORTED_KINDS", "adaround", "correct_bias",
-           "output_error", "output_shift", "gptq", "grid_of", "round_weight", "cache_spec", "uses_data"]
+           "output_error", "output_shift", "gptq", "grid_of", "round_weight", "cache_spec", "uses_data",
+           "needs_second_order"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class Rounded:
 def uses_data(spec: WeightSpec) -> bool:
     """Whether ``spec`` rounds with calibration data (an integer precision and a rounding other than nearest)."""
     return spec.rounding != "nearest" and is_integer(spec.precision)
+
+
+def needs_second_order(spec: WeightSpec) -> bool:
+    """Whether ``spec``'s algorithm reads ``E[x xᵀ]`` (AdaRound, GPTQ); bias correction needs ``E[x]`` alone."""
+    return uses_data(spec) and spec.rounding != "bias_correction"
 
 
 def cache_spec(spec: WeightSpec) -> WeightSpec:
@@ -79,6 +86,8 @@ def round_weight(geometry: Geometry, weight: torch.Tensor, spec: WeightSpec, sta
     """
     if not uses_data(spec):
         raise ValueError(f"{spec.rounding} rounding of {spec.precision} weights needs no calibration data")
+    if needs_second_order(spec) and not stats.second_order:
+        raise ValueError(f"{spec.rounding} needs second-order input statistics (E[x xᵀ]); these hold E[x] only")
     w = weight.detach().to(torch.float32)
     if mask is not None:
         w = w * mask

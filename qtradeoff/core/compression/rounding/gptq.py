@@ -12,6 +12,7 @@ Grouped and depthwise convolutions run as a batch of independent matrices.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from qtradeoff.core.compression.rounding.grid import Grid, InputStats
@@ -33,6 +34,31 @@ def _inverse_cholesky(hessian: torch.Tensor, damping: float) -> torch.Tensor:
     raise ValueError("the input Hessian is not positive definite even with strong damping")
 
 
+def _round_columns(w: np.ndarray, errors: np.ndarray, out: np.ndarray, hinv: np.ndarray, scale: np.ndarray,
+                   zero: np.ndarray, qmin: int, qmax: int, keep: np.ndarray | None) -> None:
+    """Round one block's columns in order, feeding each one's error into the block's later columns (in place).
+
+    NumPy views of the float64 tensors: the same IEEE operations as torch's, one by one (round half to even,
+    clamp, no fused multiply-add), so the same bits, at a fraction of torch's per-call cost on these ``(G, R, 1)``
+    slices (the loop runs once per input column: 576 times on a 3x3 conv of 64 channels).
+    """
+    for i in range(w.shape[2]):
+        column = w[:, :, i:i + 1]
+        q = column / scale
+        q += zero
+        np.round(q, out=q)
+        np.clip(q, qmin, qmax, out=q)
+        q -= zero
+        q *= scale
+        if keep is not None:
+            q *= keep[:, :, i:i + 1]
+        out[:, :, i:i + 1] = q
+        error = column - q
+        error /= hinv[:, i, i].reshape(-1, 1, 1)
+        w[:, :, i:] -= error * hinv[:, i:i + 1, i:]
+        errors[:, :, i:i + 1] = error
+
+
 def gptq(weight: torch.Tensor, grid: Grid, stats: InputStats, *, damping: float = 0.01, block: int = 128,
          mask: torch.Tensor | None = None) -> torch.Tensor:
     """GPTQ-rounded ``weight`` (a ``(G, R, K)`` stack) on ``grid``; pruned entries (``mask`` 0) stay zero."""
@@ -47,21 +73,14 @@ def gptq(weight: torch.Tensor, grid: Grid, stats: InputStats, *, damping: float 
     keep = None if mask is None else mask.to(torch.float64)
     out = torch.zeros_like(w)
     k = w.shape[2]
+    scale_np, zero_np = scale.numpy(), zero.numpy()
     for start in range(0, k, block):
         end = min(start + block, k)
         w_block = w[:, :, start:end].clone()
         errors = torch.zeros_like(w_block)
-        h_block = hinv[:, start:end, start:end]
-        for i in range(end - start):
-            column = w_block[:, :, i:i + 1]
-            q = (torch.clamp(torch.round(column / scale + zero), grid.qmin, grid.qmax) - zero) * scale
-            if keep is not None:
-                q = q * keep[:, :, start + i:start + i + 1]
-            out[:, :, start + i:start + i + 1] = q
-            d = h_block[:, i, i].reshape(-1, 1, 1)
-            error = (column - q) / d
-            w_block[:, :, i:] -= error * h_block[:, i:i + 1, i:]
-            errors[:, :, i:i + 1] = error
+        _round_columns(w_block.numpy(), errors.numpy(), out[:, :, start:end].numpy(),
+                       hinv[:, start:end, start:end].numpy(), scale_np, zero_np, grid.qmin, grid.qmax,
+                       None if keep is None else keep[:, :, start:end].numpy())
         w[:, :, end:] -= errors @ hinv[:, start:end, end:]
     # back onto the float32 grid exactly as nearest rounding computes values (so exports recover the codes)
     return grid.nearest(out.to(torch.float32))
