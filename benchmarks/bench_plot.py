@@ -19,6 +19,12 @@ a model times them), then configurations it was not fitted to (int8 on either ha
 pruning; W4A8 shown outside the target, its packed-kernel assumption has nothing to compare with), the error of the
 fitted and of the machine-only estimate, and how many pairs of configurations the estimate orders as measured.
 
+Measured 2026-12-04 ~20:20 UTC (load 1.7-2.5, timings pinned to 1 thread by the busy machine): new point 3.5 /
+4.8 / 11.4 ms at 1k / 20k / 100k (targets met); the fitted estimate within ±25 % on 24 of 30 rows it was not fitted
+to (the machine-only estimate: -87 % to +118 %); missed: int8 on the second half of digits_cnn, its TorchScript
+twin and mobilenet at batch 32 (+40 / +28 / +39 %), mobilenet int8 first half at batch 32 (-29 %), digits_mlp int8
+first half at batch 1 (-36 %) and 50 % pruned at batch 32 (+29 %), several of those measurements flagged noisy.
+
 Targets (issue 18): redraw ≤ 16 ms at 20k points, ≤ 50 ms at 100k; roofline error within ±25 %. The machine may
 be shared: read the ratios and the load average printed beside the figures. Run offscreen and under the shared lock:
   QT_QPA_PLATFORM=offscreen flock /tmp/bench.lock .venv/bin/python benchmarks/bench_plot.py [--counts 1000 20000]
