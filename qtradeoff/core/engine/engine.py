@@ -517,10 +517,13 @@ class Engine:
         executed: dict[str, str] = {}
         note = ""
         protocol = None
+        # Estimates are made at the thread count asked for (torch's own by default), whatever a timing is pinned
+        # to on a busy machine: every point's estimate then describes the same threads and stays comparable.
+        estimate_threads = settings.resolved_threads()
         if measured_units:
             if should_stop():
                 return
-            # one fixed thread count for this timing, and for the roofline estimate beside it
+            # one fixed thread count for this timing (fewer than asked when other work holds a core)
             pinned = timing_threads(settings.threads)
             settings = dataclasses.replace(settings, threads=pinned.threads)
             real = self.real_model(plan)
@@ -559,8 +562,8 @@ class Engine:
                     for name, (family, _) in anchors.items():
                         if family == "fp32":
                             stats = timing.stats.get(name)
-                            if stats is not None and (not stats.noisy or not fit.has("fp32", [timing.batch])):
-                                fit.record("fp32", timing.batch, stats.median_ms)
+                            if stats is not None:
+                                fit.record("fp32", timing.batch, stats.median_ms, noisy=stats.noisy)
                         elif name in timing.ratios:
                             fit.record(family, timing.batch, timing.ratios[name].median)
                     if (p := progress.step("latency (measured)")) is not None:
@@ -577,7 +580,7 @@ class Engine:
         if estimated_units:
             if should_stop():
                 return
-            threads = settings.resolved_threads()
+            threads = estimate_threads
             roofline = roofline_mod.calibrate(threads)
             costs = self._layer_costs(weights)
             used: set[str] = set()

@@ -31,7 +31,7 @@ import torch
 
 from qtradeoff.core.paths import cache_dir
 
-FIT_VERSION = 2
+FIT_VERSION = 3
 # The families an anchor can be measured for: what roofline.compute_family returns for a uniform configuration.
 ANCHOR_FAMILIES = ("fp32", "int8", "bf16", "fp16")
 
@@ -56,6 +56,8 @@ class LatencyFit:
     key: str
     threads: int
     fp32_ms: dict[int, list[float]] = field(default_factory=dict)
+    # batches whose kept fp32 timings were all noisy (a busy machine): the first clean one replaces them
+    fp32_noisy: set[int] = field(default_factory=set)
     ratios: dict[str, dict[int, list[float]]] = field(default_factory=dict)
     measured_at: float = 0.0
     # families that cannot be anchored on this model (e.g. the int8 conversion failed), with the reason
@@ -78,10 +80,22 @@ class LatencyFit:
         kept = self.fp32_ms if family == "fp32" else self.ratios.get(family, {})
         return all(kept.get(int(b)) for b in batches)
 
-    def record(self, family: str, batch: int, value: float) -> None:
-        """One timing: fp32's median ms, or another family's median ratio to fp32 in the same timing."""
+    def record(self, family: str, batch: int, value: float, noisy: bool = False) -> None:
+        """One timing: fp32's median ms (``noisy``: its repeats disagreed), or another family's median ratio to
+        fp32 in the same timing. A noisy fp32 timing is kept only while no clean one is: the first clean one
+        replaces every noisy one kept before it, and later noisy ones are left out."""
+        batch = int(batch)
+        if family == "fp32":
+            clean_kept = self.fp32_ms.get(batch) and batch not in self.fp32_noisy
+            if noisy and clean_kept:
+                return
+            if not noisy and batch in self.fp32_noisy:
+                self.fp32_ms[batch] = []
+                self.fp32_noisy.discard(batch)
+            elif noisy:
+                self.fp32_noisy.add(batch)
         kept = self.fp32_ms if family == "fp32" else self.ratios.setdefault(family, {})
-        values = kept.setdefault(int(batch), [])
+        values = kept.setdefault(batch, [])
         values.append(float(value))
         del values[:-KEPT]
         self.measured_at = time.time()
@@ -116,7 +130,7 @@ class LatencyFit:
 
     def to_dict(self) -> dict:
         return {"version": FIT_VERSION, "key": self.key, "threads": self.threads, "measured_at": self.measured_at,
-                "fp32_ms": {str(b): v for b, v in self.fp32_ms.items()},
+                "fp32_ms": {str(b): v for b, v in self.fp32_ms.items()}, "fp32_noisy": sorted(self.fp32_noisy),
                 "ratios": {f: {str(b): v for b, v in d.items()} for f, d in self.ratios.items()},
                 "unavailable": dict(self.unavailable)}
 
@@ -125,10 +139,11 @@ class LatencyFit:
         if data.get("version") != FIT_VERSION:
             raise ValueError("another version of the fit")
         return cls(str(data["key"]), int(data["threads"]),
-                   {int(b): [float(x) for x in v] for b, v in data["fp32_ms"].items()},
-                   {f: {int(b): [float(x) for x in v] for b, v in d.items()} for f, d in data["ratios"].items()},
-                   float(data.get("measured_at", 0.0)),
-                   {str(k): str(v) for k, v in data.get("unavailable", {}).items()})
+                   fp32_ms={int(b): [float(x) for x in v] for b, v in data["fp32_ms"].items()},
+                   fp32_noisy={int(b) for b in data.get("fp32_noisy", ())},
+                   ratios={f: {int(b): [float(x) for x in v] for b, v in d.items()} for f, d in data["ratios"].items()},
+                   measured_at=float(data.get("measured_at", 0.0)),
+                   unavailable={str(k): str(v) for k, v in data.get("unavailable", {}).items()})
 
 
 def fit_path(key: str) -> Path:

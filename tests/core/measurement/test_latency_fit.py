@@ -108,3 +108,16 @@ def test_a_corrupt_or_foreign_fit_file_is_measured_again(tmp_path, monkeypatch):
         fit.record("int8", 1, ratio)
     latency_fit.save_fit(fit)
     assert latency_fit.load_fit(key, 1).measured_ms == {"fp32": {1: 2.0}, "int8": {1: 1.0}}
+
+
+def test_a_clean_fp32_timing_replaces_noisy_ones_and_later_noisy_ones_are_left_out():
+    fit = latency_fit.LatencyFit("k", 1)
+    fit.record("fp32", 1, 9.0, noisy=True)  # a busy machine: kept while there is nothing better
+    fit.record("fp32", 1, 8.0, noisy=True)
+    assert fit.measured_ms["fp32"][1] == 8.5
+    fit.record("fp32", 1, 2.0)
+    fit.record("fp32", 1, 7.0, noisy=True)
+    fit.record("fp32", 1, 2.2)
+    assert fit.fp32_ms[1] == [2.0, 2.2]
+    again = latency_fit.LatencyFit.from_dict(json.loads(json.dumps(fit.to_dict())))
+    assert again.fp32_ms == fit.fp32_ms and again.fp32_noisy == set()
