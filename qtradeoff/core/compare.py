@@ -120,8 +120,12 @@ def _evaluation_set(result: Any) -> tuple:
     return (getattr(result, "eval_samples", None), str(data.get("name", "") or ""), provenance.get("seed") or 0)
 
 
-def _fitted(result: Any) -> bool | None:
-    roofline = (getattr(result, "provenance", None) or {}).get("roofline")
+def estimate_fitted(result: Any) -> bool | None:
+    """Whether a result's latency estimate was fitted to its model's own timings (``provenance["roofline"]["fit"]``,
+    see :mod:`qtradeoff.core.measurement.latency_fit`); None for a result that says neither (no estimate, or one
+    written before fits existed). Here, torch-free, for the GUI process."""
+    provenance = getattr(result, "provenance", None)
+    roofline = provenance.get("roofline") if isinstance(provenance, dict) else None
     fit = roofline.get("fit") if isinstance(roofline, dict) else None
     return bool(fit.get("fitted")) if isinstance(fit, dict) else None
 
@@ -137,7 +141,7 @@ def comparison_warnings(a: Any, b: Any) -> tuple[str, ...]:
         warnings.append(f"A and B were evaluated on different samples ({text(set_a)} vs {text(set_b)}): the "
                         "accuracy delta mixes the configurations' difference with the subsets'; evaluate both on "
                         "one set to compare them.")
-    fitted = (_fitted(a), _fitted(b))
+    fitted = (estimate_fitted(a), estimate_fitted(b))
     if None not in fitted and fitted[0] != fitted[1]:
         warnings.append("Only one of the two latency estimates is fitted to this model's timings: the estimated "
                         "latency delta compares two different estimates.")
@@ -160,4 +164,5 @@ def compare(a: Any, b: Any, layers: Iterable[tuple[str, str]]) -> Comparison:
     return Comparison(diff_configs(a.config, b.config, layers), metrics, comparison_warnings(a, b))
 
 
-__all__ = ["Comparison", "FieldChange", "MetricChange", "compare", "comparison_warnings", "diff_configs"]
+__all__ = ["Comparison", "FieldChange", "MetricChange", "compare", "comparison_warnings", "diff_configs",
+           "estimate_fitted"]

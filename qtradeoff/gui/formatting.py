@@ -54,12 +54,10 @@ def latency_text(result: Any) -> str:
 def estimate_kind(result: Any) -> str:
     """How a result's latency estimate was made: "fitted" (scaled to the model's own measured anchors),
     "machine" (the machine calibration alone) or "" (a result from before fits existed says neither)."""
-    provenance = getattr(result, "provenance", None)
-    roofline = provenance.get("roofline") if isinstance(provenance, dict) else None
-    fit = roofline.get("fit") if isinstance(roofline, dict) else None
-    if not isinstance(fit, dict):
-        return ""
-    return "fitted" if fit.get("fitted") else "machine"
+    from qtradeoff.core.compare import estimate_fitted  # torch-free
+
+    fitted = estimate_fitted(result)
+    return "" if fitted is None else "fitted" if fitted else "machine"
 
 
 def _worst_spread(stats: Any) -> float:

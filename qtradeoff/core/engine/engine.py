@@ -727,8 +727,9 @@ class Engine:
             # measured at another thread count (a timing pins fewer threads on a busy machine): its factors say
             # what this model adds to the kernel table at that count, applied to this count's estimate
             for other in range(1, max(threads, os.cpu_count() or 1) + 1):
-                if other != threads and self.latency_fit(other).measured_ms.get("fp32"):
-                    fit, fit_threads = self.latency_fit(other), other
+                found = self.latency_fit(other) if other != threads else fit
+                if found.measured_ms.get("fp32"):
+                    fit, fit_threads = found, other
                     break
             else:
                 return {"factors": {}, "borrowed": [], "text": "not fitted to this model yet: its latency has not "
