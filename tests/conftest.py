@@ -18,7 +18,11 @@ from qtradeoff.core.runtime import tune_allocator
 
 tune_allocator()  # as the app does at start
 
-torch.set_num_threads(2)
+# The suite runs on two xdist workers (make test): each takes one of the machine's cores. Two threads each would
+# oversubscribe them, and torch's spinning worker threads then cost several times the work (a resnet18 training
+# step measured 7x slower beside a busy worker than alone).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 2) // _WORKERS)))
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ import torch
 import qtradeoff
 from qtradeoff.core import runtime
 from qtradeoff.core.export import RUNNERS_DIR, ExportError, ExportFormat, ExportSource, register
-from qtradeoff.core.measurement.realquant import ENGINE, quantized_engine
+from qtradeoff.core.measurement.realquant import ENGINE, as_executed, quantized_engine
 
 META_NAME = "qtradeoff.json"  # extra file in the archive: configuration, quantized engine, what ran where
 
@@ -85,4 +85,5 @@ def write(source: ExportSource, path: Path) -> str:
 
 
 register(ExportFormat("torch-int8", ".pt", write, RUNNERS_DIR / "run_torch.py", "int8",
-                      "frozen TorchScript of the real int8 model (torch.jit.load, no qtradeoff needed)"))
+                      "frozen TorchScript of the real int8 model (torch.jit.load, no qtradeoff needed)",
+                      as_run=as_executed))

@@ -268,6 +268,23 @@ def _executed(module: nn.Module, name: str) -> str:
     return "fp32"
 
 
+def as_executed(plan: Plan):
+    """The configuration the real int8 model of ``plan`` computes, when that is not ``plan.config`` itself (None
+    when it is): on a CPU whose int8 kernels saturate (:func:`saturating_int8`) the static int8 layers' activations
+    run on :data:`ACTIVATION_BITS_NO_VNNI` bits, so the real model is that configuration's, not the configured one's.
+    Exports verify their real int8 model against this one and report both."""
+    lowered = [layer.name for layer in plan
+               if planned_precision(layer.settings, layer.kind)[0] == "int8"
+               and real_activation_bits(bits_of(layer.settings.activation.precision))
+               < bits_of(layer.settings.activation.precision)]
+    if not lowered:
+        return None
+    config = plan.config
+    for name in lowered:
+        config = config.with_layer(name, activation={"precision": f"int{ACTIVATION_BITS_NO_VNNI}"})
+    return config
+
+
 def planned(plan: Plan) -> dict[str, tuple[str, str]]:
     """Layer -> (precision it can really execute in here, why that differs from the configuration or "")."""
     return {layer.name: planned_precision(layer.settings, layer.kind) for layer in plan}

@@ -27,21 +27,25 @@ def test_trained_torchvision_models_reproduce_the_simulated_accuracy_in_onnx_and
     assert reports["mixed", "packed"].weight_bytes < 0.7 * reports["w8a8", "packed"].weight_bytes
 
 
-# Known failures, kept visible (2026-12-04, AVX2 CPU without VNNI, the 359 test digits; one digit is 0.28 points):
-# the real x86 int8 graph misses the simulated accuracy by 0.56 points (2 digits; 92.76 % vs 93.31 %, 31.0 dB from
-# the simulation) for resnet18 at W8A8, and by 1.95 points (7 digits; 86.35 % vs 88.30 %, 19.6 dB) for
-# mobilenet_v3_small at the mixed configuration, while their ONNX QDQ files (44-50 dB) and packed files match it
-# exactly. The other two cases pass (resnet18 mixed +0.28 points, mobilenet W8A8 0.00). Not diagnosed layer by
-# layer on these trained models; on the random ones the gap was the x86 graph's requantization where the
-# simulation stays in float (around resnet18's residual adds), on 7 bits without VNNI, and these briefly trained
-# models have thin margins. Strict: the mark cannot outlive a fix.
+# Known failures, kept visible (2026-12-04, AVX2 CPU without VNNI, the 359 test digits; one digit is 0.28 points).
+# torch-int8 is checked against the simulation of what its kernels compute: activations on 7 bits on this CPU
+# (realquant.as_executed; the report shows the configured simulation beside it). resnet18 passes at both
+# configurations (W8A8: simulated 93.31 %, as run 93.04 %, file 93.31 %; mixed 93.87 % all three). The briefly
+# trained mobilenet_v3_small misses by 0.84 points either way (3 digits; W8A8 as run 90.53 %, file 89.69 %; mixed
+# as run 88.86 %, file 89.69 %; the configured simulation says 89.14 % for both): its file is 17-18 dB from the
+# as-run simulation, where resnet18's is 30 dB. Not the quantized functional ops: converted with per-layer
+# qconfigs only (hardswish, squeeze-excitation and adds in float) the model is still 18.5 dB from it. Untraced
+# candidates: the quantized output of every int8 layer (the simulation quantizes layer inputs only), e.g. before
+# each hardswish, and the depthwise kernels; the next step is a layer-by-layer comparison. Trained for 4
+# epochs (94.71 % fp32) it still misses by 0.84 points (20 dB). The ONNX and packed files match the configured
+# simulation. Strict: the mark cannot outlive a fix.
 INT8_GAP = pytest.mark.xfail(strict=True, reason="torch-int8 misses the simulated accuracy by more than 0.5 points")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("arch", "which"), [
-    pytest.param("torchvision.resnet18", "w8a8", marks=INT8_GAP), ("torchvision.resnet18", "mixed"),
-    ("torchvision.mobilenet_v3_small", "w8a8"),
+    ("torchvision.resnet18", "w8a8"), ("torchvision.resnet18", "mixed"),
+    pytest.param("torchvision.mobilenet_v3_small", "w8a8", marks=INT8_GAP),
     pytest.param("torchvision.mobilenet_v3_small", "mixed", marks=INT8_GAP)])
 def test_trained_torchvision_models_reproduce_the_simulated_accuracy_in_torch_int8(exported, arch, which):
     _check_reports({(which, "torch-int8"): exported(arch)[which, "torch-int8"]}, labelled=True)

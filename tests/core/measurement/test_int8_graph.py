@@ -112,3 +112,25 @@ def test_converting_imports_neither_dynamo_nor_inductor():
                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.strip().splitlines()[-1] == "none"
+
+
+def test_as_executed_is_the_configuration_the_real_kernels_compute(monkeypatch):
+    """Without VNNI the static int8 layers' activations run on 7 bits: as_executed says so layer by layer and
+    leaves everything else as configured; with VNNI (or nothing on int8 kernels) it is None."""
+    from qtradeoff.core.measurement import realquant
+
+    model, calib = _model_and_calib()
+    compressor = Compressor(model, calib)
+    mixed = W8A8.with_layer("fc", activation={"precision": "fp32"}).with_layer("stem.0", activation={
+        "precision": "int6"})
+    monkeypatch.setattr(realquant, "saturating_int8", lambda: True)
+    executed = realquant.as_executed(compressor.plan(mixed))
+    settings = compressor.plan(executed).settings
+    assert settings["branch.0"].activation.precision == "int7"
+    assert settings["branch.0"].activation.calibration == compressor.plan(mixed).settings["branch.0"].activation.calibration
+    assert settings["stem.0"].activation.precision == "int6"  # already within 7 bits
+    assert settings["fc"].activation.precision == "fp32"  # weight-only: dynamic int8, not this grid
+    assert all(s.weight == compressor.plan(mixed).settings[n].weight for n, s in settings.items())
+    assert realquant.as_executed(compressor.plan(CompressionConfig())) is None
+    monkeypatch.setattr(realquant, "saturating_int8", lambda: False)
+    assert realquant.as_executed(compressor.plan(W8A8)) is None
