@@ -54,8 +54,8 @@ class ExportFormat:
     standalone: bool = True
     max_bytes: Callable[[int], int] | None = None
     runner_args: tuple[str, ...] = ()  # extra options for the runner (e.g. ONNX Runtime's optimization level)
-    # plan -> the configuration the file really computes when it is not the plan's own (None when it is): the
-    # int8 checks compare with its simulation (torch-int8 on a CPU without VNNI: 7-bit activations)
+    # plan -> the configuration the file really computes when it is not the plan's own (None when it is), whose
+    # simulation the report shows beside the configured one (torch-int8 on a CPU without VNNI: 7-bit activations)
     as_run: Callable[[object], object] | None = None
 
     def __post_init__(self):

@@ -64,7 +64,7 @@ class ExportReport:
     note: str = ""
     config: dict = field(default_factory=dict)
     # the simulation of what the real int8 model computes when that differs from the configuration (see
-    # realquant.as_executed; {} when it does not): the int8 checks are against it
+    # realquant.as_executed; {} when it does not), for information: the checks are against ``simulated``
     simulated_as_run: dict = field(default_factory=dict)
 
     @property
@@ -289,31 +289,29 @@ def build_report(source, fmt, out: Path, result, ran: tuple[np.ndarray, dict] | 
             failures.append(f"the file's outputs have shape {tuple(output.shape)}, the simulated model's "
                             f"{tuple(sim.shape)}")
         elif fmt.check == "int8":
-            # the reference is the configuration the real int8 model computes (activations on 7 bits where this
-            # CPU's int8 kernels would saturate at 8): the file is checked against what it is meant to compute,
-            # and the configured simulation stays beside it in the report
-            reference_result, reference_sim, what = result, sim, "simulated"
+            # for information beside the checks: the simulation of the configuration the kernels compute where
+            # that differs (7-bit activations without VNNI). The checks stay against the configured simulation:
+            # on the MobileNets the 7-bit simulation predicted the file no better (0.84 points off where the
+            # configured one was 0.28-0.56), the rest being the int8 graph's own quantized layer outputs
             executed = fmt.as_run(source.plan) if fmt.as_run else None
             if executed is not None:
-                reference_result = engine.evaluate(executed, latency="none", eval_size=samples)
-                reference_sim = engine.logits(executed, store=False)[:samples].float()
-                what = "simulated-as-run"
+                as_run = engine.evaluate(executed, latency="none", eval_size=samples)
+                as_run_sim = engine.logits(executed, store=False)[:samples].float()
                 simulated_as_run = {
-                    "accuracy": reference_result.accuracy, "accuracy_ci95": reference_result.accuracy_ci95,
-                    "agreement": reference_result.agreement, "agreement_ci95": reference_result.agreement_ci95,
-                    "sqnr_db": reference_result.sqnr_db, "config": executed.to_dict(), "why": AS_RUN_WHY}
-                exported["agreement_with_simulated_as_run"] = \
-                    int((predicted == reference_sim.argmax(1)).sum()) / samples
-                exported["sqnr_vs_simulated_as_run_db"] = sqnr_db(reference_sim, output)
+                    "accuracy": as_run.accuracy, "accuracy_ci95": as_run.accuracy_ci95, "agreement": as_run.agreement,
+                    "agreement_ci95": as_run.agreement_ci95, "sqnr_db": as_run.sqnr_db, "config": executed.to_dict(),
+                    "why": AS_RUN_WHY}
+                exported["agreement_with_simulated_as_run"] = int((predicted == as_run_sim.argmax(1)).sum()) / samples
+                exported["sqnr_vs_simulated_as_run_db"] = sqnr_db(as_run_sim, output)
             if labels is not None:
-                points = abs(exported["accuracy"] - reference_result.accuracy) * 100
+                points = abs(exported["accuracy"] - result.accuracy) * 100
                 _check(checks, failures, "accuracy_points_vs_simulated", points, ACCURACY_BOUND_POINTS,
                        points <= ACCURACY_BOUND_POINTS,
-                       f"accuracy {100 * exported['accuracy']:.2f}% is {points:.2f} points from the {what} "
-                       f"{100 * reference_result.accuracy:.2f}% (bound {ACCURACY_BOUND_POINTS})")
-            sqnr = sqnr_db(reference_sim, output)
+                       f"accuracy {100 * exported['accuracy']:.2f}% is {points:.2f} points from the simulated "
+                       f"{100 * result.accuracy:.2f}% (bound {ACCURACY_BOUND_POINTS})")
+            sqnr = exported["sqnr_vs_simulated_db"]
             _check(checks, failures, "sqnr_vs_simulated_db", sqnr, INT8_SQNR_BOUND_DB, sqnr >= INT8_SQNR_BOUND_DB,
-                   f"outputs are {sqnr:.1f} dB from the {what} model's (bound {INT8_SQNR_BOUND_DB} dB)")
+                   f"outputs are {sqnr:.1f} dB from the simulated model's (bound {INT8_SQNR_BOUND_DB} dB)")
         else:
             tolerance = EXACT_RELATIVE_TOLERANCE * max(float(sim.abs().max()), 1e-6)
             _check(checks, failures, "max_abs_diff_vs_simulated", max_diff, tolerance, max_diff <= tolerance,
@@ -355,7 +353,7 @@ def format_report(report) -> str:
         as_run = report.simulated_as_run
         if as_run:
             lines.append(f"{'simulated as run':<19}{_percent(as_run.get(key), as_run.get(key + '_ci95'))}   "
-                         f"({as_run['why']}; the checks below are against it)")
+                         f"(for information: {as_run['why']})")
         lines.append(f"vs simulated       top-1 agreement {_percent(exp['agreement_with_simulated'])}, SQNR "
                      f"{_db(exp['sqnr_vs_simulated_db'])}, max |diff| {exp['max_abs_diff_vs_simulated']:.3g}")
         runtime = report.runtime

@@ -272,7 +272,7 @@ def as_executed(plan: Plan):
     """The configuration the real int8 model of ``plan`` computes, when that is not ``plan.config`` itself (None
     when it is): on a CPU whose int8 kernels saturate (:func:`saturating_int8`) the static int8 layers' activations
     run on :data:`ACTIVATION_BITS_NO_VNNI` bits, so the real model is that configuration's, not the configured one's.
-    Exports verify their real int8 model against this one and report both."""
+    Export reports show its simulation beside the configured one."""
     lowered = [layer.name for layer in plan
                if planned_precision(layer.settings, layer.kind)[0] == "int8"
                and real_activation_bits(bits_of(layer.settings.activation.precision))

@@ -83,9 +83,8 @@ def _check_reports(reports: dict, labelled: bool) -> None:
         assert report.verified and report.passed, (where, report.failures)
         assert report.runtime["runtime"] == {"torch-int8": "torch", "onnx": "onnxruntime", "packed": "packed"}[fmt]
         assert json.loads(report_path(report.file).read_text())["passed"]
-        if labelled:  # torch-int8 against what its kernels compute (7-bit activations without VNNI), if not as set
-            reference = report.simulated_as_run or report.simulated
-            assert abs(report.exported["accuracy"] - reference["accuracy"]) * 100 <= 0.5, where
+        if labelled:
+            assert abs(report.exported["accuracy"] - report.simulated["accuracy"]) * 100 <= 0.5, where
         if fmt == "packed":
             assert report.file_bytes <= report.weight_bytes * 1.01 + 4096, where
             assert report.exported["max_abs_diff_vs_simulated"] <= 1e-4 * 50, where
