@@ -46,6 +46,7 @@ RESIZE_ROWS = 24
 # Rows whose text sizes the columns when a model loads (the rest is elided where wider): a dozen covers the
 # variety of names and kinds of a network's first blocks at a few milliseconds of the GUI thread.
 FIT_ROWS = 12
+FIT_DELAY_MS = 25  # see set_model
 
 
 class LayerPanel(QWidget):
@@ -134,10 +135,11 @@ class LayerPanel(QWidget):
     def set_model(self, summary: Any, config: Any) -> None:
         self.table_model.set_model(summary)
         self.table_model.set_config(config, 0)
-        # Sized on the next turn of the event loop: the reset (the proxy sorts every row) and the sizing (every
+        # Sized a little later: the reset (the proxy sorts every row), the window's repaint and the sizing (every
         # cell of the first rows) are each tens of milliseconds on a large model; back to back they were one stall
-        # of the GUI thread, apart they are two short ones with a repaint between.
-        QTimer.singleShot(0, self, self.fit_columns)
+        # of the GUI thread (72 ms for a MobileNet drop). A zero timer still ran before the repaint; after
+        # FIT_DELAY_MS the repaint has gone first and the three are separate short stalls.
+        QTimer.singleShot(FIT_DELAY_MS, self, self.fit_columns)
 
     def fit_columns(self) -> None:
         """Each column as wide as its header and its first :data:`FIT_ROWS` rows' text, measured here with the
