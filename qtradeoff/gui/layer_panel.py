@@ -133,8 +133,7 @@ class LayerPanel(QWidget):
 
     # -- feeding -------------------------------------------------------------------------------------------------
     def set_model(self, summary: Any, config: Any) -> None:
-        self.table_model.set_model(summary)
-        self.table_model.set_config(config, 0)
+        self.table_model.set_model(summary, config)
         # Sized a little later: the reset (the proxy sorts every row), the window's repaint and the sizing (every
         # cell of the first rows) are each tens of milliseconds on a large model; back to back they were one stall
         # of the GUI thread (72 ms for a MobileNet drop). A zero timer still ran before the repaint; after

@@ -83,8 +83,12 @@ class LayerTableModel(QAbstractTableModel):
         self.lock_handler: Callable[[list[str], bool], None] | None = None
 
     # -- feeding -------------------------------------------------------------------------------------------------
-    def set_model(self, summary: Any) -> None:
+    def set_model(self, summary: Any, config: Any = None, threshold_index: int = 0) -> None:
+        """A new model's layers, shown under ``config`` (set inside the reset: one sort of the rows, not a reset
+        and then a change of every row)."""
         self.beginResetModel()
+        if config is not None:
+            self._config, self._threshold_index = config, threshold_index
         self._layers = [layer for layer in summary.layers if getattr(layer, "compressible", True)]
         self._total_params = max(1, sum(int(layer.params) for layer in self._layers))
         self._layer_curve = dict(summary.layer_sparsity_curve)
