@@ -63,6 +63,10 @@ class LayerPanel(QWidget):
         self.table_model = LayerTableModel(self)
         self.table_model.edit_handler = lambda names, field, value: self.edit_requested.emit(names, field, value)
         self.table_model.lock_handler = lambda names, locked: self.lock_requested.emit(names, locked)
+        self._fit_timer = QTimer(self)  # see set_model; stopped when the panel is hidden (nothing to size then)
+        self._fit_timer.setSingleShot(True)
+        self._fit_timer.setInterval(FIT_DELAY_MS)
+        self._fit_timer.timeout.connect(self.fit_columns)
         self.table = QTableView()
         # Sorting goes through a proxy so the model's rows stay in execution order; selections map back.
         self.table_proxy = QSortFilterProxyModel(self)
@@ -138,7 +142,13 @@ class LayerPanel(QWidget):
         # cell of the first rows) are each tens of milliseconds on a large model; back to back they were one stall
         # of the GUI thread (72 ms for a MobileNet drop). A zero timer still ran before the repaint; after
         # FIT_DELAY_MS the repaint has gone first and the three are separate short stalls.
-        QTimer.singleShot(FIT_DELAY_MS, self, self.fit_columns)
+        self._fit_timer.start()
+
+    def hideEvent(self, event) -> None:
+        if self._fit_timer.isActive():  # closing right after a load: size now rather than leave a timer behind
+            self._fit_timer.stop()
+            self.fit_columns()
+        super().hideEvent(event)
 
     def fit_columns(self) -> None:
         """Each column as wide as its header and its first :data:`FIT_ROWS` rows' text, measured here with the
