@@ -77,11 +77,18 @@ class Geometry:
         return cols.sum(dim=(0, 3)), len(x) * cols.shape[3]
 
     def patch_gram(self, x: torch.Tensor) -> torch.Tensor:
-        """``Σ x xᵀ`` over the input vectors of the batch ``x``, per group ``(G, K, K)``."""
-        # One product per sample on F.unfold's layout (no transposed copy) measured no faster end to end on
-        # digits_cnn (GPTQ 0.58-0.66 s vs 0.53-0.63 s, load 1.7-2.2): the one product over all vectors stays.
-        cols = self.patches(x)
-        return cols.transpose(1, 2) @ cols
+        """``Σ x xᵀ`` over the input vectors of the batch ``x``, per group ``(G, K, K)``, in ``x``'s dtype.
+
+        One GEMM per group on a ``(K, M)`` layout: ``F.unfold``'s own when the batch is one sample, else one
+        copy of the patches grouped by row (the product then reads both operands without a transposed copy).
+        """
+        if self.kind == "Linear":
+            rows = x.reshape(-1, x.shape[-1])
+            return (rows.T @ rows).unsqueeze(0)
+        cols = self._unfolded(x)
+        n, groups, k, length = cols.shape
+        by_row = cols[0] if n == 1 else cols.permute(1, 2, 0, 3).reshape(groups, k, n * length)
+        return by_row @ by_row.transpose(1, 2)
 
 
 def _same_padding(geometry: Geometry) -> list[int]:
@@ -157,18 +164,21 @@ class InputStats:
 
     def add(self, geometry: Geometry, x: torch.Tensor) -> None:
         """Accumulate a batch of the layer's inputs (the tensor its forward receives)."""
-        # float64 before unfolding: the patches hold the same values as unfolding float32 and converting
-        x = x.detach().to(torch.float64)
+        # The Gram in float32 (as GPTQ's reference implementation keeps H), accumulated in float64 between chunks;
+        # the mean from float64 patches of the batch's sum (one image unfolded: cheap, and the same to the bit as
+        # the first-order pass's)
+        x = x.detach()
+        x32, x64 = x.to(torch.float32), x.to(torch.float64)
         per_sample = max(1, x[:1].numel() * (int(torch.tensor(geometry.kernel_size).prod()) if
                                               geometry.kind == "Conv2d" else 1))
         step = max(1, _UNFOLD_VALUES // per_sample) if geometry.kind == "Conv2d" else max(1, len(x))
         for start in range(0, len(x), step):
-            chunk = x[start:start + step]
-            sums, vectors = geometry.patch_sums(chunk)
+            sums, vectors = geometry.patch_sums(x64[start:start + step])
             total = self.count + vectors
             # running means: stable for any number of batches
             if self.hessian is not None:
-                self.hessian += (geometry.patch_gram(chunk) - vectors * self.hessian) / total
+                gram = geometry.patch_gram(x32[start:start + step]).to(torch.float64)
+                self.hessian += (gram - vectors * self.hessian) / total
             self.mean += (sums - vectors * self.mean) / total
             self.count = total
         self.samples += len(x)
