@@ -79,16 +79,46 @@ class Geometry:
     def patch_gram(self, x: torch.Tensor) -> torch.Tensor:
         """``Σ x xᵀ`` over the input vectors of the batch ``x``, per group ``(G, K, K)``, in ``x``'s dtype.
 
-        One GEMM per group on a ``(K, M)`` layout: ``F.unfold``'s own when the batch is one sample, else one
-        copy of the patches grouped by row (the product then reads both operands without a transposed copy).
+        One GEMM per group on a layout that needs a single copy of the patches: an ungrouped conv's patches are
+        gathered channels-last (one row per position, ``rows.T @ rows`` reads it in place) and the small Gram is
+        reordered to ``F.unfold``'s order; grouped convs use ``F.unfold``'s own layout when the batch is one
+        sample, else one copy of it grouped by row.
         """
         if self.kind == "Linear":
             rows = x.reshape(-1, x.shape[-1])
             return (rows.T @ rows).unsqueeze(0)
+        if self.groups == 1:
+            rows, positions = self._rows_channels_last(x)
+            channels = x.shape[1]
+            gram = rows.T @ rows
+            return gram.reshape(positions, channels, positions, channels).permute(1, 0, 3, 2).reshape(
+                1, channels * positions, channels * positions)
         cols = self._unfolded(x)
         n, groups, k, length = cols.shape
         by_row = cols[0] if n == 1 else cols.permute(1, 2, 0, 3).reshape(groups, k, n * length)
         return by_row @ by_row.transpose(1, 2)
+
+    def _rows_channels_last(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """A conv input's patches as ``(M, kh·kw·C)`` rows, kernel position major, and ``kh·kw``: a strided view
+        of the padded channels-last input, copied once."""
+        x = self._padded(x)
+        padded = x.permute(0, 2, 3, 1).contiguous()
+        n, height, width, channels = padded.shape
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        out_h, out_w = (height - dh * (kh - 1) - 1) // sh + 1, (width - dw * (kw - 1) - 1) // sw + 1
+        sn, sy, sx, sc = padded.stride()
+        view = padded.as_strided((n, out_h, out_w, kh, kw, channels), (sn, sh * sy, sw * sx, dh * sy, dw * sx, sc))
+        return view.reshape(n * out_h * out_w, kh * kw * channels), kh * kw
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with the conv's padding applied (zeros, reflect, replicate, circular; ``"same"``/``"valid"``)."""
+        padding = self.padding
+        if padding == "valid":
+            return x
+        pad = _same_padding(self) if padding == "same" else [p for p in reversed(padding) for _ in (0, 1)]
+        if not any(pad):
+            return x
+        return F.pad(x, pad, mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
 
 
 def _same_padding(geometry: Geometry) -> list[int]:
