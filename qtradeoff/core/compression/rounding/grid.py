@@ -79,9 +79,7 @@ class Geometry:
     def patch_gram(self, x: torch.Tensor) -> torch.Tensor:
         """``Σ x xᵀ`` over the input vectors of the batch ``x``, per group ``(G, K, K)``, in ``x``'s dtype.
 
-        A conv with one input channel per group (depthwise, or one input channel) multiplies shifted views of its
-        padded input pairwise (``K = kh·kw`` is small: no patches are copied). Otherwise one GEMM per group on a
-        layout that needs a single copy of the patches: an ungrouped conv's patches are
+        One GEMM per group on a layout that needs a single copy of the patches: an ungrouped conv's patches are
         gathered channels-last (one row per position, ``rows.T @ rows`` reads it in place) and the small Gram is
         reordered to ``F.unfold``'s order; grouped convs use ``F.unfold``'s own layout when the batch is one
         sample, else one copy of it grouped by row.
@@ -89,8 +87,6 @@ class Geometry:
         if self.kind == "Linear":
             rows = x.reshape(-1, x.shape[-1])
             return (rows.T @ rows).unsqueeze(0)
-        if x.shape[1] == self.groups:
-            return self._one_channel_gram(x)
         if self.groups == 1:
             rows, positions = self._rows_channels_last(x)
             channels = x.shape[1]
@@ -101,21 +97,6 @@ class Geometry:
         n, groups, k, length = cols.shape
         by_row = cols[0] if n == 1 else cols.permute(1, 2, 0, 3).reshape(groups, k, n * length)
         return by_row @ by_row.transpose(1, 2)
-
-    def _one_channel_gram(self, x: torch.Tensor) -> torch.Tensor:
-        """``Σ x xᵀ`` per channel ``(C, K, K)`` of a conv with one input channel per group, from the ``K`` shifted
-        (strided) views of the padded input, one per kernel position: ``K (K + 1) / 2`` products, no unfolding."""
-        x = self._padded(x)
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
-        out_h = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
-        out_w = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
-        views = [x[:, :, a * dh:a * dh + sh * (out_h - 1) + 1:sh, b * dw:b * dw + sw * (out_w - 1) + 1:sw]
-                 for a in range(kh) for b in range(kw)]
-        gram = torch.empty(x.shape[1], len(views), len(views), dtype=x.dtype)
-        for i, first in enumerate(views):
-            for j in range(i, len(views)):
-                gram[:, i, j] = gram[:, j, i] = (first * views[j]).sum(dim=(0, 2, 3))
-        return gram
 
     def _rows_channels_last(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """A conv input's patches as ``(M, kh·kw·C)`` rows, kernel position major, and ``kh·kw``: a strided view
@@ -190,7 +171,7 @@ class Grid:
 class InputStats:
     """Statistics of a layer's calibration inputs, per group: ``mean = E[x]`` ``(G, K)`` and, unless only first
     order was collected, ``hessian = E[x xᵀ]`` ``(G, K, K)``, over every input vector (every sample, every spatial
-    position), accumulated in float64 (each chunk's Gram a float32 product). ``count`` input vectors were seen.
+    position), in float64 while accumulating. ``count`` input vectors were seen.
 
     Bias correction needs the mean alone; it costs one unfold of the batch's *sum* per batch (the patch operator is
     linear), where the second moment unfolds every sample and multiplies the patches: first-order statistics are
