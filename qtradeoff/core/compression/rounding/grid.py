@@ -77,11 +77,48 @@ class Geometry:
         return cols.sum(dim=(0, 3)), len(x) * cols.shape[3]
 
     def patch_gram(self, x: torch.Tensor) -> torch.Tensor:
-        """``Σ x xᵀ`` over the input vectors of the batch ``x``, per group ``(G, K, K)``."""
-        # One product per sample on F.unfold's layout (no transposed copy) measured no faster end to end on
-        # digits_cnn (GPTQ 0.58-0.66 s vs 0.53-0.63 s, load 1.7-2.2): the one product over all vectors stays.
-        cols = self.patches(x)
-        return cols.transpose(1, 2) @ cols
+        """``Σ x xᵀ`` over the input vectors of the batch ``x``, per group ``(G, K, K)``, in ``x``'s dtype.
+
+        One GEMM per group on a layout that needs a single copy of the patches: an ungrouped conv's patches are
+        gathered channels-last (one row per position, ``rows.T @ rows`` reads it in place) and the small Gram is
+        reordered to ``F.unfold``'s order; grouped convs use ``F.unfold``'s own layout when the batch is one
+        sample, else one copy of it grouped by row.
+        """
+        if self.kind == "Linear":
+            rows = x.reshape(-1, x.shape[-1])
+            return (rows.T @ rows).unsqueeze(0)
+        if self.groups == 1:
+            rows, positions = self._rows_channels_last(x)
+            channels = x.shape[1]
+            gram = rows.T @ rows
+            return gram.reshape(positions, channels, positions, channels).permute(1, 0, 3, 2).reshape(
+                1, channels * positions, channels * positions)
+        cols = self._unfolded(x)
+        n, groups, k, length = cols.shape
+        by_row = cols[0] if n == 1 else cols.permute(1, 2, 0, 3).reshape(groups, k, n * length)
+        return by_row @ by_row.transpose(1, 2)
+
+    def _rows_channels_last(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """A conv input's patches as ``(M, kh·kw·C)`` rows, kernel position major, and ``kh·kw``: a strided view
+        of the padded channels-last input, copied once."""
+        x = self._padded(x)
+        padded = x.permute(0, 2, 3, 1).contiguous()
+        n, height, width, channels = padded.shape
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        out_h, out_w = (height - dh * (kh - 1) - 1) // sh + 1, (width - dw * (kw - 1) - 1) // sw + 1
+        sn, sy, sx, sc = padded.stride()
+        view = padded.as_strided((n, out_h, out_w, kh, kw, channels), (sn, sh * sy, sw * sx, dh * sy, dw * sx, sc))
+        return view.reshape(n * out_h * out_w, kh * kw * channels), kh * kw
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with the conv's padding applied (zeros, reflect, replicate, circular; ``"same"``/``"valid"``)."""
+        padding = self.padding
+        if padding == "valid":
+            return x
+        pad = _same_padding(self) if padding == "same" else [p for p in reversed(padding) for _ in (0, 1)]
+        if not any(pad):
+            return x
+        return F.pad(x, pad, mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
 
 
 def _same_padding(geometry: Geometry) -> list[int]:
@@ -157,18 +194,21 @@ class InputStats:
 
     def add(self, geometry: Geometry, x: torch.Tensor) -> None:
         """Accumulate a batch of the layer's inputs (the tensor its forward receives)."""
-        # float64 before unfolding: the patches hold the same values as unfolding float32 and converting
-        x = x.detach().to(torch.float64)
+        # The Gram in float32 (as GPTQ's reference implementation keeps H), accumulated in float64 between chunks;
+        # the mean from float64 patches of the batch's sum (one image unfolded: cheap, and the same to the bit as
+        # the first-order pass's)
+        x = x.detach()
+        x32, x64 = x.to(torch.float32), x.to(torch.float64)
         per_sample = max(1, x[:1].numel() * (int(torch.tensor(geometry.kernel_size).prod()) if
                                               geometry.kind == "Conv2d" else 1))
         step = max(1, _UNFOLD_VALUES // per_sample) if geometry.kind == "Conv2d" else max(1, len(x))
         for start in range(0, len(x), step):
-            chunk = x[start:start + step]
-            sums, vectors = geometry.patch_sums(chunk)
+            sums, vectors = geometry.patch_sums(x64[start:start + step])
             total = self.count + vectors
             # running means: stable for any number of batches
             if self.hessian is not None:
-                self.hessian += (geometry.patch_gram(chunk) - vectors * self.hessian) / total
+                gram = geometry.patch_gram(x32[start:start + step]).to(torch.float64)
+                self.hessian += (gram - vectors * self.hessian) / total
             self.mean += (sums - vectors * self.mean) / total
             self.count = total
         self.samples += len(x)
