@@ -111,7 +111,7 @@ def load(source: str | Path, options: DataOptions | Mapping | None = None, *, pr
               for f in dataclasses.fields(options)}
     sizes = {"calib_size": option["calib_size"], "eval_size": option["eval_size"]}
     if str(source) == "digits":
-        return data_mod.load_data("digits", preprocessing=preprocessing, **sizes)
+        return data_mod.load_data("digits", preprocessing=_digits_preprocessing(preprocessing, options), **sizes)
     kind = detect_kind(source) if options.kind == "auto" else options.kind
     if kind == "hook":
         return load_hook(str(source), trust=trust, seed=options.seed, stream=options.stream, **sizes)
@@ -151,8 +151,26 @@ def load(source: str | Path, options: DataOptions | Mapping | None = None, *, pr
     if kind == "npy" and (options.stream or (options.stream is None and path.stat().st_size > streaming.STREAM_BYTES)):
         rows = _stream_error(path, lambda: streaming.NpyRows(path))
         return _streamed_split(path.stem, rows, None, options.seed, **sizes)
-    return data_mod.load_data(path, preprocessing=preprocessing, label_column=option["label_column"],
-                              seed=options.seed, **sizes)
+    return data_mod.load_data(path, preprocessing=_digits_preprocessing(preprocessing, options),
+                              label_column=option["label_column"], seed=options.seed, **sizes)
+
+
+def _digits_preprocessing(preprocessing: Mapping | None, options: DataOptions) -> dict:
+    """The preprocessing of the digits (or an archive laid out like them) with the image options the user gave
+    over the model's: ``--image-size 32 --channels 3`` makes them 3x32x32 for an RGB model (they were ignored).
+    Only one-value mean/std apply: the digits are grey before their channels are repeated."""
+    found = dict(preprocessing or data_mod.DIGITS_PREPROCESSING)
+    if options.image_size is not None:
+        found["size"] = int(options.image_size)
+    if options.channels is not None:
+        found["channels"] = int(options.channels)
+    for name in ("mean", "std"):
+        value = getattr(options, name)
+        if value is not None:
+            if len(value) != 1:
+                raise DataLoadError(f"the digits are grey images: give --{name} one value, not {len(value)}.")
+            found[name] = float(value[0])
+    return found
 
 
 def _stream_error(path: Path, read):

@@ -148,3 +148,13 @@ def test_baseline_warning_near_chance_only():
     assert baseline_warning(0.26, 10) is not None
     assert baseline_warning(0.9, 10) is None and baseline_warning(0.1, None) is None
     assert baseline_warning(0.45, 2) is not None and baseline_warning(0.7, 2) is None
+
+
+def test_image_options_apply_to_the_digits_too():
+    """``--data digits --image-size 32 --channels 3`` feeds an RGB model (the options were silently ignored)."""
+    assert tuple(datasets.load("digits", {"eval_size": 4}).eval_inputs.shape[1:]) == (1, 32, 32)
+    rgb = datasets.load("digits", {"image_size": 16, "channels": 3, "mean": [0.5], "eval_size": 4})
+    assert tuple(rgb.eval_inputs.shape) == (4, 3, 16, 16)
+    assert torch.equal(rgb.eval_inputs[:, 0], rgb.eval_inputs[:, 2])  # grey, repeated
+    with pytest.raises(DataLoadError, match="one value"):
+        datasets.load("digits", {"mean": [0.485, 0.456, 0.406]})
