@@ -42,6 +42,18 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def mcnemar_exact_p(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value of a paired comparison of two classifiers on the same samples: ``gained``
+    samples only the second gets right, ``lost`` samples only the first does. Under "equally accurate" each
+    discordant sample is a fair coin, so p = P(a binomial(n, 1/2) is at least as lopsided), n = gained + lost;
+    1.0 when nothing differs. Small p: the accuracies really differ; large p: the difference is sample noise."""
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(gained, lost) + 1))
+    return min(1.0, 2.0 * tail / 2.0 ** n)
+
+
 def sqnr_db(reference: torch.Tensor, output: torch.Tensor) -> float:
     """Output SQNR ``10 log10(sum ref^2 / sum (ref - out)^2)`` in dB; ``inf`` when the outputs are identical,
     ``-inf`` when there is no signal or the output is not finite (NaN/inf logits)."""

@@ -41,6 +41,17 @@ def test_wilson_interval_known_values():
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
 
 
+def test_exact_mcnemar_p_is_the_two_sided_binomial_test_of_the_discordant_samples():
+    from scipy.stats import binomtest
+
+    from qtradeoff.core.measurement.result import mcnemar_exact_p
+
+    assert mcnemar_exact_p(0, 0) == 1.0
+    assert mcnemar_exact_p(4, 2) == pytest.approx(44 / 64)  # 2 * (C(6,0) + C(6,1) + C(6,2)) / 2^6
+    for gained, lost in ((5, 0), (0, 9), (3, 3), (12, 30), (1, 2)):
+        assert mcnemar_exact_p(gained, lost) == pytest.approx(binomtest(gained, gained + lost, 0.5).pvalue)
+
+
 def test_sqnr():
     ref = torch.tensor([[3.0, 4.0]])
     assert sqnr_db(ref, ref) == math.inf

@@ -110,6 +110,11 @@ def test_every_format_reloads_standalone_and_reproduces_the_simulated_accuracy(e
             assert as_run["config"]["defaults"]["activation"]["precision"] == "int8"  # layers are overridden
             assert {layer["activation"]["precision"] for layer in as_run["config"]["layers"].values()} == {"int7"}
             assert "simulated as run" in format_report(int8) and "7 bits" in format_report(int8)
+    for report in reports.values():  # the paired counts are the two accuracies' difference, sample by sample
+        paired, samples = report.exported["paired_vs_simulated"], report.eval_samples
+        difference = round((report.exported["accuracy"] - report.simulated["accuracy"]) * samples)
+        assert paired["file_only_right"] - paired["simulated_only_right"] == difference
+        assert 0 < paired["mcnemar_p"] <= 1
     # in this process too: the packed loader's model computes the simulated outputs
     engine = engines(name)
     module = load_packed(reports["mixed", "packed"].file)
