@@ -152,7 +152,6 @@ def stalls(gaps: list[float]) -> tuple[float, float]:
 def run_windows(names: list[str], args: argparse.Namespace) -> tuple[dict, dict, str]:
     """One window per backend in ``names``, in this process; every scenario on each. Returns (figures, closing ms,
     a line on the start-up)."""
-    import torch
     from PySide6.QtCore import QSettings
 
     from qtradeoff.gui.app import make_app
@@ -175,8 +174,14 @@ def run_windows(names: list[str], args: argparse.Namespace) -> tuple[dict, dict,
         windows[name] = window
     for window in windows.values():
         wait_until(lambda w=window: w.baseline is not None and idle(w), 600, "the sample to load")
+    if "thread" in windows:  # the in-thread window runs torch in this process; the app's GUI process never imports it
+        import torch
+
+        threads = f"torch threads {torch.get_num_threads()}"
+    else:
+        threads = "no torch in this process (as in the app)"
     ready = (f"{len(windows)} window(s) per process on digits_cnn ready in {time.perf_counter() - started:.1f} s; "
-             f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores, probe {PROBE_MS} ms")
+             f"{threads}, {os.cpu_count()} cores, probe {PROBE_MS} ms")
 
     figures: dict[str, dict[str, list]] = {}
     scenarios = [("edits", scenario_edits), ("greedy", lambda w: scenario_greedy(w, args.budget))]
