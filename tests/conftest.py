@@ -7,9 +7,12 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Caches (roofline calibration, architecture index, sensitivity) go to a fresh folder, not the user's home.
 if "QTRADEOFF_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
     import tempfile
 
     os.environ["QTRADEOFF_CACHE_DIR"] = tempfile.mkdtemp(prefix="qtradeoff-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["QTRADEOFF_CACHE_DIR"], ignore_errors=True)  # one per test process
 
 import pytest
 import torch

@@ -514,21 +514,37 @@ def _unpack(payload: tuple, directory: str):
     return dataclasses.replace(spec, **changes)
 
 
-class _RayWorker:
-    """A Ray actor: writes the model and data to a private temporary directory, builds its engine once."""
+def _ray_root(token: str) -> str:
+    """The folder of one RayBackend's actors on a node: its actors' copies of the model and data live inside."""
+    return os.path.join(tempfile.gettempdir(), f"qtradeoff-ray-{token}")
 
-    def __init__(self, payload, threads: int):
+
+class _RayWorker:
+    """A Ray actor: writes the model and data to a private temporary directory (inside its backend's
+    :func:`_ray_root` on that node), builds its engine once."""
+
+    def __init__(self, payload, threads: int, token: str):
         import torch
 
         from qtradeoff.core import runtime
 
         runtime.tune_allocator()
         torch.set_num_threads(threads)
-        self._directory = tempfile.mkdtemp(prefix="qtradeoff-ray-")
+        root = _ray_root(token)
+        os.makedirs(root, exist_ok=True)
+        self._directory = tempfile.mkdtemp(prefix="actor-", dir=root)
         self.engine = _unpack(payload, self._directory).build()
 
     def pid(self) -> int:
         return os.getpid()
+
+    def directory(self) -> str:
+        return self._directory
+
+    def release(self) -> None:
+        """Delete this actor's copies of the model and data (``ray.kill`` ends the process without running
+        ``__del__``, so the backend calls this first)."""
+        shutil.rmtree(self._directory, ignore_errors=True)
 
     def evaluate(self, config, options):
         try:
@@ -556,6 +572,7 @@ class RayBackend(Backend):
                  in_flight: int | None = None):
         self._ray = ray = import_ray()
         self._started = False
+        self._token = f"{os.getpid()}-{time.time_ns():x}"  # names this backend's actor folders on every node
         if not ray.is_initialized():
             try:
                 if address:
@@ -582,7 +599,7 @@ class RayBackend(Backend):
             raise
 
     def _new_actor(self):
-        return self._actor_class.remote(self._payload, self.threads)
+        return self._actor_class.remote(self._payload, self.threads, self._token)
 
     def worker_pids(self) -> list[int]:
         return self._ray.get([actor.pid.remote() for actor in self._actors])
@@ -640,12 +657,21 @@ class RayBackend(Backend):
 
     def close(self) -> None:
         ray = self._ray
-        for actor in getattr(self, "_actors", []):
+        actors = getattr(self, "_actors", [])
+        if actors:  # each live actor deletes its copy of the model and data (on whichever node it runs)
+            released = [actor.release.remote() for actor in actors]
+            try:
+                ray.wait(released, num_returns=len(released), timeout=10)
+            except Exception:  # noqa: BLE001 - a dead actor cannot release; the local folder goes below
+                pass
+        for actor in actors:
             try:
                 ray.kill(actor)
             except Exception:  # already dead: nothing to release
                 pass
         self._actors = []
+        # this node's folder, with what actors killed mid-sweep (SIGKILL, OOM) left behind
+        shutil.rmtree(_ray_root(self._token), ignore_errors=True)
         if self._started and ray.is_initialized():
             ray.shutdown()
         self._started = False

@@ -75,6 +75,11 @@ def test_ray_on_a_local_instance_gives_the_in_process_metrics_even_when_an_actor
             if len(outcomes) == 1:  # an actor killed mid-sweep: replaced, its configurations retried
                 os.kill(sorted(pids)[0], signal.SIGKILL)
         after = set(backend.worker_pids())
+        folders = ray.get([actor.directory.remote() for actor in backend._actors])
+        assert all(os.path.isdir(folder) for folder in folders)
+        killed_folder = os.path.dirname(folders[0])  # the backend's folder, with the killed actor's copy inside
+        assert len(os.listdir(killed_folder)) == 3
+    assert not any(os.path.exists(folder) for folder in (*folders, killed_folder))  # closing deleted the copies
     assert len(pids) == 2 and os.getpid() not in pids  # evaluated in two actor processes, not here
     assert sorted(pids)[0] not in after and len(after) == 2
     assert not ray.is_initialized()  # we started it, so closing shut it down
