@@ -39,7 +39,14 @@ from qtradeoff.core.compression.algorithms import activation_prune, equalization
 from qtradeoff.core.compression.algorithms.lut import lut_quantize
 from qtradeoff.core.compression.plan import LayerPlan, Plan
 from qtradeoff.core.compression.prune import prune_mask, sparsity_for_threshold, structured_mask
-from qtradeoff.core.compression.quantize import RangeObserver, cast_float, fake_quantize, int_range, qparams_from_range
+from qtradeoff.core.compression.quantize import (
+    RangeObserver,
+    cast_float,
+    fake_quantize,
+    int_range,
+    qparams_from_range,
+    weight_qparams,
+)
 from qtradeoff.core.config import CompressionConfig, LayerSettings, PruneSpec, WeightSpec
 from qtradeoff.core.loading.inventory import LayerInfo, inventory
 from qtradeoff.core.precision import bits_of, is_integer, is_lut
@@ -1024,7 +1031,11 @@ def process_weight(weight: torch.Tensor, spec: WeightSpec, prune: PruneSpec | to
                             out_axis=out_axis)[0]
     if spec.precision != "fp32":
         axis = out_axis if (spec.granularity == "per_channel" and weight.dim() > 1) else None
-        weight = fake_quantize(weight, spec.precision, symmetric=spec.symmetric, axis=axis)
+        scale = zero_point = None
+        if is_integer(spec.precision):
+            scale, zero_point = weight_qparams(weight, bits_of(spec.precision), spec.symmetric, axis, spec.range)
+        weight = fake_quantize(weight, spec.precision, symmetric=spec.symmetric, axis=axis, scale=scale,
+                               zero_point=zero_point)
         if mask is not None:
             weight = weight * mask
     return weight.contiguous()
