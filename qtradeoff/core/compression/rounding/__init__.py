@@ -33,10 +33,16 @@ __all__ = ["Geometry", "Grid", "InputStats", "Rounded", "SUPPORTED_KINDS", "adar
 
 @dataclass(frozen=True)
 class Rounded:
-    """A layer's rounded weight (its own shape) and, for bias correction, its corrected bias (else None)."""
+    """A layer's rounded weight (its own shape) and, for bias correction, its corrected bias (else None).
+
+    ``scale``/``zero_point``: the grid the weight lies on (per output channel, or one pair) where it is not the
+    min-max grid torch.ao's observers compute (an MSE range), in :func:`~qtradeoff.core.compression.quantize.
+    weight_qparams`'s convention; None on a min-max grid."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
+    zero_point: torch.Tensor | None = None
 
 
 def uses_data(spec: WeightSpec) -> bool:
