@@ -45,13 +45,37 @@ of its time: MET on digits_cnn int3 (bias correction 97.49 % in 0.05 s vs MCT PT
 (bias correction 98.61 / 98.33 % in 0.01 s), MobileNet int4 and int3 (bias correction 88.30 / 87.19 and 82.45 /
 83.84 % in 0.25 s vs MCT PTQ); digits_cnn int4 MET AT THE BOUND (GPTQ 98.89 / 98.61 %, as accurate or more, in
 0.30 s here, A/B median 0.27 s, vs MCT PTQ 3.0-3.3 s: a tenth of 3.0 s is 0.30 s); MISSED on digits_mlp int4 (best
-here GPTQ 98.05 % vs MCT PTQ 98.33 %: one test image). Per-channel MSE-chosen weight scales (tried outside the
-code, not adopted) gave digits_cnn int4 nearest 98.05 / bias correction 98.05 % (fp32 acts) but int3 79.39 /
-96.10 % and GPTQ int4 98.33 %: worse than min-max at int3.
+here GPTQ 98.05 % vs MCT PTQ 98.33 %: one test image); see below for the rows with an MSE weight range.
 NNCF 3.4.0 (earlier session) refused 4-bit conv weights for its CPU/ANY hardware configs.
+
+Rounding options (issue 17, "better points on the frontier"): an algorithm may carry ``+act-order`` (GPTQ's
+``gptq_act_order``) and ``+mse`` (``range: mse``, the weight grid chosen first, then rounded onto); each is a row of
+its own and takes part in the "best here" choice of the targets (``nearest+mse`` included: its grid search is the
+algorithm). Measured 2026-12-05 01:04-01:05 UTC under the lock (1 round, 2 threads, load average 0.13 before /
+1.10 after; peers from the 2026-12-04 MCT runs above, --peer-json), algorithms nearest, bias_correction, gptq,
+gptq+act-order, nearest+mse, bias_correction+mse, gptq+mse, gptq+act-order+mse; accuracies fp32 / int8 acts.
+Every row of nearest, bias correction and GPTQ reproduced the figures above.
+- GPTQ act-order vs natural order: MobileNet int4 95.82 / 95.54 % vs 92.76 / 92.76 (+3.06 / +2.78 points), int3
+  91.09 / 90.53 vs 84.40 / 84.40 (+6.69 / +6.13); digits_cnn int4 98.33 / 98.33 vs 98.61 / 98.89 (-0.28 / -0.56),
+  int3 96.10 / 96.10 vs 97.77 / 97.77 (-1.67); digits_mlp int4 98.05 / 98.05 unchanged, int3 98.33 / 98.33 vs
+  98.05 / 98.05 (+0.28). Same cost (MobileNet 1.01 vs 1.00 s, digits 0.16-0.22 s). An option, off by default.
+- MSE weight range: digits_mlp int4 nearest+mse 98.33 / 98.33 % in 0.10 s (min-max nearest 97.77, GPTQ 98.05;
+  bias_correction+mse, gptq+mse and gptq+act-order+mse 98.05); digits_cnn int4 nearest+mse 98.61 / 98.33,
+  bias_correction+mse 98.33 / 98.33, gptq+mse 98.33 / 98.33 (min-max GPTQ 98.61 / 98.89); but int3 nearest+mse
+  77.44 / 76.32 % (min-max 93.04 / 93.31), gptq+mse 97.49 / 97.49; MobileNet int4 nearest+mse 79.94 / 80.22 (min-max
+  83.84 / 85.24), gptq+mse 93.87 / 93.87 and gptq+act-order+mse 94.15 / 94.71 (act-order alone 95.82 / 95.54),
+  int3 nearest+mse 21.73 / 21.73, gptq+mse 55.71 / 55.43, gptq+act-order+mse 63.51 / 62.67. Least squared error
+  of the weights is not least output error: clipping that helps digits_mlp at int4 costs the convs at int3
+  (depthwise channels of 9 weights clip hardest). Cost of the search (61 ratios per channel): 0.07 s on digits_cnn,
+  0.10 s on digits_mlp, 0.76 s on MobileNet beside the rest of compression.
+Targets with these rows: digits_mlp int4 against MCT PTQ (98.33 %, 1.7 s fp32 acts / 4.6 s int8) now MET by
+nearest+mse, 98.33 % in 0.10 s on both activation settings -- at the bound and on one test image (the 359-image
+split: 98.33 % is 353/359, GPTQ's 98.05 % is 352/359; the 95 % interval is [96.40, 99.23] %), the same accuracy
+as MCT PTQ's with the same idea (MSE-selected per-channel weight thresholds), not a better method. Every other
+target as before (MET); digits_cnn int4's best is still min-max GPTQ (98.61 / 98.89 %, 0.26 s).
 Usage: .venv/bin/python benchmarks/bench_algorithms.py [--models ...] [--bits int4,int3] [--rounds 1]
-       [--algorithms nearest,bias_correction,adaround,gptq] [--adaround-iterations N] [--threads N]
-       [--peer-json peer.json] [--json out.json]
+       [--algorithms nearest,bias_correction,adaround,gptq,gptq+act-order,gptq+mse,nearest+mse,...]
+       [--adaround-iterations N] [--threads N] [--peer-json peer.json] [--json out.json]
 """
 
 from __future__ import annotations
@@ -70,6 +94,9 @@ from qtradeoff.core.loading.model_io import load_sample_model, sample_data_for
 
 MODELS = ("digits_cnn", "digits_mlp", "mobilenet_v3_small_digits")
 ALGORITHMS = ("nearest", "bias_correction", "adaround", "gptq")
+# Options of the weight spec a row can add to its rounding, written "<rounding>+<option>[+<option>]":
+# "act-order" (GPTQ's gptq_act_order) and "mse" (range: mse, the grid every rounding then rounds onto).
+OPTIONS = {"act-order": {"gptq_act_order": True}, "mse": {"range": "mse"}}
 ACTIVATIONS = ("fp32", "int8")
 # Issue 17's AIMET figure on digits_cnn (fp32 98.33 %), int4 weights / int8 activations, measured before this work
 # and not re-run here (its MCT GPTQ figure is superseded by peer_algorithms.py runs: see the docstring).
@@ -79,9 +106,22 @@ QUOTED_PEERS = (
 )
 
 
+def variant_weight(algorithm: str) -> dict:
+    """The weight fields of a row's algorithm name: a rounding, then options (``gptq+act-order+mse``)."""
+    rounding, *options = algorithm.split("+")
+    if rounding not in ALGORITHMS or any(option not in OPTIONS for option in options) or \
+            ("act-order" in options and rounding != "gptq"):
+        raise ValueError(f"{algorithm!r}: a rounding ({', '.join(ALGORITHMS)}) then options "
+                         f"(+{', +'.join(OPTIONS)}; act-order with gptq only)")
+    weight = {"rounding": rounding}
+    for option in options:
+        weight.update(OPTIONS[option])
+    return weight
+
+
 def config_for(bits: str, activation: str, algorithm: str, iterations: int | None) -> CompressionConfig:
-    weight = {"precision": bits, "rounding": algorithm}
-    if iterations and algorithm == "adaround":
+    weight = {"precision": bits, **variant_weight(algorithm)}
+    if iterations and weight["rounding"] == "adaround":
         weight["adaround_iterations"] = iterations
     activation_spec = {"precision": activation}
     if activation != "fp32":
@@ -167,7 +207,7 @@ def targets(rows: list[dict], peers: list[dict]) -> list[str]:
     for (model, peer_bits, activation), peer in best_peers.items():
         bits = f"int{peer_bits}"
         candidates = [r for r in rows if r["model"] == model and r["bits"] == bits
-                      and r["activation"] == activation and r["algorithm"] != "nearest"]
+                      and r["activation"] == activation and r["algorithm"] != "nearest"]  # nearest+mse counts
         if not candidates:
             continue
         best = max(candidates, key=lambda r: (r["accuracy"], -r["seconds"]))
@@ -188,7 +228,8 @@ def main() -> None:
     parser.add_argument("--bits", default="int4,int3", help="weight precisions, comma-separated (e.g. int4,int3,int2)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--algorithms", default=",".join(ALGORITHMS),
-                        help="comma-separated, nearest first (the time ratio's baseline)")
+                        help="comma-separated, nearest first (the time ratio's baseline); a rounding may carry "
+                             "options: gptq+act-order, gptq+mse, nearest+mse, gptq+act-order+mse")
     parser.add_argument("--adaround-iterations", type=int, default=None, help="default: the config's default")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--peer-json", default=None, help="rows of a peer run here (JSON list)")
@@ -197,8 +238,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     algorithms = tuple(args.algorithms.split(","))
-    if algorithms[0] != "nearest" or not set(algorithms) <= set(ALGORITHMS):
-        parser.error(f"--algorithms: nearest first, then any of {', '.join(ALGORITHMS[1:])}")
+    if algorithms[0] != "nearest":
+        parser.error("--algorithms: nearest first (the time ratio's baseline)")
+    for algorithm in algorithms:
+        try:
+            variant_weight(algorithm)
+        except ValueError as error:
+            parser.error(f"--algorithms: {error}")
     with open("/proc/loadavg") as handle:
         load_before = handle.read().split()[:3]
     rows = []
@@ -208,11 +254,11 @@ def main() -> None:
         load_after = handle.read().split()[:3]
     print(f"\nthreads {torch.get_num_threads()}, rounds {args.rounds}, load average before {' '.join(load_before)}, "
           f"after {' '.join(load_after)}")
-    print(f"{'model':<27}{'weights':<8}{'acts':<6}{'algorithm':<17}{'accuracy':>9}  {'95 % CI':<17}"
+    print(f"{'model':<27}{'weights':<8}{'acts':<6}{'algorithm':<23}{'accuracy':>9}  {'95 % CI':<17}"
           f"{'seconds':>8}{'x nearest':>11}")
     for row in rows:
         ratio = "" if row["ratio"] is None else f"{row['ratio']:.0f}x"
-        print(f"{row['model']:<27}{row['bits']:<8}{row['activation']:<6}{row['algorithm']:<17}"
+        print(f"{row['model']:<27}{row['bits']:<8}{row['activation']:<6}{row['algorithm']:<23}"
               f"{row['accuracy']:>8.2%}  [{row['ci95'][0]:.2%}, {row['ci95'][1]:.2%}] "
               f"{row['seconds']:>7.2f}{ratio:>11}")
     peers = list(QUOTED_PEERS)

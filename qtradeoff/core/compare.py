@@ -84,6 +84,12 @@ def _relevant(flat: dict[str, Any]) -> dict[str, Any]:
         unused = ("prune.threshold", "prune.relative") if out.get("prune.sparsity") is not None else ("prune.sparsity",)
         for name in unused:
             out.pop(name, None)
+    # an algorithm's parameters do nothing under another rounding (GPTQ's act-order under nearest rounding)
+    used = {"adaround": ("adaround_iterations",),
+            "gptq": ("gptq_damping", "gptq_block", "gptq_act_order")}.get(out.get("weight.rounding"), ())
+    for name in ("adaround_iterations", "gptq_damping", "gptq_block", "gptq_act_order"):
+        if name not in used:
+            out.pop(f"weight.{name}", None)
     for part in ("weight", "activation"):
         if not str(out.get(f"{part}.precision", "")).startswith("int"):
             for name in [k for k in out if k.startswith(f"{part}.") and k != f"{part}.precision"]:

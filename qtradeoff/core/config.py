@@ -44,7 +44,7 @@ __all__ = [
     "is_integer", "ROUNDINGS", "WeightSpec", "ActivationSpec", "PruneSpec", "Partial", "LayerOverride", "LayerSettings",
     "ModelRef", "CompressionConfig", "to_json", "read_json", "from_json", "from_json_document", "json_schema",
     "MAX_CONFIG_BYTES", "ConfigFileError", "read_file_bytes", "read_json_file", "from_json_file",
-    "from_json_document_file", "ACTIVATION_CRITERIA", "EQUALIZATIONS",
+    "from_json_document_file", "ACTIVATION_CRITERIA", "EQUALIZATIONS", "WEIGHT_RANGES",
 ]
 
 SCHEMA = "qtradeoff.config/1"
@@ -55,6 +55,7 @@ NORMS = ("l1", "l2")
 ACTIVATION_CRITERIA = ("mean_abs", "apoz")  # activation-based pruning (compression/algorithms/activation_prune.py)
 EQUALIZATIONS = ("none", "cle")  # cross-layer equalization (compression/algorithms/equalization.py)
 ROUNDINGS = ("nearest", "bias_correction", "adaround", "gptq")
+WEIGHT_RANGES = ("minmax", "mse")  # how an integer weight grid's clipping range is chosen (quantize.weight_qparams)
 REGEX_PREFIX = "re:"
 TYPE_PREFIX = "type:"
 
@@ -166,10 +167,13 @@ _WEIGHT_FIELDS = {
     "adaround_iterations": _Number("adaround_iterations", 1, 100000, integer=True),
     "gptq_damping": _Number("gptq_damping", 0, 1, open_min=True),
     "gptq_block": _Number("gptq_block", 1, 4096, integer=True),
+    "gptq_act_order": _Bool(),
+    # the integer grid's clipping range: min-max, or the shrunk range of least squared rounding error
+    "range": _Choice(WEIGHT_RANGES),
 }
 # Weight fields written only when they differ from their default, so that configurations (and their key())
 # from before rounding existed stay the same.
-_WEIGHT_OPTIONAL = ("rounding", "adaround_iterations", "gptq_damping", "gptq_block")
+_WEIGHT_OPTIONAL = ("rounding", "adaround_iterations", "gptq_damping", "gptq_block", "gptq_act_order", "range")
 _ACTIVATION_FIELDS = {
     "precision": _PrecisionField(weights=False),
     "calibration": _Choice(CALIBRATIONS),
@@ -208,8 +212,11 @@ def _check_fields(values: Mapping[str, Any], checkers: Mapping[str, Any], path: 
 class WeightSpec:
     """How a layer's weights are stored: precision, and for integers the grid's granularity and symmetry and how
     values are rounded onto it: ``nearest``, or a calibration-data algorithm (``bias_correction``, ``adaround``
-    with ``adaround_iterations``, ``gptq`` with ``gptq_damping`` and ``gptq_block``; see
-    :mod:`qtradeoff.core.compression.rounding`)."""
+    with ``adaround_iterations``, ``gptq`` with ``gptq_damping``, ``gptq_block`` and ``gptq_act_order``: columns
+    in order of decreasing input energy; see :mod:`qtradeoff.core.compression.rounding`). ``range`` chooses the
+    integer grid itself, before any rounding: ``minmax`` covers every weight, ``mse`` shrinks the min-max range
+    (per channel or per tensor) to the clipping of least squared rounding error (see
+    :func:`qtradeoff.core.compression.quantize.weight_qparams`)."""
 
     precision: str = "fp32"
     granularity: str = "per_channel"
@@ -218,6 +225,8 @@ class WeightSpec:
     adaround_iterations: int = 500
     gptq_damping: float = 0.01
     gptq_block: int = 128
+    gptq_act_order: bool = False
+    range: str = "minmax"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: every field, except rounding fields left at their defaults."""

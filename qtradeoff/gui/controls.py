@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qtradeoff.core.config import ROUNDINGS
+from qtradeoff.core.config import ROUNDINGS, WEIGHT_RANGES
 from qtradeoff.core.engine.estimate import format_seconds
 from qtradeoff.core.precision import label
 from qtradeoff.gui import layer_table
@@ -118,6 +118,17 @@ class GlobalControls(QGroupBox):
             "How integer weights are rounded onto their grid: to nearest, or with the calibration split — bias "
             "correction (cancels each layer's mean output shift), AdaRound (learned up/down rounding) or GPTQ "
             "(error feedback through the inputs' Hessian). The algorithms run once per layer and setting.")
+        self.act_order = QCheckBox("act-order")
+        self.act_order.setToolTip(
+            "GPTQ's act-order: round the columns in order of decreasing input energy (the Hessian's diagonal) "
+            "instead of their natural order; for the layers rounded with GPTQ. Often better on larger models, "
+            "sometimes worse on small ones.")
+        self.weight_range = QComboBox()
+        for name, text in zip(WEIGHT_RANGES, ("min-max", "MSE"), strict=True):
+            self.weight_range.addItem(text, name)
+        self.weight_range.setToolTip(
+            "How the integer weight grid is chosen, before any rounding: min-max covers every weight; MSE shrinks "
+            "the range (per channel or per tensor) to the clipping of least squared rounding error. Same storage.")
         self.weight_symmetric = QCheckBox("Symmetric weights")
         self.weight_symmetric.setToolTip("Symmetric integer weights use a zero point of 0 (cheaper kernels).")
         self.activation_symmetric = QCheckBox("Symmetric activations")
@@ -175,7 +186,11 @@ class GlobalControls(QGroupBox):
         form.addRow("Weight precision", self.weight_precision)
         form.addRow("Activation precision", self.activation_precision)
         form.addRow("Granularity", self.granularity)
-        form.addRow("Weight rounding", self.rounding)
+        rounding_row = QHBoxLayout()
+        rounding_row.addWidget(self.rounding, 1)
+        rounding_row.addWidget(self.act_order)
+        form.addRow("Weight rounding", rounding_row)
+        form.addRow("Weight range", self.weight_range)
         form.addRow("Symmetry", symmetry)
         form.addRow("Calibration", self.calibration)
         form.addRow("SmoothQuant α", self.smoothquant)
@@ -204,6 +219,8 @@ class GlobalControls(QGroupBox):
             lambda i: self._emit("activation_precision", ACTIVATION_PRECISION_ORDER[i], "activation_precision"))
         self.granularity.currentTextChanged.connect(lambda t: self._emit("granularity", t, ""))
         self.rounding.currentIndexChanged.connect(lambda i: self._emit("rounding", ROUNDINGS[i], ""))
+        self.act_order.toggled.connect(lambda b: self._emit("gptq_act_order", b, ""))
+        self.weight_range.currentIndexChanged.connect(lambda i: self._emit("weight_range", WEIGHT_RANGES[i], ""))
         self.weight_symmetric.toggled.connect(lambda b: self._emit("weight_symmetric", b, ""))
         self.activation_symmetric.toggled.connect(lambda b: self._emit("activation_symmetric", b, ""))
         self.calibration.currentTextChanged.connect(lambda t: self._emit("calibration", t, ""))
@@ -281,6 +298,8 @@ class GlobalControls(QGroupBox):
             self.activation_precision.setValue(ACTIVATION_PRECISION_ORDER.index(config.activation.precision))
             self.granularity.setCurrentText(config.weight.granularity)
             self.rounding.setCurrentIndex(ROUNDINGS.index(config.weight.rounding))
+            self.act_order.setChecked(config.weight.gptq_act_order)
+            self.weight_range.setCurrentIndex(WEIGHT_RANGES.index(config.weight.range))
             self.weight_symmetric.setChecked(config.weight.symmetric)
             self.activation_symmetric.setChecked(config.activation.symmetric)
             self.calibration.setCurrentText(config.activation.calibration)

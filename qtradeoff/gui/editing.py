@@ -21,6 +21,44 @@ SELECTION_FIELDS: tuple[tuple[str, str], ...] = (
 )
 SELECTION_SPARSITIES = (0, 25, 50, 75, 90)  # percent
 
+# A layer's rounding choice (the layer table's column, "Set for selection"): the rounding, GPTQ's act-order and the
+# weight grid's range in one value, written "<rounding>[+act-order][+mse]" as the algorithms benchmark does.
+ROUNDING_CHOICES: tuple[str, ...] = (
+    "nearest", "nearest+mse", "bias_correction", "bias_correction+mse", "adaround", "adaround+mse",
+    "gptq", "gptq+act-order", "gptq+mse", "gptq+act-order+mse")
+_ROUNDING_NAMES = {"nearest": "nearest", "bias_correction": "bias correction", "adaround": "AdaRound",
+                   "gptq": "GPTQ"}
+_OPTION_NAMES = {"act-order": "act-order", "mse": "MSE range"}
+
+
+def rounding_choice(weight: Any) -> str:
+    """The choice a resolved WeightSpec stands for (act-order shown only where GPTQ runs)."""
+    choice = weight.rounding
+    if weight.rounding == "gptq" and weight.gptq_act_order:
+        choice += "+act-order"
+    return choice + "+mse" if weight.range == "mse" else choice
+
+
+def rounding_choice_label(choice: str) -> str:
+    """``gptq+act-order+mse`` → ``GPTQ · act-order · MSE range``."""
+    rounding, *options = choice.split("+")
+    return " · ".join([_ROUNDING_NAMES[rounding], *(_OPTION_NAMES[option] for option in options)])
+
+
+def rounding_fields(config: CompressionConfig, choice: str) -> dict[str, Any]:
+    """The per-layer weight fields a choice sets: the rounding always; act-order (under GPTQ) and the range where
+    they differ from the defaults, else None (the layer follows the defaults for them)."""
+    if choice not in ROUNDING_CHOICES:
+        raise ValueError(f"{choice!r} is not a rounding choice ({', '.join(ROUNDING_CHOICES)})")
+    rounding, *options = choice.split("+")
+    fields: dict[str, Any] = {"rounding": rounding}
+    wanted = {"range": "mse" if "mse" in options else "minmax"}
+    if rounding == "gptq":
+        wanted["gptq_act_order"] = "act-order" in options
+    for name, value in wanted.items():
+        fields[name] = None if getattr(config.weight, name) == value else value
+    return fields
+
 
 @dataclass(frozen=True)
 class Edit:
@@ -58,6 +96,11 @@ def edit_default(config: CompressionConfig, field: str, value: Any, merge_key: s
         text = "SmoothQuant → off" if value is None else f"SmoothQuant α → {value:g}"
     elif field == "rounding":
         new, text = config.with_defaults(weight={"rounding": value}), f"Rounding → {value}"
+    elif field == "gptq_act_order":
+        new, text = config.with_defaults(weight={"gptq_act_order": bool(value)}), \
+            f"GPTQ act-order → {'on' if value else 'off'}"
+    elif field == "weight_range":
+        new, text = config.with_defaults(weight={"range": value}), f"Weight range → {value}"
     elif field == "threshold":
         threshold = float(value)
         new, text = config.with_defaults(prune=_threshold_prune(threshold)), f"Pruning threshold → {threshold:g} σ"
@@ -67,14 +110,15 @@ def edit_default(config: CompressionConfig, field: str, value: Any, merge_key: s
 
 
 def edit_layers(config: CompressionConfig, names: Sequence[str], field: str, value: Any) -> Edit:
-    """Override one per-layer setting (``weight_precision``, ``activation_precision`` or ``sparsity``) on layers."""
+    """Override one per-layer setting (``weight_precision``, ``activation_precision``, ``sparsity``,
+    ``activation_sparsity`` or ``rounding``, whose value is one of :data:`ROUNDING_CHOICES`) on layers."""
     for name in names:
         if field == "weight_precision":
             config = config.with_layer(name, weight={"precision": value})
         elif field == "activation_precision":
             config = config.with_layer(name, activation={"precision": value})
-        elif field == "rounding":
-            config = config.with_layer(name, weight={"rounding": value})
+        elif field == "rounding":  # a rounding choice: the rounding, GPTQ's act-order, the weight range
+            config = config.with_layer(name, weight=rounding_fields(config, value))
         elif field == "sparsity":
             sparsity = float(value)
             prune = ({"method": "magnitude", "sparsity": sparsity} if sparsity > 0
@@ -86,7 +130,8 @@ def edit_layers(config: CompressionConfig, names: Sequence[str], field: str, val
                      else {"method": "none", "sparsity": None})
             config = config.with_layer(name, prune=prune)
     label = names[0] if len(names) == 1 else f"{len(names)} layers"
-    pretty = f"{float(value):.0%}" if field in ("sparsity", "activation_sparsity") else value
+    pretty = (f"{float(value):.0%}" if field in ("sparsity", "activation_sparsity")
+              else rounding_choice_label(value) if field == "rounding" else value)
     return Edit(config, f"{label}: {field.replace('_', ' ')} → {pretty}")
 
 

@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qtradeoff.core.config import ROUNDINGS
 from qtradeoff.gui import editing
 from qtradeoff.gui.layer_table import (
     ACTIVATION_PRECISION_ORDER,
@@ -196,7 +195,8 @@ class LayerPanel(QWidget):
         elif self._selected_field() == "activation_precision":
             self.selection_value.addItems(ACTIVATION_PRECISION_ORDER)
         elif self._selected_field() == "rounding":
-            self.selection_value.addItems(list(ROUNDINGS))
+            for choice in editing.ROUNDING_CHOICES:
+                self.selection_value.addItem(editing.rounding_choice_label(choice), choice)
         else:
             self.selection_value.addItems(PRECISION_ORDER)
 
@@ -206,4 +206,6 @@ class LayerPanel(QWidget):
             self.message.emit("Select one or more layers in the table first.")
             return
         field = self._selected_field()
-        self.edit_requested.emit(names, field, editing.selection_value(field, self.selection_value.currentText()))
+        choice = self.selection_value.currentData()  # a rounding choice; other fields' items carry only text
+        value = choice if choice is not None else editing.selection_value(field, self.selection_value.currentText())
+        self.edit_requested.emit(names, field, value)

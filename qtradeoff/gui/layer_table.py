@@ -12,8 +12,8 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from qtradeoff.core.config import ROUNDINGS
 from qtradeoff.core.precision import DISPLAY_ORDER, bits_of, is_integer, is_lut, label
+from qtradeoff.gui.editing import ROUNDING_CHOICES, rounding_choice, rounding_choice_label
 
 # Slider and combobox order: floats from widest to narrowest, then integers from widest to narrowest, then the
 # lookup-table (k-means codebook) precisions, which are for weights only.
@@ -40,7 +40,9 @@ HEADER_TIPS = {
                "'vs fp32'), averaged over 8/6/4/3/2-bit weights and 25/50/75 % pruning (filled in by the sensitivity "
                "analysis; click the header to sort, most sensitive first)."),
     COL_ROUND: ("How the layer's integer weights are rounded onto their grid: nearest, or with calibration data "
-                "(bias correction, AdaRound, GPTQ); double-click to override the default."),
+                "(bias correction, AdaRound, GPTQ, GPTQ act-order), and how the grid is chosen (min-max, or "
+                "'MSE range': the clipping of least squared rounding error); double-click to override the "
+                "default."),
     COL_PROFILE: ("Measured time of the layer in the current configuration's real-kernel model over its time in fp32 "
                   "(below 1×: faster here), with both times; filled in by “Profile layers” in the Graph tab."),
 }
@@ -163,7 +165,7 @@ class LayerTableModel(QAbstractTableModel):
         if column == COL_SPARSITY:
             return bool(override.prune)
         if column == COL_ROUND:
-            return "rounding" in override.weight
+            return any(name in override.weight for name in ("rounding", "gptq_act_order", "range"))
         return False
 
     def _kind(self, name: str) -> str:
@@ -194,7 +196,7 @@ class LayerTableModel(QAbstractTableModel):
         if column == COL_ACT:
             return self._config.activation.precision
         if column == COL_ROUND:
-            return self._config.weight.rounding
+            return rounding_choice_label(rounding_choice(self._config.weight))
         prune = self._config.prune
         if prune.method == "none":
             return "no pruning"
@@ -312,12 +314,12 @@ class LayerTableModel(QAbstractTableModel):
             ratio = None if timing is None else timing.ratio
             return "" if ratio is None else f"{ratio:.2f}×{' ~' if timing.noisy else ''}"
         if column == COL_ROUND:
-            rounding = settings.weight.rounding
+            choice = rounding_choice(settings.weight)
             if role != Qt.DisplayRole:
-                return rounding
+                return choice
             # only integer weights are rounded onto a grid: say so rather than show a choice with no effect
             applies = not settings.skip and is_integer(settings.weight.precision)
-            return ROUNDING_LABELS[rounding] if applies else f"({ROUNDING_LABELS[rounding]})"
+            return rounding_choice_label(choice) if applies else f"({rounding_choice_label(choice)})"
         return None
 
     def _sort_key(self, row: int, layer: Any, column: int) -> Any:
@@ -342,7 +344,7 @@ class LayerTableModel(QAbstractTableModel):
             drop = self._sensitivity.get(layer.name)
             return float("inf") if drop is None else -drop  # as displayed; layers not analysed sort last
         if column == COL_ROUND:
-            return ROUNDINGS.index(settings.weight.rounding)
+            return ROUNDING_CHOICES.index(rounding_choice(settings.weight))
         if column == COL_PROFILE:
             timing = self._timings.get(layer.name)
             ratio = None if timing is None else timing.ratio
@@ -387,19 +389,20 @@ ROUNDING_LABELS = {"nearest": "nearest", "bias_correction": "bias correction", "
 
 
 class RoundingDelegate(QStyledItemDelegate):
-    """Edits a rounding cell with a combobox of the rounding algorithms."""
+    """Edits a rounding cell with a combobox of the rounding choices (algorithm, GPTQ's act-order, weight range)."""
 
     def createEditor(self, parent: QWidget, option: Any, index: QModelIndex) -> QWidget:  # noqa: N802
         editor = QComboBox(parent)
-        for name in ROUNDINGS:
-            editor.addItem(ROUNDING_LABELS[name], name)
-        editor.setToolTip("How this layer's integer weights are rounded; it overrides the global default.")
+        for choice in ROUNDING_CHOICES:
+            editor.addItem(rounding_choice_label(choice), choice)
+        editor.setToolTip("How this layer's integer weights are rounded, and onto which grid (min-max or MSE "
+                          "range); it overrides the global default.")
         return editor
 
     def setEditorData(self, editor: QComboBox, index: QModelIndex) -> None:  # noqa: N802
-        value = index.data(Qt.EditRole)
-        if value in ROUNDINGS:
-            editor.setCurrentIndex(ROUNDINGS.index(value))
+        found = editor.findData(index.data(Qt.EditRole))
+        if found >= 0:
+            editor.setCurrentIndex(found)
 
     def setModelData(self, editor: QComboBox, model: Any, index: QModelIndex) -> None:  # noqa: N802
         model.setData(index, editor.currentData(), Qt.EditRole)

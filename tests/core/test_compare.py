@@ -42,6 +42,15 @@ def test_fields_without_effect_are_not_differences():
                                                                                             True)]
 
 
+def test_rounding_parameters_differ_only_under_their_algorithm():
+    act_order = INT8.with_defaults(weight={"gptq_act_order": True, "gptq_damping": 0.1})
+    assert diff_configs(INT8, act_order, LAYERS) == ()  # nearest rounding: GPTQ's parameters do nothing
+    gptq = INT8.with_defaults(weight={"rounding": "gptq"})
+    changes = diff_configs(gptq, gptq.with_layer("fc1", weight={"gptq_act_order": True, "range": "mse"}), LAYERS)
+    assert [(c.layer, c.field, c.a, c.b) for c in changes] == [("fc1", "weight.gptq_act_order", False, True),
+                                                               ("fc1", "weight.range", "minmax", "mse")]
+
+
 class _R:
     def __init__(self, config, accuracy, weight_bytes, est):
         self.config, self.accuracy, self.agreement = config, accuracy, accuracy

@@ -1,4 +1,5 @@
-"""weight.rounding in the configuration: defaults, per-layer overrides, JSON round trip, errors and the schema."""
+"""weight.rounding (and GPTQ's act-order, the weight range method) in the configuration: defaults, per-layer
+overrides, JSON round trip, errors and the schema."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def test_round_trip_with_defaults_and_per_layer_overrides():
     ({"adaround_iterations": 1.5}, "$.defaults.weight.adaround_iterations"),
     ({"gptq_damping": 0}, "$.defaults.weight.gptq_damping"),
     ({"gptq_block": 5000}, "$.defaults.weight.gptq_block"),
+    ({"gptq_act_order": 1}, "$.defaults.weight.gptq_act_order"),
+    ({"range": "percentile"}, "$.defaults.weight.range"),
 ])
 def test_invalid_rounding_is_rejected_with_its_path(weight, path):
     document = {"schema": "qtradeoff.config/1", "defaults": {"weight": weight}}
@@ -58,4 +61,21 @@ def test_shipped_schema_is_generated_and_accepts_rounding():
     assert json.loads(SCHEMA_FILE.read_text()) == json_schema()
     config = CompressionConfig().with_defaults(weight={"precision": "int3", "rounding": "adaround"}).with_layer(
         "fc1", weight={"rounding": "gptq"})
+    jsonschema.validate(json.loads(to_json(config)), json_schema(), cls=jsonschema.Draft202012Validator)
+
+
+def test_act_order_and_range_are_optional_fields():
+    """Off / min-max by default and then not written (older keys stay valid); set, they round-trip, per layer too."""
+    plain = CompressionConfig().with_defaults(weight={"precision": "int4", "rounding": "gptq"})
+    assert plain.weight.gptq_act_order is False and plain.weight.range == "minmax"
+    written = plain.to_dict()["defaults"]["weight"]
+    assert "gptq_act_order" not in written and "range" not in written
+    config = (plain.with_defaults(weight={"gptq_act_order": True})
+              .with_layer("fc1", weight={"range": "mse", "gptq_act_order": False}))
+    assert config.to_dict()["defaults"]["weight"]["gptq_act_order"] is True
+    again = from_json(to_json(config))
+    assert again == config and again.key() == config.key()
+    assert again.resolve("fc1", "Linear").weight == WeightSpec("int4", rounding="gptq", range="mse")
+    assert again.resolve("fc2", "Linear").weight == WeightSpec("int4", rounding="gptq", gptq_act_order=True)
+    assert len({plain.key(), config.key(), plain.with_defaults(weight={"range": "mse"}).key()}) == 3
     jsonschema.validate(json.loads(to_json(config)), json_schema(), cls=jsonschema.Draft202012Validator)

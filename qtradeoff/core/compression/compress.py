@@ -39,7 +39,14 @@ from qtradeoff.core.compression.algorithms import activation_prune, equalization
 from qtradeoff.core.compression.algorithms.lut import lut_quantize
 from qtradeoff.core.compression.plan import LayerPlan, Plan
 from qtradeoff.core.compression.prune import prune_mask, sparsity_for_threshold, structured_mask
-from qtradeoff.core.compression.quantize import RangeObserver, cast_float, fake_quantize, int_range, qparams_from_range
+from qtradeoff.core.compression.quantize import (
+    RangeObserver,
+    cast_float,
+    fake_quantize,
+    int_range,
+    qparams_from_range,
+    weight_qparams,
+)
 from qtradeoff.core.config import CompressionConfig, LayerSettings, PruneSpec, WeightSpec
 from qtradeoff.core.loading.inventory import LayerInfo, inventory
 from qtradeoff.core.precision import bits_of, is_integer, is_lut
@@ -649,6 +656,25 @@ class Compressor:
         models and exports, which must carry the same values."""
         return self._rounded(layer)
 
+    def real_weight(self, layer: LayerPlan) -> rounding.Rounded | None:
+        """What a real-kernel model must install in ``layer`` to compute what the simulation does: the rounding
+        algorithm's weight and bias (:meth:`rounded`), and where the grid is not min-max (``range: mse``) the
+        simulated weight with its grid (``scale``/``zero_point``); None where torch.ao's min-max observer and
+        nearest rounding already give the simulated weight."""
+        rounded = self._rounded(layer)
+        spec = layer.settings.weight
+        if (not layer.rewrites or layer.settings.skip or spec.range == "minmax" or not is_integer(spec.precision)
+                or "weight" not in layer.weight_names):
+            return rounded
+        weight = self._processed(layer, "weight")
+        axis = layer.out_axis if (spec.granularity == "per_channel" and weight.dim() > 1) else None
+        source = self._float_weight(layer.name, "weight", layer.transform)
+        mask = layer.masks.get("weight")
+        if mask is not None:
+            source = source * mask
+        scale, zero_point = weight_qparams(source, bits_of(spec.precision), spec.symmetric, axis, spec.range)
+        return rounding.Rounded(weight, None if rounded is None else rounded.bias, scale, zero_point)
+
     def _layer_input_stats(self, name: str, second_order: bool) -> rounding.InputStats | None:
         self._ensure_input_stats(second_order)
         return self._input_stats.get(name)
@@ -1024,7 +1050,11 @@ def process_weight(weight: torch.Tensor, spec: WeightSpec, prune: PruneSpec | to
                             out_axis=out_axis)[0]
     if spec.precision != "fp32":
         axis = out_axis if (spec.granularity == "per_channel" and weight.dim() > 1) else None
-        weight = fake_quantize(weight, spec.precision, symmetric=spec.symmetric, axis=axis)
+        scale = zero_point = None
+        if is_integer(spec.precision):
+            scale, zero_point = weight_qparams(weight, bits_of(spec.precision), spec.symmetric, axis, spec.range)
+        weight = fake_quantize(weight, spec.precision, symmetric=spec.symmetric, axis=axis, scale=scale,
+                               zero_point=zero_point)
         if mask is not None:
             weight = weight * mask
     return weight.contiguous()

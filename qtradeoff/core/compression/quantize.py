@@ -15,7 +15,7 @@ _FLOAT_DTYPES = {name: torch_dtype(name) for name, p in REGISTRY.items() if p.ki
 _EPS = 1.1920928955078125e-07  # torch.finfo(torch.float32).eps
 # Calibration keeps at most this many values per layer for percentile and MSE search (exact min/max are kept apart).
 CALIB_SAMPLE = 1 << 20
-MSE_STEPS = 61  # candidate clipping ratios from 0.25 to 1.0
+MSE_STEPS = 61  # candidate clipping ratios from 0.25 to 1.0 (activation calibration and weight ranges alike)
 MSE_SAMPLE = 1 << 16
 
 
@@ -65,6 +65,51 @@ def int_qparams(x: torch.Tensor, bits: int, symmetric: bool = True, axis: int | 
     """Min-max scale and zero point of ``x``: one pair (0-d tensors) or one per index of ``axis``."""
     lo, hi = _reduce(x, axis)
     return qparams_from_range(lo, hi, bits, symmetric)
+
+
+def _mse_ratios() -> torch.Tensor:
+    """The clipping ratios the MSE searches try, from the widest (exactly 1: min-max) down to 0.25."""
+    ratios = torch.linspace(0.25, 1.0, MSE_STEPS).flip(0)
+    ratios[0] = 1.0
+    return ratios
+
+
+def weight_qparams(x: torch.Tensor, bits: int, symmetric: bool = True, axis: int | None = None,
+                   method: str = "minmax") -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point of a weight grid, as :func:`int_qparams` returns them, by ``method``:
+
+    - ``minmax``: the grid covers every value (:func:`int_qparams`);
+    - ``mse``: per channel (or for the whole tensor), the min-max range shrunk by the ratio (1 down to 0.25,
+      :data:`MSE_STEPS` steps) whose grid gives the least squared rounding error ``Σ (q(x) - x)²`` over *all* the
+      channel's values (clipped ones included); ties go to the widest range, so min-max is kept unless a
+      narrower grid is strictly better. The error is that of :func:`quantize_int` (torch's fake-quantize) on
+      that grid, the rounding a nearest-rounded weight gets.
+    """
+    if method == "minmax":
+        return int_qparams(x, bits, symmetric, axis)
+    if method != "mse":
+        raise ValueError(f"unknown weight range method {method!r} (minmax, mse)")
+    x = x.detach().to(torch.float32)
+    lo, hi = _reduce(x, axis)
+    rows = x.reshape(1, -1) if axis is None else x.movedim(axis, 0).reshape(x.shape[axis], -1)
+    lo, hi = lo.reshape(-1), hi.reshape(-1)
+    qmin, qmax = int_range(bits, symmetric)
+    best_error = torch.full(lo.shape, float("inf"), dtype=torch.float64)
+    best_scale = best_zero = None
+    for ratio in _mse_ratios().tolist():
+        scale, zero_point = qparams_from_range(lo * ratio, hi * ratio, bits, symmetric)
+        rounded = torch.fake_quantize_per_channel_affine(rows, scale, zero_point, 0, qmin, qmax)
+        error = (rounded - rows).to(torch.float64).square().sum(dim=1)
+        if best_scale is None:
+            best_error, best_scale, best_zero = error, scale, zero_point
+            continue
+        better = error < best_error
+        best_error = torch.where(better, error, best_error)
+        best_scale = torch.where(better, scale, best_scale)
+        best_zero = torch.where(better, zero_point, best_zero)
+    if axis is None:
+        return best_scale.reshape(()), best_zero.reshape(())
+    return best_scale, best_zero
 
 
 def quantize_int(x: torch.Tensor, bits: int, *, symmetric: bool = True, axis: int | None = None,

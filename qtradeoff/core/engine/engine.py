@@ -663,7 +663,7 @@ class Engine:
                 # real-size inputs calibrate in the engine's bounded chunks; small models keep torch.ao's
                 # batches of 256 (histogram observers depend on the batching: their numbers stay as they were)
                 calib_batch = 256 if self.eval_chunk >= EVAL_BATCH else self.eval_chunk
-                rounded = {layer.name: found for layer in plan if (found := self.compressor.rounded(layer))}
+                rounded = {layer.name: found for layer in plan if (found := self.compressor.real_weight(layer))}
                 return build_real_model(self.module, plan, self.data.calib_inputs, calib_batch=calib_batch,
                                         rounded=rounded)
             except Exception as error:  # any model we cannot rebuild still has one real execution: itself, in fp32

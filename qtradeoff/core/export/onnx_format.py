@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from qtradeoff.core.compression.compress import get_submodule
-from qtradeoff.core.compression.quantize import int_qparams, quantize_int
+from qtradeoff.core.compression.quantize import quantize_int, weight_qparams
 from qtradeoff.core.precision import bits_of, is_integer
 
 OPSET = 17
@@ -96,7 +96,7 @@ def _parametrize_weights(compressor, plan, model: nn.Module) -> tuple[int, list[
             if mask is not None:
                 source = source * mask
             axis = layer.out_axis if (spec.granularity == "per_channel" and source.dim() > 1) else None
-            scale, zero_point = int_qparams(source, bits, spec.symmetric, axis)
+            scale, zero_point = weight_qparams(source, bits, spec.symmetric, axis, spec.range)
             # the simulated weight must lie on the source's grid (nearest rounding, or bias correction, AdaRound
             # and GPTQ, which choose other points of the same grid): re-quantizing it must change nothing
             again = quantize_int(simulated.to(torch.float32), bits, symmetric=spec.symmetric, axis=axis,

@@ -25,7 +25,7 @@ import qtradeoff
 from qtradeoff.core.compression.algorithms.smoothquant import InputDivide
 from qtradeoff.core.compression.bitpack import pack_bits, unpack_bits
 from qtradeoff.core.compression.compress import ActivationGrid, get_submodule, install_activation_casts
-from qtradeoff.core.compression.quantize import int_qparams, int_range
+from qtradeoff.core.compression.quantize import int_range, weight_qparams
 from qtradeoff.core.errors import InputError
 from qtradeoff.core.export import RUNNERS_DIR, ExportError, ExportFormat, ExportSource, register
 from qtradeoff.core.measurement import memory as memory_mod
@@ -63,11 +63,11 @@ def _from_uint_bytes(raw: torch.Tensor, width: int) -> np.ndarray:
 
 
 def encode_tensor(processed: torch.Tensor, source: torch.Tensor, precision: str, *, symmetric: bool,
-                  per_channel: bool, out_axis: int, mask: torch.Tensor | None, index: str
-                  ) -> tuple[dict, dict[str, torch.Tensor]]:
+                  per_channel: bool, out_axis: int, mask: torch.Tensor | None, index: str,
+                  weight_range: str = "minmax") -> tuple[dict, dict[str, torch.Tensor]]:
     """``(entry, tensors)`` storing ``processed`` (the simulated weight) at ``precision`` with sparse ``index``
     (``dense``/``bitmask``/``csr``). ``source`` is the tensor the simulation quantized before pruning (its qparams
-    are recomputed from ``source * mask`` exactly as the simulation does)."""
+    are recomputed from ``source * mask`` exactly as the simulation does, by the ``weight_range`` method)."""
     shape = tuple(processed.shape)
     entry = {"precision": precision, "shape": list(shape), "out_axis": out_axis, "index": index}
     tensors: dict[str, torch.Tensor] = {}
@@ -76,7 +76,7 @@ def encode_tensor(processed: torch.Tensor, source: torch.Tensor, precision: str,
         bits = bits_of(precision)
         axis = out_axis if per_channel and processed.dim() > 1 else None
         masked = source.float() * mask if mask is not None else source.float()
-        scale, zero_point = int_qparams(masked, bits, symmetric, axis)
+        scale, zero_point = weight_qparams(masked, bits, symmetric, axis, weight_range)
         view = [1] * processed.dim()
         if axis is not None:
             view[axis] = -1
@@ -256,7 +256,8 @@ def write(source: ExportSource, path: Path) -> str:
                     "fp32" if settings.skip else settings.weight.precision,
                     symmetric=settings.weight.symmetric, per_channel=settings.weight.granularity == "per_channel",
                     out_axis=layer.out_axis, mask=layer.masks.get(name),
-                    index=counted.index_format if counted is not None else "dense")
+                    index=counted.index_format if counted is not None else "dense",
+                    weight_range=settings.weight.range)
                 if not torch.equal(decode_tensor(entry, parts), processed):
                     raise ExportError(f"packing {key} does not reproduce the simulated weight (a bug: please "
                                       "report it)")

@@ -31,7 +31,7 @@ from qtradeoff.core.compression.algorithms.lut import codebook_bytes, lut_quanti
 from qtradeoff.core.compression.bitpack import pack_bits
 from qtradeoff.core.compression.compress import clone_structure, holds_torchscript
 from qtradeoff.core.compression.plan import Plan
-from qtradeoff.core.compression.quantize import int_qparams, int_range
+from qtradeoff.core.compression.quantize import int_range, weight_qparams
 from qtradeoff.core.config import LayerSettings
 from qtradeoff.core.precision import bits_of, is_integer, is_lut, torch_dtype
 
@@ -169,7 +169,7 @@ def _encode_tensor(weight: torch.Tensor, settings: LayerSettings, mask: torch.Te
         symmetric = settings.weight.symmetric
         per_channel = settings.weight.granularity == "per_channel" and weight.dim() > 1
         axis = out_axis if per_channel else None
-        scale, zero_point = int_qparams(weight, bits, symmetric, axis)
+        scale, zero_point = weight_qparams(weight, bits, symmetric, axis, settings.weight.range)
         shape = [1] * weight.dim()
         if per_channel:
             shape[out_axis] = -1

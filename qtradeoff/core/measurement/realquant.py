@@ -295,22 +295,25 @@ def build_real_model(base: nn.Module, plan: Plan, calib_inputs: torch.Tensor, *,
     """Convert ``base`` (never mutated) to real kernels as ``plan`` asks.
 
     Activation observers are calibrated on ``calib_inputs``; pruned weights are zeroed with the plan's masks.
-    ``rounded``: layer -> the compressor's ``Rounded`` (``.weight`` BatchNorm folded, ``.bias`` or None) for the
-    layers whose weights a rounding algorithm chose; the converted int8 layers get those values on their grid.
+    ``rounded``: layer -> the compressor's ``Rounded`` (``.weight`` BatchNorm folded, ``.bias`` or None, and the
+    grid where it is not min-max) for the layers whose weights a rounding algorithm or an MSE range chose
+    (:meth:`~qtradeoff.core.compression.compress.Compressor.real_weight`); the converted int8 layers get those
+    values on that grid.
     """
     # torch.ao's converted modules initialise weights from the global RNG before loading ours: keep the
     # caller's random stream where it was
     with quantized_engine(), torch.random.fork_rng(devices=[]):
         real = _build_real_model(base, plan, calib_inputs, calib_batch)
         if rounded and real.converted:
-            _install_rounded(real.module, rounded)
+            _install_rounded(real.module, rounded, plan.settings)
         return real
 
 
-def _install_rounded(model: nn.Module, rounded: Mapping[str, Any]) -> None:
+def _install_rounded(model: nn.Module, rounded: Mapping[str, Any], settings: Mapping[str, LayerSettings]) -> None:
     """Put the rounding algorithms' weights (and corrected biases) into the converted int8 layers, on the grid
-    torch.ao chose for them (the same as the simulation's: see :func:`_weight_observer`). Layers left in float
-    are left alone (they run the unrounded weights, as for nearest rounding)."""
+    torch.ao chose for them (the same as the simulation's min-max grid: see :func:`_weight_observer`), or on the
+    simulation's own grid where it carries one (an MSE range: torch.ao's observers only know min-max). Layers
+    left in float are left alone (they run the unrounded weights, as for nearest rounding)."""
     for name, values in rounded.items():
         try:
             module = model.get_submodule(name)
@@ -324,7 +327,9 @@ def _install_rounded(model: nn.Module, rounded: Mapping[str, Any]) -> None:
                 tuple(current.shape) != tuple(values.weight.shape):
             continue
         weight = values.weight.detach().to(torch.float32)
-        if current.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        if getattr(values, "scale", None) is not None:
+            new = _on_grid(weight, values, settings[name].weight, current)
+        elif current.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
             new = torch.quantize_per_channel(weight, current.q_per_channel_scales(),
                                              current.q_per_channel_zero_points(), current.q_per_channel_axis(),
                                              current.dtype)
@@ -332,6 +337,19 @@ def _install_rounded(model: nn.Module, rounded: Mapping[str, Any]) -> None:
             new = torch.quantize_per_tensor(weight, current.q_scale(), current.q_zero_point(), current.dtype)
         bias = module.bias() if values.bias is None else values.bias.detach().to(torch.float32)
         module.set_weight_bias(new, bias)
+
+
+def _on_grid(weight: torch.Tensor, values: Any, spec, current: torch.Tensor) -> torch.Tensor:
+    """``weight`` quantized on the simulation's grid (``values.scale``/``zero_point`` as quantize.weight_qparams
+    gives them) in the signed storage of :func:`_weight_observer`: an asymmetric grid 0..2^b-1 is stored as
+    -2^(b-1)..2^(b-1)-1 with its zero point shifted by 2^(b-1) (same dequantized values)."""
+    scale = values.scale.reshape(-1).to(torch.float64)
+    zero_point = values.zero_point.reshape(-1).to(torch.int64)
+    if not spec.symmetric:
+        zero_point = zero_point - (1 << (bits_of(spec.precision) - 1))
+    if current.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        return torch.quantize_per_channel(weight, scale, zero_point, current.q_per_channel_axis(), current.dtype)
+    return torch.quantize_per_tensor(weight, float(scale), int(zero_point), current.dtype)
 
 
 def _build_real_model(base: nn.Module, plan_: Plan, calib_inputs: torch.Tensor, calib_batch: int) -> RealModel:

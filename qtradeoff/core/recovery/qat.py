@@ -151,14 +151,17 @@ def check_recoverable(compressor: Compressor, plan: Plan) -> None:
                             "load the model's weights with its architecture (--architecture) instead of TorchScript")
     if compressor.changes_nothing(plan):
         raise RecoveryError("nothing to recover: the configuration leaves every layer at fp32 and unpruned")
-    from qtradeoff.core.precision import is_lut
+    from qtradeoff.core.precision import is_integer, is_lut
 
     for layer in plan.layers:
         # the twin fake-quantizes to nearest on plain integer grids; these choices compute other weights
         weight = layer.settings.weight
         other = ("cross-layer equalization or SmoothQuant" if layer.transform
                  else f"{weight.precision} lookup-table weights" if is_lut(weight.precision)
-                 else f"{weight.rounding} rounding" if getattr(weight, "rounding", "nearest") != "nearest" else None)
+                 else f"{weight.rounding} rounding" if getattr(weight, "rounding", "nearest") != "nearest"
+                 # the twin's grids are min-max, recomputed as the weights train
+                 else "an MSE weight range" if getattr(weight, "range", "minmax") != "minmax"
+                 and is_integer(weight.precision) else None)
         if other is not None and not layer.settings.skip:
             raise RecoveryError(f"recovery fine-tunes nearest-rounded integer grids, not {other} (layer "
                                 f"{layer.name}); recover the configuration without it")

@@ -1,4 +1,4 @@
-"""Integer fake quantization, float casts and activation calibration."""
+"""Integer fake quantization, weight grids (min-max and MSE ranges), float casts and activation calibration."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from qtradeoff.core.compression.quantize import (
     int_range,
     qparams_from_range,
     quantize_int,
+    weight_qparams,
 )
 
 
@@ -143,3 +144,69 @@ def test_range_observer_accumulates_batches():
     assert observer.sample().numel() <= 1000
     lo, hi = observer.range("percentile", percentile=99.0)
     assert -3.0 < lo < -1.5 and 1.5 < hi < 3.0
+
+
+def _brute_force_mse(row: torch.Tensor, bits: int, symmetric: bool) -> tuple[float, float]:
+    """(least squared rounding error, widest ratio reaching it) over the ratios 1, 1 - 1/80, ..., 0.25, each
+    channel alone, with plain Python arithmetic on the grid of qparams_from_range: an independent reference."""
+    qmin, qmax = int_range(bits, symmetric)
+    lo, hi = min(float(row.min()), 0.0), max(float(row.max()), 0.0)
+    best = (float("inf"), None)
+    for step in range(61):
+        ratio = 1.0 - step * 0.75 / 60
+        scale, zero_point = qparams_from_range(torch.tensor(lo * ratio), torch.tensor(hi * ratio), bits, symmetric)
+        scale, zero_point = float(scale), int(zero_point)
+        error = 0.0
+        for value in row.tolist():
+            code = min(max(round(value * (1.0 / scale)) + zero_point, qmin), qmax)
+            error += ((code - zero_point) * scale - value) ** 2
+        if error < best[0] * (1 - 1e-9):
+            best = (error, ratio)
+    return best
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_mse_weight_range_is_the_brute_force_optimum(symmetric):
+    """Per channel, the chosen grid's squared error is the least of every candidate clipping (a loop in plain
+    Python), and the chosen scale is that of the widest range reaching it."""
+    x = torch.randn(6, 40, generator=_gen(4)) * torch.linspace(0.2, 2.0, 6).unsqueeze(1) + 0.1
+    scale, zero_point = weight_qparams(x, 3, symmetric, 0, "mse")
+    got = quantize_int(x, 3, symmetric=symmetric, axis=0, scale=scale, zero_point=zero_point)
+    minmax_scale, _ = int_qparams(x, 3, symmetric, 0)
+    ratios = []
+    for channel in range(len(x)):
+        error, ratio = _brute_force_mse(x[channel], 3, symmetric)
+        found = float((got[channel] - x[channel]).double().square().sum())
+        assert found == pytest.approx(error, rel=1e-5), channel
+        # the scale of that ratio (qparams_from_range rounds it the same way)
+        assert float(scale[channel]) == pytest.approx(float(minmax_scale[channel]) * ratio, rel=1e-5), channel
+        ratios.append(ratio)
+    assert min(ratios) < 0.9 and max(ratios) <= 1.0
+    # per tensor: one pair, from all values
+    per_tensor, _ = weight_qparams(x, 3, symmetric, None, "mse")
+    assert per_tensor.dim() == 0 and float(per_tensor) < float(int_qparams(x, 3, symmetric, None)[0])
+
+
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_mse_weight_range_never_rounds_a_channel_worse(digits_weight, bits):
+    """On a real layer (digits_cnn's pointwise conv), every channel's squared rounding error on the MSE grid is at
+    most min-max's, and lower on most of them; the grid has the same number of scales."""
+    errors = {}
+    for method in ("minmax", "mse"):
+        scale, zero_point = weight_qparams(digits_weight, bits, True, 0, method)
+        assert scale.shape == (digits_weight.shape[0],)
+        q = quantize_int(digits_weight, bits, axis=0, scale=scale, zero_point=zero_point)
+        errors[method] = (q - digits_weight).double().square().flatten(1).sum(dim=1)
+    assert torch.all(errors["mse"] <= errors["minmax"])
+    # at 8 bits the 1/80 steps of the ratio rarely find a better clipping than min-max
+    assert int((errors["mse"] < errors["minmax"]).sum()) > (digits_weight.shape[0] // 2 if bits < 8 else 0)
+
+
+@pytest.fixture(scope="module")
+def digits_weight():
+    from safetensors.torch import load_file
+
+    from qtradeoff.core.loading.data import SAMPLE_DIR
+
+    state = load_file(SAMPLE_DIR / "digits_cnn.safetensors")
+    return state["features.3.conv.weight"].to(torch.float32)

@@ -14,7 +14,7 @@ from torch import nn
 
 from qtradeoff.core.compression import rounding
 from qtradeoff.core.compression.compress import Compressor, get_submodule
-from qtradeoff.core.compression.quantize import fake_quantize, quantize_int
+from qtradeoff.core.compression.quantize import fake_quantize, quantize_int, weight_qparams
 from qtradeoff.core.config import CompressionConfig, WeightSpec
 from qtradeoff.core.loading import architectures, data
 from qtradeoff.core.loading.data import SAMPLE_DIR
@@ -190,12 +190,70 @@ def test_bias_correction_removes_the_mean_output_shift(kind, precision):
     assert float(shift.abs().max()) < 0.01 * float(shift_nearest.abs().max())
 
 
+@pytest.mark.parametrize("kind", ["grouped", "depthwise"])
+def test_gptq_act_order_is_a_valid_other_rounding(kind):
+    """Act-order on grouped / depthwise convs with a mask: on the grid, pruned weights zero, another rounding
+    than natural order, and (keeping the better of it and nearest, as round_weight does) below nearest's error."""
+    module, x = _layer(kind)
+    # uneven input channel energies: the order of decreasing Hessian diagonal is not the natural one
+    x = x * torch.linspace(0.2, 3.0, x.shape[1]).reshape(1, -1, 1, 1)
+    mask = (torch.rand(module.weight.shape, generator=torch.Generator().manual_seed(5)) > 0.25).to(torch.float32)
+    spec = WeightSpec("int3", rounding="gptq", gptq_act_order=True)
+    result = _rounded(module, x, spec, mask)
+    natural = _rounded(module, x, WeightSpec("int3", rounding="gptq"), mask)
+    assert torch.all(result.weight[mask == 0] == 0)
+    masked = module.weight.detach() * mask
+    scale, zero_point = _qparams(masked, "int3")
+    assert torch.equal(quantize_int(result.weight, 3, axis=0, scale=scale, zero_point=zero_point), result.weight)
+    assert not torch.equal(result.weight, natural.weight)
+    with torch.no_grad():
+        reference = _run(module, x, masked, None)
+        error = float((_run(module, x, result.weight, None) - reference).square().mean())
+        nearest = fake_quantize(masked, "int3", axis=0) * mask
+        assert error < float((_run(module, x, nearest, None) - reference).square().mean())
+
+
+def test_gptq_act_order_is_natural_order_on_permuted_inputs():
+    """Act-order equals natural-order GPTQ on a Linear whose input features are permuted (statistics taken from
+    the permuted data, not from index arithmetic) by decreasing energy, with the columns put back."""
+    module, x = _layer("linear")
+    x = x * torch.linspace(3.0, 0.2, x.shape[1])[torch.randperm(x.shape[1], generator=torch.Generator().manual_seed(2))]
+    geometry = rounding.Geometry.of(module, "Linear")
+    order = torch.argsort(x.square().mean(dim=0), descending=True, stable=True)
+    weight = module.weight.detach()
+    grid = rounding.grid_of(geometry.matrices(weight), weight, WeightSpec("int3"))
+    ordered = rounding.gptq(geometry.matrices(weight), grid, rounding.InputStats.of(geometry, x), act_order=True)
+    permuted = rounding.gptq(geometry.matrices(weight[:, order]), grid, rounding.InputStats.of(geometry, x[:, order]))
+    back = torch.empty_like(permuted)
+    back[:, :, order] = permuted
+    assert not torch.equal(order, torch.arange(len(order)))
+    torch.testing.assert_close(ordered, back, rtol=0, atol=1e-6 * float(grid.scale.max()))
+
+
+@pytest.mark.parametrize("algorithm", ["bias_correction", "adaround", "gptq"])
+def test_algorithms_round_onto_the_mse_grid(algorithm):
+    """With ``range: mse`` the grid is chosen first (per channel), then the algorithm rounds onto it."""
+    module, x = _layer("conv")
+    spec = WeightSpec("int3", rounding=algorithm, adaround_iterations=20, range="mse")
+    result = _rounded(module, x, spec)
+    scale, zero_point = weight_qparams(module.weight.detach(), 3, True, 0, "mse")
+    assert not torch.equal(scale, _qparams(module.weight, "int3")[0])
+    assert torch.equal(quantize_int(result.weight, 3, axis=0, scale=scale, zero_point=zero_point), result.weight)
+    if algorithm == "bias_correction":
+        assert torch.equal(result.weight, quantize_int(module.weight, 3, axis=0, scale=scale, zero_point=zero_point))
+
+
 def test_cache_spec_ignores_unused_parameters():
     assert rounding.cache_spec(WeightSpec("int4", gptq_damping=0.1)) == WeightSpec("int4")
     assert rounding.cache_spec(WeightSpec("int4", rounding="adaround", gptq_block=7)) == \
         WeightSpec("int4", rounding="adaround")
     assert rounding.cache_spec(WeightSpec("fp16", rounding="gptq")) == WeightSpec("fp16")
     assert rounding.cache_spec(WeightSpec("int4", rounding="gptq", gptq_damping=0.1)).gptq_damping == 0.1
+    assert rounding.cache_spec(WeightSpec("int4", gptq_act_order=True)) == WeightSpec("int4")
+    assert rounding.cache_spec(WeightSpec("int4", rounding="gptq", gptq_act_order=True)).gptq_act_order
+    # the range chooses the grid of every rounding, nearest included; float precisions have no grid
+    assert rounding.cache_spec(WeightSpec("int4", range="mse")).range == "mse"
+    assert rounding.cache_spec(WeightSpec("fp16", range="mse")) == WeightSpec("fp16")
 
 
 # -- in the compressor, on digits_cnn ------------------------------------------------------------------------
@@ -222,13 +280,17 @@ def _layer_inputs(model, name, inputs) -> torch.Tensor:
     return torch.cat(seen)
 
 
-@pytest.mark.parametrize("algorithm", ["adaround", "gptq"])
+@pytest.mark.parametrize("algorithm", ["adaround", "gptq", "gptq act-order", "gptq mse"])
 def test_every_digits_cnn_layer_reconstructs_better_than_nearest(digits_cnn, digits, algorithm):
+    """Each layer's output error below nearest rounding's on the same grid (min-max, or MSE for 'gptq mse')."""
     compressor = Compressor(digits_cnn, digits.calib_inputs)
-    config = CompressionConfig().with_defaults(weight={"precision": "int3", "rounding": algorithm,
-                                                       "adaround_iterations": 500})
+    name, _, variant = algorithm.partition(" ")
+    grid = {"range": "mse"} if variant == "mse" else {}
+    config = CompressionConfig().with_defaults(weight={"precision": "int3", "rounding": name,
+                                                       "adaround_iterations": 500,
+                                                       "gptq_act_order": variant == "act-order", **grid})
     plan = compressor.plan(config)
-    nearest_plan = compressor.plan(CompressionConfig().with_defaults(weight={"precision": "int3"}))
+    nearest_plan = compressor.plan(CompressionConfig().with_defaults(weight={"precision": "int3", **grid}))
     rounded_model, nearest_model = compressor.simulate(plan), compressor.simulate(nearest_plan)
     better = 0
     for layer in plan:
@@ -261,6 +323,9 @@ def test_rounding_is_cached_per_layer(digits_cnn, digits):
     assert compressor.stats.rounding_computations == first + 1
     compressor.apply(config.with_layer("features.5.conv", weight={"gptq_damping": 0.05}))
     assert compressor.stats.rounding_computations == first + 2
+    compressor.apply(config.with_layer("features.5.conv", weight={"gptq_act_order": True}))
+    compressor.apply(config.with_layer("features.5.conv", weight={"range": "mse"}))
+    assert compressor.stats.rounding_computations == first + 4
     assert compressor.stats.rounding_passes == 1
 
 

@@ -53,3 +53,15 @@ def test_cli_evaluate_runs_a_rounding_config(tmp_path, capsys):
     document = json.loads(out[out.index("{"):])
     found = json.dumps(document)
     assert '"rounding": "gptq"' in found and '"rounding": "adaround"' in found
+
+
+@pytest.mark.parametrize("field, value", [("gptq_act_order", True), ("range", "mse")])
+def test_act_order_and_range_reach_the_result_and_the_caches(cnn, field, value):
+    """Two configurations differing only in the new field give different logits (the simulated-model, weight and
+    rounding caches key on it), the result records it, and the stored bytes do not change (same scales)."""
+    base = INT3.with_defaults(weight={"rounding": "gptq"})
+    changed = base.with_defaults(weight={field: value})
+    assert cnn.logits(changed).ne(cnn.logits(base)).any()
+    result = cnn.evaluate(changed, latency="none")
+    assert result.config.to_dict()["defaults"]["weight"][field] == value
+    assert result.weight_bytes == cnn.evaluate(base, latency="none").weight_bytes

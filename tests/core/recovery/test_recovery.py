@@ -203,8 +203,8 @@ def test_a_fine_tune_that_raises_the_training_loss_keeps_the_post_training_weigh
 
 
 @pytest.mark.parametrize("extra", [{"equalization": "cle"}, {"weight": {"precision": "lut4"}},
-                                   {"weight": {"rounding": "gptq"}}])
+                                   {"weight": {"rounding": "gptq"}}, {"weight": {"range": "mse"}}])
 def test_configurations_the_twin_cannot_train_are_refused(mlp, extra):
     config = INT2.with_equalization("cle") if "equalization" in extra else INT2.with_defaults(**extra)
-    with pytest.raises(RecoveryError, match="recovery fine-tunes nearest-rounded integer grids"):
+    with pytest.raises(RecoveryError, match="recovery fine-tunes nearest-rounded integer grids, not "):
         recover(mlp, config, FEW)

@@ -1,9 +1,10 @@
 """Rounding integer weights onto their grid with calibration data: bias correction, AdaRound and GPTQ.
 
 Each algorithm is a pure function of one layer's float weight (BatchNorm folded, pruned), the integer grid that
-nearest rounding would use (min-max qparams: the grid never changes, only which point each weight takes), and
-the statistics of that layer's calibration inputs (:class:`InputStats`: ``E[x]`` and ``E[x xᵀ]`` over the fp32
-model's inputs to the layer; bias correction needs ``E[x]`` alone, a cheaper pass). :func:`round_weight` picks
+nearest rounding would use (the qparams of the spec's ``range``, min-max or MSE: an algorithm never changes the
+grid, only which point each weight takes), and the statistics of that layer's calibration inputs
+(:class:`InputStats`: ``E[x]`` and ``E[x xᵀ]`` over the fp32 model's inputs to the layer; bias correction needs
+``E[x]`` alone, a cheaper pass). :func:`round_weight` picks
 the one a :class:`~qtradeoff.core.config.WeightSpec` names; the compressor collects the statistics and caches
 the results per (layer, weight spec, prune spec).
 AdaRound and GPTQ keep their result only where it lowers the layer's output error on the calibration data
@@ -17,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from qtradeoff.core.compression.quantize import int_qparams, int_range
+from qtradeoff.core.compression.quantize import int_range, weight_qparams
 from qtradeoff.core.compression.rounding.adaround import adaround
 from qtradeoff.core.compression.rounding.bias_correction import correct_bias, output_shift
 from qtradeoff.core.compression.rounding.gptq import gptq
@@ -32,10 +33,16 @@ __all__ = ["Geometry", "Grid", "InputStats", "Rounded", "SUPPORTED_KINDS", "adar
 
 @dataclass(frozen=True)
 class Rounded:
-    """A layer's rounded weight (its own shape) and, for bias correction, its corrected bias (else None)."""
+    """A layer's rounded weight (its own shape) and, for bias correction, its corrected bias (else None).
+
+    ``scale``/``zero_point``: the grid the weight lies on (per output channel, or one pair) where it is not the
+    min-max grid torch.ao's observers compute (an MSE range), in :func:`~qtradeoff.core.compression.quantize.
+    weight_qparams`'s convention; None on a min-max grid."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
+    zero_point: torch.Tensor | None = None
 
 
 def uses_data(spec: WeightSpec) -> bool:
@@ -48,23 +55,29 @@ def needs_second_order(spec: WeightSpec) -> bool:
     return uses_data(spec) and spec.rounding != "bias_correction"
 
 
+_ALGORITHM_PARAMETERS = ("adaround_iterations", "gptq_damping", "gptq_block", "gptq_act_order")
+
+
 def cache_spec(spec: WeightSpec) -> WeightSpec:
     """``spec`` with the parameters of the algorithms it does not use at their defaults: a cache key, so that
     e.g. GPTQ's damping does not recompute an AdaRound result."""
     defaults = WeightSpec()
-    keep = {"adaround": ("adaround_iterations",), "gptq": ("gptq_damping", "gptq_block")}.get(spec.rounding, ())
-    reset = {name: getattr(defaults, name) for name in ("adaround_iterations", "gptq_damping", "gptq_block")
-             if name not in keep}
+    keep = {"adaround": ("adaround_iterations",),
+            "gptq": ("gptq_damping", "gptq_block", "gptq_act_order")}.get(spec.rounding, ())
+    reset = {name: getattr(defaults, name) for name in _ALGORITHM_PARAMETERS if name not in keep}
     if not uses_data(spec):
         reset["rounding"] = "nearest"
+    if not is_integer(spec.precision):  # the range method chooses an integer grid; float and LUT have none
+        reset["range"] = defaults.range
     return replace(spec, **reset)
 
 
 def grid_of(matrices: torch.Tensor, weight: torch.Tensor, spec: WeightSpec, out_axis: int = 0) -> Grid:
-    """The grid nearest rounding uses for ``weight`` (already pruned), for its ``(G, R, K)`` stack ``matrices``."""
+    """The grid nearest rounding uses for ``weight`` (already pruned), for its ``(G, R, K)`` stack ``matrices``:
+    chosen by ``spec.range`` before any rounding, so every algorithm rounds onto the grid nearest rounding has."""
     bits = bits_of(spec.precision)
     axis = out_axis if (spec.granularity == "per_channel" and weight.dim() > 1) else None
-    scale, zero_point = int_qparams(weight.to(torch.float32), bits, spec.symmetric, axis)
+    scale, zero_point = weight_qparams(weight.to(torch.float32), bits, spec.symmetric, axis, spec.range)
     qmin, qmax = int_range(bits, spec.symmetric)
     return Grid.for_rows(scale, zero_point, qmin, qmax, matrices.shape)
 
@@ -73,7 +86,8 @@ _ALGORITHMS: dict[str, Callable[..., torch.Tensor]] = {
     "adaround": lambda w, grid, stats, spec, mask: adaround(w, grid, stats, iterations=spec.adaround_iterations,
                                                             mask=mask),
     "gptq": lambda w, grid, stats, spec, mask: gptq(w, grid, stats, damping=spec.gptq_damping,
-                                                    block=spec.gptq_block, mask=mask),
+                                                    block=spec.gptq_block, act_order=spec.gptq_act_order,
+                                                    mask=mask),
 }
 
 

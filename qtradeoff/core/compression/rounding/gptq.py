@@ -8,6 +8,11 @@ lazily (the paper's batching); the Cholesky factor of ``H⁻¹`` gives every upd
 mean diagonal of ``H``) keeps the inverse stable. Inputs are the fp32 model's activations (not those of the
 quantized prefix), so a layer's result depends only on its own weight, grid and mask, and is cached per layer.
 Grouped and depthwise convolutions run as a batch of independent matrices.
+
+``act_order`` (the paper's "act-order", AutoGPTQ's ``desc_act``) rounds the columns in order of decreasing
+Hessian diagonal (the inputs of most energy first, while the most columns are left to absorb their error), each
+group of a grouped convolution in its own order, and puts the result back in the weight's column order. Only the
+order changes: the grid (one scale per output row) and the pruning mask travel with their columns.
 """
 
 from __future__ import annotations
@@ -59,9 +64,32 @@ def _round_columns(w: np.ndarray, errors: np.ndarray, out: np.ndarray, hinv: np.
         errors[:, :, i:i + 1] = error
 
 
+def activation_order(hessian: torch.Tensor) -> torch.Tensor:
+    """Per group, the column order of decreasing Hessian diagonal ``(G, K)`` (ties in column order; inputs that
+    are always zero last)."""
+    return torch.argsort(hessian.diagonal(dim1=1, dim2=2), dim=1, descending=True, stable=True)
+
+
+def _columns(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(G, R, K)`` with each group's columns taken in ``order`` ``(G, K)``."""
+    return torch.gather(x, 2, order.unsqueeze(1).expand(-1, x.shape[1], -1))
+
+
 def gptq(weight: torch.Tensor, grid: Grid, stats: InputStats, *, damping: float = 0.01, block: int = 128,
-         mask: torch.Tensor | None = None) -> torch.Tensor:
-    """GPTQ-rounded ``weight`` (a ``(G, R, K)`` stack) on ``grid``; pruned entries (``mask`` 0) stay zero."""
+         act_order: bool = False, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """GPTQ-rounded ``weight`` (a ``(G, R, K)`` stack) on ``grid``; pruned entries (``mask`` 0) stay zero.
+    ``act_order``: columns rounded in order of decreasing Hessian diagonal (see the module's docstring)."""
+    if act_order:
+        order = activation_order(stats.hessian)
+        k = weight.shape[2]
+        hessian = stats.hessian.to(torch.float64)
+        permuted = torch.gather(_columns(hessian, order), 1, order.unsqueeze(2).expand(-1, -1, k))
+        keep = None if mask is None else _columns(mask, order)
+        permuted_stats = InputStats(permuted, torch.gather(stats.mean, 1, order), stats.count, stats.samples)
+        rounded = gptq(_columns(weight.detach(), order), grid, permuted_stats, damping=damping, block=block,
+                       mask=keep)
+        # back to the weight's column order: column order[g, j] of the result is column j of the permuted one
+        return torch.empty_like(rounded).scatter_(2, order.unsqueeze(1).expand(-1, rounded.shape[1], -1), rounded)
     w = weight.detach().to(torch.float64).clone()
     hessian = stats.hessian.to(torch.float64).clone()
     # inputs that are always zero carry no information: their weights round to nearest (no error to feed back)
