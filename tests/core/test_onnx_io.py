@@ -43,11 +43,25 @@ def test_exported_sample_loads_and_evaluates_to_manifest_accuracy(name, tmp_path
     assert loaded.format == "onnx"
     assert loaded.input_shape == tuple(entry["input_shape"])
     assert loaded.num_classes == entry["num_classes"]
-    assert any(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in loaded.module.modules())
+    kinds = (torch.nn.Conv2d, torch.nn.Linear)
+    # the layers carry the names of the PyTorch modules they were exported from (features.1.block.0.0, ...), not
+    # the converter's slash paths, so a configuration written for the PyTorch model applies to its ONNX file
+    source = model_io.load_sample_model(name).module
+    assert [n for n, m in loaded.module.named_modules() if isinstance(m, kinds)] == \
+        [n for n, m in source.named_modules() if isinstance(m, kinds)]
     assert cli.main(["evaluate", str(path), "--data", "digits", "--latency", "none", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     accuracy = result["accuracy"]["top1"] if isinstance(result["accuracy"], dict) else result["accuracy"]
     assert accuracy == pytest.approx(entry["test_accuracy"], abs=1e-9)
+
+
+def test_layer_names_come_from_the_module_scopes_torch_onnx_writes():
+    node = onnx.helper.make_node
+    assert onnx_io._scope_path(node("Conv", ["x"], ["y"], name="/features/features.1/block/block.0/block.0.0/Conv")) \
+        == ("features.1.block.0.0", "Conv")
+    assert onnx_io._scope_path(node("Flatten", ["x"], ["y"], name="/Flatten")) == ("", "Flatten")
+    assert onnx_io._scope_path(node("Conv", ["x"], ["y"], name="model/conv2d/Conv2D")) == ("model.conv2d", "Conv2D")
+    assert onnx_io._scope_path(node("Relu", ["x"], ["y"])) == ("", "Relu")  # unnamed: its op
 
 
 def test_exported_sample_sweeps(tmp_path):

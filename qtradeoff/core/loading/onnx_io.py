@@ -168,6 +168,7 @@ def convert(path: Path, size: int) -> tuple[nn.Module, int | None, dict]:
     except Exception as error:  # noqa: BLE001 - the converter raises anything on malformed graphs
         raise OnnxLoadError(f"{path} is an ONNX model that could not be converted ({_short(error)}); "
                             "export it again (opset 11-20, batch dimension first).") from None
+    readable_layer_names(module, model)
     metadata: dict = {"opset": str(max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                                        default=0))}
     props = {prop.key: prop.value for prop in model.metadata_props}
@@ -179,6 +180,68 @@ def convert(path: Path, size: int) -> tuple[nn.Module, int | None, dict]:
     outputs = [_dims(value) for value in model.graph.output]
     num_classes = outputs[0][-1] if len(outputs) == 1 and len(outputs[0]) == 2 else None
     return module, num_classes, metadata
+
+
+def _converter_name(node) -> str:
+    """The module name onnx2torch gives ``node`` (before its de-duplicating suffix): the node's name, or its op type
+    when unnamed, after its domain, with dots as slashes (torch module names cannot hold dots)."""
+    return (f"{node.domain}/" + (node.name.replace(".", "/") or node.op_type)).lstrip("/")
+
+
+def _scope_path(node) -> tuple[str, str]:
+    """(module path, op) of ``node`` from its name: torch.onnx names a node by its module scopes,
+    ``/features/features.1/block/block.0/block.0.0/Conv``, each scope the full dotted path of that module inside
+    its parent, so ``features.1.block.0.0`` and ``Conv``. Names of other exporters keep their components."""
+    parts = [part for part in (node.name or node.op_type).split("/") if part]
+    if node.domain:
+        parts.insert(0, node.domain)
+    *scopes, op = parts or [node.op_type]
+    path: list[str] = []
+    for scope in scopes:
+        if path and scope.startswith(path[-1] + "."):
+            path[-1] = scope  # "block" then "block.0": the same branch, one level deeper
+        else:
+            path.append(scope)
+    return ".".join(path), op
+
+
+def readable_layer_names(module: nn.Module, model) -> None:
+    """Rename ``module``'s submodules (an onnx2torch GraphModule, in place) from the converter's slash paths
+    (``features/features/1/block/block/0/block/0/0/Conv``) to the PyTorch module paths the nodes came from
+    (``features.1.block.0.0``), so that a model exported by ``torch.onnx.export`` shows and takes in a
+    configuration the layer names of its PyTorch source. A name whose module path is shared with another node or
+    holds other nodes' paths keeps its op (``features.1.block.1.Mul``). Left as converted if anything does not
+    match (another converter version, clashing names)."""
+    graph = getattr(module, "graph", None)
+    if graph is None:
+        return
+    counts: dict[str, int] = {}
+    scoped: dict[str, tuple[str, str]] = {}
+    for node in model.graph.node:  # onnx2torch's de-duplication: the k-th repeat of a name gets "_k"
+        name = _converter_name(node)
+        seen = counts.get(name, 0)
+        counts[name] = seen + 1
+        scoped[name + (f"_{seen}" if seen else "")] = _scope_path(node)
+    calls = [node for node in graph.nodes if node.op == "call_module"]
+    if not calls or any(node.target not in scoped for node in calls):
+        return
+    paths = [scoped[node.target][0] for node in calls]
+    uses = {path: paths.count(path) for path in paths}
+    prefixes = {".".join(path.split(".")[:end]) for path in paths for end in range(1, path.count(".") + 1)}
+    names = [path if path and uses[path] == 1 and path not in prefixes else
+             ".".join(filter(None, (path, scoped[node.target][1]))) for node, path in zip(calls, paths, strict=True)]
+    taken = {name for name, _ in module.named_children()} - {node.target for node in calls}
+    heads = {name.split(".")[0] for name in names}
+    clash = len(set(names)) != len(names) or heads & taken or any(
+        ".".join(name.split(".")[:end]) in names for name in names for end in range(1, name.count(".") + 1))
+    if clash:
+        return
+    for node, name in zip(calls, names, strict=True):
+        child = module.get_submodule(node.target)
+        delattr(module, node.target)
+        module.add_submodule(name, child)
+        node.target = name
+    module.recompile()
 
 
 def _short(error: BaseException) -> str:
