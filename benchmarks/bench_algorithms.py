@@ -73,6 +73,8 @@ nearest+mse, 98.33 % in 0.10 s on both activation settings -- at the bound and o
 split: 98.33 % is 353/359, GPTQ's 98.05 % is 352/359; the 95 % interval is [96.40, 99.23] %), the same accuracy
 as MCT PTQ's with the same idea (MSE-selected per-channel weight thresholds), not a better method. Every other
 target as before (MET); digits_cnn int4's best is still min-max GPTQ (98.61 / 98.89 %, 0.26 s).
+Every MCT row above is in ``benchmarks/peer_mct_runs.json`` (peer_algorithms.py's output, as run here), so the
+target lines can be re-checked without the peer's environment: ``--peer-json benchmarks/peer_mct_runs.json``.
 int2 weights (the issue's third width), measured 2026-12-05 01:18-01:28 UTC under the lock (2 threads, load average
 0.6-1.6), with MCT 2.6.1 run at int2 here the same hour (peer_algorithms.py, PTQ on all three models, GPTQ on the
 two digits models; MobileNet's MCT GPTQ takes minutes per configuration and was not run). Accuracies fp32 / int8
