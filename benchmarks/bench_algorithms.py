@@ -88,6 +88,8 @@ acts, seconds of compression (3 rounds on the digits models, 1 on MobileNet):
 - MobileNet: nearest 10.58 / 11.98 %, bias correction 24.51 / 22.56 % (0.25 s), AdaRound 25.35 / 32.31 % (36.9 s),
   GPTQ 55.15 / 54.60 % (1.07 s), GPTQ act-order 33.70 / 36.21 % (act-order hurts at int2 here), any +mse 9.75 %
   (chance: clipping a 9-weight depthwise channel onto 4 levels); MCT PTQ 9.75 / 9.75 % (8.5-8.8 s).
+MobileNet AdaRound at int4 / int3 (01:32 run, load 0.05-1.4): 94.43 / 94.43 % in 33.5 s and 88.86 / 87.74 % in
+36.3 s, below GPTQ act-order's 95.82 / 95.54 % and 91.09 / 90.53 % in about 1 s.
 The MSE range search now rounds the candidate grids in elementwise ops (several ratios at once on small layers),
 the same grids bit for bit: nearest+mse takes 0.03 s on digits_mlp (was 0.10 s), 0.14 s on MobileNet (was 0.76 s
 for the search alone), and meets MCT PTQ's int2 / fp32-activation row (97.21 % in 0.8 s: a tenth is 0.08 s) with
