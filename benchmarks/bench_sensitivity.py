@@ -18,12 +18,14 @@ the same approach in that process: CPU allocator state left by one approach chan
   ``measure.evaluate`` after ``clear_caches()`` ran every configuration in full, so ``evaluate_full`` keeps the
   meaning of this line.)
 - incremental, pool of 2: ``analyze(..., backend=pool)`` with a process pool of 2 workers (one torch thread
-  each, whatever ``--threads`` says): one job per layer, each running that layer's trials through
-  ``score_variants`` on the worker's engine. A fresh pool per analysis, opened and warmed (``wait_ready``: spawn,
-  imports, engine build) *before* the timed region — a sweep or the GUI pays that once — so its workers hold no
-  cache from an earlier analysis. Its CPU is in the workers, so only its wall time is compared (against the other
-  approaches' wall time; with ``--threads 1`` they use one core, the pool two, so run ``--threads 2`` too for the
-  comparison at equal cores);
+  each, whatever ``--threads`` says): the base configuration and each layer's trials (cut in one part per worker)
+  as jobs, each part running through ``score_variants`` on the worker's engine. The pool is opened and started
+  (``wait_ready``: spawn, imports, engine build) before the timed region — a sweep or the GUI pays that once —
+  and, like every approach, runs one untimed warm-up analysis first; then each worker rebuilds its engine
+  (:class:`_Rebuild`), so the timed analysis starts warm but with no cache from the earlier one, as the
+  in-process approaches do with their fresh Engine. Its CPU is in the workers, so only its wall time is compared
+  (against the other approaches' wall time; with ``--threads 1`` they use one core, the pool two, so run
+  ``--threads 2`` too for the comparison at equal cores);
 - incremental, per trial: ``analyze`` through the cut cache with each trial run on its own (``Engine.score``), as
   before one layer's trials shared their downstream run (``Engine.score_variants``): separates that gain;
 - executor, no cache: ``analyze`` with the cut cache disabled (``cache_bytes=0``) — every configuration runs in full
@@ -43,6 +45,7 @@ thread by default so that CPU time is the work done.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -90,7 +93,17 @@ class _PerTrial:
 _POOL_WALL: list[float] = []  # the pool approach's timed region (without opening and closing the pool)
 
 
-def _analysis(approach: str, loaded, data, settings) -> dict[str, float]:
+class _Rebuild:
+    """A pool job: the worker's engine starts over (every cache dropped: cut values, compressor, reference), as
+    a fresh Engine would, in the warm process."""
+
+    config = None
+
+    def run(self, engine) -> None:
+        engine.__init__(engine.loaded, engine.data, cache_bytes=engine.evaluator.cache.max_bytes)
+
+
+def _analysis(approach: str, loaded, data, settings, pool=None) -> dict[str, float]:
     """One whole sensitivity analysis by ``approach``; returns the drop of every configuration (points)."""
     import torch
 
@@ -100,15 +113,12 @@ def _analysis(approach: str, loaded, data, settings) -> dict[str, float]:
     from qtradeoff.core.search.sensitivity import analyze
 
     if approach == POOL:
-        from qtradeoff.core.engine.backends import ProcessPool
-        from qtradeoff.core.engine.engine import EngineSpec
-
-        with ProcessPool(EngineSpec("digits_cnn"), 2, threads=1) as pool:
-            pool.wait_ready()
-            started = time.perf_counter()
-            session = Engine(loaded, data, compressor=Compressor(loaded.module, data.calib_inputs))
-            drops = _report_drops(analyze(session, settings=settings, use_cache=False, backend=pool))
-            _POOL_WALL.append(time.perf_counter() - started)
+        for _ in pool.run(iter([_Rebuild() for _ in range(pool.workers)]), depth=1):  # one per worker
+            pass
+        started = time.perf_counter()
+        session = Engine(loaded, data, compressor=Compressor(loaded.module, data.calib_inputs))
+        drops = _report_drops(analyze(session, settings=settings, use_cache=False, backend=pool))
+        _POOL_WALL.append(time.perf_counter() - started)
         return drops
     compressor = Compressor(loaded.module, data.calib_inputs)
     if approach in ("incremental", "executor, no cache", "incremental, per trial"):
@@ -164,10 +174,18 @@ def _worker(approach: str, threads: int) -> None:
     loaded = load_sample_model("digits_cnn")
     data = sample_data_for(loaded)
     settings = SensitivitySettings()
-    _analysis(approach, loaded, data, settings)  # warm-up: imports, kernels, caches of torch itself
-    cpu, wall = time.process_time(), time.perf_counter()
-    drops = _analysis(approach, loaded, data, settings)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if approach == POOL:
+            from qtradeoff.core.engine.backends import ProcessPool
+            from qtradeoff.core.engine.engine import EngineSpec
+
+            pool = stack.enter_context(ProcessPool(EngineSpec("digits_cnn"), 2, threads=1))
+            pool.wait_ready()
+        _analysis(approach, loaded, data, settings, pool)  # warm-up: imports, kernels, caches of torch itself
+        cpu, wall = time.process_time(), time.perf_counter()
+        drops = _analysis(approach, loaded, data, settings, pool)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     if approach == POOL:
         wall = _POOL_WALL[-1]
     print(json.dumps({"cpu": cpu, "wall": wall, "drops": drops, "samples": len(data.eval_inputs),

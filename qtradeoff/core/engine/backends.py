@@ -189,6 +189,17 @@ class LayerTrials:
         return engine.score_variants(self.layer, list(self.configs))
 
 
+@dataclass(frozen=True)
+class Score:
+    """A pool job: the quick score (accuracy/agreement, no memory or latency) of one configuration through
+    ``Engine.score`` on the worker's engine, its cut values kept there for the jobs after it."""
+
+    config: CompressionConfig
+
+    def run(self, engine):
+        return engine.score(self.config)
+
+
 def _worker_main(conn, spec, threads: int) -> None:
     """A pool worker: build the engine once, then run the jobs the parent sends until it sends None.
 
@@ -690,4 +701,5 @@ def open_backend(kind: str, spec, *, workers: int | None = None, address: str | 
 
 
 __all__ = ["ATTEMPTS", "BACKENDS", "Backend", "BackendError", "Evaluation", "InProcess", "LayerTrials", "Options",
-           "Outcome", "ProcessPool", "RayBackend", "available_cores", "evaluate_one", "import_ray", "open_backend"]
+           "Outcome", "ProcessPool", "RayBackend", "Score", "available_cores", "evaluate_one", "import_ray",
+           "open_backend"]

@@ -229,13 +229,15 @@ def sensitivity_iter(session, *, settings: SensitivitySettings = SensitivitySett
             return
 
     started = time.perf_counter()
-    base = session.score(base_config)
+    spread = _spread(backend, layers, base_config, settings, should_stop) if backend is not None else None
+    base = session.score(base_config) if spread is None else next(spread, None)
+    if base is None:  # stopped
+        return
     labelled = base.accuracy is not None
     done = 0
     results = []
     batched = callable(getattr(session, "score_variants", None))
     trials = [("bits", bits) for bits in settings.bits] + [("sparsity", s) for s in settings.sparsities]
-    spread = _spread(backend, layers, base_config, settings, should_stop) if backend is not None else None
     for layer in layers:
         quant, prune = {}, {}
         configs = list(_trial_configs(layer, base_config, settings))
@@ -279,17 +281,19 @@ def _trial_configs(layer: str, base_config: CompressionConfig, settings: Sensiti
             *(pruned_layer(base_config, layer, float(sparsity)) for sparsity in settings.sparsities))
 
 
-def _spread(backend, layers, base_config, settings, should_stop) -> Iterator[list]:
-    """Each layer's trial scores, in ``layers`` order, computed on ``backend``'s workers. Ends early when stopped.
+def _spread(backend, layers, base_config, settings, should_stop) -> Iterator:
+    """The base configuration's score, then each layer's trial scores in ``layers`` order, all computed on
+    ``backend``'s workers (the base is the first job: this process would otherwise score it while the workers
+    wait). Ends early when stopped.
 
     A layer's trials are cut into one part per worker (each part still runs the graph after the layer once for
     its trials): the first layers' trials run most of the graph and cost ~60 times the last one's, so whole
     layers as jobs leave one worker with the first layer while the other runs out of work. Parts go out one at
     a time per worker, the earliest (costliest) layers first, and are put back together here in order."""
-    from qtradeoff.core.engine.backends import BackendError, LayerTrials
+    from qtradeoff.core.engine.backends import BackendError, LayerTrials, Score
 
     parts = max(1, int(getattr(backend, "workers", 1)))
-    jobs, owners = [], []
+    jobs, owners = [Score(base_config)], [-1]
     for position, layer in enumerate(layers):
         configs = _trial_configs(layer, base_config, settings)
         size = -(-len(configs) // parts)
@@ -298,13 +302,18 @@ def _spread(backend, layers, base_config, settings, should_stop) -> Iterator[lis
             owners.append(position)
     pieces: dict[int, list] = {}
     remaining = [owners.count(position) for position in range(len(layers))]
-    given = 0
+    given, base_given = 0, False
     for index, job, payload, failure in backend.run(iter(jobs), should_stop=should_stop, depth=1):
         if payload is None:
-            raise BackendError(f"the sensitivity of {job.layer} could not be computed on a worker ({failure})")
-        pieces[index] = payload
-        remaining[owners[index]] -= 1
-        while given < len(layers) and remaining[given] == 0:
+            what = f"the sensitivity of {job.layer}" if owners[index] >= 0 else "the base configuration's score"
+            raise BackendError(f"{what} could not be computed on a worker ({failure})")
+        if owners[index] < 0:
+            yield payload
+            base_given = True
+        else:
+            pieces[index] = payload
+            remaining[owners[index]] -= 1
+        while base_given and given < len(layers) and remaining[given] == 0:  # the base first, then layers in order
             yield [score for part in sorted(i for i in pieces if owners[i] == given) for score in pieces[part]]
             for part in [i for i in pieces if owners[i] == given]:
                 del pieces[part]

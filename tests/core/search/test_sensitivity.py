@@ -195,3 +195,26 @@ def test_batched_trials_on_a_residual_model_give_exactly_the_drops_of_one_trial_
     assert batched_layers == list(engine.layer_names) == ["stem", "block1", "block2", "head"]
     assert batched.layers == alone.layers
     assert any(drop != 0.0 for item in batched.layers for drop in item.quant_drop.values())  # not a vacuous check
+
+
+class _ReversedBackend:
+    """A pool stand-in: runs every job on ``engine`` here but reports them in reverse order (the base score, the
+    first job, last), as two workers finishing unequal jobs may."""
+
+    workers = 2
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.kinds: list[str] = []
+
+    def run(self, jobs, *, should_stop=lambda: False, depth=None):
+        done = [(index, job, job.run(self.engine), None) for index, job in enumerate(jobs)]
+        self.kinds = [type(job).__name__ for _, job, _, _ in done]
+        yield from reversed(done)
+
+
+def test_a_pool_reporting_in_any_order_gives_the_report_made_here(session, report):
+    backend = _ReversedBackend(session)
+    spread = analyze(session, settings=SETTINGS, backend=backend, use_cache=False)
+    assert backend.kinds[0] == "Score" and set(backend.kinds[1:]) == {"LayerTrials"}  # the base is the pool's too
+    assert spread.baseline == report.baseline and spread.layers == report.layers
