@@ -142,7 +142,10 @@ def _start_loader_early(name: str, argv: Sequence[str]) -> None:
     # a sample's name, or a missing file the command will report; a data folder is not test-read
     if not os.path.isfile(argv[0]) and not (data and os.path.isfile(data)):
         return
-    from qtradeoff.core.loading import _load_child  # no torch: only the process handle
+    from qtradeoff.core.loading import _files, _load_child  # no torch: only the process handle
+
+    if not (data and os.path.isfile(data)) and _files.is_bundled_sample(argv[0]):
+        return  # a bundled sample's own bytes load without the loader (model_io.load_model)
 
     try:
         _load_child.SERVER.start()

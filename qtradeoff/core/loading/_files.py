@@ -152,6 +152,20 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+SAMPLE_MANIFEST = Path(__file__).resolve().parents[3] / "sample_models" / "manifest.json"
+
+
+def is_bundled_sample(path: str | Path) -> bool:
+    """Whether ``path`` holds exactly the bytes of a bundled sample model (its sha256 is in the samples' manifest).
+    Only a file named like a sample is hashed, so asking about a large user file costs nothing."""
+    try:
+        entries = json.loads(SAMPLE_MANIFEST.read_text())["models"].values()
+        digests = {entry.get("sha256") for entry in entries if entry.get("file") == Path(path).name}
+        return bool(digests) and sha256_file(Path(path)) in digests
+    except (OSError, ValueError, KeyError, AttributeError, FileCheckError):
+        return False
+
+
 @contextlib.contextmanager
 def utf8_name(path: Path):
     """A name for ``path`` that readers taking only UTF-8 paths (safetensors' Rust core) accept: the path itself,

@@ -69,7 +69,32 @@ def _assert_names_file(error: pytest.ExceptionInfo, path) -> None:
 # ------------------------------------------------------------------------------------------------ good formats
 
 
-def test_safetensors_with_architecture_metadata_isolated():
+@pytest.fixture
+def sample_copy(tmp_path):
+    """The digits_cnn sample's tensors and metadata saved again with one more metadata entry: a user's file (other
+    bytes, other sha256) that loads like the sample."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    source = SAMPLE_DIR / "digits_cnn.safetensors"
+    with safe_open(str(source), "pt") as handle:
+        metadata = dict(handle.metadata() or {})
+    path = tmp_path / "my_digits_cnn.safetensors"
+    save_file(load_file(source), str(path), metadata={**metadata, "note": "fine-tuned by a user"})
+    return path
+
+
+def test_only_the_bundled_samples_own_bytes_skip_the_isolated_probe(sample_copy, monkeypatch):
+    probed = []
+    real = _load_child.run_isolated
+    monkeypatch.setattr(_load_child, "run_isolated", lambda *a, **k: probed.append(k["label"]) or real(*a, **k))
+    load_model(SAMPLE_DIR / "digits_cnn.safetensors")
+    assert probed == []  # matched by sha256: no second import of torch in a child
+    loaded = load_model(sample_copy)
+    assert probed == [str(sample_copy)] and loaded.architecture == "qtradeoff.digits_cnn"
+
+
+def test_safetensors_with_architecture_metadata():
     loaded = load_model(SAMPLE_DIR / "digits_cnn.safetensors")
     assert isinstance(loaded, LoadedModel)
     assert (loaded.format, loaded.architecture, loaded.num_classes) == ("safetensors", "qtradeoff.digits_cnn", 10)
@@ -353,12 +378,12 @@ def test_checkpoint_without_batchnorm_counters_and_safetensors_metadata(tmp_path
     assert (loaded.architecture, loaded.input_shape) == ("qtradeoff.digits_cnn", (1, 32, 32))
 
 
-def test_loader_server_killed_from_outside_is_restarted():
-    load_model(SAMPLE_DIR / "digits_cnn.safetensors")  # make sure the server runs
+def test_loader_server_killed_from_outside_is_restarted(sample_copy):
+    load_model(sample_copy)  # make sure the server runs
     server = _load_child.SERVER.process
     server.kill()
     server.wait()
-    loaded = load_model(SAMPLE_DIR / "digits_cnn.safetensors")
+    loaded = load_model(sample_copy)
     assert loaded.format == "safetensors" and _load_child.SERVER.process is not server
 
 
