@@ -180,9 +180,9 @@ def _fetch_attr(root: nn.Module, target: str):
     return value
 
 
-def _mutates_inputs(node: fx.Node, root: nn.Module) -> bool:
+def _mutates_inputs(node: fx.Node, root: nn.Module, module: nn.Module | None = None) -> bool:
     if node.op == "call_module":
-        return bool(getattr(root.get_submodule(node.target), "inplace", False))
+        return bool(getattr(module if module is not None else root.get_submodule(node.target), "inplace", False))
     if node.op == "call_function":
         name = getattr(node.target, "__name__", "")
         return (node.target in _INPLACE_FUNCTIONS or bool(node.kwargs.get("inplace", False))
@@ -486,11 +486,12 @@ class IncrementalEvaluator:
                     raise IncrementalError("the model takes more than one input; incremental evaluation feeds "
                                            "one tensor") from None
                 continue
-            if shared and _mutates_inputs(node, root):
+            module = root.get_submodule(node.target) if node.op == "call_module" else None  # looked up once
+            if shared and _mutates_inputs(node, root, module):
                 _unshare(node, env, shared)
             args = fx.node.map_arg(node.args, lambda n: env[n])
             kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
-            env[node] = _execute(node, root, args, kwargs)
+            env[node] = module(*args, **kwargs) if module is not None else _execute(node, root, args, kwargs)
             # Drop what nothing downstream needs (the cache keeps its own references), in batches: freeing each
             # dead activation at once makes the allocator hand large blocks back and fault fresh pages in for the
             # next one, which costs about a quarter of the run time on small CNNs.
