@@ -136,17 +136,23 @@ def main() -> None:
             backend.close()
     ratios = {label: statistics.median(local_s / s for local_s, s in zip(seconds["in-process"], values, strict=True))
               for label, values in seconds.items()}
-    print(f"{'backend':<18}{'configs/s':>10}{'x in-process':>14}{'first result s':>16}")
+    # the same against the in-process backend on one thread: what parallel workers add over one core's work,
+    # without the in-process backend's own use of the second core (its torch threads)
+    single = {label: statistics.median(one_s / s for one_s, s in zip(seconds["in-process, 1 thread"], values,
+                                                                     strict=True))
+              for label, values in seconds.items()}
+    print(f"{'backend':<21}{'configs/s':>10}{'x in-process':>14}{'x 1 thread':>12}{'first result s':>16}")
     for label, values in seconds.items():
         rate = args.configs / statistics.median(values)
         first = f"{startup[label]:.1f}" if label in startup else "-"
-        print(f"{label:<18}{rate:>10.2f}{ratios[label]:>14.2f}{first:>16}")
+        print(f"{label:<21}{rate:>10.2f}{ratios[label]:>14.2f}{single[label]:>12.2f}{first:>16}")
     print(f"load average {os.getloadavg()[0]:.1f} after")
     print("throughput ratios exclude start-up (median over rounds of in-process time / backend time, same configs)")
     print("targets on 2 cores: pool of 2 workers >= 1.7x in-process; Ray >= 1.5x")
     if args.json:
         print("JSON " + json.dumps({"cores": cores, "configs": args.configs, "rounds": args.rounds,
-                                    "seconds": seconds, "ratios": ratios, "first_result_s": startup}))
+                                    "seconds": seconds, "ratios": ratios, "ratios_to_one_thread": single,
+                                    "first_result_s": startup}))
     if not args.no_first_point:
         print("\nresnet50 time to the first point (benchmarks/bench_first_point.py, its own process):", flush=True)
         script = Path(__file__).with_name("bench_first_point.py")
