@@ -557,9 +557,10 @@ class _RayWorker:
         ``__del__``, so the backend calls this first)."""
         shutil.rmtree(self._directory, ignore_errors=True)
 
-    def evaluate(self, config, options):
+    def run(self, job):
+        """Run one job (an object with ``run(engine)``: an Evaluation, LayerTrials, Score) on this actor's engine."""
         try:
-            return "done", evaluate_one(self.engine, config, options)
+            return "done", job.run(self.engine)
         except Exception as error:
             return "failed", _reason(error)
 
@@ -619,18 +620,33 @@ class RayBackend(Backend):
         self.worker_pids()
 
     def map(self, configs, *, latency="estimated", eval_size=None, full=False, should_stop=lambda: False):
-        ray = self._ray
         options = Options(latency, eval_size, full)
         if options.exclusive:
             raise UsageError("measured latency is not timed on Ray (its actors share the cores); use the local or "
                              "pool backend, or estimated latency")
-        source = enumerate(configs)
+        jobs = (Evaluation(config, options) for config in configs)
+        for index, job, payload, failure in self.run(jobs, should_stop=should_stop):
+            yield Outcome(index, job.config, payload, failure)
+
+    def run(self, jobs: Iterable, *, exclusive: bool = False, should_stop: Callable[[], bool] = lambda: False,
+            depth: int | None = None) -> Iterator[tuple]:
+        """Run ``jobs`` (objects with ``run(engine)``, consumed lazily) on the actors and yield
+        ``(index, job, payload, failure)`` for each in completion order (``payload`` None when it failed), as
+        :meth:`ProcessPool.run` does. ``depth``: jobs in flight per actor (default: the backend's ``in_flight``
+        spread over the actors). ``exclusive`` (a job that must run alone, a timing) is refused: Ray's actors
+        share the cores."""
+        if exclusive:
+            raise UsageError("a job that must run alone (a measured timing) does not run on Ray; use the local or "
+                             "pool backend")
+        ray = self._ray
+        limit = self.in_flight if depth is None else max(1, int(depth)) * len(self._actors)
+        source = enumerate(jobs)
         retries: deque[_Task] = deque()
         pending: dict = {}  # object ref -> (task, actor index)
         load = [0] * len(self._actors)
         exhausted = False
         while True:
-            while len(pending) < self.in_flight and (retries or not (exhausted or should_stop())):
+            while len(pending) < limit and (retries or not (exhausted or should_stop())):
                 if retries:
                     task = retries.popleft()
                 else:
@@ -638,10 +654,11 @@ class RayBackend(Backend):
                     if item is None:
                         exhausted = True
                         break
-                    task = _Task(*item)
+                    index, job = item
+                    task = _Task(index, getattr(job, "config", None), job=job)
                 task.attempts += 1
                 actor = min(range(len(self._actors)), key=load.__getitem__)
-                pending[self._actors[actor].evaluate.remote(task.config, options)] = (task, actor)
+                pending[self._actors[actor].run.remote(task.job)] = (task, actor)
                 load[actor] += 1
             if not pending:
                 return
@@ -654,13 +671,12 @@ class RayBackend(Backend):
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as error:
                     self._replace(actor, pending, load)
                     if task.attempts >= ATTEMPTS:
-                        yield Outcome(task.index, task.config, None,
-                                      f"Ray worker died ({type(error).__name__}) {task.attempts} times running it")
+                        yield (task.index, task.job, None,
+                               f"Ray worker died ({type(error).__name__}) {task.attempts} times running it")
                     else:
                         retries.append(task)
                     continue
-                yield Outcome(task.index, task.config, payload if kind == "done" else None,
-                              "" if kind == "done" else payload)
+                yield (task.index, task.job, payload if kind == "done" else None, "" if kind == "done" else payload)
 
     def _replace(self, actor: int, pending: dict, load: list[int]) -> None:
         # its other queued tasks fail with the same error and are retried through the same path

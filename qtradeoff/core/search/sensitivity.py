@@ -204,9 +204,10 @@ def sensitivity_iter(session, *, settings: SensitivitySettings = SensitivitySett
     Yields :class:`SensitivityProgress` before each configuration, a :class:`LayerSensitivity` when a layer is
     done and finally the :class:`SensitivityReport`. Stops quietly (no report) when ``should_stop()`` is true.
 
-    ``backend``: a :class:`~qtradeoff.core.engine.backends.ProcessPool` built from the same model and data (the
-    caller opens and closes it): the layers are spread over its worker processes, each running one layer's trials
-    through ``score_variants`` on its own engine; the base configuration is scored here. The drops are the same as
+    ``backend``: a :class:`~qtradeoff.core.engine.backends.ProcessPool` or
+    :class:`~qtradeoff.core.engine.backends.RayBackend` built from the same model and data (the caller opens and
+    closes it): the base configuration and the layers' trials are spread over its workers, each part of a layer
+    running through ``score_variants`` on the worker's own engine. The drops are the same as
     in this process (the same engine code on the same data), and the layers are yielded in order.
     """
     base_config = base_config if base_config is not None else CompressionConfig()

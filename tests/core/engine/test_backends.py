@@ -75,6 +75,11 @@ def test_ray_on_a_local_instance_gives_the_in_process_metrics_even_when_an_actor
             if len(outcomes) == 1:  # an actor killed mid-sweep: replaced, its configurations retried
                 os.kill(sorted(pids)[0], signal.SIGKILL)
         after = set(backend.worker_pids())
+        from qtradeoff.core.search.sensitivity import SensitivitySettings, analyze
+
+        settings = SensitivitySettings(bits=(4, 2), sparsities=(0.5,))
+        layers = ["features.0.conv", "features.3.conv", "features.5.conv"]
+        spread = analyze(SPEC.build(), settings=settings, layers=layers, backend=backend, use_cache=False)
         folders = ray.get([actor.directory.remote() for actor in backend._actors])
         assert all(os.path.isdir(folder) for folder in folders)
         killed_folder = os.path.dirname(folders[0])  # the backend's folder, with the killed actor's copy inside
@@ -84,6 +89,9 @@ def test_ray_on_a_local_instance_gives_the_in_process_metrics_even_when_an_actor
     assert sorted(pids)[0] not in after and len(after) == 2
     assert not ray.is_initialized()  # we started it, so closing shut it down
     check_same(outcomes, reference)
+    here = analyze(SPEC.build(), settings=settings, layers=layers, use_cache=False)  # the layers spread over Ray
+    assert spread.layers == here.layers and spread.baseline == here.baseline
+    assert any(drop != 0.0 for item in here.layers for drop in item.quant_drop.values())
 
 
 @pytest.mark.slow
