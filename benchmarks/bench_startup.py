@@ -31,7 +31,6 @@ SAMPLE = "sample_models/digits_cnn.safetensors"
 COMMANDS = {
     "import torch": ["-c", "import torch"],
     "inspect": ["-m", "qtradeoff.cli", "inspect", SAMPLE],
-    "inspect, user file": ["-m", "qtradeoff.cli", "inspect"],  # + the copy's path, made in main()
     "evaluate": ["-m", "qtradeoff.cli", "evaluate", "digits_cnn", "--json"],
 }
 
@@ -97,13 +96,13 @@ def _user_copy(folder: Path) -> Path:
 
 
 def _measure(args: argparse.Namespace, user_file: Path) -> int:
-    COMMANDS["inspect, user file"] = [*COMMANDS["inspect, user file"][:3], str(user_file)]
-    runs: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    commands = {**COMMANDS, "inspect, user file": ["-m", "qtradeoff.cli", "inspect", str(user_file)]}
+    runs: dict[str, list[float]] = {name: [] for name in commands}
     inside: list[dict] = []
     for round_ in range(args.rounds):
-        order = list(COMMANDS) if round_ % 2 == 0 else list(reversed(COMMANDS))
+        order = list(commands) if round_ % 2 == 0 else list(reversed(commands))
         for name in order:
-            runs[name].append(_timed(COMMANDS[name]))
+            runs[name].append(_timed(commands[name]))
         child = subprocess.run([sys.executable, __file__, "--in-process"], cwd=ROOT, env=_env(),
                                capture_output=True, text=True, check=False)
         if child.returncode != 0:

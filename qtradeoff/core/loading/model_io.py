@@ -55,8 +55,8 @@ from qtradeoff.core.loading import _files, architectures, checkpoints
 from qtradeoff.core.loading._files import FileCheckError, human_bytes
 from qtradeoff.core.paths import cache_dir
 
-SAMPLE_DIR = Path(__file__).resolve().parents[3] / "sample_models"
-MANIFEST_FILE = SAMPLE_DIR / "manifest.json"
+MANIFEST_FILE = _files.SAMPLE_MANIFEST
+SAMPLE_DIR = MANIFEST_FILE.parent
 FORMATS = ("safetensors", "state_dict", "pickle", "torchscript", "export", "onnx")
 DEFAULT_TIMEOUT = 120.0
 
